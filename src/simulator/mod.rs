@@ -1,1 +1,403 @@
-//! placeholder
+//! An in-process HTTP simulator of the LeadSquared API, for tests, demos and benchmarks.
+//!
+//! Requests enter over HTTP/1.1 on loopback ([`serve`], [`RunningSimulator`]); what they did
+//! leaves through [`Simulator`]'s inspection methods (request log, stored activities, counters)
+//! or the unauthenticated `/_sim/...` admin routes for out-of-process callers.
+//!
+//! The simulator imitates the vendor faithfully, unpleasant parts included: a sliding-window rate
+//! limit answered with 429 or with HTTP 200 and an error body, validation errors as HTTP 500 with
+//! an `MX...Exception` body, per-row or whole-batch rejection, queued deletes, ambiguous paging,
+//! and injected faults (plain 500s and dropped connections, before or after the rows were
+//! committed). It shares the wire *types* with the client (`crate::api`) but none of its logic.
+//!
+//! - `demo`: the account's fixed leads, users and activity types.
+//! - `state`: stored activities, request log, limiter and the vendor's rules, free of I/O.
+//! - `server`: the accept loop, per-connection kill switch, routing and handlers.
+
+mod demo;
+mod server;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api;
+use crate::quota::RateQuota;
+
+pub use demo::{DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT, demo_activity_types, demo_lead_id};
+pub use server::{RunningSimulator, serve};
+
+/// How the simulator behaves; every knob a test or benchmark may turn.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// The only access key that authenticates; anything else is answered 401.
+    pub access_key: String,
+    /// The secret key that must accompany [`SimConfig::access_key`].
+    pub secret_key: String,
+    /// The account's quota, enforced as a sliding window over arrivals; `None` for unlimited
+    /// (benchmarks of the simulator itself).
+    pub rate: Option<RateQuota>,
+    /// Whether an over-limit request gets HTTP 429 or, as some accounts do, HTTP 200 with the
+    /// same error body.
+    pub rate_limit_style: RateLimitStyle,
+    /// Send `Retry-After` (whole seconds, rounded up) with rate-limit answers. Off by default
+    /// because the vendor documents none; on to test clients that honour it.
+    pub send_retry_after: bool,
+    /// Calls per second that "another integration of the same account" takes from the same
+    /// window, whenever there is room; they are not logged. Tests adaptation to a shared quota.
+    pub background_load: Option<f64>,
+    /// Delay added to every `/v2` response (and before a dropped connection closes), after the
+    /// arrival is logged and the state has changed.
+    pub latency: Duration,
+    /// Uniform spread around [`SimConfig::latency`]; the delay never goes below zero.
+    pub jitter: Duration,
+    /// Injected failures of bulk posts.
+    pub faults: FaultConfig,
+    /// Whether bad rows of a bulk post are rejected one by one or fail the whole call, since the
+    /// vendor's behaviour here is unconfirmed.
+    pub reject_mode: RejectMode,
+    /// What Get Activities' `Paging.Offset` counts, since the vendor's docs are ambiguous.
+    pub paging: PagingMode,
+    /// How long a queued delete waits before it takes effect.
+    pub delete_delay: Duration,
+    /// Treat every well-formed GUID as an existing lead, so benchmarks need not use demo leads.
+    pub accept_any_lead: bool,
+    /// Leads the account holds besides the demo leads (compared lowercase).
+    pub extra_leads: Vec<String>,
+    /// Host UserByAccessKey.Get names as the account's API host.
+    pub account_host: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            access_key: "sim-access-key".to_string(),
+            secret_key: "sim-secret-key".to_string(),
+            rate: Some(RateQuota::DEFAULT),
+            rate_limit_style: RateLimitStyle::default(),
+            send_retry_after: false,
+            background_load: None,
+            latency: Duration::ZERO,
+            jitter: Duration::ZERO,
+            faults: FaultConfig::default(),
+            reject_mode: RejectMode::default(),
+            paging: PagingMode::default(),
+            delete_delay: Duration::from_millis(200),
+            accept_any_lead: false,
+            extra_leads: Vec::new(),
+            account_host: "api-in21.leadsquared.com".to_string(),
+        }
+    }
+}
+
+/// Keys stay out of debug output: configurations get logged.
+impl fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("access_key", &"<redacted>")
+            .field("secret_key", &"<redacted>")
+            .field("rate", &self.rate)
+            .field("rate_limit_style", &self.rate_limit_style)
+            .field("send_retry_after", &self.send_retry_after)
+            .field("background_load", &self.background_load)
+            .field("latency", &self.latency)
+            .field("jitter", &self.jitter)
+            .field("faults", &self.faults)
+            .field("reject_mode", &self.reject_mode)
+            .field("paging", &self.paging)
+            .field("delete_delay", &self.delete_delay)
+            .field("accept_any_lead", &self.accept_any_lead)
+            .field("extra_leads", &self.extra_leads.len())
+            .field("account_host", &self.account_host)
+            .finish()
+    }
+}
+
+/// How the rate limit is answered; the vendor does both depending on the account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitStyle {
+    /// HTTP 429 with the `MXAPIRateLimitExceededException` body, as documented.
+    #[default]
+    Http429,
+    /// HTTP 200 with the same error body, as some accounts receive it.
+    Http200,
+}
+
+/// How bad rows in a bulk post are answered; the vendor's behaviour is unconfirmed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectMode {
+    /// Good rows are created; bad rows come back with `ActivityCreated: false`.
+    #[default]
+    PerRow,
+    /// One bad row fails the call with HTTP 500 `MXInvalidInputException`; nothing is created.
+    WholeBatch,
+}
+
+/// What Get Activities' `Paging.Offset` means; the vendor calls it "the page number".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PagingMode {
+    /// Offset 0 is the first page.
+    #[default]
+    ZeroBasedPage,
+    /// Offset 1 is the first page (0 is read as 1).
+    OneBasedPage,
+    /// Offset counts rows to skip.
+    RowOffset,
+}
+
+/// Probabilities, per admitted bulk post, of each injected failure. One seeded draw per request
+/// decides, checked in field order, so a seed reproduces a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultConfig {
+    /// HTTP 500 with a non-JSON body, nothing created: a proxy or server crash.
+    pub plain_500: f64,
+    /// The connection closes without a response, nothing created.
+    pub drop_connection: f64,
+    /// The rows are created, then HTTP 500 with a non-JSON body: the client cannot know it
+    /// succeeded, and a blind retry duplicates.
+    pub commit_then_500: f64,
+    /// The rows are created, then the connection closes without a response.
+    pub commit_then_drop: f64,
+    /// Seed of the fault RNG.
+    pub seed: u64,
+}
+
+/// What the simulator did with one `/v2` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestOutcome {
+    /// Answered normally (a bulk post whose rows were all or partly rejected one by one too).
+    Ok,
+    /// HTTP 401.
+    Unauthorized,
+    /// Refused by the rate limit (HTTP 429 or 200).
+    RateLimited,
+    /// HTTP 400: malformed body or content type.
+    BadRequest,
+    /// HTTP 500 with an `MX...Exception` body: the data was refused.
+    DataError,
+    /// Injected HTTP 500 without an MX body; nothing created.
+    #[serde(rename = "fault_500")]
+    Fault500,
+    /// Injected dropped connection; nothing created.
+    Dropped,
+    /// Injected HTTP 500 after the rows were created.
+    #[serde(rename = "committed_then_500")]
+    CommittedThen500,
+    /// Injected dropped connection after the rows were created.
+    CommittedThenDropped,
+    /// HTTP 404: no such endpoint.
+    NotFound,
+}
+
+/// One logged `/v2` request, for asserting what a client sent and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Position in arrival order, from 0; bulk-created activities point back to it.
+    pub seq: u64,
+    /// Arrival time since the simulator started, taken before the body is read, so quota
+    /// checks see what the server's limiter saw.
+    pub at: Duration,
+    /// HTTP method, to tell endpoints sharing a path apart.
+    pub method: String,
+    /// Path without the query string, which may hold keys.
+    pub path: String,
+    /// Final HTTP status; 0 when the connection was dropped without one.
+    pub status: u16,
+    /// Number of activities in a bulk post's body (0 for other requests or unparsable bodies),
+    /// to check batch sizes.
+    pub items: usize,
+    /// What happened, more precisely than the status says.
+    pub outcome: RequestOutcome,
+}
+
+/// One activity as stored, for asserting what a client created or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredActivity {
+    /// The `ProspectActivityId` the bulk post returned.
+    pub id: String,
+    /// The lead's id, lowercase.
+    pub lead_id: String,
+    /// The activity type's code.
+    pub event_code: i64,
+    /// `ActivityNote`, if one was given.
+    pub note: Option<String>,
+    /// The owner's e-mail as the account spells it, if one was given.
+    pub owner_email: Option<String>,
+    /// The activity's date, `yyyy-MM-dd HH:mm:ss` UTC: the posted one or the posting time.
+    pub date_time: String,
+    /// Custom field values by schema name.
+    pub fields: BTreeMap<String, String>,
+    /// Set once a queued delete has taken effect; deleted activities stay listed so tests can
+    /// tell "deleted" from "never created".
+    pub deleted: bool,
+    /// `seq` of the bulk post that created it; `None` for seeded ones.
+    pub created_by_request: Option<u64>,
+}
+
+/// Counters for assertions and benchmark reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// `/v2` requests logged.
+    pub requests: u64,
+    /// Of those, refused by the rate limit.
+    pub rate_limited: u64,
+    /// Of those, bulk posts that suffered an injected fault.
+    pub faults: u64,
+    /// Activities stored and not deleted (seeded ones included).
+    pub activities_live: u64,
+    /// Activities flagged deleted.
+    pub activities_deleted: u64,
+    /// Most logged requests in any window of the configured quota's length; `None` when the
+    /// rate is unlimited. Above the quota's calls means the client overran it.
+    pub max_requests_in_window: Option<usize>,
+}
+
+/// Why a simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The loopback port could not be bound (in use, or not permitted).
+    #[error("cannot listen on 127.0.0.1:{port}")]
+    Bind {
+        /// The port asked for, named in the message so the user can pick another.
+        port: u16,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything handlers share: the fixed configuration and the mutable state behind one mutex.
+struct Shared {
+    config: SimConfig,
+    started: Instant,
+    state: Mutex<state::State>,
+    /// Counts queued deletes that have taken effect, so tests wait on a signal, not a sleep.
+    deletes_applied: tokio::sync::watch::Sender<u64>,
+}
+
+/// A simulated LeadSquared account. Cheap to clone; clones share the account.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// A fresh account holding the demo leads (each with two past owner changes) and
+    /// `config.extra_leads`. The clock for [`RequestRecord::at`] starts now.
+    pub fn new(config: SimConfig) -> Simulator {
+        let state = state::State::new(&config);
+        Simulator {
+            shared: Arc::new(Shared {
+                config,
+                started: Instant::now(),
+                state: Mutex::new(state),
+                deletes_applied: tokio::sync::watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// The configuration this simulator runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, state::State> {
+        // A panic elsewhere while holding the lock leaves plain data behind, still usable.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The request log, in arrival order; requests still being answered are left out.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.lock().finished_requests()
+    }
+
+    /// Every activity ever stored, deleted ones flagged, in creation order.
+    pub fn activities(&self) -> Vec<StoredActivity> {
+        self.lock().all_stored()
+    }
+
+    /// Every activity ever stored on one lead (id compared lowercase), in creation order.
+    pub fn activities_of_lead(&self, lead_id: &str) -> Vec<StoredActivity> {
+        self.lock().stored_of_lead(lead_id)
+    }
+
+    /// Counters, without copying the log or the activities (except the arrival times needed
+    /// for the window maximum).
+    pub fn stats(&self) -> SimStats {
+        let (times, counts) = {
+            let state = self.lock();
+            let times = self.shared.config.rate.map(|_| state.arrival_times());
+            (times, state.counts())
+        };
+        let (requests, rate_limited, faults, activities_live, activities_deleted) = counts;
+        SimStats {
+            requests,
+            rate_limited,
+            faults,
+            activities_live,
+            activities_deleted,
+            max_requests_in_window: self
+                .shared
+                .config
+                .rate
+                .zip(times)
+                .map(|(quota, times)| state::max_in_window(times, quota.window)),
+        }
+    }
+
+    /// The most logged requests (any path, any status, rate-limited ones included) whose
+    /// arrivals fall in one window `[t, t + window)`: what a client must keep at or below the
+    /// quota's calls.
+    pub fn max_requests_in_any_window(&self, window: Duration) -> usize {
+        let times = self.lock().arrival_times();
+        state::max_in_window(times, window)
+    }
+
+    /// Stores an activity as if it had existed before the run, without the bulk endpoint's
+    /// checks (any code, any lead; the lead joins the account). A missing or unreadable
+    /// `ActivityDateTime` means now; field names other than `mx_Custom_<1..50>` are dropped.
+    /// Returns the new activity's id.
+    pub fn add_activity(&self, item: api::ActivityItem) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.lock().seed(&item, now)
+    }
+
+    fn arrived_since_start(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.shared.started)
+    }
+
+    #[cfg(test)]
+    fn push_test_record(&self, record: RequestRecord) {
+        self.lock().push_test_record(record);
+    }
+}
+
+/// The rate-limit message in the vendor's words with this account's numbers, e.g. "API calls
+/// exceeded the limit of 25 in 5 second(s)" or "... of 3 in 0.3 second(s)".
+fn rate_limit_message(calls: NonZeroU32, window: Duration) -> String {
+    let seconds = if window.subsec_nanos() == 0 {
+        window.as_secs().to_string()
+    } else {
+        window.as_secs_f64().to_string()
+    };
+    format!("API calls exceeded the limit of {calls} in {seconds} second(s)")
+}

@@ -1,0 +1,119 @@
+//! The simulated account's fixed contents: its leads, users, activity types and the identity
+//! UserByAccessKey.Get reports.
+//!
+//! Everything here is a pure, deterministic function or constant, so tests and demo data files
+//! written elsewhere can name the same leads and owners the simulator knows. Data leaves through
+//! the public functions; nothing enters.
+
+use crate::api;
+
+/// How many leads the simulated account holds; [`demo_lead_id`] names them.
+pub const DEMO_LEADS: usize = 50;
+
+/// E-mail addresses of the account's users, the only valid `ActivityOwnerEmail` values.
+pub const DEMO_OWNERS: &[&str] = &[
+    "asha.rao@example.com",
+    "vikram.mehta@example.com",
+    "priya.nair@example.com",
+    "rahul.sharma@example.com",
+    "meera.iyer@example.com",
+];
+
+/// Code of the system activity LeadSquared posts when a lead's owner changes. Delete Activities
+/// refuses it; only Delete Owner Change History removes these.
+pub const OWNER_CHANGE_EVENT: i64 = 22;
+
+/// `EventName` of [`OWNER_CHANGE_EVENT`] activities.
+pub(super) const OWNER_CHANGE_EVENT_NAME: &str = "Lead Owner Changed";
+
+/// Display name of the user the simulator's keys belong to (`CreatedByName` of every activity).
+pub(super) const API_USER_NAME: &str = "Asha Rao";
+
+/// Fixed id of that user, so UserByAccessKey.Get answers the same across runs.
+const API_USER_ID: &str = "7d4f3c2a-9b1e-4c6d-8a5f-3e2b1c0d9f8a";
+
+/// Org id UserByAccessKey.Get reports.
+const API_ORG_ID: &str = "41537";
+
+/// Dates of the two owner changes every demo lead has, so Delete Owner Change History has
+/// something to delete and date windows can select one of them.
+pub(super) const OWNER_CHANGE_DATES: [&str; 2] = ["2024-01-15 09:00:00", "2024-06-01 12:30:00"];
+
+/// The id of demo lead `i` (`0..DEMO_LEADS`): a lowercase v4-shaped GUID that is the same in
+/// every run, derived by a fixed mixing function rather than stored, so any `i` has one.
+pub fn demo_lead_id(i: usize) -> String {
+    let mut state = 0x5EED_1EAD_0000_0000_u64 ^ i as u64;
+    let hi = splitmix64(&mut state);
+    let lo = splitmix64(&mut state);
+    let bytes = ((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes();
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
+/// The account's custom activity types, the codes a bulk post may use.
+pub fn demo_activity_types() -> Vec<api::ActivityType> {
+    [
+        (201, "Webinar Attended", 3),
+        (202, "Product Demo", 5),
+        (203, "Call Logged", 4),
+        (204, "Payment Received", 6),
+        (205, "Site Visit", 2),
+    ]
+    .into_iter()
+    .map(|(code, name, fields)| api::ActivityType {
+        activity_event: code,
+        display_name: name.to_string(),
+        fields: (1..=fields).map(|n| format!("mx_Custom_{n}")).collect(),
+    })
+    .collect()
+}
+
+/// What UserByAccessKey.Get answers; `host` is the configured account host.
+pub(super) fn api_user(host: &str) -> api::UserByAccessKey {
+    let mut urls = serde_json::Map::new();
+    urls.insert("api".to_string(), serde_json::Value::from(host));
+    api::UserByAccessKey {
+        id: API_USER_ID.to_string(),
+        email_address: DEMO_OWNERS[0].to_string(),
+        org_id: API_ORG_ID.to_string(),
+        lsq_common_service_urls: urls,
+    }
+}
+
+/// SplitMix64: a tiny, well-spread deterministic generator, enough to make ids look random.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn demo_lead_ids_are_stable_distinct_lowercase_guids() {
+        let ids: Vec<String> = (0..DEMO_LEADS).map(demo_lead_id).collect();
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), DEMO_LEADS);
+        for id in &ids {
+            assert!(super::super::state::is_guid(id), "{id}");
+            assert_eq!(id, &id.to_lowercase());
+        }
+        assert_eq!(demo_lead_id(7), ids[7]);
+    }
+
+    #[test]
+    fn activity_type_codes_are_custom_and_exclude_the_system_code() {
+        let types = demo_activity_types();
+        let codes: Vec<i64> = types.iter().map(|t| t.activity_event).collect();
+        assert_eq!(codes, vec![201, 202, 203, 204, 205]);
+        assert!(!codes.contains(&OWNER_CHANGE_EVENT));
+        assert_eq!(types[3].fields.len(), 6);
+        assert_eq!(types[3].fields[5], "mx_Custom_6");
+    }
+}

@@ -1,0 +1,923 @@
+//! The simulated account's mutable state: stored activities indexed by lead, the request log, the
+//! rate limiter's window and the fault RNG, with the pure rules that read and change them.
+//!
+//! Nothing here does I/O or reads the clock: the HTTP layer (`server.rs`) passes in arrival
+//! instants and "now" timestamps, calls these methods under the simulator's one mutex, and turns
+//! their results into responses. That keeps every vendor rule unit-testable without sockets.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+
+use super::demo::{self, DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT};
+use super::{FaultConfig, RequestOutcome, RequestRecord, SimConfig, StoredActivity};
+use crate::api::{self, DATE_TIME_FORMAT};
+use crate::quota::RateQuota;
+
+/// `created_by` of activities no request created (seeded ones).
+const NO_REQUEST: u64 = u64::MAX;
+/// `owner` of activities without an owner.
+const NO_OWNER: u16 = u16::MAX;
+/// Schema names are `mx_Custom_1` .. `mx_Custom_MAX_FIELD`.
+const MAX_FIELD: u8 = 50;
+const FIELD_PREFIX: &str = "mx_Custom_";
+
+/// One stored activity, kept small because a benchmark may hold a million of them: the id as raw
+/// bytes, the date as epoch seconds, the lead and owner as indexes into interned tables, and
+/// fields by number instead of by name.
+pub(super) struct Record {
+    id: [u8; 16],
+    date: i64,
+    created_by: u64,
+    event_code: i64,
+    note: Option<Box<str>>,
+    fields: Box<[(u8, Box<str>)]>,
+    lead: u32,
+    owner: u16,
+    deleted: bool,
+}
+
+impl Record {
+    pub(super) fn id(&self) -> String {
+        uuid::Uuid::from_bytes(self.id).hyphenated().to_string()
+    }
+    pub(super) fn event_code(&self) -> i64 {
+        self.event_code
+    }
+    pub(super) fn date_time(&self) -> String {
+        format_date(self.date)
+    }
+    pub(super) fn note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+    /// `(mx_Custom_<n>, value)` pairs in field-number order.
+    pub(super) fn fields(&self) -> impl Iterator<Item = (String, &str)> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (format!("{FIELD_PREFIX}{n}"), &**v))
+    }
+}
+
+/// A lead the account knows, with the indexes of its activities in creation order, so lookups
+/// by lead never scan every activity.
+struct Lead {
+    id: Arc<str>,
+    activities: Vec<u32>,
+}
+
+/// How a bulk row names its lead once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum LeadRef {
+    /// Index of a lead already in the table.
+    Known(u32),
+    /// A well-formed GUID not yet in the table, accepted because `accept_any_lead` is on;
+    /// lowercase. It enters the table when something is created on it.
+    Unseen(Box<str>),
+}
+
+/// A bulk row that passed every check, ready to be stored.
+pub(super) struct ValidRow {
+    lead: LeadRef,
+    event_code: i64,
+    date: Option<i64>,
+    note: Option<Box<str>>,
+    owner: u16,
+    fields: Box<[(u8, Box<str>)]>,
+}
+
+/// A custom activity type, with its defined fields as a bit set (bit n = `mx_Custom_<n>`).
+struct TypeInfo {
+    code: i64,
+    name: String,
+    fields: u64,
+}
+
+/// Filters shared by Get Activities and the delete endpoints; dates are epoch seconds, inclusive.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Filter {
+    pub(super) codes: Option<Vec<i64>>,
+    pub(super) from: Option<i64>,
+    pub(super) to: Option<i64>,
+}
+
+impl Filter {
+    fn matches(&self, record: &Record) -> bool {
+        !record.deleted
+            && self
+                .codes
+                .as_ref()
+                .is_none_or(|codes| codes.contains(&record.event_code))
+            && self.from.is_none_or(|from| record.date >= from)
+            && self.to.is_none_or(|to| record.date <= to)
+    }
+}
+
+/// Which injected failure a bulk post suffers, drawn once per admitted bulk request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fault {
+    Plain500,
+    Drop,
+    CommitThen500,
+    CommitThenDrop,
+}
+
+impl Fault {
+    /// One uniform draw against the cumulative probabilities, in the documented order, so each
+    /// kind keeps its own probability and one seed reproduces the whole fault sequence.
+    fn draw(config: &FaultConfig, rng: &mut fastrand::Rng) -> Option<Fault> {
+        let u = rng.f64();
+        let mut edge = 0.0;
+        for (p, fault) in [
+            (config.plain_500, Fault::Plain500),
+            (config.drop_connection, Fault::Drop),
+            (config.commit_then_500, Fault::CommitThen500),
+            (config.commit_then_drop, Fault::CommitThenDrop),
+        ] {
+            edge += p.max(0.0);
+            if u < edge {
+                return Some(fault);
+            }
+        }
+        None
+    }
+}
+
+/// What the gate decided about a request at arrival, before its body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// Keys were missing or wrong.
+    Unauthorized,
+    /// Over the quota; the duration is how long until the oldest counted arrival leaves the
+    /// window (for `Retry-After`).
+    RateLimited(Duration),
+    /// Counted in the window; bulk posts carry their fault draw.
+    Admitted(Option<Fault>),
+}
+
+/// A sliding window over the instants of admitted requests: `calls` per `window`, the way
+/// LeadSquared counts. Rejected requests are not recorded, so hammering does not extend a ban.
+pub(super) struct SlidingWindow {
+    quota: Option<RateQuota>,
+    arrivals: VecDeque<Instant>,
+}
+
+impl SlidingWindow {
+    pub(super) fn new(quota: Option<RateQuota>) -> Self {
+        SlidingWindow {
+            quota,
+            arrivals: VecDeque::new(),
+        }
+    }
+
+    fn prune(&mut self, quota: &RateQuota, now: Instant) {
+        while let Some(&front) = self.arrivals.front() {
+            if front + quota.window <= now {
+                self.arrivals.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Admits and records `now`, or says how long until a slot frees.
+    pub(super) fn try_admit(&mut self, now: Instant) -> Result<(), Duration> {
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
+        self.prune(&quota, now);
+        if self.arrivals.len() < quota.calls.get() as usize {
+            self.arrivals.push_back(now);
+            return Ok(());
+        }
+        let oldest = self.arrivals.front().copied().unwrap_or(now);
+        Err((oldest + quota.window).saturating_duration_since(now))
+    }
+
+    /// Records a request of another integration of the same account if the window has room;
+    /// such traffic never exceeds the limit because the server would refuse it too.
+    pub(super) fn fill_if_room(&mut self, now: Instant) -> bool {
+        self.try_admit(now).is_ok()
+    }
+}
+
+/// A request log entry, with whether its status is final yet.
+struct LogSlot {
+    record: RequestRecord,
+    done: bool,
+}
+
+/// Everything that changes while the simulator runs. Guarded by one mutex in `Simulator`.
+pub(super) struct State {
+    accept_any_lead: bool,
+    faults: FaultConfig,
+    types: Vec<TypeInfo>,
+    window: SlidingWindow,
+    fault_rng: fastrand::Rng,
+    id_rng: fastrand::Rng,
+    log: Vec<LogSlot>,
+    rate_limited: u64,
+    fault_count: u64,
+    records: Vec<Record>,
+    deleted: u64,
+    leads: Vec<Lead>,
+    lead_index: HashMap<Arc<str>, u32>,
+    /// Interned owner e-mails; the first entries are `DEMO_OWNERS` in order.
+    owners: Vec<Box<str>>,
+}
+
+impl State {
+    /// A fresh account: demo and extra leads, each demo lead with two past owner changes.
+    pub(super) fn new(config: &SimConfig) -> State {
+        let mut state = State {
+            accept_any_lead: config.accept_any_lead,
+            faults: config.faults.clone(),
+            types: demo::demo_activity_types()
+                .into_iter()
+                .map(|t| TypeInfo {
+                    code: t.activity_event,
+                    fields: t
+                        .fields
+                        .iter()
+                        .filter_map(|f| parse_field_name(f))
+                        .fold(0, |mask, n| mask | (1 << n)),
+                    name: t.display_name,
+                })
+                .collect(),
+            window: SlidingWindow::new(config.rate),
+            fault_rng: fastrand::Rng::with_seed(config.faults.seed),
+            id_rng: fastrand::Rng::new(),
+            log: Vec::new(),
+            rate_limited: 0,
+            fault_count: 0,
+            records: Vec::new(),
+            deleted: 0,
+            leads: Vec::new(),
+            lead_index: HashMap::new(),
+            owners: DEMO_OWNERS.iter().map(|o| Box::from(*o)).collect(),
+        };
+        for i in 0..DEMO_LEADS {
+            let lead = state.intern_lead(&demo::demo_lead_id(i));
+            for (k, date) in demo::OWNER_CHANGE_DATES.iter().enumerate() {
+                let owner = ((i + k + 1) % DEMO_OWNERS.len()) as u16;
+                let note = format!("Lead owner changed to {}", DEMO_OWNERS[owner as usize]);
+                let date = parse_date(date).unwrap_or_default();
+                state.push_record(
+                    lead,
+                    OWNER_CHANGE_EVENT,
+                    date,
+                    Some(note.into()),
+                    owner,
+                    Box::new([]),
+                    NO_REQUEST,
+                );
+            }
+        }
+        for lead in &config.extra_leads {
+            state.intern_lead(&lead.trim().to_lowercase());
+        }
+        state
+    }
+
+    fn intern_lead(&mut self, lowercase_id: &str) -> u32 {
+        if let Some(&index) = self.lead_index.get(lowercase_id) {
+            return index;
+        }
+        let id: Arc<str> = Arc::from(lowercase_id);
+        let index = self.leads.len() as u32;
+        self.leads.push(Lead {
+            id: id.clone(),
+            activities: Vec::new(),
+        });
+        self.lead_index.insert(id, index);
+        index
+    }
+
+    fn intern_owner(&mut self, email: &str) -> u16 {
+        if let Some(i) = self
+            .owners
+            .iter()
+            .position(|o| o.eq_ignore_ascii_case(email))
+        {
+            return i as u16;
+        }
+        if self.owners.len() >= usize::from(NO_OWNER) {
+            return NO_OWNER;
+        }
+        self.owners.push(Box::from(email));
+        (self.owners.len() - 1) as u16
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_record(
+        &mut self,
+        lead: u32,
+        event_code: i64,
+        date: i64,
+        note: Option<Box<str>>,
+        owner: u16,
+        fields: Box<[(u8, Box<str>)]>,
+        created_by: u64,
+    ) -> String {
+        let id = uuid::Builder::from_random_bytes(self.id_rng.u128(..).to_be_bytes()).into_uuid();
+        let index = self.records.len() as u32;
+        self.records.push(Record {
+            id: id.into_bytes(),
+            date,
+            created_by,
+            event_code,
+            note,
+            fields,
+            lead,
+            owner,
+            deleted: false,
+        });
+        self.leads[lead as usize].activities.push(index);
+        id.hyphenated().to_string()
+    }
+
+    /// The lead a request names, if the account has it (or, with `accept_any_lead`, if it is a
+    /// well-formed GUID). Ids compare lowercase, as GUIDs do.
+    pub(super) fn resolve_lead(&self, raw: &str) -> Option<LeadRef> {
+        let lower = raw.trim().to_ascii_lowercase();
+        if let Some(&index) = self.lead_index.get(lower.as_str()) {
+            return Some(LeadRef::Known(index));
+        }
+        (self.accept_any_lead && is_guid(&lower)).then(|| LeadRef::Unseen(lower.into()))
+    }
+
+    /// The display name of a custom activity type, or None if the code is not one.
+    pub(super) fn custom_type_name(&self, code: i64) -> Option<&str> {
+        self.types
+            .iter()
+            .find(|t| t.code == code)
+            .map(|t| t.name.as_str())
+    }
+
+    /// `EventName` of any stored code.
+    pub(super) fn event_name(&self, code: i64) -> String {
+        match self.custom_type_name(code) {
+            Some(name) => name.to_string(),
+            None if code == OWNER_CHANGE_EVENT => demo::OWNER_CHANGE_EVENT_NAME.to_string(),
+            None => format!("Activity {code}"),
+        }
+    }
+
+    /// Checks one bulk row the way the vendor does; the error is the row's `ExceptionMessage`.
+    pub(super) fn validate_row(&self, item: &api::ActivityItem) -> Result<ValidRow, String> {
+        let lead = self
+            .resolve_lead(&item.related_prospect_id)
+            .ok_or_else(|| format!("Lead with Id {} does not exist", item.related_prospect_id))?;
+        let code = item.activity_event;
+        let Some(kind) = self.types.iter().find(|t| t.code == code) else {
+            return Err(format!("Invalid activity event code {code}"));
+        };
+        let date = match &item.activity_date_time {
+            None => None,
+            Some(text) => Some(parse_date(text).ok_or_else(|| {
+                format!("Invalid ActivityDateTime '{text}': expected yyyy-MM-dd HH:mm:ss (UTC)")
+            })?),
+        };
+        let mut fields: Vec<(u8, Box<str>)> = Vec::with_capacity(item.fields.len());
+        for field in &item.fields {
+            let n = parse_field_name(&field.schema_name).ok_or_else(|| {
+                format!(
+                    "Invalid field SchemaName '{}': expected mx_Custom_1 .. mx_Custom_50",
+                    field.schema_name
+                )
+            })?;
+            if kind.fields & (1 << n) == 0 {
+                return Err(format!(
+                    "Field {} is not defined for activity event {code}",
+                    field.schema_name
+                ));
+            }
+            // A repeated field keeps its last value, as a key-value store would.
+            match fields.iter_mut().find(|(m, _)| *m == n) {
+                Some(slot) => slot.1 = field.value.as_str().into(),
+                None => fields.push((n, field.value.as_str().into())),
+            }
+        }
+        fields.sort_by_key(|(n, _)| *n);
+        let owner = match &item.activity_owner_email {
+            None => NO_OWNER,
+            Some(email) => DEMO_OWNERS
+                .iter()
+                .position(|o| o.eq_ignore_ascii_case(email))
+                .map(|i| i as u16)
+                .ok_or_else(|| {
+                    format!("ActivityOwnerEmail {email} is not a user of this account")
+                })?,
+        };
+        Ok(ValidRow {
+            lead,
+            event_code: code,
+            date,
+            note: item.activity_note.as_deref().map(Box::from),
+            owner,
+            fields: fields.into_boxed_slice(),
+        })
+    }
+
+    /// Stores a validated row; `now` (epoch seconds) is its date when the row gave none.
+    pub(super) fn create(&mut self, row: ValidRow, created_by: u64, now: i64) -> String {
+        let lead = self.lead_for_write(row.lead);
+        self.push_record(
+            lead,
+            row.event_code,
+            row.date.unwrap_or(now),
+            row.note,
+            row.owner,
+            row.fields,
+            created_by,
+        )
+    }
+
+    /// Seeds an activity without the bulk endpoint's checks (tests set up states a client could
+    /// not create); its lead joins the account. Unusable parts are dropped with a warning.
+    pub(super) fn seed(&mut self, item: &api::ActivityItem, now: i64) -> String {
+        let lead = self.intern_lead(&item.related_prospect_id.trim().to_ascii_lowercase());
+        let date = match &item.activity_date_time {
+            Some(text) => parse_date(text).unwrap_or_else(|| {
+                tracing::warn!(date = %text, "seeded activity date not understood; using now");
+                now
+            }),
+            None => now,
+        };
+        let owner = match &item.activity_owner_email {
+            Some(email) => self.intern_owner(email),
+            None => NO_OWNER,
+        };
+        let mut fields: Vec<(u8, Box<str>)> = Vec::new();
+        for field in &item.fields {
+            match parse_field_name(&field.schema_name) {
+                Some(n) => fields.push((n, field.value.as_str().into())),
+                None => tracing::warn!(field = %field.schema_name, "seeded field dropped"),
+            }
+        }
+        fields.sort_by_key(|(n, _)| *n);
+        let note = item.activity_note.as_deref().map(Box::from);
+        self.push_record(
+            lead,
+            item.activity_event,
+            date,
+            note,
+            owner,
+            fields.into(),
+            NO_REQUEST,
+        )
+    }
+
+    fn lead_for_write(&mut self, lead: LeadRef) -> u32 {
+        match lead {
+            LeadRef::Known(index) => index,
+            LeadRef::Unseen(id) => self.intern_lead(&id),
+        }
+    }
+
+    /// Indexes of the lead's matching activities, newest date first, ties in creation order.
+    pub(super) fn query(&self, lead: &LeadRef, filter: &Filter) -> Vec<u32> {
+        let LeadRef::Known(lead) = lead else {
+            return Vec::new();
+        };
+        let mut hits: Vec<u32> = self.leads[*lead as usize]
+            .activities
+            .iter()
+            .copied()
+            .filter(|&i| filter.matches(&self.records[i as usize]))
+            .collect();
+        // Indexes grow with creation, so a stable sort by date keeps creation order on ties.
+        hits.sort_by_key(|&i| std::cmp::Reverse(self.records[i as usize].date));
+        hits
+    }
+
+    /// Flags the lead's matching activities deleted; returns how many were flagged.
+    pub(super) fn delete(&mut self, lead: &LeadRef, filter: &Filter) -> usize {
+        let hits = self.query(lead, filter);
+        for &i in &hits {
+            self.records[i as usize].deleted = true;
+        }
+        self.deleted += hits.len() as u64;
+        hits.len()
+    }
+
+    pub(super) fn record(&self, index: u32) -> &Record {
+        &self.records[index as usize]
+    }
+
+    pub(super) fn lead_id(&self, record: &Record) -> &str {
+        &self.leads[record.lead as usize].id
+    }
+
+    pub(super) fn owner(&self, record: &Record) -> Option<&str> {
+        self.owners.get(usize::from(record.owner)).map(|o| &**o)
+    }
+
+    /// The public, self-contained copy of one record.
+    pub(super) fn stored(&self, record: &Record) -> StoredActivity {
+        StoredActivity {
+            id: record.id(),
+            lead_id: self.lead_id(record).to_string(),
+            event_code: record.event_code,
+            note: record.note.as_deref().map(str::to_string),
+            owner_email: self.owner(record).map(str::to_string),
+            date_time: record.date_time(),
+            fields: record.fields().map(|(k, v)| (k, v.to_string())).collect(),
+            deleted: record.deleted,
+            created_by_request: (record.created_by != NO_REQUEST).then_some(record.created_by),
+        }
+    }
+
+    pub(super) fn all_stored(&self) -> Vec<StoredActivity> {
+        self.records.iter().map(|r| self.stored(r)).collect()
+    }
+
+    /// Every activity ever stored on one lead, deleted ones included, in creation order.
+    pub(super) fn stored_of_lead(&self, raw: &str) -> Vec<StoredActivity> {
+        let lower = raw.trim().to_ascii_lowercase();
+        match self.lead_index.get(lower.as_str()) {
+            Some(&lead) => self.leads[lead as usize]
+                .activities
+                .iter()
+                .map(|&i| self.stored(&self.records[i as usize]))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Logs an arrival and decides auth, rate limit and fault in one step, so the log's order,
+    /// the limiter's order and the fault sequence all agree. Returns the request's seq.
+    pub(super) fn arrive(
+        &mut self,
+        arrived: Duration,
+        now: Instant,
+        method: &str,
+        path: &str,
+        authorized: Option<bool>,
+        is_bulk: bool,
+    ) -> (u64, Admission) {
+        let seq = self.log.len() as u64;
+        let admission = match authorized {
+            None => Admission::Admitted(None),
+            Some(false) => Admission::Unauthorized,
+            Some(true) => match self.window.try_admit(now) {
+                Err(wait) => {
+                    self.rate_limited += 1;
+                    Admission::RateLimited(wait)
+                }
+                Ok(()) if is_bulk => {
+                    let fault = Fault::draw(&self.faults, &mut self.fault_rng);
+                    self.fault_count += u64::from(fault.is_some());
+                    Admission::Admitted(fault)
+                }
+                Ok(()) => Admission::Admitted(None),
+            },
+        };
+        let provisional = match admission {
+            Admission::Unauthorized => RequestOutcome::Unauthorized,
+            Admission::RateLimited(_) => RequestOutcome::RateLimited,
+            Admission::Admitted(_) => RequestOutcome::Ok,
+        };
+        self.log.push(LogSlot {
+            record: RequestRecord {
+                seq,
+                at: arrived,
+                method: method.to_string(),
+                path: path.to_string(),
+                status: 0,
+                items: 0,
+                outcome: provisional,
+            },
+            done: false,
+        });
+        (seq, admission)
+    }
+
+    /// Records a request's final status once it is known.
+    pub(super) fn finish(&mut self, seq: u64, status: u16, items: usize, outcome: RequestOutcome) {
+        if let Some(slot) = self.log.get_mut(seq as usize) {
+            slot.record.status = status;
+            slot.record.items = items;
+            slot.record.outcome = outcome;
+            slot.done = true;
+        }
+    }
+
+    /// Requests whose answer is decided, in arrival order.
+    pub(super) fn finished_requests(&self) -> Vec<RequestRecord> {
+        self.log
+            .iter()
+            .filter(|s| s.done)
+            .map(|s| s.record.clone())
+            .collect()
+    }
+
+    /// Arrival times of every logged request, in-flight ones included.
+    pub(super) fn arrival_times(&self) -> Vec<Duration> {
+        self.log.iter().map(|s| s.record.at).collect()
+    }
+
+    pub(super) fn background_arrival(&mut self, now: Instant) -> bool {
+        self.window.fill_if_room(now)
+    }
+
+    pub(super) fn counts(&self) -> (u64, u64, u64, u64, u64) {
+        let total = self.records.len() as u64;
+        (
+            self.log.len() as u64,
+            self.rate_limited,
+            self.fault_count,
+            total - self.deleted,
+            self.deleted,
+        )
+    }
+
+    #[cfg(test)]
+    pub(super) fn push_test_record(&mut self, record: RequestRecord) {
+        self.log.push(LogSlot { record, done: true });
+    }
+}
+
+/// The largest number of arrivals inside any half-open window `[t, t + window)`.
+pub(super) fn max_in_window(mut times: Vec<Duration>, window: Duration) -> usize {
+    // Arrivals are logged in order; sorting guards hand-made logs.
+    times.sort_unstable();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= window {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+/// Parses the vendor's only date format, strictly: chrono alone would accept unpadded fields.
+pub(super) fn parse_date(text: &str) -> Option<i64> {
+    let parsed = NaiveDateTime::parse_from_str(text, DATE_TIME_FORMAT).ok()?;
+    (parsed.format(DATE_TIME_FORMAT).to_string() == text).then(|| parsed.and_utc().timestamp())
+}
+
+pub(super) fn format_date(epoch_seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(epoch_seconds, 0)
+        .map(|d| d.format(DATE_TIME_FORMAT).to_string())
+        .unwrap_or_default()
+}
+
+/// `mx_Custom_<n>` with `n` in 1..=50 written without leading zeros, to its `n`.
+fn parse_field_name(name: &str) -> Option<u8> {
+    let digits = name.strip_prefix(FIELD_PREFIX)?;
+    let n: u8 = digits.parse().ok()?;
+    ((1..=MAX_FIELD).contains(&n) && n.to_string() == digits).then_some(n)
+}
+
+/// A hyphenated 8-4-4-4-12 hex GUID, either case.
+pub(super) fn is_guid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+
+    fn quota(calls: u32, ms: u64) -> Option<RateQuota> {
+        Some(RateQuota::new(
+            NonZeroU32::new(calls).unwrap(),
+            Duration::from_millis(ms),
+        ))
+    }
+
+    fn item(lead: &str, code: i64) -> api::ActivityItem {
+        api::ActivityItem {
+            related_prospect_id: lead.to_string(),
+            activity_event: code,
+            activity_note: None,
+            activity_owner_email: None,
+            activity_date_time: None,
+            fields: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sliding_window_admits_calls_per_window_and_frees_a_slot_exactly_when_the_oldest_leaves() {
+        let mut w = SlidingWindow::new(quota(3, 1000));
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert!(w.try_admit(t0).is_ok());
+        assert!(w.try_admit(t0 + ms(100)).is_ok());
+        assert!(w.try_admit(t0 + ms(200)).is_ok());
+        assert_eq!(w.try_admit(t0 + ms(300)), Err(ms(700)));
+        // The refused attempt was not recorded, so the window frees at t0 + 1000.
+        assert_eq!(w.try_admit(t0 + ms(999)), Err(ms(1)));
+        assert!(w.try_admit(t0 + ms(1000)).is_ok());
+        assert!(w.try_admit(t0 + ms(1001)).is_err());
+    }
+
+    #[test]
+    fn unlimited_window_admits_everything() {
+        let mut w = SlidingWindow::new(None);
+        let t0 = Instant::now();
+        assert!((0..10_000).all(|_| w.try_admit(t0).is_ok()));
+    }
+
+    #[test]
+    fn max_in_window_counts_half_open_windows() {
+        let ms = Duration::from_millis;
+        let times = vec![
+            ms(0),
+            ms(100),
+            ms(200),
+            ms(999),
+            ms(1000),
+            ms(1500),
+            ms(1999),
+        ];
+        // [0,1000) holds 0,100,200,999; [999,1999) holds 999,1000,1500.
+        assert_eq!(max_in_window(times.clone(), ms(1000)), 4);
+        assert_eq!(max_in_window(times.clone(), ms(1001)), 5);
+        assert_eq!(max_in_window(times, ms(1)), 1);
+        assert_eq!(max_in_window(Vec::new(), ms(1000)), 0);
+    }
+
+    #[test]
+    fn dates_parse_strictly() {
+        assert_eq!(parse_date("1970-01-01 00:01:00"), Some(60));
+        for bad in [
+            "2024-02-30 10:00:00",
+            "2024-1-05 10:00:00",
+            "2024-01-05T10:00:00",
+            "2024-01-05 10:00",
+            " 2024-01-05 10:00:00",
+            "yesterday",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+        assert_eq!(
+            format_date(parse_date("2024-06-01 12:30:00").unwrap()),
+            "2024-06-01 12:30:00"
+        );
+    }
+
+    #[test]
+    fn field_names_are_mx_custom_1_to_50() {
+        assert_eq!(parse_field_name("mx_Custom_1"), Some(1));
+        assert_eq!(parse_field_name("mx_Custom_50"), Some(50));
+        for bad in [
+            "mx_Custom_0",
+            "mx_Custom_51",
+            "mx_Custom_01",
+            "mx_custom_1",
+            "Notes",
+            "mx_Custom_",
+        ] {
+            assert_eq!(parse_field_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rows_are_checked_lead_code_date_fields_owner() {
+        let state = State::new(&SimConfig::default());
+        let lead = demo::demo_lead_id(0);
+        let mut good = item(&lead.to_uppercase(), 202);
+        good.fields.push(api::FieldValue {
+            schema_name: "mx_Custom_5".into(),
+            value: "x".into(),
+        });
+        good.activity_owner_email = Some("Priya.Nair@Example.com".into());
+        assert!(state.validate_row(&good).is_ok());
+
+        let unknown_lead = item("00000000-0000-4000-8000-000000000000", 201);
+        assert!(
+            state
+                .validate_row(&unknown_lead)
+                .err()
+                .unwrap()
+                .contains("does not exist")
+        );
+        let bad_code = item(&lead, 999);
+        assert_eq!(
+            state.validate_row(&bad_code).err().unwrap(),
+            "Invalid activity event code 999"
+        );
+        let owner_code = item(&lead, OWNER_CHANGE_EVENT);
+        assert!(state.validate_row(&owner_code).is_err());
+        let mut bad_date = item(&lead, 201);
+        bad_date.activity_date_time = Some("2024-13-01 00:00:00".into());
+        assert!(
+            state
+                .validate_row(&bad_date)
+                .err()
+                .unwrap()
+                .contains("ActivityDateTime")
+        );
+        let mut undefined = item(&lead, 205);
+        undefined.fields.push(api::FieldValue {
+            schema_name: "mx_Custom_3".into(),
+            value: "x".into(),
+        });
+        assert!(
+            state
+                .validate_row(&undefined)
+                .err()
+                .unwrap()
+                .contains("not defined")
+        );
+        let mut stranger = item(&lead, 201);
+        stranger.activity_owner_email = Some("someone@else.com".into());
+        assert!(
+            state
+                .validate_row(&stranger)
+                .err()
+                .unwrap()
+                .contains("not a user")
+        );
+    }
+
+    #[test]
+    fn accept_any_lead_takes_well_formed_guids_only() {
+        let config = SimConfig {
+            accept_any_lead: true,
+            ..SimConfig::default()
+        };
+        let state = State::new(&config);
+        let fresh = "ABCDEF01-2345-4678-9ABC-DEF012345678";
+        assert_eq!(
+            state.resolve_lead(fresh),
+            Some(LeadRef::Unseen(fresh.to_lowercase().into()))
+        );
+        assert_eq!(state.resolve_lead("not-a-guid"), None);
+    }
+
+    #[test]
+    fn query_orders_newest_first_with_ties_in_creation_order_and_skips_deleted() {
+        let mut state = State::new(&SimConfig::default());
+        let lead_id = demo::demo_lead_id(3);
+        let lead = state.resolve_lead(&lead_id).unwrap();
+        let mut ids = Vec::new();
+        for date in [
+            "2025-01-01 00:00:00",
+            "2025-03-01 00:00:00",
+            "2025-01-01 00:00:00",
+        ] {
+            let mut row = item(&lead_id, 201);
+            row.activity_date_time = Some(date.into());
+            let valid = state.validate_row(&row).unwrap();
+            ids.push(state.create(valid, 1, 0));
+        }
+        let filter = Filter {
+            codes: Some(vec![201]),
+            ..Filter::default()
+        };
+        let order: Vec<String> = state
+            .query(&lead, &filter)
+            .iter()
+            .map(|&i| state.record(i).id())
+            .collect();
+        assert_eq!(order, vec![ids[1].clone(), ids[0].clone(), ids[2].clone()]);
+
+        let window = Filter {
+            codes: Some(vec![201]),
+            from: parse_date("2025-01-01 00:00:00"),
+            to: parse_date("2025-01-01 00:00:00"),
+        };
+        assert_eq!(state.delete(&lead, &window), 2);
+        assert_eq!(state.query(&lead, &filter).len(), 1);
+        // The owner-change history of the same lead is untouched.
+        let history = Filter {
+            codes: Some(vec![OWNER_CHANGE_EVENT]),
+            ..Filter::default()
+        };
+        assert_eq!(state.query(&lead, &history).len(), 2);
+        let (_, _, _, live, deleted) = state.counts();
+        assert_eq!((live, deleted), ((DEMO_LEADS * 2 + 1) as u64, 2));
+    }
+
+    #[test]
+    fn fault_draw_follows_the_documented_order() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let all = FaultConfig {
+            plain_500: 1.0,
+            drop_connection: 1.0,
+            commit_then_500: 1.0,
+            commit_then_drop: 1.0,
+            seed: 1,
+        };
+        assert_eq!(Fault::draw(&all, &mut rng), Some(Fault::Plain500));
+        let drop_only = FaultConfig {
+            commit_then_drop: 1.0,
+            ..FaultConfig::default()
+        };
+        assert_eq!(
+            Fault::draw(&drop_only, &mut rng),
+            Some(Fault::CommitThenDrop)
+        );
+        assert_eq!(Fault::draw(&FaultConfig::default(), &mut rng), None);
+    }
+}
