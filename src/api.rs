@@ -9,13 +9,15 @@
 use serde::{Deserialize, Serialize};
 
 /// Post up to [`MAX_BATCH`] activities, each naming its lead by id.
-pub const PATH_BULK_ADD_BY_LEAD_ID: &str = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId";
+pub const PATH_BULK_ADD_BY_LEAD_ID: &str =
+    "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId";
 /// Get a lead's activities, paged; the lead goes in the `leadId` query parameter.
 pub const PATH_RETRIEVE: &str = "/v2/ProspectActivity.svc/Retrieve";
 /// Queue the deletion of a lead's custom activities of some codes.
 pub const PATH_DELETE_ACTIVITIES: &str = "/v2/ProspectActivity.svc/DeleteActivities";
 /// Queue the deletion of a lead's owner change history.
-pub const PATH_DELETE_OWNER_HISTORY: &str = "/v2/LeadManagement.svc/DeleteUserAssignmentChangeHistory";
+pub const PATH_DELETE_OWNER_HISTORY: &str =
+    "/v2/LeadManagement.svc/DeleteUserAssignmentChangeHistory";
 /// List the account's activity types.
 pub const PATH_ACTIVITY_TYPES: &str = "/v2/ProspectActivity.svc/ActivityTypes.Get";
 /// Who owns these keys, and which regional host serves the account.
@@ -327,7 +329,10 @@ mod tests {
         assert_eq!(parsed.response.len(), 2);
         assert_eq!(parsed.response[0].row_number, Some(1));
         assert!(parsed.response[0].activity_created);
-        assert_eq!(parsed.response[1].exception_message.as_deref(), Some("Invalid lead"));
+        assert_eq!(
+            parsed.response[1].exception_message.as_deref(),
+            Some("Invalid lead")
+        );
     }
 
     #[test]
@@ -351,6 +356,9 @@ mod tests {
             status_webhook_url: Some("https://myurl".into()),
         };
         let json = serde_json::to_string(&req).unwrap();
-        assert!(json.contains(r#""StatusWebhookURL":"https://myurl""#), "{json}");
+        assert!(
+            json.contains(r#""StatusWebhookURL":"https://myurl""#),
+            "{json}"
+        );
     }
 }

@@ -1,17 +1,42 @@
-//! lsq-sync: move CRM activity data into and out of LeadSquared in bulk, paced to the account's
-//! quota, retried, and reported row by row.
+//! lsq-sync: move CRM activity data into LeadSquared in bulk, paced to the account's quota,
+//! retried, and reported row by row.
 //!
 //! The import is one pipeline, each stage a module with one job, joined by bounded channels so
 //! memory stays flat however large the input is:
 //!
 //! ```text
-//! input (read CSV) -> validate -> batch (<= 25) -> pace (governor) -> send (client, retry) -> report
+//! input -> validate -> batch -> pace -> send (client, retry) -> report
 //! ```
 //!
+//! - [`input`]: reads CSV rows (raw bytes, row and line numbers).
+//! - [`validate`]: maps the header once, checks each row, builds the activity to post.
+//! - [`batch`]: groups rows into bulk calls of at most 25 valid rows.
+//! - [`pace`]: the governor limiter that keeps every window within the quota.
+//! - [`send`]: posts a batch, retries what is worth retrying.
+//! - [`client`]: the LeadSquared HTTP client and the one classifier of responses.
+//! - [`report`]: writes per-row results in input order.
+//! - [`pipeline`]: wires the stages for an import.
+//! - [`commands`]: the CLI commands, thin wrappers over the above.
 //! - [`api`]: LeadSquared's wire types, shared by the client and the simulator.
-//! - [`quota`]: the "CALLS per WINDOW" rate quota.
 //! - [`simulator`]: an in-process HTTP simulator of the LeadSquared API for tests and demos.
+//! - [`config`], [`cli`], [`quota`], [`stats`], [`progress`], [`abort`], [`exit`]: settings,
+//!   flags, the rate quota, counters and summary, the progress bar, the stop signal, exit codes.
 
+pub mod abort;
 pub mod api;
+pub mod batch;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod exit;
+pub mod input;
+pub mod pace;
+pub mod pipeline;
+pub mod progress;
 pub mod quota;
+pub mod report;
+pub mod send;
 pub mod simulator;
+pub mod stats;
+pub mod validate;

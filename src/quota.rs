@@ -19,7 +19,9 @@ pub struct RateQuota {
 
 /// Why a quota string was refused; the message is shown to the user as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid rate {input:?}: {reason} (expected CALLS/DURATION such as 25/5s, 25/1s or 10/500ms)")]
+#[error(
+    "invalid rate {input:?}: {reason} (expected CALLS/DURATION such as 25/5s, 25/1s or 10/500ms)"
+)]
 pub struct RateQuotaError {
     input: String,
     reason: &'static str,
@@ -68,7 +70,8 @@ impl FromStr for RateQuota {
             .parse()
             .map_err(|_| err("CALLS is not a whole number"))?;
         let calls = NonZeroU32::new(calls).ok_or_else(|| err("CALLS must be at least 1"))?;
-        let window = parse_duration(window.trim()).ok_or_else(|| err("DURATION is not understood"))?;
+        let window =
+            parse_duration(window.trim()).ok_or_else(|| err("DURATION is not understood"))?;
         if window.is_zero() {
             return Err(err("DURATION must be longer than zero"));
         }
@@ -95,11 +98,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// The shortest of `parse_duration`'s forms that says exactly this duration.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 && ms >= 60_000 {
+    } else if ms.is_multiple_of(60_000) && ms >= 60_000 {
         format!("{}m", ms / 60_000)
     } else {
         format!("{}s", ms / 1000)

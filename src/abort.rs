@@ -1,0 +1,70 @@
+//! A run-wide "stop now" signal: set once with a reason (bad credentials, wrong host), seen by
+//! every stage, and awaitable so that sleeping tasks wake up instead of finishing their backoff.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+/// Cheap to clone; every clone sees the same signal.
+#[derive(Debug, Clone)]
+pub struct Abort {
+    state: Arc<watch::Sender<Option<Arc<str>>>>,
+}
+
+impl Default for Abort {
+    fn default() -> Self {
+        Abort::new()
+    }
+}
+
+impl Abort {
+    pub fn new() -> Abort {
+        Abort {
+            state: Arc::new(watch::Sender::new(None)),
+        }
+    }
+
+    /// Sets the signal; the first reason is kept.
+    pub fn trigger(&self, reason: impl Into<String>) {
+        let reason: Arc<str> = Arc::from(reason.into());
+        self.state.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The reason, once set.
+    pub fn reason(&self) -> Option<Arc<str>> {
+        self.state.borrow().clone()
+    }
+
+    /// Resolves when the signal is set.
+    pub async fn triggered(&self) {
+        let mut rx = self.state.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we wait.
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn first_reason_wins_and_waiters_wake() {
+        let abort = Abort::new();
+        let waiter = {
+            let abort = abort.clone();
+            tokio::spawn(async move { abort.triggered().await })
+        };
+        assert!(abort.reason().is_none());
+        abort.trigger("HTTP 401");
+        abort.trigger("later");
+        waiter.await.unwrap();
+        assert_eq!(abort.reason().as_deref(), Some("HTTP 401"));
+    }
+}

@@ -1,0 +1,253 @@
+//! The command line, as clap sees it. Raw flags only: `commands` turns them into `Settings`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::LogFormat;
+use crate::quota::RateQuota;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every row was created
+  1  the run finished, but some rows failed or were invalid (see the report)
+  2  usage, configuration or input-file error; nothing was sent
+  3  aborted (e.g. bad credentials); the report holds what was done";
+
+/// Moves CRM activity data into LeadSquared in bulk: paced to the account's quota, retried,
+/// and reported row by row.
+#[derive(Debug, Parser)]
+#[command(name = "lsq-sync", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Config file (default: config/lsq-sync.toml when it exists).
+    #[arg(long, global = true, env = "LSQ_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr; verbosity is set with RUST_LOG (e.g. RUST_LOG=debug).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import activities from a CSV file, writing one report line per input row.
+    #[command(after_help = "Examples:
+  lsq-sync import samples/activities.csv --out report.csv --simulate
+  LSQ_ACCESS_KEY=... LSQ_SECRET_KEY=... lsq-sync import activities.csv --out report.csv \\
+      --host https://api-in21.leadsquared.com --rate 25/5s
+
+Input columns (names matched case-insensitively): RelatedProspectId (required, GUID),
+ActivityEvent (required, code), ActivityNote, ActivityOwnerEmail,
+ActivityDateTime (yyyy-MM-dd HH:mm:ss, UTC), mx_Custom_1..mx_Custom_50.
+Other columns are carried into the report unchanged.")]
+    Import(ImportArgs),
+    /// Run the embedded LeadSquared simulator on a loopback port (for tests and demos).
+    #[command(after_help = "Example:
+  lsq-sync simulate --port 8080 --rate 25/1s --latency-ms 300
+  LSQ_HOST=http://127.0.0.1:8080 LSQ_ACCESS_KEY=sim-access-key LSQ_SECRET_KEY=sim-secret-key \\
+      lsq-sync import samples/activities.csv --out report.csv")]
+    Simulate(SimulateArgs),
+}
+
+/// Flags that tune how requests are sent; shared by the commands that call the API.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SendArgs {
+    /// API host, e.g. https://api-in21.leadsquared.com [env: LSQ_HOST]
+    #[arg(long, value_name = "URL")]
+    pub host: Option<String>,
+
+    /// Account quota as CALLS/DURATION (25/5s, 25/1s, 10/500ms); never exceeded in any window.
+    #[arg(long, value_name = "CALLS/DURATION")]
+    pub rate: Option<RateQuota>,
+
+    /// Attempts per batch, the first included.
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+
+    /// Most requests in flight at once (the rate is set by --rate, not this).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Activities per bulk call, 1 to 25.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Connect timeout, e.g. 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub connect_timeout: Option<std::time::Duration>,
+
+    /// Whole-request timeout, e.g. 60s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub request_timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CSV file to import.
+    #[arg(value_name = "INPUT.csv")]
+    pub input: PathBuf,
+
+    /// Where to write the report (one line per input row).
+    #[arg(long, short, value_name = "REPORT.csv")]
+    pub out: PathBuf,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+
+    /// Start the embedded simulator on a free loopback port and import into it (no keys needed).
+    #[arg(long)]
+    pub simulate: bool,
+
+    /// With --simulate: the simulator's response latency in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0, requires = "simulate")]
+    pub sim_latency_ms: u64,
+
+    /// Never draw a progress bar (it is drawn only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// How the simulator answers a rate-limited call.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RateLimitStyleArg {
+    /// HTTP 429, as documented.
+    #[value(name = "429")]
+    Http429,
+    /// HTTP 200 with an MXAPIRateLimitExceededException body, as some accounts see.
+    #[value(name = "200")]
+    Http200,
+}
+
+/// How the simulator answers a bulk post holding bad rows.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RejectModeArg {
+    /// Good rows are created; bad rows get ActivityCreated:false.
+    Row,
+    /// HTTP 500 MX error and nothing created.
+    Batch,
+}
+
+/// What the simulator's Get Activities `Offset` means.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PagingArg {
+    ZeroPage,
+    OnePage,
+    Rows,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Loopback port to listen on (0 picks a free one); the URL is printed on stdout.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+
+    /// The account's quota, or "none" for no limit.
+    #[arg(long, default_value = "25/5s", value_name = "CALLS/DURATION|none")]
+    pub rate: String,
+
+    /// How rate-limited calls are answered.
+    #[arg(long, value_enum, default_value = "429")]
+    pub rate_limit_style: RateLimitStyleArg,
+
+    /// Send a Retry-After header with rate-limit answers.
+    #[arg(long)]
+    pub retry_after: bool,
+
+    /// Calls per second another integration of the same account consumes.
+    #[arg(long, value_name = "CALLS_PER_SECOND")]
+    pub background_load: Option<f64>,
+
+    /// Response latency in milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub latency_ms: u64,
+
+    /// Random extra or less latency, up to this many milliseconds either way.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub jitter_ms: u64,
+
+    /// Probability (0..1) that a bulk post fails with a plain HTTP 500 and creates nothing.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub fail_500: f64,
+
+    /// Probability that a bulk post's connection is dropped before anything is created.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub drop_connection: f64,
+
+    /// Probability that a bulk post creates its rows, then answers HTTP 500.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub commit_then_500: f64,
+
+    /// Probability that a bulk post creates its rows, then drops the connection.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub commit_then_drop: f64,
+
+    /// Seed of the fault dice, so a run can be repeated.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// How bad rows in a bulk post are answered.
+    #[arg(long, value_enum, default_value = "row")]
+    pub reject_mode: RejectModeArg,
+
+    /// What Get Activities' Offset means.
+    #[arg(long, value_enum, default_value = "zero-page")]
+    pub paging: PagingArg,
+
+    /// Treat every well-formed GUID as an existing lead (for benchmarks with generated data).
+    #[arg(long)]
+    pub accept_any_lead: bool,
+
+    /// Milliseconds before a queued delete takes effect.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub delete_delay_ms: u64,
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::quota::parse_duration(text.trim())
+        .ok_or_else(|| format!("{text:?} is not a duration (use e.g. 500ms, 10s, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn import_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "lsq-sync",
+            "import",
+            "in.csv",
+            "--out",
+            "r.csv",
+            "--rate",
+            "25/1s",
+            "--simulate",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Import(args) => {
+                assert_eq!(
+                    args.send.rate.map(|r| r.to_string()).as_deref(),
+                    Some("25/1s")
+                );
+                assert!(args.simulate);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from([
+                "lsq-sync", "import", "in.csv", "--out", "r.csv", "--rate", "fast"
+            ])
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,588 @@
+//! The LeadSquared API client: typed requests out, [`Verdict`]s back.
+//!
+//! [`LsqClient`] owns the HTTP connection pool and puts the keys in headers (never in the URL).
+//! [`classify`] is the one place that decides what a response means: success, rows rejected,
+//! rate limited, transient, about the data, unauthorized, or permanent. Callers (the send stage,
+//! later the export and delete commands) act on the verdict and never look at status codes.
+//! Transport errors are stripped of their URL before they become text, so no message can leak
+//! the request line.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{self, ActivityItem, BulkResponse, ErrorBody};
+use crate::config::Secret;
+use crate::quota::RateQuota;
+
+/// What the client needs to talk to one account.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `https://api-in21.leadsquared.com` or `http://127.0.0.1:PORT`.
+    pub host: String,
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Idle connections kept per host; matches the send concurrency so keep-alive covers it.
+    pub max_idle_connections: usize,
+}
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid host: {0}")]
+    Host(#[from] HostError),
+    #[error("an access key or secret key contains characters not allowed in an HTTP header")]
+    KeyNotHeaderSafe,
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// Why a host setting is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("{0:?} is not a URL (expected e.g. https://api-in21.leadsquared.com)")]
+    NotAUrl(String),
+    #[error(
+        "{0:?}: only https:// is allowed, or http:// to a loopback address (127.0.0.1, localhost)"
+    )]
+    Insecure(String),
+    #[error("{0:?}: the host must not carry a user name, password, path or query")]
+    Extra(String),
+}
+
+/// Checks a host setting: https, or http to loopback; scheme and authority only.
+pub fn check_host(host: &str) -> Result<Url, HostError> {
+    let url = Url::parse(host.trim()).map_err(|_| HostError::NotAUrl(host.to_string()))?;
+    if url.host_str().is_none() || !matches!(url.scheme(), "http" | "https") {
+        return Err(HostError::NotAUrl(host.to_string()));
+    }
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !(url.path().is_empty() || url.path() == "/")
+    {
+        return Err(HostError::Extra(redact_userinfo(host)));
+    }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(HostError::Insecure(host.to_string()));
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// A host string as it may be shown: any `user:password@` part removed.
+fn redact_userinfo(host: &str) -> String {
+    match (host.find("://"), host.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***@{}", &host[..scheme_end + 3], &host[at + 1..])
+        }
+        _ => host.to_string(),
+    }
+}
+
+/// A response as it came back, before it is judged.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    /// `Retry-After` in seconds, when the server sent one.
+    pub retry_after: Option<Duration>,
+    pub body: bytes::Bytes,
+}
+
+/// A request that got no HTTP response.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {0:?} (request timeout)")]
+    Timeout(Duration),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("connection failed: {0}")]
+    Transport(String),
+}
+
+/// What a response means, decided in one place.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict<T> {
+    /// HTTP 2xx with the expected body.
+    Success(T),
+    /// HTTP 429, or any status with `MXAPIRateLimitExceededException`: wait and retry.
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+        /// The account's real limit, when the message names it.
+        limit: Option<RateQuota>,
+    },
+    /// Worth retrying as is: 5xx without an `MX...` body, timeouts, connection errors.
+    Transient(String),
+    /// An `MX...Exception`: about the data; retrying it unchanged cannot help.
+    DataError(String),
+    /// HTTP 401: the keys are wrong; nothing more can succeed.
+    Unauthorized(String),
+    /// Nothing more can succeed either (HTTP 404: wrong host or path).
+    Fatal(String),
+    /// This request will not succeed as sent (HTTP 400 and other 4xx), but others may.
+    Rejected(String),
+    /// HTTP 2xx whose body is not what the endpoint returns. The server may have acted on the
+    /// request, so it is not blindly re-sent.
+    Unreadable(String),
+}
+
+impl<T> Verdict<T> {
+    /// Transport failures are transient: the request may not have arrived, or its answer was
+    /// lost.
+    pub fn from_call_error(err: &CallError) -> Verdict<T> {
+        Verdict::Transient(err.to_string())
+    }
+}
+
+/// Judges a reply. `T` is the endpoint's success body.
+pub fn classify<T: DeserializeOwned>(reply: &Reply) -> Verdict<T> {
+    let status = reply.status;
+    let error_body = serde_json::from_slice::<ErrorBody>(&reply.body)
+        .ok()
+        .filter(|b| b.status.eq_ignore_ascii_case("error"));
+    let text = || body_excerpt(&reply.body);
+
+    if status == 401 {
+        let why = error_body
+            .as_ref()
+            .and_then(|b| b.exception_message.clone())
+            .unwrap_or_else(text);
+        return Verdict::Unauthorized(format!(
+            "HTTP 401: the access key or secret key was refused ({why})"
+        ));
+    }
+    if let Some(body) = &error_body {
+        let kind = body.exception_type.clone().unwrap_or_default();
+        let message = body.exception_message.clone().unwrap_or_default();
+        if status == 429 || kind == api::RATE_LIMIT_EXCEPTION {
+            return Verdict::RateLimited {
+                retry_after: reply.retry_after,
+                limit: parse_limit(&message),
+                message,
+            };
+        }
+        let described = if kind.is_empty() {
+            message.clone()
+        } else {
+            format!("{kind}: {message}")
+        };
+        return match status {
+            404 => Verdict::Fatal(format!("HTTP 404 ({described}); check the host")),
+            400..=499 => Verdict::Rejected(format!("HTTP {status}: {described}")),
+            _ if kind.starts_with("MX") => Verdict::DataError(described),
+            500..=599 => Verdict::Transient(format!("HTTP {status}: {described}")),
+            // "Status":"Error" with a 2xx and no MX type: still an error, and about this call.
+            _ => Verdict::DataError(described),
+        };
+    }
+    match status {
+        429 => {
+            let message = text();
+            Verdict::RateLimited {
+                retry_after: reply.retry_after,
+                limit: parse_limit(&message),
+                message,
+            }
+        }
+        500..=599 => Verdict::Transient(format!("HTTP {status} from the server: {}", text())),
+        404 => Verdict::Fatal(format!(
+            "HTTP 404: the API path was not found; check the host ({})",
+            text()
+        )),
+        400..=499 => Verdict::Rejected(format!("HTTP {status}: {}", text())),
+        200..=299 => match serde_json::from_slice::<T>(&reply.body) {
+            Ok(value) => Verdict::Success(value),
+            Err(e) => Verdict::Unreadable(format!(
+                "HTTP {status} with a body that cannot be read ({e}): {}",
+                text()
+            )),
+        },
+        _ => Verdict::Transient(format!("unexpected HTTP {status}: {}", text())),
+    }
+}
+
+/// Reads "API calls exceeded the limit of 10 in 5 second(s)" as 10/5s.
+pub fn parse_limit(message: &str) -> Option<RateQuota> {
+    let rest = &message[message.find("limit of ")? + "limit of ".len()..];
+    let (calls, rest) = rest.split_once(" in ")?;
+    let seconds = rest.split_whitespace().next()?;
+    let calls = std::num::NonZeroU32::new(calls.trim().parse().ok()?)?;
+    let seconds: f64 = seconds.parse().ok()?;
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return None;
+    }
+    Some(RateQuota::new(calls, Duration::from_secs_f64(seconds)))
+}
+
+/// The start of a body, on one line, for messages.
+fn body_excerpt(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    let mut line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if body.len() > MAX {
+        line.push_str("...");
+    }
+    if line.is_empty() {
+        "empty body".to_string()
+    } else {
+        line
+    }
+}
+
+/// Per-row result of a bulk post, by position in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowResult {
+    Created(String),
+    Rejected(String),
+}
+
+/// Maps a bulk response back onto the `sent` rows by `RowNumber`. A row the response does not
+/// account for, or accounts for twice, is rejected with a message saying so: a row is never
+/// taken as created without an id.
+pub fn bulk_row_results(sent: usize, response: &BulkResponse) -> Vec<RowResult> {
+    let mut seen: Vec<Vec<&api::BulkResultItem>> = vec![Vec::new(); sent];
+    for item in &response.response {
+        if let Some(n) = item.row_number.map(|n| n as usize)
+            && (1..=sent).contains(&n)
+        {
+            seen[n - 1].push(item);
+        }
+    }
+    seen.into_iter()
+        .map(|items| match items.as_slice() {
+            [] => RowResult::Rejected("the server's response has no result for this row".into()),
+            [item] => match (&item.prospect_activity_id, item.activity_created) {
+                (Some(id), true) if !id.trim().is_empty() => RowResult::Created(id.clone()),
+                (_, true) => RowResult::Rejected(
+                    "the server said the activity was created but gave no ProspectActivityId"
+                        .into(),
+                ),
+                (_, false) => RowResult::Rejected(
+                    item.exception_message
+                        .clone()
+                        .filter(|m| !m.trim().is_empty())
+                        .unwrap_or_else(|| {
+                            "the server did not create the activity and gave no reason".into()
+                        }),
+                ),
+            },
+            _ => RowResult::Rejected(
+                "the server's response has more than one result for this row".into(),
+            ),
+        })
+        .collect()
+}
+
+/// An HTTP client bound to one host and one pair of keys.
+#[derive(Debug, Clone)]
+pub struct LsqClient {
+    http: reqwest::Client,
+    base: Url,
+    request_timeout: Duration,
+}
+
+static INSTALL_CRYPTO: Once = Once::new();
+
+impl LsqClient {
+    pub fn new(config: &ClientConfig) -> Result<LsqClient, ClientError> {
+        INSTALL_CRYPTO.call_once(|| {
+            // Another part of the process may have installed one already; either is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let base = check_host(&config.host)?;
+        let mut headers = HeaderMap::new();
+        for (name, secret) in [
+            (api::HEADER_ACCESS_KEY, &config.access_key),
+            (api::HEADER_SECRET_KEY, &config.secret_key),
+        ] {
+            let mut value = HeaderValue::from_str(secret.expose())
+                .map_err(|_| ClientError::KeyNotHeaderSafe)?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("lsq-sync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .pool_max_idle_per_host(config.max_idle_connections)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Build(e.without_url().to_string()))?;
+        Ok(LsqClient {
+            http,
+            base,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(path);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// POSTs `body` as JSON to `path`.
+    pub async fn post<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &B,
+    ) -> Result<Reply, CallError> {
+        let request = self.http.post(self.url(path, query)).json(body);
+        self.execute(request).await
+    }
+
+    /// GETs `path`.
+    pub async fn get(&self, path: &str) -> Result<Reply, CallError> {
+        self.execute(self.http.get(self.url(path, &[]))).await
+    }
+
+    /// Posts one batch to the bulk endpoint.
+    pub async fn post_bulk(&self, items: &[&ActivityItem]) -> Result<Reply, CallError> {
+        self.post(api::PATH_BULK_ADD_BY_LEAD_ID, &[], items).await
+    }
+
+    async fn execute(&self, request: reqwest::RequestBuilder) -> Result<Reply, CallError> {
+        let response = request.send().await.map_err(|e| self.call_error(e))?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = response.bytes().await.map_err(|e| self.call_error(e))?;
+        Ok(Reply {
+            status: status.as_u16(),
+            retry_after,
+            body,
+        })
+    }
+
+    fn call_error(&self, e: reqwest::Error) -> CallError {
+        let timed_out = e.is_timeout();
+        let connect = e.is_connect();
+        let e = e.without_url();
+        if timed_out {
+            CallError::Timeout(self.request_timeout)
+        } else if connect {
+            CallError::Connect(error_chain(&e))
+        } else {
+            CallError::Transport(error_chain(&e))
+        }
+    }
+}
+
+/// The error and its causes on one line: reqwest's own message alone ("error sending request")
+/// does not say what went wrong.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            retry_after: None,
+            body: bytes::Bytes::from(body.to_string()),
+        }
+    }
+
+    fn verdict(status: u16, body: &str) -> Verdict<BulkResponse> {
+        classify(&reply(status, body))
+    }
+
+    const RATE_BODY: &str = r#"{"Status":"Error","ExceptionType":"MXAPIRateLimitExceededException","ExceptionMessage":"API calls exceeded the limit of 10 in 5 second(s)"}"#;
+
+    #[test]
+    fn classification_table() {
+        let ok =
+            r#"{"Response":[{"ProspectActivityId":"a","RowNumber":1,"ActivityCreated":true}]}"#;
+        let mx = r#"{"Status":"Error","ExceptionType":"MXInvalidInputException","ExceptionMessage":"Invalid lead"}"#;
+        let cases: Vec<(u16, &str, &str)> = vec![
+            (200, ok, "success"),
+            (
+                429,
+                "API calls exceeded the limit of 25 in 5 second(s)",
+                "rate",
+            ),
+            (429, RATE_BODY, "rate"),
+            (200, RATE_BODY, "rate"),
+            (500, mx, "data"),
+            (200, mx, "data"),
+            (500, "<html>Internal Server Error</html>", "transient"),
+            (502, "", "transient"),
+            (
+                503,
+                r#"{"Status":"Error","ExceptionMessage":"busy"}"#,
+                "transient",
+            ),
+            (
+                401,
+                r#"{"Status":"Error","ExceptionMessage":"Invalid keys"}"#,
+                "unauthorized",
+            ),
+            (401, "", "unauthorized"),
+            (404, "Not Found", "fatal"),
+            (400, "bad json", "rejected"),
+            (200, "{\"Resp", "unreadable"),
+            (200, "not json", "unreadable"),
+        ];
+        for (status, body, expected) in cases {
+            let got = match verdict(status, body) {
+                Verdict::Success(_) => "success",
+                Verdict::RateLimited { .. } => "rate",
+                Verdict::Transient(_) => "transient",
+                Verdict::DataError(_) => "data",
+                Verdict::Unauthorized(_) => "unauthorized",
+                Verdict::Fatal(_) => "fatal",
+                Verdict::Rejected(_) => "rejected",
+                Verdict::Unreadable(_) => "unreadable",
+            };
+            assert_eq!(got, expected, "HTTP {status} {body}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_carries_the_real_limit_and_retry_after() {
+        let mut r = reply(200, RATE_BODY);
+        r.retry_after = Some(Duration::from_secs(2));
+        match classify::<BulkResponse>(&r) {
+            Verdict::RateLimited {
+                retry_after, limit, ..
+            } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(2)));
+                assert_eq!(limit.map(|q| q.to_string()).as_deref(), Some("10/5s"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_limit_reads_the_vendor_message() {
+        assert_eq!(
+            parse_limit("API calls exceeded the limit of 25 in 5 second(s)").map(|q| q.to_string()),
+            Some("25/5s".into())
+        );
+        assert_eq!(
+            parse_limit("API calls exceeded the limit of 3 in 0.5 second(s)")
+                .map(|q| q.to_string()),
+            Some("3/500ms".into())
+        );
+        assert_eq!(parse_limit("slow down"), None);
+        assert_eq!(parse_limit("limit of 0 in 5 second(s)"), None);
+    }
+
+    #[test]
+    fn data_errors_keep_the_server_message() {
+        let mx = r#"{"Status":"Error","ExceptionType":"MXInvalidInputException","ExceptionMessage":"Row 3: bad date"}"#;
+        assert_eq!(
+            verdict(500, mx),
+            Verdict::DataError("MXInvalidInputException: Row 3: bad date".into())
+        );
+    }
+
+    #[test]
+    fn row_results_map_by_row_number_and_never_create_without_an_id() {
+        let body = r#"{"Response":[
+            {"ProspectActivityId":"id-2","RowNumber":2,"ActivityCreated":true},
+            {"ProspectActivityId":"id-1","RowNumber":1,"ActivityCreated":true},
+            {"RowNumber":3,"ActivityCreated":false,"ExceptionMessage":"Invalid lead"},
+            {"RowNumber":4,"ActivityCreated":true},
+            {"ProspectActivityId":"a","RowNumber":5,"ActivityCreated":true},
+            {"ProspectActivityId":"b","RowNumber":5,"ActivityCreated":true},
+            {"ProspectActivityId":"x","RowNumber":99,"ActivityCreated":true}
+        ]}"#;
+        let response: BulkResponse = serde_json::from_str(body).unwrap();
+        let results = bulk_row_results(6, &response);
+        assert_eq!(results[0], RowResult::Created("id-1".into()));
+        assert_eq!(results[1], RowResult::Created("id-2".into()));
+        assert_eq!(results[2], RowResult::Rejected("Invalid lead".into()));
+        assert!(
+            matches!(&results[3], RowResult::Rejected(m) if m.contains("no ProspectActivityId"))
+        );
+        assert!(matches!(&results[4], RowResult::Rejected(m) if m.contains("more than one")));
+        assert!(matches!(&results[5], RowResult::Rejected(m) if m.contains("no result")));
+    }
+
+    #[test]
+    fn host_rules() {
+        assert!(check_host("https://api-in21.leadsquared.com").is_ok());
+        assert!(check_host("http://127.0.0.1:8080").is_ok());
+        assert!(check_host("http://localhost:8080/").is_ok());
+        assert!(matches!(
+            check_host("http://api.leadsquared.com"),
+            Err(HostError::Insecure(_))
+        ));
+        assert!(matches!(
+            check_host("api.leadsquared.com"),
+            Err(HostError::NotAUrl(_))
+        ));
+        let err = check_host("https://user:hunter2@api.leadsquared.com")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(matches!(
+            check_host("https://api.leadsquared.com/v2?secretKey=x"),
+            Err(HostError::Extra(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn connection_errors_do_not_carry_the_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let client = LsqClient::new(&ClientConfig {
+            host: format!("http://127.0.0.1:{port}"),
+            access_key: Secret::new("AK"),
+            secret_key: Secret::new("SK"),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+            max_idle_connections: 1,
+        })
+        .unwrap();
+        let err = client.post_bulk(&[]).await.unwrap_err();
+        assert!(matches!(err, CallError::Connect(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("ProspectActivity"),
+            "{text}"
+        );
+    }
+}

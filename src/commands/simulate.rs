@@ -1,0 +1,113 @@
+//! `lsq-sync simulate`: runs the LeadSquared simulator standalone on a loopback port until
+//! Ctrl-C or SIGTERM. The first line on stdout is its URL, for scripts to read.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::cli::{PagingArg, RateLimitStyleArg, RejectModeArg, SimulateArgs};
+use crate::exit::ExitStatus;
+use crate::quota::RateQuota;
+use crate::simulator::{
+    FaultConfig, PagingMode, RateLimitStyle, RejectMode, RunningSimulator, SimConfig,
+};
+
+use super::CommandError;
+
+/// Builds the simulator's configuration from the flags; keys come from `LSQ_ACCESS_KEY` and
+/// `LSQ_SECRET_KEY` when set, so a client run with the same environment authenticates.
+pub fn sim_config(
+    args: &SimulateArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SimConfig, CommandError> {
+    let rate = match args.rate.trim() {
+        "none" | "unlimited" => None,
+        text => Some(
+            text.parse::<RateQuota>()
+                .map_err(|e| CommandError::Usage(e.to_string()))?,
+        ),
+    };
+    for (name, p) in [
+        ("--fail-500", args.fail_500),
+        ("--drop-connection", args.drop_connection),
+        ("--commit-then-500", args.commit_then_500),
+        ("--commit-then-drop", args.commit_then_drop),
+    ] {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(CommandError::Usage(format!(
+                "{name}: {p} is not a probability between 0 and 1"
+            )));
+        }
+    }
+    let defaults = SimConfig::default();
+    Ok(SimConfig {
+        access_key: env("LSQ_ACCESS_KEY")
+            .filter(|k| !k.is_empty())
+            .unwrap_or(defaults.access_key),
+        secret_key: env("LSQ_SECRET_KEY")
+            .filter(|k| !k.is_empty())
+            .unwrap_or(defaults.secret_key),
+        rate,
+        rate_limit_style: match args.rate_limit_style {
+            RateLimitStyleArg::Http429 => RateLimitStyle::Http429,
+            RateLimitStyleArg::Http200 => RateLimitStyle::Http200,
+        },
+        send_retry_after: args.retry_after,
+        background_load: args.background_load,
+        latency: Duration::from_millis(args.latency_ms),
+        jitter: Duration::from_millis(args.jitter_ms),
+        faults: FaultConfig {
+            plain_500: args.fail_500,
+            drop_connection: args.drop_connection,
+            commit_then_500: args.commit_then_500,
+            commit_then_drop: args.commit_then_drop,
+            seed: args.seed,
+        },
+        reject_mode: match args.reject_mode {
+            RejectModeArg::Row => RejectMode::PerRow,
+            RejectModeArg::Batch => RejectMode::WholeBatch,
+        },
+        paging: match args.paging {
+            PagingArg::ZeroPage => PagingMode::ZeroBasedPage,
+            PagingArg::OnePage => PagingMode::OneBasedPage,
+            PagingArg::Rows => PagingMode::RowOffset,
+        },
+        delete_delay: Duration::from_millis(args.delete_delay_ms),
+        accept_any_lead: args.accept_any_lead,
+        ..defaults
+    })
+}
+
+pub async fn run(args: SimulateArgs) -> Result<ExitStatus, CommandError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let config = sim_config(&args, &env)?;
+    let sim = RunningSimulator::start_on(args.port, config).await?;
+    let mut stdout = std::io::stdout();
+    // A closed stdout (the reader went away) is not a reason to stop serving.
+    let _ = writeln!(stdout, "{}", sim.base_url()).and_then(|()| stdout.flush());
+    tracing::info!(url = %sim.base_url(), "simulator listening; Ctrl-C or SIGTERM stops it");
+    wait_for_stop_signal().await;
+    sim.shutdown().await;
+    Ok(ExitStatus::Success)
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

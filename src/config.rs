@@ -1,0 +1,515 @@
+//! Settings: the one place that merges defaults < config file < environment < flags into a plain
+//! struct with real types, which is all the rest of the program sees.
+//!
+//! Raw inputs come in as [`FileConfig`] (TOML), an environment lookup and [`Overrides`] (the
+//! parsed command line); [`Settings::resolve`] validates them once and returns [`Settings`] or a
+//! [`ConfigError`] naming the source of the bad value. Secrets are wrapped in [`Secret`] so that
+//! no `Debug` or `Display` of the settings can print them.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::api::MAX_BATCH;
+use crate::quota::{RateQuota, parse_duration};
+
+/// Where the config file is looked for when neither `--config` nor `LSQ_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "config/lsq-sync.toml";
+
+/// A key that must never be printed. `Debug` and `Display` show only a short prefix of the
+/// access key's length class, never the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that puts it in a request header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The resolved settings of a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL of the API, e.g. `https://api-in21.leadsquared.com`; `None` until a command
+    /// that talks to the API needs it (or `--simulate` supplies one).
+    pub host: Option<String>,
+    /// `x-LSQ-AccessKey`.
+    pub access_key: Option<Secret>,
+    /// `x-LSQ-SecretKey`.
+    pub secret_key: Option<Secret>,
+    /// The account's quota; no window of `rate.window` may ever hold more than `rate.calls`
+    /// requests, retries included.
+    pub rate: RateQuota,
+    /// Extra spacing between calls, as a fraction of the ideal spacing, so that network jitter
+    /// cannot squeeze CALLS+1 arrivals into one window at the server.
+    pub pacing_margin: f64,
+    /// Attempts per batch, the first included, before its rows are marked failed.
+    pub max_attempts: NonZeroU32,
+    /// Upper bound on requests in flight at once; the pacer, not this, sets the rate.
+    pub concurrency: usize,
+    /// Activities per bulk call (1..=25).
+    pub batch_size: usize,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout, so a server that never answers cannot hang the run.
+    pub request_timeout: Duration,
+    /// First backoff delay; doubles per attempt, with jitter.
+    pub backoff_base: Duration,
+    /// Longest single backoff delay.
+    pub backoff_max: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: None,
+            access_key: None,
+            secret_key: None,
+            rate: RateQuota::DEFAULT,
+            pacing_margin: 0.02,
+            max_attempts: NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN),
+            concurrency: 64,
+            batch_size: MAX_BATCH,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The config file as written (`config/lsq-sync.toml`); every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub api: FileApi,
+    #[serde(default)]
+    pub pacing: FilePacing,
+    #[serde(default)]
+    pub retry: FileRetry,
+    #[serde(default)]
+    pub log: FileLog,
+}
+
+/// `[api]` section.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApi {
+    pub host: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+}
+
+impl fmt::Debug for FileApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileApi")
+            .field("host", &self.host)
+            .field("access_key", &self.access_key.as_ref().map(|_| "***"))
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// `[pacing]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePacing {
+    pub rate: Option<String>,
+    pub margin: Option<f64>,
+    pub concurrency: Option<usize>,
+    pub batch_size: Option<usize>,
+}
+
+/// `[retry]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetry {
+    pub max_attempts: Option<u32>,
+    pub backoff_base: Option<String>,
+    pub backoff_max: Option<String>,
+}
+
+/// `[log]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub format: Option<LogFormat>,
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub rate: Option<RateQuota>,
+    pub max_attempts: Option<u32>,
+    pub concurrency: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub connect_timeout: Option<Duration>,
+    pub request_timeout: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// A bad setting, naming where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{source_name}: {message}")]
+    Invalid {
+        /// e.g. "LSQ_RATE", "--batch-size", "config file [pacing] rate".
+        source_name: String,
+        message: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses a config file; unknown keys are an error so typos do not pass silently.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The config file to use: `explicit` (from `--config` or `LSQ_CONFIG`) must exist; without
+    /// it, [`DEFAULT_CONFIG_PATH`] is used when present.
+    pub fn discover(explicit: Option<&Path>) -> Result<Option<(PathBuf, FileConfig)>, ConfigError> {
+        match explicit {
+            Some(path) => Ok(Some((path.to_path_buf(), FileConfig::load(path)?))),
+            None => {
+                let path = Path::new(DEFAULT_CONFIG_PATH);
+                if path.is_file() {
+                    Ok(Some((path.to_path_buf(), FileConfig::load(path)?)))
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+fn invalid(source_name: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        source_name: source_name.to_string(),
+        message: message.into(),
+    }
+}
+
+fn duration_from(source_name: &str, text: &str) -> Result<Duration, ConfigError> {
+    parse_duration(text.trim()).ok_or_else(|| {
+        invalid(
+            source_name,
+            format!("{text:?} is not a duration (use e.g. 500ms, 10s, 2m)"),
+        )
+    })
+}
+
+fn rate_from(source_name: &str, text: &str) -> Result<RateQuota, ConfigError> {
+    text.parse()
+        .map_err(|e: crate::quota::RateQuotaError| invalid(source_name, e.to_string()))
+}
+
+fn number_from<T: std::str::FromStr>(source_name: &str, text: &str) -> Result<T, ConfigError> {
+    text.trim()
+        .parse()
+        .map_err(|_| invalid(source_name, format!("{text:?} is not a whole number")))
+}
+
+impl Settings {
+    /// Layers defaults, the file, the environment (through `env`, so tests need not touch the
+    /// process environment) and the flags, then checks the result.
+    pub fn resolve(
+        file: Option<&FileConfig>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let mut s = Settings::default();
+
+        if let Some(file) = file {
+            let api = &file.api;
+            if let Some(host) = &api.host {
+                s.host = Some(host.clone());
+            }
+            if let Some(key) = &api.access_key {
+                s.access_key = Some(Secret::new(key.clone()));
+            }
+            if let Some(key) = &api.secret_key {
+                s.secret_key = Some(Secret::new(key.clone()));
+            }
+            if let Some(t) = &api.connect_timeout {
+                s.connect_timeout = duration_from("config file [api] connect_timeout", t)?;
+            }
+            if let Some(t) = &api.request_timeout {
+                s.request_timeout = duration_from("config file [api] request_timeout", t)?;
+            }
+            if let Some(rate) = &file.pacing.rate {
+                s.rate = rate_from("config file [pacing] rate", rate)?;
+            }
+            if let Some(margin) = file.pacing.margin {
+                s.pacing_margin = margin;
+            }
+            if let Some(n) = file.pacing.concurrency {
+                s.concurrency = n;
+            }
+            if let Some(n) = file.pacing.batch_size {
+                s.batch_size = n;
+            }
+            if let Some(n) = file.retry.max_attempts {
+                s.max_attempts = NonZeroU32::new(n).ok_or_else(|| {
+                    invalid("config file [retry] max_attempts", "must be at least 1")
+                })?;
+            }
+            if let Some(t) = &file.retry.backoff_base {
+                s.backoff_base = duration_from("config file [retry] backoff_base", t)?;
+            }
+            if let Some(t) = &file.retry.backoff_max {
+                s.backoff_max = duration_from("config file [retry] backoff_max", t)?;
+            }
+            if let Some(format) = file.log.format {
+                s.log_format = format;
+            }
+        }
+
+        if let Some(host) = env("LSQ_HOST").filter(|v| !v.trim().is_empty()) {
+            s.host = Some(host);
+        }
+        if let Some(key) = env("LSQ_ACCESS_KEY").filter(|v| !v.is_empty()) {
+            s.access_key = Some(Secret::new(key));
+        }
+        if let Some(key) = env("LSQ_SECRET_KEY").filter(|v| !v.is_empty()) {
+            s.secret_key = Some(Secret::new(key));
+        }
+        if let Some(rate) = env("LSQ_RATE") {
+            s.rate = rate_from("LSQ_RATE", &rate)?;
+        }
+        if let Some(n) = env("LSQ_MAX_ATTEMPTS") {
+            let n: u32 = number_from("LSQ_MAX_ATTEMPTS", &n)?;
+            s.max_attempts = NonZeroU32::new(n)
+                .ok_or_else(|| invalid("LSQ_MAX_ATTEMPTS", "must be at least 1"))?;
+        }
+        if let Some(n) = env("LSQ_CONCURRENCY") {
+            s.concurrency = number_from("LSQ_CONCURRENCY", &n)?;
+        }
+        if let Some(t) = env("LSQ_CONNECT_TIMEOUT") {
+            s.connect_timeout = duration_from("LSQ_CONNECT_TIMEOUT", &t)?;
+        }
+        if let Some(t) = env("LSQ_REQUEST_TIMEOUT") {
+            s.request_timeout = duration_from("LSQ_REQUEST_TIMEOUT", &t)?;
+        }
+        if let Some(f) = env("LSQ_LOG_FORMAT") {
+            s.log_format = match f.trim().to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(invalid(
+                        "LSQ_LOG_FORMAT",
+                        format!("{f:?} is not text or json"),
+                    ));
+                }
+            };
+        }
+
+        if let Some(host) = &flags.host {
+            s.host = Some(host.clone());
+        }
+        if let Some(rate) = flags.rate {
+            s.rate = rate;
+        }
+        if let Some(n) = flags.max_attempts {
+            s.max_attempts = NonZeroU32::new(n)
+                .ok_or_else(|| invalid("--max-attempts", "must be at least 1"))?;
+        }
+        if let Some(n) = flags.concurrency {
+            s.concurrency = n;
+        }
+        if let Some(n) = flags.batch_size {
+            s.batch_size = n;
+        }
+        if let Some(t) = flags.connect_timeout {
+            s.connect_timeout = t;
+        }
+        if let Some(t) = flags.request_timeout {
+            s.request_timeout = t;
+        }
+        if let Some(f) = flags.log_format {
+            s.log_format = f;
+        }
+
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_BATCH).contains(&self.batch_size) {
+            return Err(invalid(
+                "batch size",
+                format!(
+                    "{} is outside 1..={MAX_BATCH} (the bulk endpoint's limit)",
+                    self.batch_size
+                ),
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(invalid("concurrency", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.pacing_margin) {
+            return Err(invalid(
+                "pacing margin",
+                "must be between 0 and 1 (e.g. 0.02 for 2%)",
+            ));
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(invalid("timeouts", "must be longer than zero"));
+        }
+        if let Some(host) = &self.host {
+            crate::client::check_host(host).map_err(|e| invalid("host", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_apply_without_any_source() {
+        let s = Settings::resolve(None, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.rate, RateQuota::DEFAULT);
+        assert_eq!(s.batch_size, 25);
+        assert!(s.host.is_none());
+    }
+
+    #[test]
+    fn file_then_env_then_flags_each_win_over_the_one_before() {
+        let f = file(
+            "[pacing]\nrate = \"10/5s\"\nconcurrency = 8\n[retry]\nmax_attempts = 3\n[api]\nhost = \"https://file.example\"",
+        );
+        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.rate.to_string(), "10/5s");
+        assert_eq!(s.max_attempts.get(), 3);
+
+        let env = env_of(&[("LSQ_RATE", "20/5s"), ("LSQ_HOST", "https://env.example")]);
+        let s = Settings::resolve(Some(&f), &env, &Overrides::default()).unwrap();
+        assert_eq!(s.rate.to_string(), "20/5s");
+        assert_eq!(s.host.as_deref(), Some("https://env.example"));
+        assert_eq!(s.concurrency, 8, "file value kept where env is silent");
+
+        let flags = Overrides {
+            rate: Some("25/1s".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
+        assert_eq!(s.rate.to_string(), "25/1s");
+        assert_eq!(s.host.as_deref(), Some("https://env.example"));
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let err = Settings::resolve(
+            None,
+            &env_of(&[("LSQ_RATE", "fast")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("LSQ_RATE:"), "{err}");
+        let f = file("[pacing]\nbatch_size = 30");
+        let err = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("30 is outside 1..=25"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let err = toml::from_str::<FileConfig>("[pacing]\nrat = \"25/5s\"").unwrap_err();
+        assert!(err.to_string().contains("rat"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let env = env_of(&[
+            ("LSQ_ACCESS_KEY", "u$AKEY-123456"),
+            ("LSQ_SECRET_KEY", "TOPSECRET-abcdef"),
+        ]);
+        let s = Settings::resolve(None, &env, &Overrides::default()).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("TOPSECRET"), "{shown}");
+        assert!(!shown.contains("AKEY-123456"), "{shown}");
+        let f = file("[api]\nsecret_key = \"TOPSECRET-file\"");
+        assert!(!format!("{f:?}").contains("TOPSECRET"));
+    }
+
+    #[test]
+    fn the_shipped_config_file_parses_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+        let f = FileConfig::load(&path).unwrap();
+        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
+        let d = Settings::default();
+        assert_eq!(s.rate, d.rate);
+        assert_eq!(s.max_attempts, d.max_attempts);
+        assert_eq!(s.concurrency, d.concurrency);
+        assert_eq!(s.request_timeout, d.request_timeout);
+    }
+}

@@ -1,0 +1,326 @@
+//! Report stage: [`BatchOutcome`]s in, in any order; the report CSV out, one line per input row,
+//! in input order, written as the run progresses.
+//!
+//! Batches finish out of order (several calls are in flight), so outcomes wait in a small
+//! reorder buffer until every earlier batch is written. The buffer never holds more than the
+//! batches in flight, because every batch covers a contiguous run of rows (see `batch`).
+//! Columns: `RowNumber,Status,ProspectActivityId,Error`, then the input's own columns as read.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use csv::ByteRecord;
+
+use crate::input::SourceRow;
+
+/// The report's own leading columns.
+pub const REPORT_COLUMNS: [&str; 4] = ["RowNumber", "Status", "ProspectActivityId", "Error"];
+
+/// What happened to one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowStatus {
+    /// The activity exists in LeadSquared; its id is in the report.
+    Created,
+    /// Sent (or meant to be) but not created; the Error says why.
+    Failed,
+    /// Failed validation and was never sent.
+    Invalid,
+}
+
+impl RowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowStatus::Created => "created",
+            RowStatus::Failed => "failed",
+            RowStatus::Invalid => "invalid",
+        }
+    }
+}
+
+impl fmt::Display for RowStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowOutcome {
+    pub status: RowStatus,
+    pub activity_id: Option<String>,
+    pub error: Option<String>,
+}
+
+impl RowOutcome {
+    pub fn created(id: impl Into<String>) -> Self {
+        RowOutcome {
+            status: RowStatus::Created,
+            activity_id: Some(id.into()),
+            error: None,
+        }
+    }
+
+    pub fn failed(error: impl Into<String>) -> Self {
+        RowOutcome {
+            status: RowStatus::Failed,
+            activity_id: None,
+            error: Some(error.into()),
+        }
+    }
+
+    pub fn invalid(error: impl Into<String>) -> Self {
+        RowOutcome {
+            status: RowStatus::Invalid,
+            activity_id: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// A row and its result, ready to be written.
+#[derive(Debug, Clone)]
+pub struct ReportedRow {
+    pub source: SourceRow,
+    pub outcome: RowOutcome,
+}
+
+/// The results of one batch, every row of it, in row order.
+#[derive(Debug, Clone)]
+pub struct BatchOutcome {
+    /// The batch's position in the input (`Batch::seq`).
+    pub seq: u64,
+    pub rows: Vec<ReportedRow>,
+}
+
+/// Rows written so far, by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub created: u64,
+    pub failed: u64,
+    pub invalid: u64,
+}
+
+impl StatusCounts {
+    pub fn total(&self) -> u64 {
+        self.created + self.failed + self.invalid
+    }
+
+    fn add(&mut self, status: RowStatus) {
+        match status {
+            RowStatus::Created => self.created += 1,
+            RowStatus::Failed => self.failed += 1,
+            RowStatus::Invalid => self.invalid += 1,
+        }
+    }
+}
+
+/// The report file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot create report {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot write report {path}: {message}")]
+    Write { path: PathBuf, message: String },
+    #[error("report {path} is incomplete: the results of {missing} batch(es) never arrived")]
+    Incomplete { path: PathBuf, missing: usize },
+}
+
+/// Writes outcomes in input order.
+pub struct ReportWriter<W: Write> {
+    path: PathBuf,
+    out: csv::Writer<W>,
+    next_seq: u64,
+    pending: BTreeMap<u64, BatchOutcome>,
+    counts: StatusCounts,
+    last_flush: Instant,
+}
+
+/// How often written lines are pushed to the file, so a person (or `tail -f`) sees progress.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// Opens `path` for writing the report, creating missing parent folders.
+pub fn create_report_file(path: &Path) -> Result<BufWriter<File>, ReportError> {
+    let create = |source| ReportError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(create)?;
+    }
+    let file = File::create(path).map_err(create)?;
+    Ok(BufWriter::with_capacity(128 * 1024, file))
+}
+
+impl<W: Write> ReportWriter<W> {
+    /// Starts a report: writes the header, the report's columns then the input's.
+    pub fn new(path: &Path, out: W, input_headers: &ByteRecord) -> Result<Self, ReportError> {
+        let mut writer = ReportWriter {
+            path: path.to_path_buf(),
+            out: csv::WriterBuilder::new().flexible(true).from_writer(out),
+            next_seq: 0,
+            pending: BTreeMap::new(),
+            counts: StatusCounts::default(),
+            last_flush: Instant::now(),
+        };
+        let mut header = ByteRecord::new();
+        for column in REPORT_COLUMNS {
+            header.push_field(column.as_bytes());
+        }
+        header.extend(input_headers.iter());
+        writer
+            .out
+            .write_byte_record(&header)
+            .map_err(|e| writer.write_error(e))?;
+        writer.flush()?;
+        Ok(writer)
+    }
+
+    /// Takes one batch's results; writes it and any batches it was holding back. Returns the
+    /// rows written by this call.
+    pub fn accept(&mut self, outcome: BatchOutcome) -> Result<u64, ReportError> {
+        self.pending.insert(outcome.seq, outcome);
+        let mut written = 0;
+        while let Some(outcome) = self.pending.remove(&self.next_seq) {
+            for row in &outcome.rows {
+                self.write_row(row)?;
+                written += 1;
+            }
+            self.next_seq += 1;
+        }
+        if written > 0 && self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(written)
+    }
+
+    fn write_row(&mut self, row: &ReportedRow) -> Result<(), ReportError> {
+        let outcome = &row.outcome;
+        let number = row.source.number.to_string();
+        let fields = [
+            number.as_bytes(),
+            outcome.status.as_str().as_bytes(),
+            outcome.activity_id.as_deref().unwrap_or("").as_bytes(),
+            outcome.error.as_deref().unwrap_or("").as_bytes(),
+        ];
+        let result = fields
+            .into_iter()
+            .chain(row.source.record.iter())
+            .try_for_each(|field| self.out.write_field(field))
+            .and_then(|()| self.out.write_record(None::<&[u8]>));
+        result.map_err(|e| self.write_error(e))?;
+        self.counts.add(outcome.status);
+        Ok(())
+    }
+
+    /// Rows written so far, by status.
+    pub fn counts(&self) -> StatusCounts {
+        self.counts
+    }
+
+    /// Pushes written lines to the file.
+    pub fn flush(&mut self) -> Result<(), ReportError> {
+        self.last_flush = Instant::now();
+        self.out.flush().map_err(|e| ReportError::Write {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Flushes and checks that no batch is missing.
+    pub fn finish(mut self) -> Result<StatusCounts, ReportError> {
+        self.flush()?;
+        if !self.pending.is_empty() {
+            return Err(ReportError::Incomplete {
+                path: self.path.clone(),
+                missing: self.pending.len(),
+            });
+        }
+        Ok(self.counts)
+    }
+
+    fn write_error(&self, e: csv::Error) -> ReportError {
+        ReportError::Write {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reported(number: u64, outcome: RowOutcome, fields: &[&str]) -> ReportedRow {
+        ReportedRow {
+            source: SourceRow {
+                number,
+                line: number + 1,
+                record: ByteRecord::from(fields.to_vec()),
+            },
+            outcome,
+        }
+    }
+
+    fn written(writer: ReportWriter<Vec<u8>>) -> String {
+        let bytes = writer.out.into_inner().map_err(|_| "flush").unwrap();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn writes_in_input_order_whatever_order_batches_finish_in() {
+        let headers = ByteRecord::from(vec!["RelatedProspectId", "Note"]);
+        let mut w = ReportWriter::new(Path::new("r.csv"), Vec::new(), &headers).unwrap();
+        let b1 = BatchOutcome {
+            seq: 1,
+            rows: vec![reported(
+                3,
+                RowOutcome::failed("Invalid lead"),
+                &["l3", "n3"],
+            )],
+        };
+        let b0 = BatchOutcome {
+            seq: 0,
+            rows: vec![
+                reported(
+                    1,
+                    RowOutcome::created("id-1"),
+                    &["l1", "a, \"quoted\"\nnote"],
+                ),
+                reported(2, RowOutcome::invalid("ActivityEvent: required"), &["l2"]),
+            ],
+        };
+        assert_eq!(w.accept(b1).unwrap(), 0, "held back until batch 0 arrives");
+        assert_eq!(w.accept(b0).unwrap(), 3);
+        assert_eq!(
+            w.counts(),
+            StatusCounts {
+                created: 1,
+                failed: 1,
+                invalid: 1
+            }
+        );
+        assert_eq!(
+            written(w),
+            "RowNumber,Status,ProspectActivityId,Error,RelatedProspectId,Note\n\
+             1,created,id-1,,l1,\"a, \"\"quoted\"\"\nnote\"\n\
+             2,invalid,,ActivityEvent: required,l2\n\
+             3,failed,,Invalid lead,l3,n3\n"
+        );
+    }
+
+    #[test]
+    fn finish_reports_a_missing_batch() {
+        let mut w = ReportWriter::new(Path::new("r.csv"), Vec::new(), &ByteRecord::new()).unwrap();
+        w.accept(BatchOutcome {
+            seq: 2,
+            rows: vec![],
+        })
+        .unwrap();
+        let err = w.finish().unwrap_err().to_string();
+        assert!(err.contains("r.csv is incomplete"), "{err}");
+    }
+}

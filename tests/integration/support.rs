@@ -1,0 +1,140 @@
+//! Helpers shared by the integration tests: temp dirs, input files, running the binary, reading
+//! its report.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use lsq_sync::simulator::{DEMO_OWNERS, RunningSimulator, SimConfig, demo_lead_id};
+
+pub const ACCESS_KEY: &str = "it-access-AKIA4242";
+pub const SECRET_KEY: &str = "it-secret-Zm9vYmFyYmF6cXV4";
+
+/// A simulator with the test keys and the given tweaks.
+pub async fn simulator(config: SimConfig) -> RunningSimulator {
+    RunningSimulator::start(SimConfig {
+        access_key: ACCESS_KEY.into(),
+        secret_key: SECRET_KEY.into(),
+        ..config
+    })
+    .await
+    .expect("simulator starts on loopback")
+}
+
+/// Runs the binary with `args` in `dir`, with the test keys in the environment and no config
+/// file, and returns its output.
+pub async fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-sync"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("LSQ_CONFIG")
+        .env_remove("LSQ_HOST")
+        .env_remove("LSQ_RATE")
+        .env_remove("RUST_LOG")
+        .env("LSQ_ACCESS_KEY", ACCESS_KEY)
+        .env("LSQ_SECRET_KEY", SECRET_KEY)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().await.expect("the binary runs")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// One line of a report, by column name.
+pub type ReportRow = HashMap<String, String>;
+
+pub fn read_report(path: &Path) -> Vec<ReportRow> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .unwrap_or_else(|e| panic!("report {}: {e}", path.display()));
+    let headers = reader.headers().expect("report header").clone();
+    assert_eq!(
+        &headers.iter().take(4).collect::<Vec<_>>(),
+        &["RowNumber", "Status", "ProspectActivityId", "Error"]
+    );
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("report row");
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A CSV input in a temp dir.
+pub struct Input {
+    pub dir: tempfile::TempDir,
+    #[allow(dead_code)]
+    pub path: PathBuf,
+}
+
+impl Input {
+    pub fn report_path(&self) -> PathBuf {
+        self.dir.path().join("report.csv")
+    }
+}
+
+pub fn write_input(text: &str) -> Input {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("input.csv");
+    std::fs::write(&path, text).expect("write input");
+    Input { dir, path }
+}
+
+/// `rows` valid rows over the demo leads, each with a unique note so tests can find it on the
+/// server. Every `invalid_every`-th row (if not 0) has a broken event code.
+pub fn generated_input(rows: usize, invalid_every: usize) -> (Input, Vec<bool>) {
+    let mut text = String::from(
+        "RelatedProspectId,ActivityEvent,ActivityNote,ActivityOwnerEmail,ActivityDateTime,mx_Custom_1,Batch\n",
+    );
+    let mut valid = Vec::with_capacity(rows);
+    for n in 1..=rows {
+        let is_invalid = invalid_every != 0 && n % invalid_every == 0;
+        let event = if is_invalid { "2O1" } else { "201" };
+        text.push_str(&format!(
+            "{},{event},\"note {n}, \"\"quoted\"\"\",{},2024-05-{:02} 10:{:02}:00,v{n},b{}\n",
+            demo_lead_id(n % 50),
+            DEMO_OWNERS[n % DEMO_OWNERS.len()],
+            1 + n % 28,
+            n % 60,
+            n / 25
+        ));
+        valid.push(!is_invalid);
+    }
+    (write_input(&text), valid)
+}
+
+/// Activities created through the bulk endpoint (the simulator also seeds owner-change history).
+pub fn posted_activities(sim: &RunningSimulator) -> Vec<lsq_sync::simulator::StoredActivity> {
+    sim.sim
+        .activities()
+        .into_iter()
+        .filter(|a| a.created_by_request.is_some())
+        .collect()
+}
+
+/// Runs `lsq-sync [global...] import input.csv --out report.csv --host SIM [extra...]` in the
+/// input's folder.
+pub async fn import_into(
+    sim: &RunningSimulator,
+    input: &Input,
+    global: &[&str],
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let url = sim.base_url();
+    let mut args: Vec<&str> = global.to_vec();
+    args.extend(["import", "input.csv", "--out", "report.csv", "--host", &url]);
+    args.extend(extra);
+    run_cli(input.dir.path(), &args, env).await
+}
