@@ -25,8 +25,13 @@ impl Progress {
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "{bar:40.cyan/blue} {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
+            "{bar:40.cyan/blue} {pos}/{len} rows  {rate}  ETA {eta}  {msg}",
         )
+        .map(|style| {
+            style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} rows/s", state.per_sec());
+            })
+        })
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(250));
