@@ -14,6 +14,8 @@
 //! - [`pace`]: the governor limiter that keeps every window within the quota.
 //! - [`send`]: posts a batch, retries what is worth retrying.
 //! - [`client`]: the LeadSquared HTTP client and the one classifier of responses.
+//! - [`activities`]: reads every activity of a lead, page by page, whatever `Offset` counts.
+//! - [`resolve`]: after a bulk post with an unknown outcome, finds which rows were created.
 //! - [`report`]: writes per-row results in input order.
 //! - [`pipeline`]: wires the stages for an import.
 //! - [`commands`]: the CLI commands, thin wrappers over the above.
@@ -23,6 +25,7 @@
 //!   flags, the rate quota, counters and summary, the progress bar, the stop signal, exit codes.
 
 pub mod abort;
+pub mod activities;
 pub mod api;
 pub mod batch;
 pub mod cli;
@@ -36,6 +39,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod quota;
 pub mod report;
+pub mod resolve;
 pub mod send;
 pub mod simulator;
 pub mod stats;

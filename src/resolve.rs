@@ -1,0 +1,718 @@
+//! Which rows of a bulk post already exist on the server, for batches whose outcome is unknown.
+//!
+//! A bulk post can fail after the server acted on it: a timeout after sending, a dropped
+//! connection, a 5xx that may have committed. The bulk endpoint is not idempotent, so re-sending
+//! such a batch blindly duplicates whatever was created. Instead the caller hands the batch's
+//! rows here: [`resolve`] reads the leads' activities back (through [`Fetcher`], paced and
+//! retried like every call) and [`match_rows`] (pure) pairs each row with a server activity that
+//! has the same content, or with nothing. Rows come back as `Some(activity id)` (created: report
+//! it, do not re-send) or `None` (not found: safe to send again).
+//!
+//! What "the same content" means, and why:
+//! - lead id (compared lowercase, as GUIDs compare), activity code, and activity date-time;
+//! - the note (`Data` entry `NotableEventDescription`; an empty note is the same as none);
+//! - the custom fields: the row's `Fields` must equal the activity's non-empty `mx_Custom_*`
+//!   values exactly (Get Activities returns only non-empty custom values, so empty values are
+//!   left out on both sides);
+//! - not the owner: the row names it by e-mail, the server stores and returns a user id.
+//!
+//! A row without `ActivityDateTime` matches nothing: the server stamped it with its own clock, so
+//! nothing ties it to one activity rather than to any other of the same content (an earlier
+//! import, a colleague's entry). Such rows stay `None` and the caller decides what to do with
+//! them (report them as unknown rather than re-send them, typically).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use chrono::{NaiveDateTime, TimeDelta};
+use tracing::debug;
+
+use crate::activities::{ActivityQuery, FetchError, Fetcher};
+use crate::api::{ActivityItem, DATA_KEY_NOTE, DATE_TIME_FORMAT, ProspectActivity};
+
+/// Prefix of custom field names; other `ActivityFields` entries (`Status`, `Owner`) are the
+/// server's own and take no part in matching.
+const CUSTOM_FIELD_PREFIX: &str = "mx_Custom_";
+
+/// How far the date window of the read-back reaches beyond the rows' own dates. The vendor does
+/// not say whether `ToDate` is inclusive, nor whether it reads the dates as UTC or in the
+/// account's time zone; a wider window costs a few more rows in the answer, a narrower one
+/// could miss a created row, which would then be posted again as a duplicate.
+const DATE_MARGIN: TimeDelta = TimeDelta::days(1);
+
+/// Everything a row and an activity must agree on to be taken as the same activity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MatchKey {
+    /// The lead's id, trimmed and lowercase.
+    lead: String,
+    /// The activity code.
+    event: i64,
+    /// The activity date-time, normalised to `yyyy-MM-dd HH:mm:ss` when it parses.
+    when: String,
+    /// The note; `None` for no note or an empty one.
+    note: Option<String>,
+    /// Non-empty custom field values by schema name.
+    fields: BTreeMap<String, String>,
+}
+
+impl MatchKey {
+    /// The key of a posted row; `None` when the row has no date (see the module comment).
+    fn of_row(row: &ActivityItem) -> Option<MatchKey> {
+        let when = normalise_date(row.activity_date_time.as_deref()?);
+        // A repeated schema name keeps its last value, as the server stores it.
+        let mut fields = BTreeMap::new();
+        for field in &row.fields {
+            fields.insert(field.schema_name.clone(), field.value.clone());
+        }
+        fields.retain(|_, value| !value.is_empty());
+        Some(MatchKey {
+            lead: normalise_lead(&row.related_prospect_id),
+            event: row.activity_event,
+            when,
+            note: row.activity_note.clone().filter(|n| !n.is_empty()),
+            fields,
+        })
+    }
+
+    /// The key of an activity as Get Activities returned it.
+    fn of_activity(activity: &ProspectActivity) -> MatchKey {
+        let note = activity
+            .data
+            .iter()
+            .find(|kv| kv.key == DATA_KEY_NOTE)
+            .map(|kv| kv.value.clone())
+            .filter(|n| !n.is_empty());
+        let fields = activity
+            .activity_fields
+            .iter()
+            .filter(|(key, _)| key.starts_with(CUSTOM_FIELD_PREFIX))
+            .filter_map(|(key, value)| {
+                let text = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                (!text.is_empty()).then(|| (key.clone(), text))
+            })
+            .collect();
+        MatchKey {
+            lead: normalise_lead(&activity.related_prospect_id),
+            event: activity.event_code,
+            when: normalise_date(&activity.created_on),
+            note,
+            fields,
+        }
+    }
+}
+
+fn normalise_lead(id: &str) -> String {
+    id.trim().to_ascii_lowercase()
+}
+
+/// Dates that parse are compared as instants (so `2025-1-5 ...` and `2025-01-05 ...` agree);
+/// anything else is compared as trimmed text.
+fn normalise_date(text: &str) -> String {
+    match parse_date(text) {
+        Some(when) => when.format(DATE_TIME_FORMAT).to_string(),
+        None => text.trim().to_string(),
+    }
+}
+
+/// Reads the API's date format, tolerating a `T` separator and fractional seconds in case the
+/// server writes them; `None` when it is none of those.
+fn parse_date(text: &str) -> Option<NaiveDateTime> {
+    let text = text.trim();
+    [
+        DATE_TIME_FORMAT,
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+    ]
+    .iter()
+    .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+}
+
+/// Pure matching. `rows`: the activities that were posted (as sent). `found`: what Get
+/// Activities returned for those leads. `known_ids`: activity ids already attributed to other
+/// rows (earlier runs, earlier resolutions), which must not be claimed again.
+///
+/// Returns, per row (same order), the id of the server activity matched to it, or `None`. Rows
+/// are served in order, each taking the first unclaimed activity with the same content in the
+/// order `found` lists them; each activity is claimed at most once, so `k` identical rows need
+/// `k` identical activities. A row without `ActivityDateTime` is always `None`.
+pub fn match_rows(
+    rows: &[&ActivityItem],
+    found: &[ProspectActivity],
+    known_ids: &HashSet<String>,
+) -> Vec<Option<String>> {
+    // Ids are GUIDs: compare them without regard to case or stray whitespace.
+    let known: HashSet<String> = known_ids.iter().map(|id| normalise_lead(id)).collect();
+    let mut listed = HashSet::new();
+    let mut pool: HashMap<MatchKey, VecDeque<&str>> = HashMap::new();
+    for activity in found {
+        let id = normalise_lead(&activity.id);
+        // An id listed twice (overlapping reads) is still one activity.
+        if known.contains(&id) || !listed.insert(id) {
+            continue;
+        }
+        pool.entry(MatchKey::of_activity(activity))
+            .or_default()
+            .push_back(&activity.id);
+    }
+    // Equal keys are interchangeable, so taking the first free candidate per row is as good as
+    // any assignment: the number of matches per key is min(rows, activities) either way.
+    rows.iter()
+        .map(|row| {
+            let key = MatchKey::of_row(row)?;
+            pool.get_mut(&key)?.pop_front().map(str::to_string)
+        })
+        .collect()
+}
+
+/// The rows of one lead and one activity code: one read-back covers them all.
+struct Group {
+    /// The lead id as the first of these rows spelled it, trimmed, for the `leadId` parameter.
+    lead: String,
+    /// The activity code, for `Parameter.ActivityEvent`.
+    event: i64,
+    /// Earliest and latest date of the group's dated rows; `None` until one is seen.
+    span: Option<(NaiveDateTime, NaiveDateTime)>,
+    /// Whether every dated row's date parsed; if not, no date window is sent, since a window
+    /// built from the others could leave that row's activity out.
+    dates_parse: bool,
+}
+
+/// Network part: for each distinct (lead, activity code) among `rows`, fetches the lead's
+/// activities of that code, within the rows' dates (widened by a day on each side), then
+/// [`match_rows`]. Groups with no dated row are not read at all: nothing could match them.
+///
+/// A lead the server does not know holds no activities, so its rows are `None` rather than an
+/// error. Any other fetch error is returned as is; the caller then leaves the rows unresolved
+/// (and stops the run on `Unauthorized` or `Fatal`).
+pub async fn resolve(
+    fetcher: &Fetcher,
+    rows: &[&ActivityItem],
+    known_ids: &HashSet<String>,
+) -> Result<Vec<Option<String>>, FetchError> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<(String, i64), usize> = HashMap::new();
+    for row in rows {
+        let Some(date) = row.activity_date_time.as_deref() else {
+            continue;
+        };
+        let key = (normalise_lead(&row.related_prospect_id), row.activity_event);
+        let slot = *index.entry(key).or_insert_with(|| {
+            groups.push(Group {
+                lead: row.related_prospect_id.trim().to_string(),
+                event: row.activity_event,
+                span: None,
+                dates_parse: true,
+            });
+            groups.len() - 1
+        });
+        let group = &mut groups[slot];
+        match parse_date(date) {
+            Some(when) => {
+                group.span = Some(match group.span {
+                    None => (when, when),
+                    Some((lo, hi)) => (lo.min(when), hi.max(when)),
+                });
+            }
+            None => group.dates_parse = false,
+        }
+    }
+
+    let mut found = Vec::new();
+    for group in &groups {
+        let (from, to) = match (group.dates_parse, group.span) {
+            (true, Some((lo, hi))) => (
+                Some((lo - DATE_MARGIN).format(DATE_TIME_FORMAT).to_string()),
+                Some((hi + DATE_MARGIN).format(DATE_TIME_FORMAT).to_string()),
+            ),
+            _ => (None, None),
+        };
+        let query = ActivityQuery {
+            lead_id: group.lead.clone(),
+            event: Some(group.event),
+            from,
+            to,
+        };
+        let activities = match fetcher.fetch_all(&query).await {
+            Ok(activities) => activities,
+            Err(FetchError::LeadNotFound(message)) => {
+                debug!(lead = %group.lead, "lead not found, so none of its rows exist: {message}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        debug!(
+            lead = %group.lead,
+            event = group.event,
+            activities = activities.len(),
+            "read back for resolution"
+        );
+        // The read was for this lead: an answer that leaves the lead out still belongs to it.
+        found.extend(activities.into_iter().map(|mut activity| {
+            if activity.related_prospect_id.trim().is_empty() {
+                activity.related_prospect_id = group.lead.clone();
+            }
+            activity
+        }));
+    }
+    Ok(match_rows(rows, &found, known_ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::api::{FieldValue, KeyValue};
+    use crate::client::{ClientConfig, LsqClient};
+    use crate::config::Secret;
+    use crate::pace::Pacer;
+    use crate::send::RetryPolicy;
+    use crate::simulator::{FaultConfig, RunningSimulator, SimConfig, demo_lead_id};
+    use crate::stats::RunStats;
+
+    const LEAD: &str = "3a6d5ea2-400e-4a2f-a728-fbfa0b0c1ddf";
+    const WHEN: &str = "2025-03-01 10:00:00";
+
+    fn row(
+        lead: &str,
+        code: i64,
+        date: Option<&str>,
+        note: Option<&str>,
+        fields: &[(&str, &str)],
+    ) -> ActivityItem {
+        ActivityItem {
+            related_prospect_id: lead.to_string(),
+            activity_event: code,
+            activity_note: note.map(str::to_string),
+            activity_owner_email: Some("asha.rao@example.com".into()),
+            activity_date_time: date.map(str::to_string),
+            fields: fields
+                .iter()
+                .map(|(k, v)| FieldValue {
+                    schema_name: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn activity(
+        id: &str,
+        lead: &str,
+        code: i64,
+        date: &str,
+        note: &str,
+        fields: serde_json::Value,
+    ) -> ProspectActivity {
+        let mut activity_fields = fields.as_object().cloned().unwrap_or_default();
+        // The server's own entries, which matching must ignore.
+        activity_fields.insert("Status".into(), "Active".into());
+        activity_fields.insert(
+            "Owner".into(),
+            "bf8ce802-836f-11e7-8758-0a106ee76b21".into(),
+        );
+        ProspectActivity {
+            id: id.to_string(),
+            event_code: code,
+            event_name: "Webinar Attended".into(),
+            activity_score: 0,
+            created_on: date.to_string(),
+            activity_type: 2,
+            is_email_type: false,
+            direction: "Inbound".into(),
+            session_id: id.to_string(),
+            related_prospect_id: lead.to_string(),
+            data: vec![
+                KeyValue {
+                    key: "CreatedByName".into(),
+                    value: "Asha Rao".into(),
+                },
+                KeyValue {
+                    key: DATA_KEY_NOTE.into(),
+                    value: note.to_string(),
+                },
+            ],
+            activity_fields,
+            modified_on: date.to_string(),
+        }
+    }
+
+    fn none() -> HashSet<String> {
+        HashSet::new()
+    }
+
+    fn ids(v: &[&str]) -> Vec<Option<String>> {
+        v.iter()
+            .map(|s| (!s.is_empty()).then(|| s.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn matches_same_content_whatever_the_field_order_case_of_lead_and_owner() {
+        let r = row(
+            &LEAD.to_uppercase(),
+            201,
+            Some(WHEN),
+            Some("hello"),
+            &[("mx_Custom_2", "b"), ("mx_Custom_1", "a")],
+        );
+        let found = [activity(
+            "act-1",
+            LEAD,
+            201,
+            WHEN,
+            "hello",
+            serde_json::json!({"mx_Custom_1": "a", "mx_Custom_2": "b"}),
+        )];
+        assert_eq!(match_rows(&[&r], &found, &none()), ids(&["act-1"]));
+    }
+
+    #[test]
+    fn empty_note_is_no_note_but_different_notes_differ() {
+        let found = [
+            activity("with-note", LEAD, 201, WHEN, "hi", serde_json::json!({})),
+            activity("no-note", LEAD, 201, WHEN, "", serde_json::json!({})),
+        ];
+        let empty = row(LEAD, 201, Some(WHEN), Some(""), &[]);
+        let absent = row(LEAD, 201, Some(WHEN), None, &[]);
+        let other = row(LEAD, 201, Some(WHEN), Some("bye"), &[]);
+        let same = row(LEAD, 201, Some(WHEN), Some("hi"), &[]);
+        assert_eq!(match_rows(&[&empty], &found, &none()), ids(&["no-note"]));
+        assert_eq!(match_rows(&[&absent], &found, &none()), ids(&["no-note"]));
+        assert_eq!(match_rows(&[&other], &found, &none()), ids(&[""]));
+        assert_eq!(match_rows(&[&same], &found, &none()), ids(&["with-note"]));
+    }
+
+    #[test]
+    fn identical_rows_need_as_many_distinct_activities() {
+        let r = row(LEAD, 202, Some(WHEN), Some("n"), &[("mx_Custom_1", "x")]);
+        let found = [
+            activity(
+                "a",
+                LEAD,
+                202,
+                WHEN,
+                "n",
+                serde_json::json!({"mx_Custom_1": "x"}),
+            ),
+            activity(
+                "b",
+                LEAD,
+                202,
+                WHEN,
+                "n",
+                serde_json::json!({"mx_Custom_1": "x"}),
+            ),
+            // Listed twice: still one activity.
+            activity(
+                "b",
+                LEAD,
+                202,
+                WHEN,
+                "n",
+                serde_json::json!({"mx_Custom_1": "x"}),
+            ),
+        ];
+        assert_eq!(
+            match_rows(&[&r, &r, &r], &found, &none()),
+            ids(&["a", "b", ""])
+        );
+    }
+
+    #[test]
+    fn known_ids_are_never_claimed() {
+        let r = row(LEAD, 202, Some(WHEN), None, &[]);
+        let found = [
+            activity("A-1", LEAD, 202, WHEN, "", serde_json::json!({})),
+            activity("a-2", LEAD, 202, WHEN, "", serde_json::json!({})),
+        ];
+        let known: HashSet<String> = ["a-1".to_string()].into();
+        assert_eq!(match_rows(&[&r, &r], &found, &known), ids(&["a-2", ""]));
+        let both: HashSet<String> = ["a-1".to_string(), "A-2".to_string()].into();
+        assert_eq!(match_rows(&[&r], &found, &both), ids(&[""]));
+    }
+
+    #[test]
+    fn any_difference_in_lead_code_date_or_fields_means_no_match() {
+        let base = row(LEAD, 201, Some(WHEN), None, &[("mx_Custom_1", "a")]);
+        let found = [activity(
+            "act",
+            LEAD,
+            201,
+            WHEN,
+            "",
+            serde_json::json!({"mx_Custom_1": "a"}),
+        )];
+        assert_eq!(match_rows(&[&base], &found, &none()), ids(&["act"]));
+        let other_lead = row(
+            "00000000-0000-4000-8000-000000000001",
+            201,
+            Some(WHEN),
+            None,
+            &[("mx_Custom_1", "a")],
+        );
+        let other_code = row(LEAD, 202, Some(WHEN), None, &[("mx_Custom_1", "a")]);
+        let other_date = row(
+            LEAD,
+            201,
+            Some("2025-03-01 10:00:01"),
+            None,
+            &[("mx_Custom_1", "a")],
+        );
+        let other_value = row(LEAD, 201, Some(WHEN), None, &[("mx_Custom_1", "b")]);
+        let other_name = row(LEAD, 201, Some(WHEN), None, &[("mx_Custom_2", "a")]);
+        let extra_field = row(
+            LEAD,
+            201,
+            Some(WHEN),
+            None,
+            &[("mx_Custom_1", "a"), ("mx_Custom_3", "c")],
+        );
+        let missing_field = row(LEAD, 201, Some(WHEN), None, &[]);
+        let no_date = row(LEAD, 201, None, None, &[("mx_Custom_1", "a")]);
+        for r in [
+            &other_lead,
+            &other_code,
+            &other_date,
+            &other_value,
+            &other_name,
+            &extra_field,
+            &missing_field,
+            &no_date,
+        ] {
+            assert_eq!(match_rows(&[r], &found, &none()), ids(&[""]), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn field_values_compare_as_text_and_empty_values_are_absent() {
+        let r = row(
+            LEAD,
+            204,
+            Some("2025-3-1 10:00:00"),
+            None,
+            &[
+                ("mx_Custom_1", "5"),
+                ("mx_Custom_2", ""),
+                ("mx_Custom_3", "true"),
+            ],
+        );
+        let found = [activity(
+            "act",
+            LEAD,
+            204,
+            WHEN,
+            "",
+            serde_json::json!({"mx_Custom_1": 5, "mx_Custom_3": true, "mx_Custom_4": "", "mx_Custom_5": null}),
+        )];
+        assert_eq!(match_rows(&[&r], &found, &none()), ids(&["act"]));
+        // A JSON string compares by its content, not its quoted JSON text.
+        let quoted = row(LEAD, 204, Some(WHEN), None, &[("mx_Custom_1", "\"5\"")]);
+        let string_five = [activity(
+            "s",
+            LEAD,
+            204,
+            WHEN,
+            "",
+            serde_json::json!({"mx_Custom_1": "5"}),
+        )];
+        assert_eq!(match_rows(&[&quoted], &string_five, &none()), ids(&[""]));
+    }
+
+    #[test]
+    fn rows_take_candidates_in_the_order_found() {
+        let early = row(LEAD, 201, Some(WHEN), None, &[]);
+        let late = row(LEAD, 201, Some("2025-03-02 10:00:00"), None, &[]);
+        let found = [
+            activity(
+                "late",
+                LEAD,
+                201,
+                "2025-03-02 10:00:00",
+                "",
+                serde_json::json!({}),
+            ),
+            activity("early-1", LEAD, 201, WHEN, "", serde_json::json!({})),
+            activity("early-2", LEAD, 201, WHEN, "", serde_json::json!({})),
+        ];
+        assert_eq!(
+            match_rows(&[&early, &late, &early], &found, &none()),
+            ids(&["early-1", "late", "early-2"])
+        );
+    }
+
+    // ---- resolve against the simulator ----
+
+    #[tokio::test]
+    async fn rows_committed_behind_a_dropped_connection_are_found_and_not_claimed_twice() {
+        let config = SimConfig {
+            rate: None,
+            faults: FaultConfig {
+                commit_then_drop: 1.0,
+                ..FaultConfig::default()
+            },
+            ..SimConfig::default()
+        };
+        let (access, secret) = (config.access_key.clone(), config.secret_key.clone());
+        let sim = RunningSimulator::start(config).await.unwrap();
+        let client = LsqClient::new(&ClientConfig {
+            host: sim.base_url(),
+            access_key: Secret::new(access),
+            secret_key: Secret::new(secret),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            max_idle_connections: 4,
+        })
+        .unwrap();
+        let fetcher = Fetcher {
+            client: client.clone(),
+            pacer: Arc::new(Pacer::new("1000/1s".parse().unwrap(), 0.0)),
+            stats: Arc::new(RunStats::default()),
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base: Duration::from_millis(10),
+                max: Duration::from_millis(50),
+            },
+            page_size: 25,
+        };
+        let (a, b) = (demo_lead_id(3), demo_lead_id(4));
+        let batch = [
+            row(
+                &a,
+                201,
+                Some("2025-03-01 10:00:00"),
+                Some("first"),
+                &[("mx_Custom_1", "x")],
+            ),
+            row(
+                &a,
+                201,
+                Some("2025-03-01 10:00:00"),
+                Some("first"),
+                &[("mx_Custom_1", "x")],
+            ),
+            row(
+                &a,
+                202,
+                Some("2025-03-02 11:30:00"),
+                None,
+                &[("mx_Custom_2", "y"), ("mx_Custom_1", "z")],
+            ),
+            row(
+                &b.to_uppercase(),
+                203,
+                Some("2025-03-05 08:15:00"),
+                Some("call"),
+                &[],
+            ),
+            row(
+                &b,
+                201,
+                Some("2025-02-27 23:59:59"),
+                None,
+                &[("mx_Custom_3", "w")],
+            ),
+        ];
+        let rows: Vec<&ActivityItem> = batch.iter().collect();
+
+        // The first post: the client sees a failure, but the rows were created.
+        assert!(client.post_bulk(&rows).await.is_err());
+        let first_created: Vec<String> = sim
+            .sim
+            .activities()
+            .into_iter()
+            .filter(|s| s.created_by_request.is_some())
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(first_created.len(), rows.len());
+        let resolved = resolve(&fetcher, &rows, &HashSet::new()).await.unwrap();
+        let first: Vec<String> = resolved.iter().map(|r| r.clone().unwrap()).collect();
+        assert_eq!(
+            first.iter().collect::<HashSet<_>>(),
+            first_created.iter().collect::<HashSet<_>>()
+        );
+        // Each row got an activity with its own content (the two identical rows either one).
+        let stored = sim.sim.activities();
+        for (row, id) in rows.iter().zip(&first) {
+            let s = stored.iter().find(|s| &s.id == id).unwrap();
+            assert_eq!(s.lead_id, row.related_prospect_id.to_lowercase());
+            assert_eq!(s.event_code, row.activity_event);
+            assert_eq!(Some(&s.date_time), row.activity_date_time.as_ref());
+            assert_eq!(s.note, row.activity_note);
+        }
+
+        // The same batch again: now every row exists twice, and the first copies are taken.
+        assert!(client.post_bulk(&rows).await.is_err());
+        let known: HashSet<String> = first.iter().cloned().collect();
+        let second_created: HashSet<String> = sim
+            .sim
+            .activities()
+            .into_iter()
+            .filter(|s| s.created_by_request.is_some() && !known.contains(&s.id))
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(second_created.len(), rows.len());
+        let again = resolve(&fetcher, &rows, &known).await.unwrap();
+        let second: HashSet<String> = again.iter().map(|r| r.clone().unwrap()).collect();
+        assert_eq!(second, second_created);
+
+        // With both batches known, nothing is left to claim.
+        let all: HashSet<String> = known.union(&second).cloned().collect();
+        assert_eq!(
+            resolve(&fetcher, &rows, &all).await.unwrap(),
+            vec![None; rows.len()]
+        );
+        // One read per (lead, code): a has 201 and 202, b has 203 and 201.
+        assert_eq!(RunStats::get(&fetcher.stats.calls), 3 * 4);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_leads_and_undated_rows_resolve_to_none_without_error() {
+        let sim = RunningSimulator::start(SimConfig {
+            rate: None,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let config = sim.sim.config().clone();
+        let fetcher = Fetcher::new(
+            LsqClient::new(&ClientConfig {
+                host: sim.base_url(),
+                access_key: Secret::new(config.access_key),
+                secret_key: Secret::new(config.secret_key),
+                connect_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(5),
+                max_idle_connections: 4,
+            })
+            .unwrap(),
+            Arc::new(Pacer::new("1000/1s".parse().unwrap(), 0.0)),
+            Arc::new(RunStats::default()),
+            RetryPolicy {
+                max_attempts: 3,
+                base: Duration::from_millis(10),
+                max: Duration::from_millis(50),
+            },
+        );
+        let missing = row(
+            "00000000-0000-4000-8000-000000000404",
+            201,
+            Some(WHEN),
+            None,
+            &[],
+        );
+        let undated = row(&demo_lead_id(5), 201, None, None, &[]);
+        let resolved = resolve(&fetcher, &[&missing, &undated], &none())
+            .await
+            .unwrap();
+        assert_eq!(resolved, vec![None, None]);
+        // Only the dated row's lead was read.
+        assert_eq!(RunStats::get(&fetcher.stats.calls), 1);
+        sim.shutdown().await;
+    }
+}
