@@ -68,3 +68,29 @@ mod tests {
         assert_eq!(abort.reason().as_deref(), Some("HTTP 401"));
     }
 }
+
+/// A stop asked for by a signal (Ctrl-C, SIGTERM): no new batch is started, calls in flight
+/// finish, and the run ends with the signal's exit code.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt {
+    flag: Abort,
+    status: Arc<std::sync::OnceLock<crate::exit::ExitStatus>>,
+}
+
+impl Interrupt {
+    /// Records the first signal and raises the flag.
+    pub fn trigger(&self, status: crate::exit::ExitStatus, reason: &str) {
+        let _ = self.status.set(status);
+        self.flag.trigger(reason);
+    }
+
+    /// The exit status the signal asks for, once one arrived.
+    pub fn status(&self) -> Option<crate::exit::ExitStatus> {
+        self.status.get().copied()
+    }
+
+    /// The flag the stages watch.
+    pub fn flag(&self) -> &Abort {
+        &self.flag
+    }
+}

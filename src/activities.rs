@@ -196,13 +196,14 @@ impl Fetcher {
                     RunStats::add(&self.stats.rate_limited);
                     (format!("rate limited: {message}"), retry_after)
                 }
-                Verdict::Transient(message) => (message, None),
+                // A read is safe to repeat whatever happened to the first attempt.
+                Verdict::Transient(message) | Verdict::Unknown(message) => (message, None),
                 Verdict::DataError(message) if names_missing_lead(&message) => {
                     return Err(FetchError::LeadNotFound(message));
                 }
-                Verdict::DataError(message)
-                | Verdict::Rejected(message)
-                | Verdict::Unreadable(message) => return Err(FetchError::Failed(message)),
+                Verdict::DataError(message) | Verdict::Rejected(message) => {
+                    return Err(FetchError::Failed(message));
+                }
                 Verdict::Unauthorized(message) => return Err(FetchError::Unauthorized(message)),
                 Verdict::Fatal(message) => return Err(FetchError::Fatal(message)),
             };

@@ -1,20 +1,39 @@
 //! Batch stage: checked rows in, in file order; [`Batch`]es out, each holding at most
 //! `batch_size` valid rows for one bulk call.
 //!
-//! Invalid rows ride along in the batch where they appear instead of taking a separate path, so
-//! every batch covers a contiguous run of input rows. That keeps the report in input order with a
+//! Rows that are not to be sent (invalid, or settled by an earlier run) ride along in the batch
+//! where they appear instead of taking a separate path, so every batch covers a contiguous run
+//! of input rows. That keeps the report in input order with a
 //! reorder buffer no larger than the batches in flight, however the invalid rows are spread.
 
 use crate::api::ActivityItem;
 use crate::input::SourceRow;
-use crate::validate::RowProblem;
+use crate::report::RowOutcome;
 
-/// One input row and what validation made of it.
+/// What is to be done with a row.
+#[derive(Debug, Clone)]
+pub enum RowWork {
+    /// Post this activity. `filled_date` is set when lsq-sync chose the `ActivityDateTime`
+    /// (the row had none), so the ledger can record it and a re-send is identical.
+    Send {
+        item: ActivityItem,
+        filled_date: Option<String>,
+    },
+    /// Nothing to send: the row's outcome is already known (invalid, or settled earlier).
+    Done(RowOutcome),
+}
+
+/// One input row and what is to be done with it.
 #[derive(Debug, Clone)]
 pub struct BatchRow {
     pub source: SourceRow,
-    /// The activity to post, or why the row is not sent.
-    pub check: Result<ActivityItem, RowProblem>,
+    pub work: RowWork,
+}
+
+impl BatchRow {
+    pub fn is_sendable(&self) -> bool {
+        matches!(self.work, RowWork::Send { .. })
+    }
 }
 
 /// A contiguous run of input rows; the valid ones go out in one bulk call.
@@ -30,12 +49,16 @@ impl Batch {
     pub fn items(&self) -> Vec<&ActivityItem> {
         self.rows
             .iter()
-            .filter_map(|r| r.check.as_ref().ok())
+            .filter_map(|r| match &r.work {
+                RowWork::Send { item, .. } => Some(item),
+                RowWork::Done(_) => None,
+            })
             .collect()
     }
 
+    /// Rows this batch will send.
     pub fn valid_count(&self) -> usize {
-        self.rows.iter().filter(|r| r.check.is_ok()).count()
+        self.rows.iter().filter(|r| r.is_sendable()).count()
     }
 }
 
@@ -66,7 +89,7 @@ impl Batcher {
 
     /// Adds a row; returns a batch when this row completes one.
     pub fn push(&mut self, row: BatchRow) -> Option<Batch> {
-        self.valid += usize::from(row.check.is_ok());
+        self.valid += usize::from(row.is_sendable());
         self.rows.push(row);
         if self.valid >= self.batch_size || self.rows.len() >= self.max_rows {
             self.take()
@@ -106,20 +129,20 @@ mod tests {
                 line: number + 1,
                 record: ByteRecord::new(),
             },
-            check: if valid {
-                Ok(ActivityItem {
-                    related_prospect_id: "x".into(),
-                    activity_event: 201,
-                    activity_note: None,
-                    activity_owner_email: None,
-                    activity_date_time: None,
-                    fields: vec![],
-                })
+            work: if valid {
+                RowWork::Send {
+                    item: ActivityItem {
+                        related_prospect_id: "x".into(),
+                        activity_event: 201,
+                        activity_note: None,
+                        activity_owner_email: None,
+                        activity_date_time: None,
+                        fields: vec![],
+                    },
+                    filled_date: None,
+                }
             } else {
-                Err(RowProblem {
-                    column: None,
-                    message: "bad".into(),
-                })
+                RowWork::Done(RowOutcome::invalid("bad"))
             },
         }
     }

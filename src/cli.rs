@@ -44,6 +44,20 @@ ActivityEvent (required, code), ActivityNote, ActivityOwnerEmail,
 ActivityDateTime (yyyy-MM-dd HH:mm:ss, UTC), mx_Custom_1..mx_Custom_50.
 Other columns are carried into the report unchanged.")]
     Import(ImportArgs),
+    /// Re-post the failed and invalid rows of a report (after fixing them), carrying created
+    /// rows over unchanged, into a new report of the same format.
+    #[command(after_help = "Example (the reconcile loop):
+  lsq-sync import activities.csv --out report.csv --host ...
+  # fix the bad cells of the failed/invalid rows in report.csv, in a spreadsheet
+  lsq-sync retry report.csv --out report-2.csv --host ...
+
+Rows with Status created or skipped are never posted again, even if edited.")]
+    Retry(RetryArgs),
+    /// Write the report of a run from its ledger (the ledger is the source of truth).
+    #[command(after_help = "Examples:
+  lsq-sync report report.csv.ledger --out report-again.csv
+  lsq-sync report report.csv.ledger --list")]
+    Report(ReportArgs),
     /// Run the embedded LeadSquared simulator on a loopback port (for tests and demos).
     #[command(after_help = "Example:
   lsq-sync simulate --port 8080 --rate 25/1s --latency-ms 300
@@ -105,9 +119,73 @@ pub struct ImportArgs {
     #[arg(long, value_name = "MS", default_value_t = 0, requires = "simulate")]
     pub sim_latency_ms: u64,
 
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Flags about the run itself: its ledger and how an earlier run of the same input is treated.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// The ledger database (default: REPORT.csv.ledger beside the report).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+
+    /// Start a new run even if the ledger holds an unfinished run of the same input.
+    #[arg(long, conflicts_with = "force")]
+    pub fresh: bool,
+
+    /// Resume an unfinished run although its input changed (rows created are matched by content).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Skip rows an earlier run in the same ledger created (Status skipped, with the earlier id).
+    #[arg(long)]
+    pub skip_existing: bool,
+
     /// Never draw a progress bar (it is drawn only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// A report written by `lsq-sync import` or `retry`, possibly edited to fix bad cells.
+    #[arg(value_name = "REPORT.csv")]
+    pub report: PathBuf,
+
+    /// Where to write the new report (same format, every row of the old one).
+    #[arg(long, short, value_name = "NEW.csv")]
+    pub out: PathBuf,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The ledger of the run.
+    #[arg(value_name = "LEDGER")]
+    pub ledger: PathBuf,
+
+    /// The run to report (default: the latest). `--list` shows them.
+    #[arg(long, value_name = "N")]
+    pub run: Option<i64>,
+
+    /// Where to write the report.
+    #[arg(
+        long,
+        short,
+        value_name = "REPORT.csv",
+        required_unless_present = "list"
+    )]
+    pub out: Option<PathBuf>,
+
+    /// List the ledger's runs instead.
+    #[arg(long)]
+    pub list: bool,
 }
 
 /// How the simulator answers a rate-limited call.

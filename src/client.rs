@@ -127,8 +127,12 @@ pub enum Verdict<T> {
         /// The account's real limit, when the message names it.
         limit: Option<RateQuota>,
     },
-    /// Worth retrying as is: 5xx without an `MX...` body, timeouts, connection errors.
+    /// Not processed, worth retrying as is: the connection could not be opened.
     Transient(String),
+    /// Maybe processed, maybe not: a timeout or a connection lost after the request left, a 5xx
+    /// without an `MX...` body, a 2xx whose body cannot be read. Safe to repeat only for
+    /// read-only calls; a bulk post must first check what the server created.
+    Unknown(String),
     /// An `MX...Exception`: about the data; retrying it unchanged cannot help.
     DataError(String),
     /// HTTP 401: the keys are wrong; nothing more can succeed.
@@ -137,16 +141,16 @@ pub enum Verdict<T> {
     Fatal(String),
     /// This request will not succeed as sent (HTTP 400 and other 4xx), but others may.
     Rejected(String),
-    /// HTTP 2xx whose body is not what the endpoint returns. The server may have acted on the
-    /// request, so it is not blindly re-sent.
-    Unreadable(String),
 }
 
 impl<T> Verdict<T> {
-    /// Transport failures are transient: the request may not have arrived, or its answer was
-    /// lost.
+    /// A connection that could not be opened carried nothing; a timeout or a broken connection
+    /// may have delivered the request and lost only the answer.
     pub fn from_call_error(err: &CallError) -> Verdict<T> {
-        Verdict::Transient(err.to_string())
+        match err {
+            CallError::Connect(_) => Verdict::Transient(err.to_string()),
+            CallError::Timeout(_) | CallError::Transport(_) => Verdict::Unknown(err.to_string()),
+        }
     }
 }
 
@@ -186,7 +190,7 @@ pub fn classify<T: DeserializeOwned>(reply: &Reply) -> Verdict<T> {
             404 => Verdict::Fatal(format!("HTTP 404 ({described}); check the host")),
             400..=499 => Verdict::Rejected(format!("HTTP {status}: {described}")),
             _ if kind.starts_with("MX") => Verdict::DataError(described),
-            500..=599 => Verdict::Transient(format!("HTTP {status}: {described}")),
+            500..=599 => Verdict::Unknown(format!("HTTP {status}: {described}")),
             // "Status":"Error" with a 2xx and no MX type: still an error, and about this call.
             _ => Verdict::DataError(described),
         };
@@ -200,7 +204,7 @@ pub fn classify<T: DeserializeOwned>(reply: &Reply) -> Verdict<T> {
                 message,
             }
         }
-        500..=599 => Verdict::Transient(format!("HTTP {status} from the server: {}", text())),
+        500..=599 => Verdict::Unknown(format!("HTTP {status} from the server: {}", text())),
         404 => Verdict::Fatal(format!(
             "HTTP 404: the API path was not found; check the host ({})",
             text()
@@ -208,12 +212,12 @@ pub fn classify<T: DeserializeOwned>(reply: &Reply) -> Verdict<T> {
         400..=499 => Verdict::Rejected(format!("HTTP {status}: {}", text())),
         200..=299 => match serde_json::from_slice::<T>(&reply.body) {
             Ok(value) => Verdict::Success(value),
-            Err(e) => Verdict::Unreadable(format!(
+            Err(e) => Verdict::Unknown(format!(
                 "HTTP {status} with a body that cannot be read ({e}): {}",
                 text()
             )),
         },
-        _ => Verdict::Transient(format!("unexpected HTTP {status}: {}", text())),
+        _ => Verdict::Unknown(format!("unexpected HTTP {status}: {}", text())),
     }
 }
 
@@ -445,12 +449,12 @@ mod tests {
             (200, RATE_BODY, "rate"),
             (500, mx, "data"),
             (200, mx, "data"),
-            (500, "<html>Internal Server Error</html>", "transient"),
-            (502, "", "transient"),
+            (500, "<html>Internal Server Error</html>", "unknown"),
+            (502, "", "unknown"),
             (
                 503,
                 r#"{"Status":"Error","ExceptionMessage":"busy"}"#,
-                "transient",
+                "unknown",
             ),
             (
                 401,
@@ -460,19 +464,19 @@ mod tests {
             (401, "", "unauthorized"),
             (404, "Not Found", "fatal"),
             (400, "bad json", "rejected"),
-            (200, "{\"Resp", "unreadable"),
-            (200, "not json", "unreadable"),
+            (200, "{\"Resp", "unknown"),
+            (200, "not json", "unknown"),
         ];
         for (status, body, expected) in cases {
             let got = match verdict(status, body) {
                 Verdict::Success(_) => "success",
                 Verdict::RateLimited { .. } => "rate",
                 Verdict::Transient(_) => "transient",
+                Verdict::Unknown(_) => "unknown",
                 Verdict::DataError(_) => "data",
                 Verdict::Unauthorized(_) => "unauthorized",
                 Verdict::Fatal(_) => "fatal",
                 Verdict::Rejected(_) => "rejected",
-                Verdict::Unreadable(_) => "unreadable",
             };
             assert_eq!(got, expected, "HTTP {status} {body}");
         }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::api::MAX_BATCH;
+use crate::ledger::Durability;
 use crate::quota::{RateQuota, parse_duration};
 
 /// Where the config file is looked for when neither `--config` nor `LSQ_CONFIG` names one.
@@ -89,6 +90,8 @@ pub struct Settings {
     /// Longest single backoff delay.
     pub backoff_max: Duration,
     pub log_format: LogFormat,
+    /// How hard each ledger commit is pushed to disk.
+    pub ledger_durability: Durability,
 }
 
 impl Default for Settings {
@@ -107,6 +110,7 @@ impl Default for Settings {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             log_format: LogFormat::Text,
+            ledger_durability: Durability::Full,
         }
     }
 }
@@ -123,6 +127,15 @@ pub struct FileConfig {
     pub retry: FileRetry,
     #[serde(default)]
     pub log: FileLog,
+    #[serde(default)]
+    pub ledger: FileLedger,
+}
+
+/// `[ledger]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLedger {
+    pub durability: Option<Durability>,
 }
 
 /// `[api]` section.
@@ -314,6 +327,9 @@ impl Settings {
             }
             if let Some(format) = file.log.format {
                 s.log_format = format;
+            }
+            if let Some(durability) = file.ledger.durability {
+                s.ledger_durability = durability;
             }
         }
 

@@ -11,6 +11,10 @@ pub enum ExitStatus {
     Usage,
     /// Aborted (e.g. bad credentials): nothing more could succeed; the report holds what was done.
     Aborted,
+    /// Stopped by Ctrl-C (SIGINT): 128 + 2.
+    Interrupted,
+    /// Stopped by SIGTERM: 128 + 15.
+    Terminated,
 }
 
 impl ExitStatus {
@@ -20,6 +24,8 @@ impl ExitStatus {
             ExitStatus::RowsNotCreated => 1,
             ExitStatus::Usage => 2,
             ExitStatus::Aborted => 3,
+            ExitStatus::Interrupted => 130,
+            ExitStatus::Terminated => 143,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! - [`client`]: the LeadSquared HTTP client and the one classifier of responses.
 //! - [`activities`]: reads every activity of a lead, page by page, whatever `Offset` counts.
 //! - [`resolve`]: after a bulk post with an unknown outcome, finds which rows were created.
+//! - [`ledger`]: the SQLite record of every run, row and call; what makes resuming safe.
 //! - [`report`]: writes per-row results in input order.
 //! - [`pipeline`]: wires the stages for an import.
 //! - [`commands`]: the CLI commands, thin wrappers over the above.
@@ -34,6 +35,7 @@ pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod input;
+pub mod ledger;
 pub mod pace;
 pub mod pipeline;
 pub mod progress;

@@ -1,46 +1,59 @@
-//! The import pipeline, wired: `input -> validate -> batch -> pace -> send -> report`.
+//! The import pipeline, wired: `input -> validate -> ledger -> batch -> pace -> send -> report`.
 //!
-//! A first pass reads and validates the whole file without sending anything ([`plan`]): file-level
-//! problems surface before the first call, and the plan (rows, calls, minimum time the quota
-//! allows) is known up front. The second pass streams: a blocking thread reads, validates and
-//! batches into a bounded channel; the send stage keeps up to `concurrency` batches in flight,
+//! Planning reads and validates the whole input once and records every row in the ledger
+//! before anything is sent, so file-level problems surface before the first call and the plan
+//! (rows, calls, minimum time) is known. An unfinished earlier run of the same input is resumed
+//! instead: its rows are already recorded, and calls it left in flight are checked against the
+//! server first. Then rows stream out of the ledger in order: a blocking thread turns them into
+//! batches on a bounded channel; the send stage keeps up to `concurrency` batches in flight,
 //! each waiting on the pacer; the report stage writes outcomes in input order. Every channel is
 //! bounded, so memory does not grow with the input.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use csv::ByteRecord;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::abort::Abort;
-use crate::batch::{Batch, BatchRow, Batcher};
+use crate::abort::{Abort, Interrupt};
+use crate::activities::Fetcher;
+use crate::api::{ActivityItem, DATE_TIME_FORMAT};
+use crate::batch::{Batch, BatchRow, Batcher, RowWork};
 use crate::client::{ClientConfig, ClientError, LsqClient};
 use crate::config::Settings;
-use crate::input::{CsvSource, InputError};
+use crate::input::{CsvSource, InputError, SourceRow};
+use crate::ledger::{
+    Ledger, LedgerError, NewRow, RowState, RunStatus, StoredRow, fingerprint, hash_file,
+};
 use crate::pace::Pacer;
 use crate::progress::Progress;
-use crate::report::{ReportError, ReportWriter, create_report_file};
-use crate::send::{RetryPolicy, Sender};
+use crate::report::{
+    REPORT_COLUMNS, ReportError, ReportWriter, RowOutcome, create_report_file, outcome_of,
+    write_from_ledger,
+};
+use crate::send::{RetryPolicy, Sendable, Sender};
 use crate::stats::{RunStats, RunSummary};
 use crate::validate::{Schema, SchemaError};
 
-/// What an import will do, known before anything is sent.
+/// What the input file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImportPlan {
-    pub rows: u64,
-    pub valid: u64,
-    pub invalid: u64,
-    /// Bulk calls needed if none is retried.
-    pub calls: u64,
+pub enum InputKind {
+    /// Activity rows as exported from a spreadsheet.
+    Import,
+    /// An lsq-sync report, possibly edited: `created` rows are carried over, the rest re-posted.
+    Retry,
 }
 
-impl ImportPlan {
-    /// The least time the quota allows for the calls (the first call leaves at once).
-    pub fn minimum_time(&self, pacer_spacing: Duration) -> Duration {
-        pacer_spacing.mul_f64(self.calls.saturating_sub(1) as f64)
+impl InputKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            InputKind::Import => "import",
+            InputKind::Retry => "retry",
+        }
     }
 }
 
@@ -51,15 +64,29 @@ pub enum ImportError {
     Input(#[from] InputError),
     #[error("{path}: {source}")]
     Schema { path: PathBuf, source: SchemaError },
+    #[error("{path}: {message}")]
+    NotAReport { path: PathBuf, message: String },
+    #[error(
+        "{path} has changed since run {run} of it started ({started} UTC) and did not finish; \
+         run with --force to continue with the new content (rows already created are matched by \
+         content and not sent again), or --fresh to start over"
+    )]
+    InputChanged {
+        path: PathBuf,
+        run: i64,
+        started: String,
+    },
     #[error(transparent)]
     Report(#[from] ReportError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     #[error("{0}")]
     Setup(String),
     /// The run had started and had to stop; the report holds what was written.
     #[error("the run stopped: {0}")]
-    Stopped(ReportError),
+    Stopped(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -78,52 +105,332 @@ impl ImportError {
 /// What to import, where to, and how.
 #[derive(Debug, Clone)]
 pub struct ImportJob {
+    pub kind: InputKind,
     pub input: PathBuf,
     pub report: PathBuf,
+    /// The ledger database (default: the report's path + `.ledger`).
+    pub ledger: PathBuf,
     pub settings: Settings,
     /// Draw a progress bar when stderr is a terminal.
     pub progress: bool,
+    /// Start a new run even if an unfinished one of the same input exists.
+    pub fresh: bool,
+    /// Continue an unfinished run although the input changed.
+    pub force: bool,
+    /// Skip rows that an earlier run in the same ledger created.
+    pub skip_existing: bool,
+    /// Ctrl-C and SIGTERM.
+    pub interrupt: Interrupt,
 }
 
-/// Reads and validates the whole file once, sending nothing.
-pub fn plan(path: &Path, batch_size: usize) -> Result<ImportPlan, ImportError> {
-    let source = CsvSource::open(path)?;
-    let schema = schema_of(&source)?;
-    let mut batcher = Batcher::new(batch_size);
-    let mut plan = ImportPlan {
-        rows: 0,
-        valid: 0,
-        invalid: 0,
-        calls: 0,
+/// The ledger that goes with a report when none is named: `REPORT.csv.ledger`.
+pub fn default_ledger_path(report: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.ledger", report.display()))
+}
+
+/// The run a job works on, once planned.
+struct Prepared {
+    run: i64,
+    resumed: bool,
+}
+
+/// Maps the input's header and rows to the run's: for a report, the first four columns are the
+/// report's own and the rest are the original input.
+struct RowShape {
+    kind: InputKind,
+    schema: Schema,
+    input_headers: ByteRecord,
+}
+
+/// What an edited report says was already done to a row.
+enum Prior {
+    None,
+    Created(Option<String>),
+    Skipped(Option<String>),
+}
+
+impl RowShape {
+    fn of(kind: InputKind, headers: &ByteRecord, path: &Path) -> Result<RowShape, ImportError> {
+        let input_headers = match kind {
+            InputKind::Import => headers.clone(),
+            InputKind::Retry => {
+                let leading: Vec<&[u8]> = headers.iter().take(REPORT_COLUMNS.len()).collect();
+                let is_report = leading.len() == REPORT_COLUMNS.len()
+                    && leading
+                        .iter()
+                        .zip(REPORT_COLUMNS)
+                        .all(|(found, want)| found.eq_ignore_ascii_case(want.as_bytes()));
+                if !is_report {
+                    return Err(ImportError::NotAReport {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "not an lsq-sync report: expected the first columns to be {}",
+                            REPORT_COLUMNS.join(",")
+                        ),
+                    });
+                }
+                headers.iter().skip(REPORT_COLUMNS.len()).collect()
+            }
+        };
+        let schema =
+            Schema::from_headers(&input_headers).map_err(|source| ImportError::Schema {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(RowShape {
+            kind,
+            schema,
+            input_headers,
+        })
+    }
+
+    /// The row as the run sees it, and what a report said of it.
+    fn split(&self, row: SourceRow, path: &Path) -> Result<(SourceRow, Prior), ImportError> {
+        if self.kind == InputKind::Import {
+            return Ok((row, Prior::None));
+        }
+        let field = |i: usize| {
+            String::from_utf8_lossy(row.record.get(i).unwrap_or_default())
+                .trim()
+                .to_string()
+        };
+        let number: u64 =
+            field(0)
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ImportError::NotAReport {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "line {}: RowNumber {:?} is not a positive whole number",
+                        row.line,
+                        field(0)
+                    ),
+                })?;
+        let id = Some(field(2)).filter(|id| !id.is_empty());
+        let prior = match field(1).to_ascii_lowercase().as_str() {
+            "created" => Prior::Created(id),
+            "skipped" => Prior::Skipped(id),
+            _ => Prior::None,
+        };
+        let record = row.record.iter().skip(REPORT_COLUMNS.len()).collect();
+        Ok((
+            SourceRow {
+                number,
+                line: row.line,
+                record,
+            },
+            prior,
+        ))
+    }
+}
+
+/// Finds the run to work on: resumes an unfinished run of the same input, or plans a new one
+/// by reading, validating and recording every row.
+fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
+    let path = &job.input;
+    let open_error = |source| InputError::Open {
+        path: path.clone(),
+        source,
     };
-    let mut count = |batch: Batch| plan.calls += u64::from(batch.valid_count() > 0);
-    let mut counts = (0u64, 0u64);
-    for row in source {
-        let row = row?;
-        let check = schema.check(&row);
-        if check.is_ok() {
-            counts.0 += 1;
+    let key = std::fs::canonicalize(path)
+        .map_err(open_error)?
+        .display()
+        .to_string();
+    let hash = hash_file(path).map_err(open_error)?;
+    let kind = job.kind.as_str();
+    let mut carry_from = None;
+
+    if let Some(old) = ledger.unfinished_run(kind, &key)? {
+        if job.fresh {
+            warn!(
+                run = old.id,
+                "--fresh: the unfinished run {} is abandoned; a new run starts", old.id
+            );
+            ledger.finish_run(old.id, RunStatus::Abandoned)?;
+        } else if old.input_hash == hash {
+            info!(
+                run = old.id,
+                "resuming run {} (started {} UTC)", old.id, old.started_at
+            );
+            ledger.reopen_run(old.id)?;
+            return Ok(Prepared {
+                run: old.id,
+                resumed: true,
+            });
+        } else if job.force {
+            warn!(
+                run = old.id,
+                "{} changed since run {} started; --force: rows it created are matched by content and not sent again",
+                path.display(),
+                old.id
+            );
+            ledger.finish_run(old.id, RunStatus::Abandoned)?;
+            carry_from = Some(old.id);
         } else {
-            counts.1 += 1;
+            return Err(ImportError::InputChanged {
+                path: path.clone(),
+                run: old.id,
+                started: old.started_at,
+            });
         }
-        if let Some(batch) = batcher.push(BatchRow { source: row, check }) {
-            count(batch);
+    } else if !job.skip_existing
+        && !job.fresh
+        && let Some(done) = ledger.finished_run(kind, &key)?
+        && done.input_hash == hash
+    {
+        warn!(
+            "{} was imported completely by run {} ({} UTC); importing it again creates its activities again \
+             (use --skip-existing to skip rows created before)",
+            path.display(),
+            done.id,
+            done.started_at
+        );
+    }
+
+    let source = CsvSource::open(path)?;
+    let shape = RowShape::of(job.kind, source.headers(), path)?;
+    let options = serde_json::json!({
+        "kind": kind,
+        "host": job.settings.host,
+        "rate": job.settings.rate.to_string(),
+        "batch_size": job.settings.batch_size,
+        "max_attempts": job.settings.max_attempts.get(),
+        "skip_existing": job.skip_existing,
+        "carried_over_from_run": carry_from,
+    })
+    .to_string();
+    let run = ledger.start_run(kind, &key, &hash, &shape.input_headers, &options)?;
+
+    let mut carried: HashMap<String, VecDeque<(RowState, Option<String>)>> = HashMap::new();
+    if let Some(old) = carry_from {
+        for (fp, state, id) in ledger.settled_fingerprints(old)? {
+            carried.entry(fp).or_default().push_back((state, id));
         }
     }
-    if let Some(batch) = batcher.finish() {
-        count(batch);
+    let mut skip_used: HashMap<String, usize> = HashMap::new();
+    let mut seen_numbers: HashSet<u64> = HashSet::new();
+    let mut failure: Option<ImportError> = None;
+
+    let rows = source.map_while(|row| {
+        let result = (|| -> Result<NewRow, ImportError> {
+            let (row, prior) = shape.split(row?, path)?;
+            if job.kind == InputKind::Retry && !seen_numbers.insert(row.number) {
+                return Err(ImportError::NotAReport {
+                    path: path.clone(),
+                    message: format!("line {}: RowNumber {} appears twice", row.line, row.number),
+                });
+            }
+            let check = shape.schema.check(&row);
+            let mut new = NewRow {
+                number: row.number,
+                line: row.line,
+                record: row.record,
+                fingerprint: None,
+                lead_id: None,
+                state: RowState::Pending,
+                activity_id: None,
+                error: None,
+            };
+            if let Ok(item) = &check {
+                new.fingerprint = Some(fingerprint(item));
+                new.lead_id = Some(item.related_prospect_id.clone());
+            }
+            match (prior, check) {
+                (Prior::Created(id), _) => {
+                    new.state = RowState::Created;
+                    new.activity_id = id;
+                }
+                (Prior::Skipped(id), _) => {
+                    new.state = RowState::Skipped;
+                    new.activity_id = id;
+                }
+                (Prior::None, Err(problem)) => {
+                    new.state = RowState::Invalid;
+                    new.error = Some(problem.to_string());
+                }
+                (Prior::None, Ok(_)) => {
+                    let fp = new.fingerprint.clone().unwrap_or_default();
+                    if let Some((state, id)) = carried.get_mut(&fp).and_then(VecDeque::pop_front) {
+                        new.state = state;
+                        new.activity_id = id;
+                    } else if job.skip_existing {
+                        let ids = ledger.created_ids_with_fingerprint(&fp, run)?;
+                        let used = skip_used.entry(fp).or_default();
+                        if let Some(id) = ids.get(*used) {
+                            *used += 1;
+                            new.state = RowState::Skipped;
+                            new.activity_id = Some(id.clone());
+                        }
+                    }
+                }
+            }
+            Ok(new)
+        })();
+        match result {
+            Ok(row) => Some(row),
+            Err(e) => {
+                failure = Some(e);
+                None
+            }
+        }
+    });
+    ledger.insert_rows(run, rows)?;
+    if let Some(e) = failure {
+        ledger.finish_run(run, RunStatus::Abandoned)?;
+        return Err(e);
     }
-    plan.valid = counts.0;
-    plan.invalid = counts.1;
-    plan.rows = counts.0 + counts.1;
-    Ok(plan)
+    let orphans: usize = carried.values().map(VecDeque::len).sum();
+    if let Some(old) = carry_from.filter(|_| orphans > 0) {
+        warn!(
+            "{orphans} activities created by run {old} match no row of the changed file; they stay in \
+             LeadSquared (`lsq-sync report {} --run {old}` lists them)",
+            ledger.path().display()
+        );
+    }
+    Ok(Prepared {
+        run,
+        resumed: false,
+    })
 }
 
-fn schema_of(source: &CsvSource) -> Result<Schema, ImportError> {
-    Schema::from_headers(source.headers()).map_err(|source_error| ImportError::Schema {
-        path: source.path().to_path_buf(),
-        source: source_error,
+/// The activity to send for a pending row, with the `ActivityDateTime` chosen for a row that
+/// has none (kept in the ledger, so every attempt and every run sends the same value).
+fn sendable(row: &StoredRow, schema: &Schema) -> Result<Sendable, String> {
+    let source = SourceRow {
+        number: row.number,
+        line: row.line,
+        record: row.record.clone(),
+    };
+    let mut item: ActivityItem = schema.check(&source).map_err(|p| p.to_string())?;
+    let filled_date = if item.activity_date_time.is_none() {
+        let date = row
+            .sent_date_time
+            .clone()
+            .unwrap_or_else(|| chrono::Utc::now().format(DATE_TIME_FORMAT).to_string());
+        item.activity_date_time = Some(date.clone());
+        Some(date)
+    } else {
+        None
+    };
+    Ok(Sendable {
+        number: row.number,
+        item,
+        filled_date,
     })
+}
+
+fn work_of(row: &StoredRow, schema: &Schema) -> RowWork {
+    if let Some(outcome) = outcome_of(row) {
+        return RowWork::Done(outcome);
+    }
+    match sendable(row, schema) {
+        Ok(s) => RowWork::Send {
+            item: s.item,
+            filled_date: s.filled_date,
+        },
+        Err(problem) => RowWork::Done(RowOutcome::invalid(problem)),
+    }
 }
 
 /// Runs an import to the end and returns its summary. An `Err` means nothing was sent (or, for a
@@ -131,68 +438,118 @@ fn schema_of(source: &CsvSource) -> Result<Schema, ImportError> {
 pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
     let started = Instant::now();
     let settings = &job.settings;
-
-    let plan = {
-        let input = job.input.clone();
-        let batch_size = settings.batch_size;
-        tokio::task::spawn_blocking(move || plan(&input, batch_size))
+    let client = LsqClient::new(&client_config(settings)?)?;
+    let ledger = {
+        let path = job.ledger.clone();
+        let durability = settings.ledger_durability;
+        Arc::new(
+            tokio::task::spawn_blocking(move || Ledger::open(&path, durability))
+                .await
+                .map_err(|e| ImportError::Internal(e.to_string()))??,
+        )
+    };
+    let prepared = {
+        let ledger = ledger.clone();
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || prepare(&ledger, &job))
             .await
             .map_err(|e| ImportError::Internal(e.to_string()))??
     };
-    let client = LsqClient::new(&client_config(settings)?)?;
+    let run = prepared.run;
+    let schema =
+        Schema::from_headers(&ledger.headers(run)?).map_err(|source| ImportError::Schema {
+            path: job.input.clone(),
+            source,
+        })?;
+
     let pacer = Arc::new(Pacer::new(settings.rate, settings.pacing_margin));
+    let counts = ledger.counts(run)?;
+    let count = |s: RowState| counts.get(&s).copied().unwrap_or(0);
+    let total: u64 = counts.values().sum();
+    let to_send = count(RowState::Pending) + count(RowState::InFlight);
+    let calls = to_send.div_ceil(settings.batch_size as u64);
     info!(
-        "plan: {} valid rows of {} in {} calls at {}: at least {:.1}s",
-        plan.valid,
-        plan.rows,
-        plan.calls,
+        "plan: {to_send} rows to send of {total} ({} invalid, {} already created) in about {calls} calls at {}: at least {:.1}s",
+        count(RowState::Invalid),
+        count(RowState::Created) + count(RowState::Skipped),
         settings.rate,
-        plan.minimum_time(pacer.spacing()).as_secs_f64()
+        pacer
+            .spacing()
+            .mul_f64(calls.saturating_sub(1) as f64)
+            .as_secs_f64()
     );
 
-    let source = CsvSource::open(&job.input)?;
-    let schema = schema_of(&source)?;
+    let stats = Arc::new(RunStats::default());
+    let lookup_stats = Arc::new(RunStats::default());
+    let abort = Abort::new();
+    let retry = RetryPolicy {
+        max_attempts: settings.max_attempts.get(),
+        base: settings.backoff_base,
+        max: settings.backoff_max,
+    };
+    let sender = Arc::new(Sender {
+        client: client.clone(),
+        pacer: pacer.clone(),
+        stats: stats.clone(),
+        abort: abort.clone(),
+        interrupt: job.interrupt.clone(),
+        retry,
+        ledger: ledger.clone(),
+        run,
+        fetcher: Fetcher {
+            client,
+            pacer,
+            stats: lookup_stats.clone(),
+            retry,
+            page_size: 100,
+        },
+        checking: tokio::sync::Mutex::new(()),
+    });
+
+    if count(RowState::InFlight) > 0 {
+        recover_in_flight(&sender, &ledger, run, &schema).await?;
+    }
+
     let mut report = ReportWriter::new(
         &job.report,
         create_report_file(&job.report)?,
-        source.headers(),
+        &ledger.headers(run)?,
     )?;
-
-    let stats = Arc::new(RunStats::default());
-    let abort = Abort::new();
-    let sender = Arc::new(Sender {
-        client,
-        pacer,
-        stats: stats.clone(),
-        abort: abort.clone(),
-        retry: RetryPolicy {
-            max_attempts: settings.max_attempts.get(),
-            base: settings.backoff_base,
-            max: settings.backoff_max,
-        },
-    });
-
     let concurrency = settings.concurrency;
     let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(concurrency.max(4));
     let (outcome_tx, mut outcome_rx) = mpsc::channel(concurrency.max(4) * 2);
 
-    let batch_size = settings.batch_size;
-    let reader = tokio::task::spawn_blocking(move || -> Result<(), InputError> {
-        let mut batcher = Batcher::new(batch_size);
-        for row in source {
-            let row = row?;
-            let check = schema.check(&row);
-            if let Some(batch) = batcher.push(BatchRow { source: row, check })
-                && batch_tx.blocking_send(batch).is_err()
-            {
-                return Ok(());
+    let reader = {
+        let ledger = ledger.clone();
+        let interrupt = job.interrupt.clone();
+        let batch_size = settings.batch_size;
+        tokio::task::spawn_blocking(move || -> Result<(), LedgerError> {
+            let mut batcher = Batcher::new(batch_size);
+            let mut after = 0;
+            while interrupt.flag().reason().is_none() {
+                let chunk = ledger.rows(run, after, 1000)?;
+                let Some(last) = chunk.last() else { break };
+                after = last.number;
+                for row in chunk {
+                    let work = work_of(&row, &schema);
+                    let source = SourceRow {
+                        number: row.number,
+                        line: row.line,
+                        record: row.record,
+                    };
+                    if let Some(batch) = batcher.push(BatchRow { source, work })
+                        && batch_tx.blocking_send(batch).is_err()
+                    {
+                        return Ok(());
+                    }
+                }
             }
-        }
-        if let Some(batch) = batcher.finish() {
-            let _ = batch_tx.blocking_send(batch);
-        }
-        Ok(())
-    });
+            if let Some(batch) = batcher.finish() {
+                let _ = batch_tx.blocking_send(batch);
+            }
+            Ok(())
+        })
+    };
 
     let sending = tokio::spawn(async move {
         futures::stream::poll_fn(move |cx| batch_rx.poll_recv(cx))
@@ -208,7 +565,7 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
             .await;
     });
 
-    let progress = Progress::new(plan.rows, job.progress);
+    let progress = Progress::new(total, job.progress);
     let mut report_failure = None;
     while let Some(outcome) = outcome_rx.recv().await {
         match report.accept(outcome) {
@@ -221,42 +578,100 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
         }
     }
     progress.finish();
-    if let Some(e) = report_failure {
-        drop(outcome_rx);
-        let _ = sending.await;
-        let _ = reader.await;
-        return Err(ImportError::Stopped(e));
-    }
-
+    drop(outcome_rx);
     sending
         .await
         .map_err(|e| ImportError::Internal(format!("send stage: {e}")))?;
     match reader.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            warn!("reading stopped early: {e}");
-            abort.trigger(format!("reading the input failed: {e}"));
-        }
+        Ok(Err(e)) => abort.trigger(format!("reading the ledger failed: {e}")),
         Err(e) => return Err(ImportError::Internal(format!("read stage: {e}"))),
     }
-    let counts = report.finish().map_err(ImportError::Stopped)?;
+    if let Some(e) = report_failure {
+        ledger.finish_run(run, RunStatus::Aborted)?;
+        return Err(ImportError::Stopped(e.to_string()));
+    }
+
+    let after = ledger.counts(run)?;
+    let unsettled = after.get(&RowState::Pending).copied().unwrap_or(0)
+        + after.get(&RowState::InFlight).copied().unwrap_or(0);
+    let interrupted = job.interrupt.status();
+    let status = if interrupted.is_some() {
+        RunStatus::Interrupted
+    } else if abort.reason().is_some() || unsettled > 0 {
+        RunStatus::Aborted
+    } else {
+        RunStatus::Finished
+    };
+    ledger.finish_run(run, status)?;
+    let counts = if interrupted.is_some() {
+        // Rows the run never reached are missing from the streamed report: rewrite it whole.
+        drop(report);
+        write_from_ledger(&ledger, run, &job.report)
+            .map_err(|e| ImportError::Stopped(e.to_string()))?
+    } else {
+        report
+            .finish()
+            .map_err(|e| ImportError::Stopped(e.to_string()))?
+    };
+    ledger.close();
 
     Ok(RunSummary {
         rows: counts.total(),
         counts,
-        calls: RunStats::get(&stats.calls),
-        rate_limited: RunStats::get(&stats.rate_limited),
-        retries: RunStats::get(&stats.retries),
+        calls: RunStats::get(&stats.calls) + RunStats::get(&lookup_stats.calls),
+        rate_limited: RunStats::get(&stats.rate_limited)
+            + RunStats::get(&lookup_stats.rate_limited),
+        retries: RunStats::get(&stats.retries) + RunStats::get(&lookup_stats.retries),
+        ambiguous: RunStats::get(&stats.ambiguous),
+        recovered: RunStats::get(&stats.recovered),
+        isolation_calls: RunStats::get(&stats.isolation_calls),
+        lookup_calls: RunStats::get(&lookup_stats.calls),
         elapsed: started.elapsed(),
-        aborted: abort.reason().map(|r| r.to_string()),
+        aborted: abort.reason().map(|r| r.to_string()).or_else(|| {
+            (interrupted.is_none() && unsettled > 0).then(|| {
+                format!("{unsettled} rows could not be settled; run the same command again")
+            })
+        }),
+        interrupted,
+        ledger: Some((job.ledger.display().to_string(), run)),
+        resumed: prepared.resumed,
     })
+}
+
+/// Rows a killed run left in flight: their call may or may not have created them. Ask the
+/// server before anything is sent; found rows are settled as created, the rest go back to
+/// pending and are sent by the main pass.
+async fn recover_in_flight(
+    sender: &Sender,
+    ledger: &Ledger,
+    run: i64,
+    schema: &Schema,
+) -> Result<(), ImportError> {
+    let rows = ledger.rows_in_state(run, RowState::InFlight)?;
+    info!(
+        rows = rows.len(),
+        "checking rows the previous run left in flight"
+    );
+    let sendables: Vec<Sendable> = rows
+        .iter()
+        .filter_map(|r| sendable(r, schema).ok())
+        .collect();
+    for chunk in sendables.chunks(crate::api::MAX_BATCH) {
+        let _ = sender
+            .check_server(
+                None,
+                "a call was in flight when the previous run stopped",
+                chunk.to_vec(),
+            )
+            .await;
+    }
+    Ok(())
 }
 
 fn client_config(settings: &Settings) -> Result<ClientConfig, ImportError> {
     let host = settings.host.clone().ok_or_else(|| {
-        ImportError::Setup(
-            "no API host: set --host, LSQ_HOST or [api] host in the config file (or use --simulate)".into(),
-        )
+        ImportError::Setup("no API host: set --host, LSQ_HOST or [api] host in the config file (or use --simulate)".into())
     })?;
     let missing = |name: &str| {
         ImportError::Setup(format!(

@@ -28,9 +28,12 @@ impl Progress {
             "{bar:40.cyan/blue} {pos}/{len} rows  {rate}  ETA {eta}  {msg}",
         )
         .map(|style| {
-            style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.0} rows/s", state.per_sec());
-            })
+            style.with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} rows/s", state.per_sec());
+                },
+            )
         })
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);

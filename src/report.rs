@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use csv::ByteRecord;
 
 use crate::input::SourceRow;
+use crate::ledger::{Ledger, RowState, StoredRow};
 
 /// The report's own leading columns.
 pub const REPORT_COLUMNS: [&str; 4] = ["RowNumber", "Status", "ProspectActivityId", "Error"];
@@ -29,6 +30,8 @@ pub enum RowStatus {
     Failed,
     /// Failed validation and was never sent.
     Invalid,
+    /// Created by an earlier run (`--skip-existing`); `ProspectActivityId` is that activity.
+    Skipped,
 }
 
 impl RowStatus {
@@ -37,6 +40,7 @@ impl RowStatus {
             RowStatus::Created => "created",
             RowStatus::Failed => "failed",
             RowStatus::Invalid => "invalid",
+            RowStatus::Skipped => "skipped",
         }
     }
 }
@@ -79,6 +83,14 @@ impl RowOutcome {
             error: Some(error.into()),
         }
     }
+
+    pub fn skipped(id: Option<String>) -> Self {
+        RowOutcome {
+            status: RowStatus::Skipped,
+            activity_id: id,
+            error: None,
+        }
+    }
 }
 
 /// A row and its result, ready to be written.
@@ -102,11 +114,12 @@ pub struct StatusCounts {
     pub created: u64,
     pub failed: u64,
     pub invalid: u64,
+    pub skipped: u64,
 }
 
 impl StatusCounts {
     pub fn total(&self) -> u64 {
-        self.created + self.failed + self.invalid
+        self.created + self.failed + self.invalid + self.skipped
     }
 
     fn add(&mut self, status: RowStatus) {
@@ -114,6 +127,7 @@ impl StatusCounts {
             RowStatus::Created => self.created += 1,
             RowStatus::Failed => self.failed += 1,
             RowStatus::Invalid => self.invalid += 1,
+            RowStatus::Skipped => self.skipped += 1,
         }
     }
 }
@@ -250,6 +264,65 @@ impl<W: Write> ReportWriter<W> {
     }
 }
 
+/// Error of a row the run stopped before sending.
+pub const NOT_SENT: &str =
+    "not sent: the run stopped before this row; run the same import again to resume";
+/// Error of a row whose call got no clear answer and could not be checked.
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown: the call carrying this row got no clear answer and it could not be \
+     checked yet; run the same import again: it checks the server before sending anything";
+
+/// What the report says of a row as the ledger holds it; `None` for a row that is still to be
+/// sent in this run.
+pub fn outcome_of(row: &StoredRow) -> Option<RowOutcome> {
+    let error = || row.error.clone().unwrap_or_default();
+    match row.state {
+        RowState::Pending => None,
+        RowState::Created => Some(RowOutcome::created(
+            row.activity_id.clone().unwrap_or_default(),
+        )),
+        RowState::Skipped => Some(RowOutcome::skipped(row.activity_id.clone())),
+        RowState::Failed => Some(RowOutcome::failed(error())),
+        RowState::Invalid => Some(RowOutcome::invalid(error())),
+        RowState::InFlight => Some(RowOutcome::failed(OUTCOME_UNKNOWN)),
+    }
+}
+
+/// Writes the whole report of a run from the ledger: the report is a view of the ledger and can
+/// be regenerated at any time (`lsq-sync report`).
+pub fn write_from_ledger(
+    ledger: &Ledger,
+    run: i64,
+    path: &Path,
+) -> Result<StatusCounts, ReportError> {
+    let ledger_error = |e: crate::ledger::LedgerError| ReportError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let headers = ledger.headers(run).map_err(ledger_error)?;
+    let mut writer = ReportWriter::new(path, create_report_file(path)?, &headers)?;
+    let mut after = 0;
+    let mut seq = 0;
+    loop {
+        let chunk = ledger.rows(run, after, 2000).map_err(ledger_error)?;
+        let Some(last) = chunk.last() else { break };
+        after = last.number;
+        let rows = chunk
+            .into_iter()
+            .map(|row| ReportedRow {
+                outcome: outcome_of(&row).unwrap_or_else(|| RowOutcome::failed(NOT_SENT)),
+                source: SourceRow {
+                    number: row.number,
+                    line: row.line,
+                    record: row.record,
+                },
+            })
+            .collect();
+        writer.accept(BatchOutcome { seq, rows })?;
+        seq += 1;
+    }
+    writer.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,7 +373,8 @@ mod tests {
             StatusCounts {
                 created: 1,
                 failed: 1,
-                invalid: 1
+                invalid: 1,
+                skipped: 0
             }
         );
         assert_eq!(

@@ -1,21 +1,32 @@
-//! Send stage: a [`Batch`] in, its [`BatchOutcome`] out. Posts the batch's valid rows in one bulk
-//! call, every attempt through the pacer, and retries what is worth retrying.
+//! Send stage: a [`Batch`] in, its [`BatchOutcome`] out. Posts the batch's rows in one bulk
+//! call, every attempt through the pacer, every attempt recorded in the ledger before it leaves
+//! and settled after, so that a crash at any moment loses nothing and doubles nothing.
 //!
-//! What a response means is decided by `client::classify`; this module only acts on the
-//! verdict: map rows on success, back off and retry on rate limits and transient failures, fail
-//! the rows on data errors, and stop the whole run on bad credentials.
+//! What a response means is decided by `client::classify`; this module acts on the verdict:
+//! - success: map rows by `RowNumber`;
+//! - rate limited, or not sent at all: wait and retry;
+//! - outcome unknown (timeout, dropped connection, 5xx): ask Get Activities which rows exist
+//!   (`resolve`), record those, and re-send only the rest, because the bulk endpoint is not
+//!   idempotent;
+//! - the batch refused as a whole for its data: split it in halves until the bad rows are alone
+//!   (about 2 x log2(25) extra calls per bad row);
+//! - bad credentials or wrong host: stop the whole run.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use futures::future::BoxFuture;
+use tracing::{debug, info, warn};
 
-use crate::abort::Abort;
-use crate::api::BulkResponse;
-use crate::batch::Batch;
+use crate::abort::{Abort, Interrupt};
+use crate::activities::Fetcher;
+use crate::api::{ActivityItem, BulkResponse};
+use crate::batch::{Batch, RowWork};
 use crate::client::{LsqClient, RowResult, Verdict, bulk_row_results, classify};
+use crate::ledger::{Ledger, RowState, RowUpdate};
 use crate::pace::Pacer;
-use crate::report::{BatchOutcome, ReportedRow, RowOutcome};
+use crate::report::{BatchOutcome, NOT_SENT, OUTCOME_UNKNOWN, ReportedRow, RowOutcome};
 use crate::stats::RunStats;
 
 /// The longest `Retry-After` obeyed.
@@ -58,34 +69,68 @@ impl RetryPolicy {
     }
 }
 
+/// A row on its way to the server.
+#[derive(Debug, Clone)]
+pub struct Sendable {
+    /// The row's number in the run (ledger key, report `RowNumber`).
+    pub number: u64,
+    pub item: ActivityItem,
+    /// `ActivityDateTime` chosen by lsq-sync for a row that had none.
+    pub filled_date: Option<String>,
+}
+
 /// Everything a sender task needs; shared by all of them.
 pub struct Sender {
     pub client: LsqClient,
     pub pacer: Arc<Pacer>,
     pub stats: Arc<RunStats>,
+    /// Raised when nothing more can succeed (bad keys, wrong host, ledger unwritable).
     pub abort: Abort,
+    /// Raised by Ctrl-C or SIGTERM.
+    pub interrupt: Interrupt,
     pub retry: RetryPolicy,
+    pub ledger: Arc<Ledger>,
+    pub run: i64,
+    /// Get Activities, for checking calls whose outcome is unknown.
+    pub fetcher: Fetcher,
+    /// One check at a time, held until its findings are in the ledger, so two checks cannot
+    /// claim the same server activity for two rows.
+    pub checking: tokio::sync::Mutex<()>,
 }
 
 impl Sender {
-    /// Sends one batch and returns the outcome of each of its rows, invalid ones included.
+    /// Sends one batch and returns the outcome of each of its rows, in row order.
     pub async fn send(&self, batch: Batch) -> BatchOutcome {
-        let items = batch.items();
-        let mut results = if items.is_empty() {
-            Vec::new()
-        } else {
-            self.post_with_retries(batch.seq, &items).await
+        let mut sendables = Vec::new();
+        for row in &batch.rows {
+            if let RowWork::Send { item, filled_date } = &row.work {
+                sendables.push(Sendable {
+                    number: row.source.number,
+                    item: item.clone(),
+                    filled_date: filled_date.clone(),
+                });
+            }
         }
-        .into_iter();
+        let mut results: HashMap<u64, RowOutcome> = if sendables.is_empty() {
+            HashMap::new()
+        } else {
+            let mut rng = fastrand::Rng::with_seed(batch.seq);
+            self.deliver(sendables, 0, &mut rng)
+                .await
+                .into_iter()
+                .collect()
+        };
         let rows = batch
             .rows
             .into_iter()
             .map(|row| {
-                let outcome = match row.check {
-                    Err(problem) => RowOutcome::invalid(problem.to_string()),
-                    Ok(_) => results.next().unwrap_or_else(|| {
-                        RowOutcome::failed("internal error: no result for this row")
-                    }),
+                let outcome = match row.work {
+                    RowWork::Done(outcome) => outcome,
+                    RowWork::Send { .. } => {
+                        results.remove(&row.source.number).unwrap_or_else(|| {
+                            RowOutcome::failed("internal error: no result for this row")
+                        })
+                    }
                 };
                 ReportedRow {
                     source: row.source,
@@ -99,89 +144,328 @@ impl Sender {
         }
     }
 
-    async fn post_with_retries(
-        &self,
-        seq: u64,
-        items: &[&crate::api::ActivityItem],
-    ) -> Vec<RowOutcome> {
-        let all = |outcome: RowOutcome| vec![outcome; items.len()];
-        let mut rng = fastrand::Rng::with_seed(seq);
-        let mut attempt = 0;
-        loop {
-            if let Some(reason) = self.abort.reason() {
-                return all(RowOutcome::failed(format!(
-                    "not sent: the run was aborted: {reason}"
-                )));
-            }
-            attempt += 1;
-            self.pacer.acquire().await;
-            if let Some(reason) = self.abort.reason() {
-                return all(RowOutcome::failed(format!(
-                    "not sent: the run was aborted: {reason}"
-                )));
-            }
-            RunStats::add(&self.stats.calls);
-            if attempt > 1 {
-                RunStats::add(&self.stats.retries);
-            }
-            let verdict = match self.client.post_bulk(items).await {
-                Ok(reply) => classify::<BulkResponse>(&reply),
-                Err(e) => Verdict::from_call_error(&e),
-            };
-            let (problem, retry_after) = match verdict {
-                Verdict::Success(response) => {
-                    debug!(batch = seq, rows = items.len(), attempt, "batch posted");
-                    return bulk_row_results(items.len(), &response)
-                        .into_iter()
-                        .map(|r| match r {
-                            RowResult::Created(id) => RowOutcome::created(id),
-                            RowResult::Rejected(message) => RowOutcome::failed(message),
-                        })
-                        .collect();
-                }
-                Verdict::RateLimited {
-                    retry_after,
-                    message,
-                    ..
-                } => {
-                    RunStats::add(&self.stats.rate_limited);
-                    (format!("rate limited: {message}"), retry_after)
-                }
-                Verdict::Transient(message) => (message, None),
-                Verdict::DataError(message)
-                | Verdict::Rejected(message)
-                | Verdict::Unreadable(message) => {
-                    warn!(
-                        batch = seq,
-                        rows = items.len(),
-                        "batch not created: {message}"
-                    );
-                    return all(RowOutcome::failed(message));
-                }
-                Verdict::Unauthorized(message) | Verdict::Fatal(message) => {
-                    self.abort.trigger(message.clone());
-                    return all(RowOutcome::failed(message));
-                }
-            };
-            if attempt >= self.retry.max_attempts {
-                warn!(batch = seq, attempt, "giving up: {problem}");
-                return all(RowOutcome::failed(format!(
-                    "gave up after {attempt} attempts: {problem}"
-                )));
-            }
-            let wait = self.retry.delay(attempt, retry_after, &mut rng);
-            warn!(
-                batch = seq,
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                "{problem}; retrying"
-            );
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.abort.triggered() => {}
-            }
+    /// Why nothing new may be sent, if that is the case.
+    fn stopping(&self) -> Option<String> {
+        if let Some(reason) = self.abort.reason() {
+            return Some(format!("not sent: the run was aborted: {reason}"));
+        }
+        self.interrupt.flag().reason().map(|_| NOT_SENT.to_string())
+    }
+
+    async fn pause(&self, wait: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.abort.triggered() => {}
+            () = self.interrupt.flag().triggered() => {}
         }
     }
+
+    /// Records an outcome in the ledger; if that fails, nothing more may be sent.
+    async fn record(&self, call: Option<i64>, outcome: &str, rows: Vec<RowUpdate>) {
+        if let Err(e) = self.ledger.settle(self.run, call, outcome, rows).await {
+            self.abort
+                .trigger(format!("the ledger cannot be written: {e}"));
+        }
+    }
+
+    /// Posts `rows` until each has a final outcome (or the run stops). `depth` > 0 for the halves
+    /// of a batch refused as a whole.
+    fn deliver<'a>(
+        &'a self,
+        rows: Vec<Sendable>,
+        depth: u32,
+        rng: &'a mut fastrand::Rng,
+    ) -> BoxFuture<'a, Vec<(u64, RowOutcome)>> {
+        Box::pin(async move {
+            let mut pending = rows;
+            let mut done: Vec<(u64, RowOutcome)> = Vec::new();
+            let mut attempt = 0u32;
+            let mut last_problem = String::new();
+            while !pending.is_empty() {
+                if let Some(reason) = self.stopping() {
+                    done.extend(
+                        pending
+                            .drain(..)
+                            .map(|r| (r.number, RowOutcome::failed(reason.clone()))),
+                    );
+                    break;
+                }
+                if attempt >= self.retry.max_attempts {
+                    let message = format!("gave up after {attempt} attempts: {last_problem}");
+                    warn!(rows = pending.len(), "{message}");
+                    let updates = updates(&pending, RowState::Failed, Some(&message));
+                    self.record(None, &message, updates).await;
+                    done.extend(
+                        pending
+                            .drain(..)
+                            .map(|r| (r.number, RowOutcome::failed(message.clone()))),
+                    );
+                    break;
+                }
+                attempt += 1;
+                self.pacer.acquire().await;
+                if self.stopping().is_some() {
+                    continue;
+                }
+                let numbers = pending.iter().map(|r| r.number).collect();
+                let fills = pending
+                    .iter()
+                    .filter_map(|r| r.filled_date.clone().map(|d| (r.number, d)))
+                    .collect();
+                let call = match self.ledger.begin_call(self.run, numbers, fills).await {
+                    Ok(call) => call,
+                    Err(e) => {
+                        self.abort
+                            .trigger(format!("the ledger cannot be written: {e}"));
+                        continue;
+                    }
+                };
+                RunStats::add(&self.stats.calls);
+                if attempt > 1 {
+                    RunStats::add(&self.stats.retries);
+                }
+                if depth > 0 {
+                    RunStats::add(&self.stats.isolation_calls);
+                }
+                let items: Vec<&ActivityItem> = pending.iter().map(|r| &r.item).collect();
+                let verdict = match self.client.post_bulk(&items).await {
+                    Ok(reply) => classify::<BulkResponse>(&reply),
+                    Err(e) => Verdict::from_call_error(&e),
+                };
+                match verdict {
+                    Verdict::Success(response) => {
+                        let results = bulk_row_results(pending.len(), &response);
+                        let mut settled = Vec::with_capacity(pending.len());
+                        for (row, result) in pending.drain(..).zip(results) {
+                            let update = match result {
+                                RowResult::Created(id) => RowUpdate {
+                                    number: row.number,
+                                    state: RowState::Created,
+                                    activity_id: Some(id),
+                                    error: None,
+                                },
+                                RowResult::Rejected(message) => RowUpdate {
+                                    number: row.number,
+                                    state: RowState::Failed,
+                                    activity_id: None,
+                                    error: Some(message),
+                                },
+                            };
+                            settled.push(update);
+                        }
+                        debug!(call, rows = settled.len(), attempt, "batch posted");
+                        done.extend(settled.iter().map(outcome_of_update));
+                        self.record(Some(call), "answered", settled).await;
+                    }
+                    Verdict::RateLimited {
+                        retry_after,
+                        message,
+                        ..
+                    } => {
+                        RunStats::add(&self.stats.rate_limited);
+                        last_problem = format!("rate limited: {message}");
+                        let wait = self.retry.delay(attempt, retry_after, rng);
+                        self.retry_later(call, attempt, &last_problem, &pending, wait)
+                            .await;
+                    }
+                    Verdict::Transient(message) => {
+                        last_problem = message;
+                        let wait = self.retry.backoff(attempt, rng);
+                        self.retry_later(call, attempt, &last_problem, &pending, wait)
+                            .await;
+                    }
+                    Verdict::Unknown(message) => {
+                        RunStats::add(&self.stats.ambiguous);
+                        last_problem = message;
+                        warn!(
+                            call,
+                            rows = pending.len(),
+                            "outcome unknown ({last_problem}); checking what the server created"
+                        );
+                        let (found, missing) =
+                            self.check_server(Some(call), &last_problem, pending).await;
+                        done.extend(found);
+                        pending = missing;
+                        if !pending.is_empty() && self.stopping().is_none() {
+                            self.pause(self.retry.backoff(attempt, rng)).await;
+                        }
+                    }
+                    Verdict::DataError(message) if pending.len() > 1 => {
+                        info!(
+                            call,
+                            rows = pending.len(),
+                            "batch refused as a whole ({message}); splitting it to find the bad rows"
+                        );
+                        self.record(
+                            Some(call),
+                            &format!("refused as a whole: {message}"),
+                            updates(&pending, RowState::Pending, None),
+                        )
+                        .await;
+                        let right = pending.split_off(pending.len() / 2);
+                        let left = std::mem::take(&mut pending);
+                        done.extend(self.deliver(left, depth + 1, rng).await);
+                        done.extend(self.deliver(right, depth + 1, rng).await);
+                    }
+                    Verdict::DataError(message) | Verdict::Rejected(message) => {
+                        warn!(call, rows = pending.len(), "not created: {message}");
+                        self.record(
+                            Some(call),
+                            &message,
+                            updates(&pending, RowState::Failed, Some(&message)),
+                        )
+                        .await;
+                        done.extend(
+                            pending
+                                .drain(..)
+                                .map(|r| (r.number, RowOutcome::failed(message.clone()))),
+                        );
+                    }
+                    Verdict::Unauthorized(message) | Verdict::Fatal(message) => {
+                        self.abort.trigger(message.clone());
+                        self.record(
+                            Some(call),
+                            &message,
+                            updates(&pending, RowState::Pending, None),
+                        )
+                        .await;
+                    }
+                }
+            }
+            done
+        })
+    }
+
+    /// The call did not get through (rate limit, connection refused): its rows go back to pending,
+    /// and the next attempt waits `wait`.
+    async fn retry_later(
+        &self,
+        call: i64,
+        attempt: u32,
+        problem: &str,
+        rows: &[Sendable],
+        wait: Duration,
+    ) {
+        self.record(Some(call), problem, updates(rows, RowState::Pending, None))
+            .await;
+        warn!(
+            call,
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            "{problem}; retrying"
+        );
+        self.pause(wait).await;
+    }
+
+    /// Asks the server which of `rows` exist after a call with an unknown outcome. Rows found are
+    /// settled as created; the rest go back to pending and are returned for re-sending. If the
+    /// check itself fails, the rows stay in flight in the ledger (the next run checks again) and
+    /// are reported with the reason.
+    pub async fn check_server(
+        &self,
+        call: Option<i64>,
+        why: &str,
+        rows: Vec<Sendable>,
+    ) -> (Vec<(u64, RowOutcome)>, Vec<Sendable>) {
+        let _one_at_a_time = self.checking.lock().await;
+        let mut leads: Vec<String> = rows
+            .iter()
+            .map(|r| r.item.related_prospect_id.clone())
+            .collect();
+        leads.sort();
+        leads.dedup();
+        let known = match self.ledger.known_activity_ids(&leads) {
+            Ok(known) => known,
+            Err(e) => return self.unresolved(rows, &e.to_string()),
+        };
+        let items: Vec<&ActivityItem> = rows.iter().map(|r| &r.item).collect();
+        let matches = match crate::resolve::resolve(&self.fetcher, &items, &known).await {
+            Ok(matches) => matches,
+            Err(e) => {
+                if let crate::activities::FetchError::Unauthorized(m)
+                | crate::activities::FetchError::Fatal(m) = &e
+                {
+                    self.abort.trigger(m.clone());
+                }
+                return self.unresolved(rows, &e.to_string());
+            }
+        };
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        let mut settled = Vec::new();
+        for (row, matched) in rows.into_iter().zip(matches) {
+            match matched {
+                Some(id) => {
+                    RunStats::add(&self.stats.recovered);
+                    settled.push(RowUpdate {
+                        number: row.number,
+                        state: RowState::Created,
+                        activity_id: Some(id.clone()),
+                        error: None,
+                    });
+                    found.push((row.number, RowOutcome::created(id)));
+                }
+                None => {
+                    settled.push(RowUpdate {
+                        number: row.number,
+                        state: RowState::Pending,
+                        activity_id: None,
+                        error: None,
+                    });
+                    missing.push(row);
+                }
+            }
+        }
+        info!(
+            found = found.len(),
+            missing = missing.len(),
+            "checked the server after: {why}"
+        );
+        self.record(
+            call,
+            &format!("outcome unknown ({why}): {} found created", found.len()),
+            settled,
+        )
+        .await;
+        (found, missing)
+    }
+
+    fn unresolved(
+        &self,
+        rows: Vec<Sendable>,
+        problem: &str,
+    ) -> (Vec<(u64, RowOutcome)>, Vec<Sendable>) {
+        warn!(
+            rows = rows.len(),
+            "cannot check which rows the server created: {problem}"
+        );
+        let message = format!("{OUTCOME_UNKNOWN} ({problem})");
+        (
+            rows.into_iter()
+                .map(|r| (r.number, RowOutcome::failed(message.clone())))
+                .collect(),
+            Vec::new(),
+        )
+    }
+}
+
+fn updates(rows: &[Sendable], state: RowState, error: Option<&str>) -> Vec<RowUpdate> {
+    rows.iter()
+        .map(|r| RowUpdate {
+            number: r.number,
+            state,
+            activity_id: None,
+            error: error.map(str::to_string),
+        })
+        .collect()
+}
+
+fn outcome_of_update(update: &RowUpdate) -> (u64, RowOutcome) {
+    let outcome = match update.state {
+        RowState::Created => RowOutcome::created(update.activity_id.clone().unwrap_or_default()),
+        _ => RowOutcome::failed(update.error.clone().unwrap_or_default()),
+    };
+    (update.number, outcome)
 }
 
 #[cfg(test)]
@@ -209,7 +493,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_honoured() {
+    fn retry_after_is_honoured_within_a_bound() {
         let policy = RetryPolicy {
             max_attempts: 3,
             base: Duration::from_millis(100),
@@ -219,6 +503,10 @@ mod tests {
         assert_eq!(
             policy.delay(1, Some(Duration::from_secs(3)), &mut rng),
             Duration::from_secs(3)
+        );
+        assert_eq!(
+            policy.delay(1, Some(Duration::from_secs(99_999)), &mut rng),
+            MAX_RETRY_AFTER
         );
     }
 }

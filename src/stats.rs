@@ -19,6 +19,15 @@ pub struct RunStats {
     pub rate_limited: AtomicU64,
     /// Calls that were second or later attempts.
     pub retries: AtomicU64,
+    /// Calls whose outcome was unknown (timeout, dropped connection, 5xx): checked with Get
+    /// Activities before anything was re-sent.
+    pub ambiguous: AtomicU64,
+    /// Rows such a check found already created (each would have been a duplicate).
+    pub recovered: AtomicU64,
+    /// Calls made by splitting batches that the server refused as a whole, to isolate bad rows.
+    pub isolation_calls: AtomicU64,
+    /// Get Activities calls made for those checks.
+    pub lookup_calls: AtomicU64,
 }
 
 impl RunStats {
@@ -40,15 +49,29 @@ pub struct RunSummary {
     pub calls: u64,
     pub rate_limited: u64,
     pub retries: u64,
+    /// Calls with an unknown outcome, and rows found created by checking.
+    pub ambiguous: u64,
+    pub recovered: u64,
+    /// Extra calls spent isolating bad rows in batches refused as a whole.
+    pub isolation_calls: u64,
+    pub lookup_calls: u64,
     pub elapsed: Duration,
     /// Why the run stopped early, when it did.
     pub aborted: Option<String>,
+    /// Set when a signal stopped the run.
+    pub interrupted: Option<ExitStatus>,
+    /// The ledger and run, for `lsq-sync report` and for resuming.
+    pub ledger: Option<(String, i64)>,
+    /// This run continued an earlier, unfinished one.
+    pub resumed: bool,
 }
 
 impl RunSummary {
     /// 0 all created, 1 some rows failed or invalid, 3 aborted.
     pub fn exit_status(&self) -> ExitStatus {
-        if self.aborted.is_some() {
+        if let Some(signal) = self.interrupted {
+            signal
+        } else if self.aborted.is_some() {
             ExitStatus::Aborted
         } else if self.counts.failed + self.counts.invalid > 0 {
             ExitStatus::RowsNotCreated
@@ -69,10 +92,21 @@ impl RunSummary {
     /// The last line, for cron mail and CI logs.
     pub fn status_line(&self) -> String {
         let c = &self.counts;
+        if self.interrupted.is_some() {
+            return format!(
+                "INTERRUPTED: {} of {} rows created; run the same command again to resume",
+                c.created + c.skipped,
+                self.rows
+            );
+        }
         match (&self.aborted, self.exit_status()) {
             (Some(reason), _) => format!(
                 "ABORTED: {reason}; {} of {} rows created before the stop",
                 c.created, self.rows
+            ),
+            (None, ExitStatus::Success) if c.skipped > 0 => format!(
+                "OK: all {} rows created ({} of them by earlier runs)",
+                self.rows, c.skipped
             ),
             (None, ExitStatus::Success) => format!("OK: all {} rows created", self.rows),
             _ => format!(
@@ -86,16 +120,41 @@ impl RunSummary {
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.counts;
-        writeln!(
+        write!(
             f,
             "rows read {}: created {}, failed {}, invalid {}",
             self.rows, c.created, c.failed, c.invalid
         )?;
+        if c.skipped > 0 {
+            write!(f, ", skipped {} (created by earlier runs)", c.skipped)?;
+        }
+        writeln!(f)?;
         writeln!(
             f,
             "calls made {}, 429s seen {}, retries {}",
             self.calls, self.rate_limited, self.retries
         )?;
+        if self.ambiguous > 0 {
+            writeln!(
+                f,
+                "calls with unknown outcome {}: {} rows found already created by {} Get Activities calls, not re-sent",
+                self.ambiguous, self.recovered, self.lookup_calls
+            )?;
+        }
+        if self.isolation_calls > 0 {
+            writeln!(
+                f,
+                "extra calls to isolate bad rows in refused batches {}",
+                self.isolation_calls
+            )?;
+        }
+        if let Some((path, run)) = &self.ledger {
+            writeln!(
+                f,
+                "ledger {path}, run {run}{}",
+                if self.resumed { " (resumed)" } else { "" }
+            )?;
+        }
         writeln!(
             f,
             "elapsed {:.1}s, {:.1} rows/s",
@@ -117,12 +176,20 @@ mod tests {
                 created,
                 failed,
                 invalid,
+                skipped: 0,
             },
             calls: 3,
             rate_limited: 1,
             retries: 1,
+            ambiguous: 0,
+            recovered: 0,
+            isolation_calls: 0,
+            lookup_calls: 0,
             elapsed: Duration::from_secs(2),
             aborted: aborted.map(str::to_string),
+            interrupted: None,
+            ledger: None,
+            resumed: false,
         }
     }
 

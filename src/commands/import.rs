@@ -1,14 +1,17 @@
-//! `lsq-sync import`: resolves where to send (a real host, or the embedded simulator with
-//! `--simulate`), runs the pipeline, prints the summary on stderr.
+//! `lsq-sync import` and `lsq-sync retry`: resolve where to send (a real host, or the embedded
+//! simulator with `--simulate`), watch for Ctrl-C and SIGTERM, run the pipeline, print the
+//! summary on stderr.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tracing::info;
 
-use crate::cli::ImportArgs;
+use crate::abort::Interrupt;
+use crate::cli::{ImportArgs, RetryArgs, RunArgs};
 use crate::config::{Secret, Settings};
 use crate::exit::ExitStatus;
-use crate::pipeline::{ImportJob, run_import};
+use crate::pipeline::{ImportJob, InputKind, default_ledger_path, run_import};
 use crate::simulator::{RunningSimulator, SimConfig};
 
 use super::CommandError;
@@ -36,22 +39,94 @@ pub async fn run(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus,
     } else {
         None
     };
-
-    let job = ImportJob {
-        input: args.input,
-        report: args.out,
-        settings,
-        progress: !args.no_progress,
-    };
-    let result = run_import(&job).await;
+    let mut run_args = args.run;
+    if args.simulate && run_args.ledger.is_none() {
+        // A fresh simulator knows nothing of earlier runs: resuming one into it would be wrong.
+        run_args.fresh = true;
+    }
+    let result = execute(InputKind::Import, args.input, args.out, run_args, settings).await;
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }
+    result
+}
+
+pub async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+    execute(InputKind::Retry, args.report, args.out, args.run, settings).await
+}
+
+async fn execute(
+    kind: InputKind,
+    input: PathBuf,
+    report: PathBuf,
+    run: RunArgs,
+    settings: Settings,
+) -> Result<ExitStatus, CommandError> {
+    if input == report {
+        return Err(CommandError::Usage(format!(
+            "the report {} would overwrite the input; choose another --out",
+            report.display()
+        )));
+    }
+    let interrupt = Interrupt::default();
+    let watcher = tokio::spawn(watch_signals(interrupt.clone()));
+    let job = ImportJob {
+        kind,
+        ledger: run.ledger.unwrap_or_else(|| default_ledger_path(&report)),
+        input,
+        report,
+        settings,
+        progress: !run.no_progress,
+        fresh: run.fresh,
+        force: run.force,
+        skip_existing: run.skip_existing,
+        interrupt,
+    };
+    let result = run_import(&job).await;
+    watcher.abort();
     let summary = result?;
     eprintln!(
-        "lsq-sync import: {} -> {}\n{summary}",
+        "lsq-sync {}: {} -> {}\n{summary}",
+        if kind == InputKind::Retry {
+            "retry"
+        } else {
+            "import"
+        },
         job.input.display(),
         job.report.display()
     );
     Ok(summary.exit_status())
+}
+
+/// First Ctrl-C or SIGTERM: stop taking new batches and let the calls in flight finish. A second
+/// one: stop at once. The ledger stays consistent either way (every write is a transaction), and
+/// running the same command again resumes.
+async fn watch_signals(interrupt: Interrupt) {
+    let first = next_signal().await;
+    let (status, name) = first;
+    eprintln!(
+        "lsq-sync: {name} received: finishing the calls in flight, then stopping (again to stop at once)"
+    );
+    interrupt.trigger(status, name);
+    let (status, name) = next_signal().await;
+    eprintln!("lsq-sync: second {name}: stopping now; run the same command again to resume");
+    std::process::exit(i32::from(status.code()));
+}
+
+async fn next_signal() -> (ExitStatus, &'static str) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            return tokio::select! {
+                _ = int.recv() => (ExitStatus::Interrupted, "SIGINT"),
+                _ = term.recv() => (ExitStatus::Terminated, "SIGTERM"),
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    (ExitStatus::Interrupted, "SIGINT")
 }

@@ -2,6 +2,7 @@
 //! together; the work happens in the pipeline stages and the simulator.
 
 pub mod import;
+pub mod report;
 pub mod simulate;
 
 use crate::cli::{Cli, Command, SendArgs};
@@ -19,6 +20,10 @@ pub enum CommandError {
     Import(#[from] ImportError),
     #[error(transparent)]
     Simulator(#[from] SimError),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     #[error("{0}")]
     Usage(String),
 }
@@ -40,7 +45,8 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
     }
     let send = match &cli.command {
         Command::Import(args) => args.send.clone(),
-        Command::Simulate(_) => SendArgs::default(),
+        Command::Retry(args) => args.send.clone(),
+        Command::Simulate(_) | Command::Report(_) => SendArgs::default(),
     };
     let overrides = Overrides {
         host: send.host,
@@ -60,6 +66,8 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
 pub async fn run(cli: Cli, settings: Settings) -> Result<ExitStatus, CommandError> {
     match cli.command {
         Command::Import(args) => import::run(args, settings).await,
+        Command::Retry(args) => import::retry(args, settings).await,
+        Command::Report(args) => report::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
     }
 }

@@ -284,6 +284,8 @@ struct Shared {
     state: Mutex<state::State>,
     /// Counts queued deletes that have taken effect, so tests wait on a signal, not a sleep.
     deletes_applied: tokio::sync::watch::Sender<u64>,
+    /// Counts answered `/v2` requests, so tests can wait for a run to be under way on a signal.
+    requests_answered: tokio::sync::watch::Sender<u64>,
 }
 
 /// A simulated LeadSquared account. Cheap to clone; clones share the account.
@@ -311,6 +313,7 @@ impl Simulator {
                 started: Instant::now(),
                 state: Mutex::new(state),
                 deletes_applied: tokio::sync::watch::Sender::new(0),
+                requests_answered: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -328,6 +331,13 @@ impl Simulator {
     /// The request log, in arrival order; requests still being answered are left out.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.lock().finished_requests()
+    }
+
+    /// Resolves once at least `n` `/v2` requests have been answered.
+    pub async fn wait_for_requests(&self, n: u64) {
+        let mut answered = self.shared.requests_answered.subscribe();
+        // The sender lives as long as `self`, so the wait cannot fail while we hold it.
+        let _ = answered.wait_for(|count| *count >= n).await;
     }
 
     /// Every activity ever stored, deleted ones flagged, in creation order.

@@ -364,6 +364,7 @@ async fn handle(
         answer.response.status().as_u16()
     };
     sim.lock().finish(seq, status, answer.items, answer.outcome);
+    sim.shared.requests_answered.send_modify(|n| *n += 1);
     let delay = response_delay(&sim.shared.config);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -2,4 +2,5 @@
 //! simulator on 127.0.0.1 with a free port. One test binary, so the link step is paid once.
 
 mod import;
+mod resume;
 mod support;
