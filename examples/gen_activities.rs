@@ -10,6 +10,9 @@
 //! breaks, a few invalid rows (caught before sending) and a few for unknown leads or undefined
 //! fields (refused by the server), so the report shows every status.
 //! `--any-lead` draws random lead ids (for a simulator run with `--accept-any-lead`).
+//! `--numbered` makes every note unique, so a test can find each row on the server.
+//! `--refused-every N` gives every Nth row an owner the simulator does not know, so the server
+//! refuses it (a whole batch, with the simulator's `--reject-mode batch`).
 
 use std::io::BufWriter;
 
@@ -35,6 +38,8 @@ struct Options {
     out: String,
     sample: bool,
     any_lead: bool,
+    numbered: bool,
+    refused_every: usize,
     seed: u64,
 }
 
@@ -44,6 +49,8 @@ fn parse_args() -> Result<Options, String> {
         out: String::new(),
         sample: false,
         any_lead: false,
+        numbered: false,
+        refused_every: 0,
         seed: 42,
     };
     let mut args = std::env::args().skip(1);
@@ -63,6 +70,12 @@ fn parse_args() -> Result<Options, String> {
             }
             "--sample" => options.sample = true,
             "--any-lead" => options.any_lead = true,
+            "--numbered" => options.numbered = true,
+            "--refused-every" => {
+                options.refused_every = value("--refused-every")?
+                    .parse()
+                    .map_err(|e| format!("--refused-every: {e}"))?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -127,7 +140,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             })
             .collect();
-        let note = NOTES[rng.usize(..NOTES.len())].to_string();
+        let mut note = NOTES[rng.usize(..NOTES.len())].to_string();
+        if options.numbered {
+            note = format!("{note} (row {n})");
+        }
+        if options.refused_every > 0 && n % options.refused_every == 0 {
+            // Valid to lsq-sync, refused by the server: the account has no such user.
+            owner = "former.employee@example.com".to_string();
+        }
 
         if options.sample {
             // Every 23rd row is broken before sending, every 31st is refused by the server.

@@ -16,6 +16,7 @@ machine affects them alike.
 """
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -32,7 +33,9 @@ GEN = os.path.join(ROOT, "target", "release", "examples", "gen_activities")
 KEYS = {"LSQ_ACCESS_KEY": "bench-access", "LSQ_SECRET_KEY": "bench-secret"}
 
 # name, rows, simulator flags, import flags, data kind, (calls, window seconds) of the quota,
-# latency seconds, what the issue asks of it.
+# latency seconds, what the issue asks of it. Data kinds: "demo" (demo leads), "any" (random
+# lead ids), "numbered" (unique notes, so duplicates and losses can be counted on the server),
+# "refused50" (numbered, every 50th row refused by the server).
 SCENARIOS = [
     ("pace-300ms", 5000, ["--rate", "25/1s", "--latency-ms", "300"],
      ["--rate", "25/1s"], "demo", (25, 1.0), 0.300,
@@ -43,6 +46,13 @@ SCENARIOS = [
     ("million", 1_000_000, ["--rate", "none", "--accept-any-lead"],
      ["--rate", "1000000/1s"], "any", None, 0.0,
      "issue 2: peak RSS < 100 MB"),
+    ("faults", 5000, ["--rate", "none", "--commit-then-500", "0.05", "--commit-then-drop", "0.05",
+                      "--fail-500", "0.10", "--drop-connection", "0.05", "--seed", "3"],
+     ["--rate", "1000/1s", "--max-attempts", "20"], "numbered", None, 0.0,
+     "issue 3: 0 duplicates, 0 lost"),
+    ("whole-batch-2pct", 5000, ["--rate", "none", "--reject-mode", "batch"],
+     ["--rate", "1000/1s"], "refused50", None, 0.0,
+     "issue 3: good rows created, bad rows failed, ~10 extra calls per bad row"),
 ]
 
 
@@ -57,6 +67,10 @@ def generate(path, rows, kind):
     args = [GEN, "--rows", str(rows), "--out", path]
     if kind == "any":
         args.append("--any-lead")
+    if kind in ("numbered", "refused50"):
+        args.append("--numbered")
+    if kind == "refused50":
+        args += ["--refused-every", "50"]
     subprocess.run(args, check=True)
 
 
@@ -89,11 +103,26 @@ def run_import(url, data, report, flags):
     return proc.returncode, elapsed, usage.ru_maxrss / 1024.0, stderr
 
 
+def server_check(url, data):
+    """Duplicates and lost rows, counted on the server by each row's unique note."""
+    with urllib.request.urlopen(url + "/_sim/activities", timeout=120) as response:
+        activities = [a for a in json.load(response) if a["created_by_request"] is not None]
+    per_note = {}
+    for a in activities:
+        per_note[a["note"]] = per_note.get(a["note"], 0) + 1
+    with open(data, newline="") as f:
+        expected = {r["ActivityNote"] for r in csv.DictReader(f)
+                    if r["ActivityOwnerEmail"] != "former.employee@example.com"}
+    duplicates = sum(n - 1 for n in per_note.values() if n > 1)
+    lost = len(expected - set(per_note))
+    return duplicates, lost
+
+
 def figure(stderr, label):
     for line in stderr.splitlines():
         if label in line:
             tail = line.split(label, 1)[1].strip()
-            return int(tail.split()[0].rstrip(","))
+            return int(tail.split()[0].rstrip(",:"))
     return None
 
 
@@ -117,6 +146,7 @@ def main():
         try:
             code, elapsed, peak_mb, stderr = run_import(url, data, os.path.join(work, f"{name}.report.csv"), import_flags)
             stats = sim_stats(url)
+            checked = server_check(url, data) if kind in ("numbered", "refused50") else None
         finally:
             sim.send_signal(signal.SIGTERM)
             sim.wait(timeout=30)
@@ -134,21 +164,28 @@ def main():
             "calls": calls, "429s": stats["rate_limited"],
             "max_in_window": stats.get("max_requests_in_window"),
             "rows_per_s": rows / elapsed, "peak_mb": peak_mb, "goal": goal,
+            "dup_lost": f"{checked[0]}/{checked[1]}" if checked else "-",
+            "failed": figure(stderr, "failed"),
+            "isolation": figure(stderr, "extra calls to isolate bad rows in refused batches"),
+            "unknown": figure(stderr, "calls with unknown outcome"),
         })
         if code not in (0, 1):
             print(stderr, file=sys.stderr)
 
     print(f"\nlsq-sync benchmark on {platform.node()}: {os.cpu_count()} cores, "
           f"{platform.machine()}, Python {platform.python_version()}")
-    header = ("scenario", "rows", "created", "exit", "ideal s", "actual s", "ratio", "calls",
-              "429s", "max/window", "rows/s", "peak MB", "goal")
+    header = ("scenario", "rows", "created", "failed", "exit", "ideal s", "actual s", "ratio",
+              "calls", "429s", "max/window", "unknown-outcome calls", "isolation calls",
+              "dup/lost", "rows/s", "peak MB", "goal")
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for r in rows_out:
-        cells = [r["scenario"], r["rows"], r["created"], r["exit"],
+        cells = [r["scenario"], r["rows"], r["created"], r["failed"], r["exit"],
                  f"{r['ideal_s']:.2f}" if r["ideal_s"] else "-", f"{r['actual_s']:.2f}",
                  f"{r['ratio']:.3f}" if r["ratio"] else "-", r["calls"], r["429s"],
                  r["max_in_window"] if r["max_in_window"] is not None else "-",
+                 r["unknown"] if r["unknown"] is not None else 0,
+                 r["isolation"] if r["isolation"] is not None else 0, r["dup_lost"],
                  f"{r['rows_per_s']:.0f}", f"{r['peak_mb']:.1f}", r["goal"]]
         print(" | ".join(str(c) for c in cells))
 

@@ -262,6 +262,15 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub commit_then_drop: f64,
 
+    /// Probability that a bulk post creates its rows, then answers only after --late-by-ms
+    /// (longer than the client's timeout).
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub commit_then_late: f64,
+
+    /// How long a --commit-then-late answer is held back, in milliseconds.
+    #[arg(long, default_value_t = 120_000, value_name = "MS")]
+    pub late_by_ms: u64,
+
     /// Seed of the fault dice, so a run can be repeated.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

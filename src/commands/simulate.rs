@@ -31,6 +31,7 @@ pub fn sim_config(
         ("--drop-connection", args.drop_connection),
         ("--commit-then-500", args.commit_then_500),
         ("--commit-then-drop", args.commit_then_drop),
+        ("--commit-then-late", args.commit_then_late),
     ] {
         if !(0.0..=1.0).contains(&p) {
             return Err(CommandError::Usage(format!(
@@ -60,6 +61,8 @@ pub fn sim_config(
             drop_connection: args.drop_connection,
             commit_then_500: args.commit_then_500,
             commit_then_drop: args.commit_then_drop,
+            commit_then_late: args.commit_then_late,
+            late_by: Duration::from_millis(args.late_by_ms),
             seed: args.seed,
         },
         reject_mode: match args.reject_mode {

@@ -168,6 +168,11 @@ pub struct FaultConfig {
     pub commit_then_500: f64,
     /// The rows are created, then the connection closes without a response.
     pub commit_then_drop: f64,
+    /// The rows are created, then the answer is held back by [`FaultConfig::late_by`]: longer
+    /// than the client's timeout, so it gives up on an answer that was on its way.
+    pub commit_then_late: f64,
+    /// How long a `commit_then_late` answer is held back.
+    pub late_by: Duration,
     /// Seed of the fault RNG.
     pub seed: u64,
 }
@@ -196,6 +201,8 @@ pub enum RequestOutcome {
     CommittedThen500,
     /// Injected dropped connection after the rows were created.
     CommittedThenDropped,
+    /// Injected answer held back after the rows were created.
+    CommittedThenLate,
     /// HTTP 404: no such endpoint.
     NotFound,
 }

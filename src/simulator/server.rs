@@ -238,6 +238,8 @@ struct Answer {
     items: usize,
     /// Close the connection instead of sending `response`.
     drop: bool,
+    /// Held back this much beyond the configured latency (the commit-then-late fault).
+    late_by: Duration,
 }
 
 impl Answer {
@@ -247,6 +249,7 @@ impl Answer {
             outcome,
             items: 0,
             drop: false,
+            late_by: Duration::ZERO,
         }
     }
 
@@ -365,7 +368,7 @@ async fn handle(
     };
     sim.lock().finish(seq, status, answer.items, answer.outcome);
     sim.shared.requests_answered.send_modify(|n| *n += 1);
-    let delay = response_delay(&sim.shared.config);
+    let delay = response_delay(&sim.shared.config) + answer.late_by;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -446,6 +449,11 @@ fn bulk_post(
     let answer = match fault {
         Some(Fault::CommitThen500) => Answer::plain_500(RequestOutcome::CommittedThen500),
         Some(Fault::CommitThenDrop) => Answer::dropped(RequestOutcome::CommittedThenDropped),
+        Some(Fault::CommitThenLate) => Answer {
+            outcome: RequestOutcome::CommittedThenLate,
+            late_by: sim.shared.config.faults.late_by,
+            ..answer
+        },
         _ => answer,
     };
     answer.with_items(items)

@@ -121,6 +121,7 @@ pub(super) enum Fault {
     Drop,
     CommitThen500,
     CommitThenDrop,
+    CommitThenLate,
 }
 
 impl Fault {
@@ -134,6 +135,7 @@ impl Fault {
             (config.drop_connection, Fault::Drop),
             (config.commit_then_500, Fault::CommitThen500),
             (config.commit_then_drop, Fault::CommitThenDrop),
+            (config.commit_then_late, Fault::CommitThenLate),
         ] {
             edge += p.max(0.0);
             if u < edge {
@@ -907,6 +909,8 @@ mod tests {
             drop_connection: 1.0,
             commit_then_500: 1.0,
             commit_then_drop: 1.0,
+            commit_then_late: 1.0,
+            late_by: Duration::from_secs(1),
             seed: 1,
         };
         assert_eq!(Fault::draw(&all, &mut rng), Some(Fault::Plain500));

@@ -60,6 +60,7 @@ async fn commit_then_fail_plain_500s_and_resets_lose_nothing_and_double_nothing(
             plain_500: 0.10,
             drop_connection: 0.05,
             seed: 11,
+            ..FaultConfig::default()
         },
         ..SimConfig::default()
     })
@@ -87,6 +88,53 @@ async fn commit_then_fail_plain_500s_and_resets_lose_nothing_and_double_nothing(
     assert!(stats.faults > 20, "{stats:?}");
     let err = stderr(&out);
     assert!(err.contains("calls with unknown outcome"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_arriving_after_the_client_timeout_are_not_re_sent_blindly() {
+    let sim = simulator(SimConfig {
+        rate: None,
+        faults: FaultConfig {
+            commit_then_late: 0.3,
+            late_by: Duration::from_secs(5),
+            seed: 5,
+            ..FaultConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let (input, _) = generated_input(500, 0);
+    let config = input.dir.path().join("timeout.toml");
+    std::fs::write(
+        &config,
+        "[api]\nrequest_timeout = \"1s\"\n[retry]\nbackoff_base = \"10ms\"\nmax_attempts = 20\n",
+    )
+    .expect("config");
+    let out = import_into(
+        &sim,
+        &input,
+        &["--config", &config.display().to_string()],
+        &["--rate", "1000/1s"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let counts = per_note(&sim);
+    assert_eq!(counts.len(), 500);
+    assert!(counts.values().all(|n| *n == 1), "no duplicates");
+    let late = sim
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.outcome == lsq_sync::simulator::RequestOutcome::CommittedThenLate)
+        .count();
+    assert!(late > 0);
+    assert!(
+        stderr(&out).contains("calls with unknown outcome"),
+        "{}",
+        stderr(&out)
+    );
+    assert_report_matches_server(&read_report(&input.report_path()), &sim);
 }
 
 #[tokio::test(flavor = "multi_thread")]
