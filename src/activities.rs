@@ -177,7 +177,7 @@ impl Fetcher {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.pacer.acquire().await;
+            let sent_at = self.pacer.acquire().await;
             RunStats::add(&self.stats.calls);
             if attempt > 1 {
                 RunStats::add(&self.stats.retries);
@@ -186,6 +186,15 @@ impl Fetcher {
                 Ok(reply) => classify::<RetrieveResponse>(&reply),
                 Err(e) => Verdict::from_call_error(&e),
             };
+            // Lookups share the account's quota: the pacer's measure of what gets through must
+            // see them, or it would take their share for room that is not there.
+            match &verdict {
+                Verdict::RateLimited { limit, .. } => {
+                    self.pacer.rate_limited(sent_at, *limit);
+                }
+                Verdict::Transient(_) | Verdict::Unknown(_) => {}
+                _ => self.pacer.accepted(sent_at),
+            }
             let (problem, retry_after) = match verdict {
                 Verdict::Success(response) => return Ok(response),
                 Verdict::RateLimited {

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     options     TEXT NOT NULL,       -- settings that shaped the run, JSON, no secrets
     started_at  TEXT NOT NULL,
     finished_at TEXT,
-    status      TEXT NOT NULL        -- running | finished | interrupted | aborted | abandoned
+    status      TEXT NOT NULL        -- planning | running | finished | interrupted | aborted | abandoned
 );
 CREATE TABLE IF NOT EXISTS rows (
     run            INTEGER NOT NULL REFERENCES runs(id),
@@ -115,6 +115,8 @@ impl RowState {
 /// How a run ended, or that it has not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
+    /// Its rows are being recorded; a run killed in this state is discarded, never resumed.
+    Planning,
     Running,
     Finished,
     Interrupted,
@@ -126,6 +128,7 @@ pub enum RunStatus {
 impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Planning => "planning",
             RunStatus::Running => "running",
             RunStatus::Finished => "finished",
             RunStatus::Interrupted => "interrupted",
@@ -462,7 +465,9 @@ impl Ledger {
         Ok(runs)
     }
 
-    /// Records a new run and returns its id.
+    /// Records a new run in the `planning` state and returns its id; [`Ledger::planned`] makes
+    /// it resumable once all its rows are recorded. Runs an earlier process left half-planned
+    /// are discarded first.
     pub fn start_run(
         &self,
         kind: &str,
@@ -471,10 +476,19 @@ impl Ledger {
         headers: &ByteRecord,
         options: &str,
     ) -> Result<i64, LedgerError> {
-        let conn = self.conn();
-        conn.execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM rows WHERE run IN (SELECT id FROM runs WHERE status = 'planning')",
+            [],
+        )?;
+        tx.execute(
+            "UPDATE runs SET status = 'abandoned', finished_at = ?1 WHERE status = 'planning'",
+            params![now()],
+        )?;
+        tx.execute(
             "INSERT INTO runs (kind, input_path, input_hash, headers, options, started_at, status) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running')",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'planning')",
             params![
                 kind,
                 input_path,
@@ -484,7 +498,14 @@ impl Ledger {
                 now()
             ],
         )?;
-        Ok(conn.last_insert_rowid())
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Every row of a new run is recorded: from now on it is resumed, not re-planned.
+    pub fn planned(&self, run: i64) -> Result<(), LedgerError> {
+        self.set_status(run, RunStatus::Running, false)
     }
 
     /// Marks a run as running again (resume).
@@ -1086,6 +1107,7 @@ mod tests {
         let run = ledger
             .start_run("import", "/in.csv", "abc", &headers, "{}")
             .unwrap();
+        ledger.planned(run).unwrap();
         let n = ledger
             .insert_rows(
                 run,
@@ -1194,9 +1216,18 @@ mod tests {
     fn runs_are_found_by_input_and_status() {
         let (_dir, ledger) = ledger();
         let h = ByteRecord::from(vec!["x"]);
+        let half = ledger
+            .start_run("import", "/a.csv", "h1", &h, "{}")
+            .unwrap();
+        assert!(
+            ledger.unfinished_run("import", "/a.csv").unwrap().is_none(),
+            "a run still being planned is never resumed"
+        );
         let a = ledger
             .start_run("import", "/a.csv", "h1", &h, "{}")
             .unwrap();
+        assert_eq!(ledger.run(half).unwrap().unwrap().status, "abandoned");
+        ledger.planned(a).unwrap();
         assert_eq!(
             ledger
                 .unfinished_run("import", "/a.csv")

@@ -380,6 +380,7 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
         ledger.finish_run(run, RunStatus::Abandoned)?;
         return Err(e);
     }
+    ledger.planned(run)?;
     let orphans: usize = carried.values().map(VecDeque::len).sum();
     if let Some(old) = carry_from.filter(|_| orphans > 0) {
         warn!(
@@ -487,6 +488,7 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
         base: settings.backoff_base,
         max: settings.backoff_max,
     };
+    let pacer_for_summary = pacer.clone();
     let sender = Arc::new(Sender {
         client: client.clone(),
         pacer: pacer.clone(),
@@ -603,7 +605,9 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
     } else {
         RunStatus::Finished
     };
-    ledger.finish_run(run, status)?;
+    // The report is complete before the run is marked finished: a kill in between leaves a run
+    // that the next invocation resumes (with nothing left to send), never a finished run with a
+    // partial report, which would invite a re-import.
     let counts = if interrupted.is_some() {
         // Rows the run never reached are missing from the streamed report: rewrite it whole.
         drop(report);
@@ -614,6 +618,7 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
             .finish()
             .map_err(|e| ImportError::Stopped(e.to_string()))?
     };
+    ledger.finish_run(run, status)?;
     ledger.close();
 
     Ok(RunSummary {
@@ -636,6 +641,8 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
         interrupted,
         ledger: Some((job.ledger.display().to_string(), run)),
         resumed: prepared.resumed,
+        quota: Some(settings.rate),
+        discovered_quota: pacer_for_summary.discovered(),
     })
 }
 

@@ -203,7 +203,7 @@ impl Sender {
                     break;
                 }
                 attempt += 1;
-                self.pacer.acquire().await;
+                let sent_at = self.pacer.acquire().await;
                 if self.stopping().is_some() {
                     continue;
                 }
@@ -232,6 +232,18 @@ impl Sender {
                     Ok(reply) => classify::<BulkResponse>(&reply),
                     Err(e) => Verdict::from_call_error(&e),
                 };
+                match &verdict {
+                    Verdict::RateLimited { limit, .. } => {
+                        if let Some(adopted) = self.pacer.rate_limited(sent_at, *limit) {
+                            warn!(
+                                "the account's limit is {adopted}, lower than the configured {}: using {adopted} for the rest of the run",
+                                self.pacer.configured()
+                            );
+                        }
+                    }
+                    Verdict::Transient(_) | Verdict::Unknown(_) => {}
+                    _ => self.pacer.accepted(sent_at),
+                }
                 match verdict {
                     Verdict::Success(response) => {
                         let results = bulk_row_results(pending.len(), &response);

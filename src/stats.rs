@@ -64,6 +64,9 @@ pub struct RunSummary {
     pub ledger: Option<(String, i64)>,
     /// This run continued an earlier, unfinished one.
     pub resumed: bool,
+    /// The quota configured, and a lower one the server named during the run.
+    pub quota: Option<crate::quota::RateQuota>,
+    pub discovered_quota: Option<crate::quota::RateQuota>,
 }
 
 impl RunSummary {
@@ -134,6 +137,21 @@ impl fmt::Display for RunSummary {
             "calls made {}, 429s seen {}, retries {}",
             self.calls, self.rate_limited, self.retries
         )?;
+        if let Some(quota) = self.quota {
+            let seconds = self.elapsed.as_secs_f64();
+            let per_second = if seconds > 0.0 {
+                self.calls as f64 / seconds
+            } else {
+                0.0
+            };
+            match self.discovered_quota {
+                Some(real) => writeln!(
+                    f,
+                    "quota {real} (named by the server; configured {quota}), {per_second:.1} calls/s used"
+                )?,
+                None => writeln!(f, "quota {quota}, {per_second:.1} calls/s used")?,
+            }
+        }
         if self.ambiguous > 0 {
             writeln!(
                 f,
@@ -190,6 +208,8 @@ mod tests {
             interrupted: None,
             ledger: None,
             resumed: false,
+            quota: None,
+            discovered_quota: None,
         }
     }
 
