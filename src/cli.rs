@@ -58,6 +58,41 @@ Rows with Status created or skipped are never posted again, even if edited.")]
   lsq-sync report report.csv.ledger --out report-again.csv
   lsq-sync report report.csv.ledger --list")]
     Report(ReportArgs),
+    /// Export the activities of leads to a CSV file that `lsq-sync import` reads as it is.
+    #[command(after_help = "Examples:
+  lsq-sync export --leads leads.csv --out activities.csv --host https://api-in21.leadsquared.com
+  lsq-sync export --leads 3aee22bd-8419-422a-8242-c510df9af021 --event 201 \\
+      --from '2024-01-01 00:00:00' --to '2024-12-31 23:59:59' --out webinars.csv --status leads-status.csv
+
+Columns: RelatedProspectId, ActivityEvent, ActivityNote, ActivityDateTime, ActivityOwnerEmail,
+mx_Custom_1..mx_Custom_50 (the import's columns), then Id, EventName, CreatedOn, ModifiedOn, Owner.
+--leads takes a CSV file (a RelatedProspectId, ProspectId, LeadId or Id column, or one column of
+ids) or a comma-separated list of ids. Exit 1 if some lead was not found or failed.")]
+    Export(ExportArgs),
+    /// Delete leads' custom activities of some codes (queued by the API), one call per lead.
+    #[command(after_help = "Examples:
+  lsq-sync delete-activities --leads leads.csv --events 163,166 --count --out results.csv
+  lsq-sync delete-activities --leads leads.csv --events 163,166 \\
+      --from '2024-01-01 00:00:00' --to '2024-01-31 23:59:59' --yes --wait --out results.csv
+
+Without --yes the plan is printed and confirmation asked on a terminal; with no terminal the
+command refuses and sends nothing (with --count it only counts: a dry run).
+Results: one line per lead, Status queued, confirmed (--wait) or failed.")]
+    DeleteActivities(DeleteActivitiesArgs),
+    /// Delete leads' owner change history (queued by the API), one call per lead.
+    #[command(after_help = "Example:
+  lsq-sync delete-owner-history --leads leads.csv --to '2023-12-31 23:59:59' --yes --wait --out results.csv")]
+    DeleteOwnerHistory(DeleteOwnerHistoryArgs),
+    /// Undo an import: delete the activities it created, only where nothing else would go too.
+    #[command(after_help = "Examples:
+  lsq-sync undo report.csv --out undo.csv                 # plan, then confirm on a terminal
+  lsq-sync undo report.csv.ledger --run 3 --yes --wait --out undo.csv
+
+Per lead and activity code, the smallest window covering the activities the import created is
+listed; it is deleted only if every activity there was created by the import. Otherwise that
+lead is refused, naming the other activities (--force deletes anyway). Deletions are recorded in
+the ledger (REPORT.csv.ledger beside a report, or the LEDGER given).")]
+    Undo(UndoArgs),
     /// Run the embedded LeadSquared simulator on a loopback port (for tests and demos).
     #[command(after_help = "Example:
   lsq-sync simulate --port 8080 --rate 25/1s --latency-ms 300
@@ -186,6 +221,133 @@ pub struct ReportArgs {
     /// List the ledger's runs instead.
     #[arg(long)]
     pub list: bool,
+}
+
+/// Which leads, and the optional date window, of export and the delete commands.
+#[derive(Debug, Args, Clone)]
+pub struct LeadsArgs {
+    /// A CSV file of lead ids, or ids separated by commas.
+    #[arg(long, value_name = "LEADS.csv|ID,ID,...")]
+    pub leads: String,
+
+    /// Earliest activity date, inclusive: 'yyyy-MM-dd HH:mm:ss' (UTC).
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<String>,
+
+    /// Latest activity date, inclusive: 'yyyy-MM-dd HH:mm:ss' (UTC).
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<String>,
+}
+
+/// The safety flags of destructive commands.
+#[derive(Debug, Args, Clone)]
+pub struct ConfirmArgs {
+    /// Do it without asking (required when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+
+    /// After queuing, poll Get Activities until each deletion shows (Status confirmed).
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long --wait polls before leaving a deletion as queued.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration_arg)]
+    pub wait_timeout: std::time::Duration,
+
+    /// Where to write the results (one line per lead, or per lead and code for undo).
+    #[arg(long, short, value_name = "RESULTS.csv")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub leads: LeadsArgs,
+
+    /// Only activities of this code.
+    #[arg(long, value_name = "CODE")]
+    pub event: Option<String>,
+
+    /// The CSV file to write.
+    #[arg(long, short, value_name = "ACTIVITIES.csv")]
+    pub out: PathBuf,
+
+    /// Also write one line per lead: LeadId, Status (exported, not_found, failed, aborted),
+    /// Activities, Error.
+    #[arg(long, value_name = "STATUS.csv")]
+    pub status: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteActivitiesArgs {
+    #[command(flatten)]
+    pub leads: LeadsArgs,
+
+    /// Activity codes to delete, e.g. 163,166 (custom activities only).
+    #[arg(long, value_name = "CODE,CODE,...")]
+    pub events: String,
+
+    /// URL LeadSquared posts each deletion's final status to (https).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+
+    /// In the plan, show how many activities each lead has in the window (Get Activities).
+    #[arg(long)]
+    pub count: bool,
+
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteOwnerHistoryArgs {
+    #[command(flatten)]
+    pub leads: LeadsArgs,
+
+    /// URL LeadSquared posts each deletion's final status to (https).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+
+    /// In the plan, show how many owner changes each lead has in the window (Get Activities).
+    #[arg(long)]
+    pub count: bool,
+
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UndoArgs {
+    /// The import's report (REPORT.csv), or a ledger (with --run; default its latest import).
+    #[arg(value_name = "REPORT.csv|LEDGER")]
+    pub source: PathBuf,
+
+    /// With a ledger: the run to undo.
+    #[arg(long, value_name = "N")]
+    pub run: Option<i64>,
+
+    /// The ledger to record the deletions in (default: REPORT.csv.ledger, or LEDGER itself).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+
+    /// Delete even where the window holds activities the import did not create.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
 }
 
 /// How the simulator answers a rate-limited call.

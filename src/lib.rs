@@ -18,6 +18,10 @@
 //! - [`resolve`]: after a bulk post with an unknown outcome, finds which rows were created.
 //! - [`ledger`]: the SQLite record of every run, row and call; what makes resuming safe.
 //! - [`report`]: writes per-row results in input order.
+//! - [`leads`]: reads the `--leads` input (a CSV file or a list of ids) of export and deletes.
+//! - [`export`]: every activity of many leads into a CSV file the import reads as it is.
+//! - [`remote`]: the two queued-delete endpoints, their argument checks, `--wait` polling.
+//! - [`undo`]: plans the undo of an import: per lead and code, the window and what else is in it.
 //! - [`pipeline`]: wires the stages for an import.
 //! - [`commands`]: the CLI commands, thin wrappers over the above.
 //! - [`api`]: LeadSquared's wire types, shared by the client and the simulator.
@@ -34,15 +38,19 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod exit;
+pub mod export;
 pub mod input;
+pub mod leads;
 pub mod ledger;
 pub mod pace;
 pub mod pipeline;
 pub mod progress;
 pub mod quota;
+pub mod remote;
 pub mod report;
 pub mod resolve;
 pub mod send;
 pub mod simulator;
 pub mod stats;
+pub mod undo;
 pub mod validate;

@@ -1,9 +1,12 @@
 //! The CLI commands. Each is thin: it turns flags into settings and wires library pieces
 //! together; the work happens in the pipeline stages and the simulator.
 
+pub mod delete;
+pub mod export;
 pub mod import;
 pub mod report;
 pub mod simulate;
+pub mod undo;
 
 use crate::cli::{Cli, Command, SendArgs};
 use crate::config::{ConfigError, FileConfig, LogFormat, Overrides, Settings};
@@ -46,6 +49,10 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
     let send = match &cli.command {
         Command::Import(args) => args.send.clone(),
         Command::Retry(args) => args.send.clone(),
+        Command::Export(args) => args.send.clone(),
+        Command::DeleteActivities(args) => args.send.clone(),
+        Command::DeleteOwnerHistory(args) => args.send.clone(),
+        Command::Undo(args) => args.send.clone(),
         Command::Simulate(_) | Command::Report(_) => SendArgs::default(),
     };
     let overrides = Overrides {
@@ -69,6 +76,10 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitStatus, CommandErro
         Command::Retry(args) => import::retry(args, settings).await,
         Command::Report(args) => report::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Export(args) => export::run(args, settings).await,
+        Command::DeleteActivities(args) => delete::delete_activities(args, settings).await,
+        Command::DeleteOwnerHistory(args) => delete::delete_owner_history(args, settings).await,
+        Command::Undo(args) => undo::run(args, settings).await,
     }
 }
 

@@ -1,0 +1,251 @@
+//! `lsq-sync export` end to end: every activity exactly once whatever Offset means, a lead that
+//! does not exist reported while the rest goes on, and an export that imports as it is into
+//! another account.
+
+use std::collections::{BTreeMap, HashSet};
+
+use lsq_sync::api::{ActivityItem, FieldValue};
+use lsq_sync::simulator::{DEMO_OWNERS, PagingMode, RunningSimulator, SimConfig, demo_lead_id};
+
+use crate::support::*;
+
+const RATE: &str = "500/1s";
+
+fn fast_sim(paging: PagingMode) -> SimConfig {
+    SimConfig {
+        rate: Some(RATE.parse().expect("quota")),
+        paging,
+        ..SimConfig::default()
+    }
+}
+
+/// Seeds `n` activities of `code` on `lead`, with distinct notes, dates and fields.
+fn seed(sim: &RunningSimulator, lead: &str, code: i64, n: usize, tag: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            sim.sim.add_activity(ActivityItem {
+                related_prospect_id: lead.to_string(),
+                activity_event: code,
+                activity_note: Some(format!("{tag} note {i}, \"quoted\"")),
+                activity_owner_email: Some(DEMO_OWNERS[i % DEMO_OWNERS.len()].to_string()),
+                activity_date_time: Some(format!(
+                    "2024-{:02}-{:02} {:02}:{:02}:00",
+                    1 + i % 12,
+                    1 + i % 28,
+                    i % 24,
+                    i % 60
+                )),
+                fields: vec![
+                    FieldValue {
+                        schema_name: "mx_Custom_1".into(),
+                        value: format!("{tag}-{i}"),
+                    },
+                    FieldValue {
+                        schema_name: "mx_Custom_3".into(),
+                        value: format!("third {i}"),
+                    },
+                ],
+            })
+        })
+        .collect()
+}
+
+/// Reads a CSV written by lsq-sync into rows by column name.
+fn read_csv(path: &std::path::Path) -> Vec<BTreeMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).expect("csv");
+    let headers = reader.headers().expect("header").clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("row");
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+async fn exports_everything_once(paging: PagingMode) {
+    let sim = simulator(fast_sim(paging)).await;
+    let big = demo_lead_id(1);
+    let small = demo_lead_id(2);
+    let missing = "0f0e0d0c-0b0a-4909-8807-060504030201";
+    // 230 activities: three pages of 100 and a short one, whatever Offset counts.
+    seed(&sim, &big, 201, 230, "big");
+    seed(&sim, &small, 202, 7, "small");
+    let dir = tempfile::tempdir().expect("dir");
+    let url = sim.base_url();
+    let leads = format!("{big},{missing},{small}");
+    let out = run_cli(
+        dir.path(),
+        &[
+            "export",
+            "--leads",
+            &leads,
+            "--out",
+            "out.csv",
+            "--status",
+            "status.csv",
+            "--host",
+            &url,
+            "--rate",
+            RATE,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one lead does not exist: {}",
+        stderr(&out)
+    );
+    let rows = read_csv(&dir.path().join("out.csv"));
+    let ids: Vec<&str> = rows.iter().map(|r| r["Id"].as_str()).collect();
+    let distinct: HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "{paging:?}: an activity twice");
+    let expected: HashSet<String> = [big.as_str(), small.as_str()]
+        .iter()
+        .flat_map(|lead| sim.sim.activities_of_lead(lead))
+        .filter(|a| !a.deleted)
+        .map(|a| a.id)
+        .collect();
+    // 230 + 7 seeded, plus the two owner changes every demo lead has.
+    assert_eq!(expected.len(), 230 + 7 + 4);
+    assert_eq!(
+        distinct,
+        expected.iter().map(String::as_str).collect::<HashSet<_>>(),
+        "{paging:?}"
+    );
+    let status = read_csv(&dir.path().join("status.csv"));
+    let by_lead: BTreeMap<&str, (&str, &str)> = status
+        .iter()
+        .map(|r| {
+            (
+                r["LeadId"].as_str(),
+                (r["Status"].as_str(), r["Activities"].as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(by_lead[big.as_str()], ("exported", "232"));
+    assert_eq!(by_lead[small.as_str()], ("exported", "9"));
+    assert_eq!(by_lead[missing].0, "not_found");
+    assert!(
+        stderr(&out).contains("1 not found"),
+        "summary line: {}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_reads_every_activity_once_with_zero_based_pages() {
+    exports_everything_once(PagingMode::ZeroBasedPage).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_reads_every_activity_once_with_one_based_pages() {
+    exports_everything_once(PagingMode::OneBasedPage).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_reads_every_activity_once_with_row_offsets() {
+    exports_everything_once(PagingMode::RowOffset).await;
+}
+
+/// What an activity is, apart from where it lives: lead, code, note, date, owner, fields.
+type Essence = (
+    String,
+    i64,
+    String,
+    String,
+    Option<String>,
+    BTreeMap<String, String>,
+);
+
+fn essence(a: &lsq_sync::simulator::StoredActivity) -> Essence {
+    (
+        a.lead_id.clone(),
+        a.event_code,
+        a.note.clone().unwrap_or_default(),
+        a.date_time.clone(),
+        a.owner_email.clone(),
+        a.fields.clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_imports_as_is_into_another_account() {
+    let source = simulator(fast_sim(PagingMode::RowOffset)).await;
+    let target = simulator(fast_sim(PagingMode::ZeroBasedPage)).await;
+    let leads = [demo_lead_id(3), demo_lead_id(4)];
+    seed(&source, &leads[0], 201, 40, "a");
+    seed(&source, &leads[1], 201, 3, "b");
+    // Another code, left out by --event.
+    seed(&source, &leads[1], 202, 2, "other");
+
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("leads.csv"),
+        format!("Name,LeadId\nfirst,{}\nsecond,{}\n", leads[0], leads[1]),
+    )
+    .expect("leads file");
+    let source_url = source.base_url();
+    let out = run_cli(
+        dir.path(),
+        &[
+            "export",
+            "--leads",
+            "leads.csv",
+            "--event",
+            "201",
+            "--out",
+            "export.csv",
+            "--host",
+            &source_url,
+            "--rate",
+            RATE,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let target_url = target.base_url();
+    let out = run_cli(
+        dir.path(),
+        &[
+            "import",
+            "export.csv",
+            "--out",
+            "report.csv",
+            "--host",
+            &target_url,
+            "--rate",
+            RATE,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "import: {}", stderr(&out));
+
+    let mut want: Vec<Essence> = leads
+        .iter()
+        .flat_map(|lead| source.sim.activities_of_lead(lead))
+        .filter(|a| a.event_code == 201)
+        .map(|a| essence(&a))
+        .collect();
+    let mut got: Vec<Essence> = posted_activities(&target).iter().map(essence).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(want.len(), 43);
+    assert_eq!(got, want);
+    // The source's ids travel in the report's carried columns.
+    let report = read_report(&dir.path().join("report.csv"));
+    assert!(
+        report
+            .iter()
+            .all(|r| !r["Id"].is_empty() && r["Status"] == "created")
+    );
+}

@@ -1,0 +1,235 @@
+//! `lsq-sync undo` end to end: what the import created goes, what was there before stays, a
+//! window holding someone else's activity is refused and left as it is, and the deletions are
+//! recorded in the ledger.
+
+use std::time::Duration;
+
+use lsq_sync::api::ActivityItem;
+use lsq_sync::ledger::{Durability, Ledger};
+use lsq_sync::simulator::{RunningSimulator, SimConfig, demo_lead_id};
+
+use crate::support::*;
+
+const RATE: &str = "500/1s";
+
+fn fast_sim() -> SimConfig {
+    SimConfig {
+        rate: Some(RATE.parse().expect("quota")),
+        delete_delay: Duration::from_millis(50),
+        ..SimConfig::default()
+    }
+}
+
+fn add(sim: &RunningSimulator, lead: &str, code: i64, date: &str) -> String {
+    sim.sim.add_activity(ActivityItem {
+        related_prospect_id: lead.to_string(),
+        activity_event: code,
+        activity_note: Some("was there before".into()),
+        activity_owner_email: None,
+        activity_date_time: Some(date.to_string()),
+        fields: vec![],
+    })
+}
+
+fn results(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(path).expect("results");
+    let headers = reader.headers().expect("header").clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("row");
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Imports code-201 activities on `clean` (2024-05-02 .. 05-04) and on `crowded`
+/// (2024-05-10 .. 05-12); one row of `clean` has no date, so lsq-sync fills it in (now).
+async fn import(sim: &RunningSimulator, clean: &str, crowded: &str) -> Input {
+    let input = write_input(&format!(
+        "RelatedProspectId,ActivityEvent,ActivityNote,ActivityDateTime\n\
+         {clean},201,imported 1,2024-05-02 10:00:00\n\
+         {clean},201,imported 2,2024-05-04 10:00:00\n\
+         {clean},202,imported 3,2024-05-03 10:00:00\n\
+         {crowded},201,imported 4,2024-05-10 10:00:00\n\
+         {crowded},201,imported 5,2024-05-12 10:00:00\n"
+    ));
+    let out = import_into(sim, &input, &[], &["--rate", RATE], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "import: {}", stderr(&out));
+    input
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_deletes_what_the_import_created_and_nothing_before_it() {
+    let sim = simulator(fast_sim()).await;
+    let clean = demo_lead_id(20);
+    let crowded = demo_lead_id(21);
+    // Same code, same lead, just outside the import's window: must stay.
+    let before = add(&sim, &clean, 201, "2024-05-02 09:59:59");
+    let after = add(&sim, &clean, 201, "2024-05-04 10:00:01");
+    // Inside the window of the other lead: that lead is refused.
+    let intruder = add(&sim, &crowded, 201, "2024-05-11 00:00:00");
+    let input = import(&sim, &clean, &crowded).await;
+    let imported: Vec<_> = posted_activities(&sim);
+    assert_eq!(imported.len(), 5);
+
+    let url = sim.base_url();
+    let out = run_cli(
+        input.dir.path(),
+        &[
+            "undo",
+            "report.csv",
+            "--yes",
+            "--wait",
+            "--wait-timeout",
+            "20s",
+            "--out",
+            "undo.csv",
+            "--host",
+            &url,
+            "--rate",
+            RATE,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one lead refused: {}",
+        stderr(&out)
+    );
+    let lines = results(&input.dir.path().join("undo.csv"));
+    let status = |lead: &str, code: &str| {
+        lines
+            .iter()
+            .find(|l| l["LeadId"] == lead && l["ActivityEvents"] == code)
+            .unwrap_or_else(|| panic!("no line for {lead} {code}: {lines:?}"))
+            .clone()
+    };
+    assert_eq!(status(&clean, "201")["Status"], "confirmed");
+    assert_eq!(status(&clean, "201")["FromDate"], "2024-05-02 10:00:00");
+    assert_eq!(status(&clean, "201")["ToDate"], "2024-05-04 10:00:00");
+    assert_eq!(status(&clean, "202")["Status"], "confirmed");
+    let refused = status(&crowded, "201");
+    assert_eq!(refused["Status"], "refused");
+    assert!(refused["Message"].contains(&intruder), "{refused:?}");
+
+    let all = sim.sim.activities();
+    let is_deleted = |id: &str| all.iter().any(|a| a.id == id && a.deleted);
+    for a in &imported {
+        assert_eq!(
+            is_deleted(&a.id),
+            a.lead_id == clean,
+            "imported {:?} on {}",
+            a.note,
+            a.lead_id
+        );
+    }
+    for id in [&before, &after, &intruder] {
+        assert!(!is_deleted(id), "pre-existing {id} must stay");
+    }
+
+    let ledger = Ledger::open(
+        &input.report_path().with_extension("csv.ledger"),
+        Durability::Normal,
+    )
+    .expect("ledger");
+    let deletions = ledger.deletions().expect("deletions");
+    assert_eq!(deletions.len(), 2, "{deletions:?}");
+    assert!(
+        deletions
+            .iter()
+            .all(|d| d.status == "confirmed" && d.lead_id == clean)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_undo_changes_nothing() {
+    let sim = simulator(fast_sim()).await;
+    let lead = demo_lead_id(22);
+    let input = write_input(&format!(
+        "RelatedProspectId,ActivityEvent,ActivityNote\n{lead},201,no date 1\n{lead},201,no date 2\n"
+    ));
+    let out = import_into(&sim, &input, &[], &["--rate", RATE], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "import: {}", stderr(&out));
+    // lsq-sync filled the dates in (now); an activity seeded now falls between them or on them.
+    let posted = posted_activities(&sim);
+    let mid = posted
+        .iter()
+        .map(|a| a.date_time.clone())
+        .min()
+        .expect("dates");
+    let intruder = add(&sim, &lead, 201, &mid);
+    let before = sim.sim.requests().len();
+
+    let url = sim.base_url();
+    // The ledger as the source: the dates come from its sent_date_time.
+    let out = run_cli(
+        input.dir.path(),
+        &[
+            "undo",
+            "report.csv.ledger",
+            "--run",
+            "1",
+            "--yes",
+            "--out",
+            "undo.csv",
+            "--host",
+            &url,
+            "--rate",
+            RATE,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines = results(&input.dir.path().join("undo.csv"));
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["Status"], "refused");
+    assert!(lines[0]["Message"].contains(&intruder), "{lines:?}");
+    let new_requests = &sim.sim.requests()[before..];
+    assert!(
+        new_requests
+            .iter()
+            .all(|r| r.path.ends_with("ProspectActivity.svc/Retrieve")),
+        "only listing calls: {new_requests:?}"
+    );
+    assert!(sim.sim.activities().iter().all(|a| !a.deleted));
+    let ledger = Ledger::open(
+        &input.dir.path().join("report.csv.ledger"),
+        Durability::Normal,
+    )
+    .expect("ledger");
+    assert!(ledger.deletions().expect("deletions").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_without_yes_and_without_a_terminal_sends_nothing() {
+    let sim = simulator(fast_sim()).await;
+    let input = import(&sim, &demo_lead_id(23), &demo_lead_id(24)).await;
+    let before = sim.sim.requests().len();
+    let url = sim.base_url();
+    let out = run_cli(
+        input.dir.path(),
+        &[
+            "undo",
+            "report.csv",
+            "--out",
+            "undo.csv",
+            "--host",
+            &url,
+            "--rate",
+            RATE,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(sim.sim.requests().len(), before, "no call at all");
+    assert!(sim.sim.activities().iter().all(|a| !a.deleted));
+}
