@@ -408,7 +408,11 @@ mod tests {
         // The rate climbs back with time: a tenth of the way after two windows...
         aimd.reserve(now + ms(2000));
         // (13.5, plus 0.1 s of recovery before the first slot, plus 2 s at 25/20 per second.)
-        assert!((aimd.rate() - (13.5 + 0.125 + 2.5)).abs() < 0.01, "{}", aimd.rate());
+        assert!(
+            (aimd.rate() - (13.5 + 0.125 + 2.5)).abs() < 0.01,
+            "{}",
+            aimd.rate()
+        );
         // ...and to the ceiling, no further, after twenty.
         aimd.reserve(now + ms(30_000));
         assert_eq!(aimd.rate(), 25.0);
