@@ -279,13 +279,21 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
         && let Some(done) = ledger.finished_run(kind, &key)?
         && done.input_hash == hash
     {
+        // The same command run again after it finished (perhaps killed between finishing and
+        // exiting, so the caller could not know): finishing the work means doing nothing more.
+        // Importing the file again is a deliberate choice: --fresh.
         warn!(
-            "{} was imported completely by run {} ({} UTC); importing it again creates its activities again \
-             (use --skip-existing to skip rows created before)",
+            "{} was imported completely by run {} ({} UTC): nothing to send, the report is written again \
+             (use --fresh to import it again, which creates its activities again)",
             path.display(),
             done.id,
             done.started_at
         );
+        ledger.reopen_run(done.id)?;
+        return Ok(Prepared {
+            run: done.id,
+            resumed: true,
+        });
     }
 
     let source = CsvSource::open(path)?;

@@ -349,6 +349,34 @@ async fn skip_existing_skips_rows_created_by_an_earlier_run() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_same_command_after_a_finished_run_sends_nothing_unless_fresh() {
+    let sim = simulator(SimConfig {
+        rate: None,
+        ..SimConfig::default()
+    })
+    .await;
+    let (input, _) = generated_input(40, 0);
+    let out = import_into(&sim, &input, &[], &["--rate", "1000/1s"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first = std::fs::read(input.report_path()).expect("report");
+    let calls = sim.sim.requests().len();
+
+    let out = import_into(&sim, &input, &[], &["--rate", "1000/1s"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing to send"), "{}", stderr(&out));
+    assert_eq!(sim.sim.requests().len(), calls, "nothing sent again");
+    assert_eq!(std::fs::read(input.report_path()).expect("report"), first);
+
+    let out = import_into(&sim, &input, &[], &["--rate", "1000/1s", "--fresh"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        posted_activities(&sim).len(),
+        80,
+        "--fresh imports again, deliberately"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_second_run_on_the_same_ledger_is_refused_naming_the_holder() {
     let sim = simulator(SimConfig::default()).await;
     let (input, _) = generated_input(10, 0);
