@@ -685,28 +685,5 @@ async fn recover_in_flight(
 }
 
 fn client_config(settings: &Settings) -> Result<ClientConfig, ImportError> {
-    let host = settings.host.clone().ok_or_else(|| {
-        ImportError::Setup("no API host: set --host, LSQ_HOST or [api] host in the config file (or use --simulate)".into())
-    })?;
-    let missing = |name: &str| {
-        ImportError::Setup(format!(
-            "no {name}: set LSQ_{} in the environment or [api] {} in the config file (or use --simulate)",
-            name.to_ascii_uppercase().replace(' ', "_"),
-            name.replace(' ', "_")
-        ))
-    };
-    Ok(ClientConfig {
-        host,
-        access_key: settings
-            .access_key
-            .clone()
-            .ok_or_else(|| missing("access key"))?,
-        secret_key: settings
-            .secret_key
-            .clone()
-            .ok_or_else(|| missing("secret key"))?,
-        connect_timeout: settings.connect_timeout,
-        request_timeout: settings.request_timeout,
-        max_idle_connections: settings.concurrency,
-    })
+    ClientConfig::from_settings(settings).map_err(ImportError::Setup)
 }

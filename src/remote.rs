@@ -419,34 +419,8 @@ pub async fn wait_until_gone(
         .collect()
 }
 
-/// The client settings, or a message saying which one is missing.
 fn client_config(settings: &Settings) -> Result<ClientConfig, ArgumentError> {
-    let host = settings.host.clone().ok_or_else(|| {
-        ArgumentError::Setup(
-            "no API host: set --host, LSQ_HOST or [api] host in the config file".into(),
-        )
-    })?;
-    let missing = |name: &str| {
-        ArgumentError::Setup(format!(
-            "no {name}: set LSQ_{} in the environment or [api] {} in the config file",
-            name.to_ascii_uppercase().replace(' ', "_"),
-            name.replace(' ', "_")
-        ))
-    };
-    Ok(ClientConfig {
-        host,
-        access_key: settings
-            .access_key
-            .clone()
-            .ok_or_else(|| missing("access key"))?,
-        secret_key: settings
-            .secret_key
-            .clone()
-            .ok_or_else(|| missing("secret key"))?,
-        connect_timeout: settings.connect_timeout,
-        request_timeout: settings.request_timeout,
-        max_idle_connections: settings.concurrency,
-    })
+    ClientConfig::from_settings(settings).map_err(ArgumentError::Setup)
 }
 
 #[cfg(test)]
