@@ -30,22 +30,6 @@ fn add(sim: &lsq_sync::simulator::RunningSimulator, lead: &str, code: i64, date:
     })
 }
 
-fn results(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).expect("results");
-    let headers = reader.headers().expect("header").clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("row");
-            headers
-                .iter()
-                .zip(r.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_arguments_are_refused_before_anything_is_sent() {
     let sim = simulator(fast_sim()).await;
@@ -225,7 +209,7 @@ async fn wait_confirms_the_deletion_of_the_window_only() {
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let lines = results(&dir.path().join("results.csv"));
+    let lines = read_csv(&dir.path().join("results.csv"));
     assert_eq!(lines.len(), 2);
     for line in &lines {
         assert_eq!(line["Status"], "confirmed", "{line:?}");
@@ -273,7 +257,7 @@ async fn delete_owner_history_removes_owner_changes_only() {
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let lines = results(&dir.path().join("results.csv"));
+    let lines = read_csv(&dir.path().join("results.csv"));
     assert_eq!(lines[0]["Status"], "confirmed", "{lines:?}");
     let of_lead = sim.sim.activities_of_lead(&lead);
     let owner_changes: Vec<_> = of_lead
@@ -326,7 +310,7 @@ async fn bad_keys_abort_with_exit_3() {
         !stderr(&out).contains("wrong-secret"),
         "no secret in output"
     );
-    let lines = results(&dir.path().join("results.csv"));
+    let lines = read_csv(&dir.path().join("results.csv"));
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["Status"] == "failed"), "{lines:?}");
     assert!(sim.sim.activities().iter().all(|a| !a.deleted));

@@ -50,23 +50,6 @@ fn seed(sim: &RunningSimulator, lead: &str, code: i64, n: usize, tag: &str) -> V
         .collect()
 }
 
-/// Reads a CSV written by lsq-sync into rows by column name.
-fn read_csv(path: &std::path::Path) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).expect("csv");
-    let headers = reader.headers().expect("header").clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("row");
-            headers
-                .iter()
-                .zip(r.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
 async fn exports_everything_once(paging: PagingMode) {
     let sim = simulator(fast_sim(paging)).await;
     let big = demo_lead_id(1);

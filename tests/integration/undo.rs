@@ -31,22 +31,6 @@ fn add(sim: &RunningSimulator, lead: &str, code: i64, date: &str) -> String {
     })
 }
 
-fn results(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).expect("results");
-    let headers = reader.headers().expect("header").clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("row");
-            headers
-                .iter()
-                .zip(r.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
 /// Imports code-201 activities on `clean` (2024-05-02 .. 05-04) and on `crowded`
 /// (2024-05-10 .. 05-12); one row of `clean` has no date, so lsq-sync fills it in (now).
 async fn import(sim: &RunningSimulator, clean: &str, crowded: &str) -> Input {
@@ -103,7 +87,7 @@ async fn undo_deletes_what_the_import_created_and_nothing_before_it() {
         "one lead refused: {}",
         stderr(&out)
     );
-    let lines = results(&input.dir.path().join("undo.csv"));
+    let lines = read_csv(&input.dir.path().join("undo.csv"));
     let status = |lead: &str, code: &str| {
         lines
             .iter()
@@ -188,7 +172,7 @@ async fn a_refused_undo_changes_nothing() {
     )
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let lines = results(&input.dir.path().join("undo.csv"));
+    let lines = read_csv(&input.dir.path().join("undo.csv"));
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["Status"], "refused");
     assert!(lines[0]["Message"].contains(&intruder), "{lines:?}");
