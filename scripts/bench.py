@@ -101,6 +101,10 @@ def sim_stats(url):
 
 
 def run_import(url, data, report, flags):
+    # Each scenario is a first run: a ledger left by an earlier bench would make it a no-op.
+    for leftover in (report, report + ".ledger", report + ".ledger-wal", report + ".ledger-shm"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
     env = dict(os.environ, **KEYS, LSQ_HOST=url, RUST_LOG="lsq_sync=warn")
     env.pop("LSQ_CONFIG", None)
     start = time.monotonic()
@@ -129,10 +133,14 @@ def server_check(url, data):
 
 
 def figure(stderr, label):
-    for line in stderr.splitlines():
+    """The number after `label` in the import's summary (the last lines of stderr)."""
+    for line in reversed(stderr.splitlines()):
         if label in line:
             tail = line.split(label, 1)[1].strip()
-            return int(tail.split()[0].rstrip(",:"))
+            try:
+                return int(tail.split()[0].rstrip(",:"))
+            except (IndexError, ValueError):
+                continue
     return None
 
 

@@ -203,10 +203,10 @@ impl Sender {
                     break;
                 }
                 attempt += 1;
-                let sent_at = self.pacer.acquire().await;
-                if self.stopping().is_some() {
-                    continue;
-                }
+                // The rows are marked in flight before the permit is taken, so that the time
+                // between permit and request is not the (variable) time of an fsync: the server
+                // counts arrivals, and a late request followed by a prompt one could put CALLS+1
+                // of them in one window. A kill while waiting for the permit only costs a check.
                 let numbers = pending.iter().map(|r| r.number).collect();
                 let fills = pending
                     .iter()
@@ -220,6 +220,16 @@ impl Sender {
                         continue;
                     }
                 };
+                let sent_at = self.pacer.acquire().await;
+                if self.stopping().is_some() {
+                    self.record(
+                        Some(call),
+                        "not sent: the run is stopping",
+                        updates(&pending, RowState::Pending, None),
+                    )
+                    .await;
+                    continue;
+                }
                 RunStats::add(&self.stats.calls);
                 if attempt > 1 {
                     RunStats::add(&self.stats.retries);
