@@ -688,19 +688,6 @@ impl Ledger {
             .collect()
     }
 
-    /// Row numbers of a run in `state`.
-    pub fn row_numbers_in_state(&self, run: i64, state: RowState) -> Result<Vec<u64>, LedgerError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT row_number FROM rows WHERE run = ?1 AND state = ?2 ORDER BY row_number",
-        )?;
-        let numbers = stmt
-            .query_map(params![run, state.as_str()], |r| r.get::<_, i64>(0))?
-            .map(|n| n.map(|n| n as u64))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(numbers)
-    }
-
     /// Rows of a run by state.
     pub fn counts(&self, run: i64) -> Result<HashMap<RowState, u64>, LedgerError> {
         let conn = self.conn();
@@ -1261,8 +1248,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             ledger
-                .row_numbers_in_state(run, RowState::InFlight)
-                .unwrap(),
+                .rows_in_state(run, RowState::InFlight)
+                .unwrap()
+                .iter()
+                .map(|r| r.number)
+                .collect::<Vec<_>>(),
             vec![1, 2, 3]
         );
         assert_eq!(ledger.call_counts(run).unwrap(), (1, 1));

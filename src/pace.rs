@@ -269,11 +269,6 @@ impl Pacer {
         *self.discovered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Calls per second currently aimed for.
-    pub fn current_rate(&self) -> f64 {
-        self.aimd().rate()
-    }
-
     /// The time between two permits at the full quota.
     pub fn spacing(&self) -> Duration {
         spacing(self.quota(), self.margin)
