@@ -186,14 +186,10 @@ impl Fetcher {
                 Ok(reply) => classify::<RetrieveResponse>(&reply),
                 Err(e) => Verdict::from_call_error(&e),
             };
-            // Lookups share the account's quota: the pacer's measure of what gets through must
-            // see them, or it would take their share for room that is not there.
-            match &verdict {
-                Verdict::RateLimited { limit, .. } => {
-                    self.pacer.rate_limited(sent_at, *limit);
-                }
-                Verdict::Transient(_) | Verdict::Unknown(_) => {}
-                _ => self.pacer.accepted(sent_at),
+            // Lookups share the account's quota: a 429 on one says as much about the window as
+            // a 429 on a post, and the pacer counts their permits as ours.
+            if let Verdict::RateLimited { limit, .. } = &verdict {
+                self.pacer.rate_limited(sent_at, *limit);
             }
             let (problem, retry_after) = match verdict {
                 Verdict::Success(response) => return Ok(response),

@@ -4,9 +4,10 @@
 //!
 //! Two gates, in this order:
 //! 1. An adaptive rate ([`Aimd`]): at the quota's rate while the server accepts everything.
-//!    When a call is rate limited, the rate drops to what actually got through in the last
-//!    window (a measured decrease, so it converges in one step instead of halving blindly), then
-//!    climbs back linearly over 20 windows to claim room others leave.
+//!    When a call is rate limited, the rate drops just below our measured share of the window
+//!    (so it converges in one step instead of halving blindly), returns to that share on a
+//!    cubic curve that lingers there, then probes above it to claim room others leave. A cut
+//!    voids every place already queued at the old rate.
 //! 2. A governor limiter for the quota itself, the hard ceiling. governor implements GCRA. A
 //!    quota of "N per W" with a burst of N admits up to 2N-1 requests in some window of length W
 //!    (a full burst, then steady refill), which LeadSquared's sliding window would reject. With a
@@ -28,6 +29,7 @@ use governor::{
     state::NotKeyed,
 };
 use tokio::time::Instant;
+use tracing::debug;
 
 use crate::quota::RateQuota;
 
@@ -46,122 +48,158 @@ pub fn gcra_quota(quota: RateQuota, margin: f64) -> Quota {
         .allow_burst(NonZeroU32::MIN)
 }
 
-/// Fraction of the measured throughput the rate drops to after a rate limit: a little below
-/// what got through, so the window drains and the next calls are accepted.
+/// Fraction of our measured share of the window that the rate drops to after a rate limit: a
+/// little below what got through, so the window drains and the next calls are accepted.
 const DECREASE_TO: f64 = 0.9;
-/// After a cut, the rate climbs back linearly to the ceiling over this many quota windows:
-/// slowly enough that probing for room others left costs few 429s, fast enough that a run is not
-/// held down long after others stop using the quota. Time-based, so it does not depend on how
-/// many calls happen to succeed meanwhile.
-const RECOVERY_WINDOWS: f64 = 20.0;
+/// After a cut the rate climbs back to the share it was cut from in this many quota windows,
+/// on a cubic curve: quickly at first, then flat around that share (where the last 429 came
+/// from, so that is where to linger), then faster again above it, to claim room others left.
+const RECOVERY_WINDOWS: f64 = 5.0;
 /// The rate never drops below this fraction of the ceiling.
 const FLOOR: f64 = 0.02;
 /// One cut never takes the rate below this fraction of what it was: the measurement can be
 /// short (early in a run, or just after the ceiling changed), and halving is the classic bound.
 const MAX_CUT: f64 = 0.5;
 
-/// Additive-increase, measured-decrease control of the sending rate. Pure: time is passed in.
+/// The state after a rate limit: where the rate was cut from and to, and when.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    at: Instant,
+    /// Our share of the window when the server refused a call (calls per second).
+    share: f64,
+    /// The rate right after the cut.
+    to: f64,
+}
+
+/// Additive-increase, measured-decrease control of the sending rate, shaped like TCP CUBIC.
+/// Pure: time is passed in.
+///
+/// The server's sliding window holds CALLS arrivals from every client of the account. When it
+/// refuses one of ours, the calls we sent in the window before it (less those it refused) are our
+/// share of the quota at that moment: the rest belongs to others. The rate drops just below that
+/// share, returns to it on a curve that flattens there, and only then probes above it.
 #[derive(Debug, Clone)]
 pub struct Aimd {
     /// Calls per second the quota allows (the ceiling gate's rate).
     ceiling: f64,
-    /// Calls per second currently aimed for.
-    rate: f64,
-    /// The quota's window: how far back "what got through" is measured.
+    /// The quota's window: how far back our share is measured.
     window: Duration,
-    /// Send times of accepted calls within the last window.
-    accepted: VecDeque<Instant>,
-    /// When the rate was last cut; 429s for calls sent before then are echoes of the same
-    /// overload and do not cut again.
-    last_cut: Option<Instant>,
-    /// The next free slot while below the ceiling.
+    /// Send times of every permit handed out within the last two windows.
+    sent: VecDeque<Instant>,
+    /// Send times of the calls refused for the rate within the last two windows.
+    refused: VecDeque<Instant>,
+    /// The last cut; `None` while the server has accepted everything.
+    cut: Option<Cut>,
+    /// 429s for calls sent before this are echoes of an overload already acted on.
+    echoes_before: Option<Instant>,
+    /// The next free slot.
     next_slot: Option<Instant>,
-    /// When the rate was last brought up to date with the recovery slope.
-    updated: Option<Instant>,
+    /// Bumped at every cut: a slot reserved at the old rate is void, and its holder queues again.
+    generation: u64,
 }
 
 impl Aimd {
     pub fn new(ceiling: f64, window: Duration) -> Aimd {
         Aimd {
             ceiling,
-            rate: ceiling,
             window,
-            accepted: VecDeque::new(),
-            last_cut: None,
+            sent: VecDeque::new(),
+            refused: VecDeque::new(),
+            cut: None,
+            echoes_before: None,
             next_slot: None,
-            updated: None,
+            generation: 0,
         }
     }
 
-    /// Climbs back toward the ceiling for the time passed since the last update.
-    fn recover(&mut self, now: Instant) {
-        if let Some(updated) = self.updated {
-            let elapsed = now.saturating_duration_since(updated).as_secs_f64();
-            let slope = self.ceiling / (RECOVERY_WINDOWS * self.window.as_secs_f64());
-            self.rate = (self.rate + slope * elapsed).min(self.ceiling);
-        }
-        self.updated = Some(now);
+    /// Calls per second aimed for at `now`.
+    pub fn rate_at(&self, now: Instant) -> f64 {
+        let Some(cut) = self.cut else {
+            return self.ceiling;
+        };
+        let k = RECOVERY_WINDOWS * self.window.as_secs_f64();
+        let t = now.saturating_duration_since(cut.at).as_secs_f64();
+        let x = (t - k) / k;
+        // Probe above the share by at least what a cut takes off, even when the cut was bounded
+        // by the current rate rather than the share.
+        let amplitude = (cut.share - cut.to).max(cut.share * (1.0 - DECREASE_TO));
+        let rate = (cut.share + amplitude * x * x * x).max(cut.to);
+        rate.clamp(self.ceiling * FLOOR, self.ceiling)
     }
 
-    /// Calls per second currently aimed for.
-    pub fn rate(&self) -> f64 {
-        self.rate
+    /// Bumped at every cut; compare with the value seen at [`Aimd::reserve`].
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
-    /// Reserves a send slot: `None` when at full rate (the ceiling gate alone paces), else the
-    /// instant to wait for.
+    /// Reserves a send slot: `None` when it is free now, else the instant to wait for. Slots are
+    /// handed out in order even at full rate: callers then meet the ceiling gate one at a time
+    /// instead of all polling it at once, where the order of wake-ups, not of arrival, decides
+    /// who goes, and a herd of pollers lost up to half of the permits after the ceiling dropped.
     pub fn reserve(&mut self, now: Instant) -> Option<Instant> {
-        self.recover(now);
-        if self.rate >= self.ceiling {
-            self.next_slot = None;
-            return None;
-        }
+        let rate = self.rate_at(now);
         let slot = self.next_slot.map_or(now, |next| next.max(now));
-        self.next_slot = Some(slot + Duration::from_secs_f64(1.0 / self.rate));
+        self.next_slot = Some(slot + Duration::from_secs_f64(1.0 / rate));
         (slot > now).then_some(slot)
     }
 
-    /// A call sent at `sent_at` was accepted.
-    pub fn accepted(&mut self, sent_at: Instant, now: Instant) {
-        self.accepted.push_back(sent_at);
-        self.forget_before(now);
+    /// A permit was handed out at `sent_at`.
+    pub fn sent(&mut self, sent_at: Instant) {
+        self.sent.push_back(sent_at);
+        self.forget_before(sent_at);
     }
 
-    /// A call sent at `sent_at` was rate limited. Returns whether the rate was cut.
+    /// The call sent at `sent_at` was rate limited. Returns whether the rate was cut.
     pub fn rate_limited(&mut self, sent_at: Instant, now: Instant) -> bool {
-        if self.last_cut.is_some_and(|cut| sent_at <= cut) {
+        self.refused.push_back(sent_at);
+        if self.echoes_before.is_some_and(|t| sent_at <= t) {
             return false;
         }
-        self.recover(now);
         self.forget_before(now);
-        let got_through = self.accepted.len() as f64 / self.window.as_secs_f64();
-        let target = (got_through * DECREASE_TO)
-            .min(self.rate * DECREASE_TO)
-            .max(self.rate * MAX_CUT);
-        self.rate = target.max(self.ceiling * FLOOR);
-        self.last_cut = Some(now);
+        let since = sent_at.checked_sub(self.window);
+        let in_window = |t: &&Instant| since.is_none_or(|since| **t > since) && **t < sent_at;
+        let ours = self.sent.iter().filter(in_window).count();
+        let refused = self.refused.iter().filter(in_window).count();
+        let share = ours.saturating_sub(refused) as f64 / self.window.as_secs_f64();
+        let current = self.rate_at(now);
+        let to = (share * DECREASE_TO)
+            .min(current * DECREASE_TO)
+            .max(current * MAX_CUT)
+            .max(self.ceiling * FLOOR);
+        self.cut = Some(Cut {
+            at: now,
+            share: share.max(to),
+            to,
+        });
+        self.echoes_before = Some(now);
         self.next_slot = None;
+        self.generation += 1;
         true
     }
 
     /// A new ceiling (a lower limit discovered at `now`): start again at it. Calls sent before
-    /// now were paced for the old limit; their 429s are echoes and must not cut the new rate.
+    /// now were paced for the old limit, and the server's window still holds their arrivals for
+    /// one more window: 429s of calls sent until then are echoes and must not cut the new rate.
     pub fn set_ceiling(&mut self, ceiling: f64, window: Duration, now: Instant) {
         self.ceiling = ceiling;
-        self.rate = ceiling;
         self.window = window;
-        self.accepted.clear();
+        self.cut = None;
+        self.sent.clear();
+        self.refused.clear();
         self.next_slot = None;
-        self.last_cut = Some(now);
+        self.echoes_before = Some(now + window);
+        self.generation += 1;
     }
 
     fn forget_before(&mut self, now: Instant) {
-        while self
-            .accepted
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > self.window)
-        {
-            self.accepted.pop_front();
+        let horizon = self.window * 2;
+        for times in [&mut self.sent, &mut self.refused] {
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) > horizon)
+            {
+                times.pop_front();
+            }
         }
     }
 }
@@ -207,12 +245,32 @@ impl Pacer {
     }
 
     /// Waits until one more request may leave; returns the moment it may, which the caller
-    /// hands back with [`Pacer::accepted`] or [`Pacer::rate_limited`].
+    /// hands back with [`Pacer::rate_limited`] if the server refuses the call for the rate.
     pub async fn acquire(&self) -> Instant {
-        let slot = self.aimd().reserve(Instant::now());
-        if let Some(slot) = slot {
-            tokio::time::sleep_until(slot).await;
+        loop {
+            let (slot, generation) = {
+                let mut aimd = self.aimd();
+                (aimd.reserve(Instant::now()), aimd.generation())
+            };
+            if let Some(slot) = slot {
+                tokio::time::sleep_until(slot).await;
+            }
+            // A cut while this caller waited (here or in the ceiling's queue) voids its place:
+            // a queue filled at the old rate would otherwise keep the overload going.
+            if self.aimd().generation() != generation {
+                continue;
+            }
+            self.ceiling_permit().await;
+            let mut aimd = self.aimd();
+            if aimd.generation() == generation {
+                let now = Instant::now();
+                aimd.sent(now);
+                return now;
+            }
         }
+    }
+
+    async fn ceiling_permit(&self) {
         loop {
             let (limiter, generation) = {
                 let ceiling = self.ceiling();
@@ -220,14 +278,9 @@ impl Pacer {
             };
             limiter.until_ready().await;
             if self.ceiling().generation == generation {
-                return Instant::now();
+                return;
             }
         }
-    }
-
-    /// The call that left at `sent_at` got through the rate limit.
-    pub fn accepted(&self, sent_at: Instant) {
-        self.aimd().accepted(sent_at, Instant::now());
     }
 
     /// The call that left at `sent_at` was rate limited; `limit` is the limit the server's
@@ -250,7 +303,14 @@ impl Pacer {
             *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(limit);
             return Some(limit);
         }
-        self.aimd().rate_limited(sent_at, Instant::now());
+        let mut aimd = self.aimd();
+        let now = Instant::now();
+        if aimd.rate_limited(sent_at, now) {
+            debug!(
+                rate = aimd.rate_at(now),
+                "sending rate cut after a rate limit"
+            );
+        }
         None
     }
 
@@ -383,34 +443,45 @@ mod tests {
     }
 
     #[test]
-    fn aimd_cuts_to_what_got_through_and_creeps_back() {
+    fn aimd_cuts_below_our_share_of_the_window_and_lingers_there() {
         let start = Instant::now();
         let mut aimd = Aimd::new(25.0, Duration::from_secs(1));
-        assert_eq!(aimd.reserve(start), None, "full rate: only the quota paces");
-        // 15 calls got through in the last second, then one was rate limited.
-        for i in 0..15 {
-            aimd.accepted(start + ms(i * 60), start + ms(i * 60));
+        assert_eq!(aimd.reserve(start), None, "the first slot is free at once");
+        // 17 calls sent in the second before a refused one; 2 of them were refused too (and
+        // were echoes of nothing yet): our share of the window was 15 calls.
+        for i in 0..17 {
+            aimd.sent(start + ms(i * 55));
         }
-        assert!(aimd.rate_limited(start + ms(950), start + ms(1000)));
-        assert!((aimd.rate() - 13.5).abs() < 0.01, "{}", aimd.rate());
+        aimd.refused.extend([start + ms(880), start + ms(935)]);
+        let sent_at = start + ms(950);
+        aimd.sent(sent_at);
+        let generation = aimd.generation();
+        assert!(aimd.rate_limited(sent_at, start + ms(1000)));
+        assert_ne!(
+            aimd.generation(),
+            generation,
+            "places queued at the old rate are void"
+        );
+        let cut_at = start + ms(1000);
+        assert!(
+            (aimd.rate_at(cut_at) - 13.5).abs() < 1e-9,
+            "{}",
+            aimd.rate_at(cut_at)
+        );
         // Echoes of the same overload (sent before the cut) do not cut again.
         assert!(!aimd.rate_limited(start + ms(990), start + ms(1010)));
         // Below the ceiling, slots are spaced at the new rate.
-        let now = start + ms(1100);
-        assert_eq!(aimd.reserve(now), None, "the first slot is free at once");
-        let next = aimd.reserve(now).unwrap();
-        assert!(((next - now).as_secs_f64() - 1.0 / 13.625).abs() < 1e-6);
-        // The rate climbs back with time: a tenth of the way after two windows...
-        aimd.reserve(now + ms(2000));
-        // (13.5, plus 0.1 s of recovery before the first slot, plus 2 s at 25/20 per second.)
-        assert!(
-            (aimd.rate() - (13.5 + 0.125 + 2.5)).abs() < 0.01,
-            "{}",
-            aimd.rate()
-        );
-        // ...and to the ceiling, no further, after twenty.
-        aimd.reserve(now + ms(30_000));
-        assert_eq!(aimd.rate(), 25.0);
+        assert_eq!(aimd.reserve(cut_at), None, "the first slot is free at once");
+        let next = aimd.reserve(cut_at).unwrap();
+        assert!(((next - cut_at).as_secs_f64() - 1.0 / 13.5).abs() < 1e-6);
+        // Back near the share after a few windows, flat around it, then above it...
+        let at = |s: f64| aimd.rate_at(cut_at + Duration::from_secs_f64(s));
+        assert!(at(3.0) > 14.8 && at(3.0) < 15.0, "{}", at(3.0));
+        assert!((at(5.0) - 15.0).abs() < 1e-9);
+        assert!(at(7.0) > 15.0 && at(7.0) < 15.2, "{}", at(7.0));
+        assert!((at(10.0) - 16.5).abs() < 1e-9, "{}", at(10.0));
+        // ...and to the ceiling, no further, once others have left room.
+        assert_eq!(at(30.0), 25.0);
     }
 
     #[test]
@@ -419,11 +490,11 @@ mod tests {
         let mut aimd = Aimd::new(10.0, Duration::from_secs(1));
         // Nothing measured yet: halve, not drop to zero.
         assert!(aimd.rate_limited(start, start + ms(1)));
-        assert!((aimd.rate() - 5.0).abs() < 1e-9, "{}", aimd.rate());
+        assert!((aimd.rate_at(start + ms(1)) - 5.0).abs() < 1e-9);
         for i in 0..20 {
             assert!(aimd.rate_limited(start + ms(10 + 2 * i), start + ms(11 + 2 * i)));
         }
-        assert!((aimd.rate() - 10.0 * FLOOR).abs() < 1e-9);
+        assert!((aimd.rate_at(start + ms(51)) - 10.0 * FLOOR).abs() < 1e-9);
     }
 
     #[test]
@@ -432,8 +503,35 @@ mod tests {
         let mut aimd = Aimd::new(25.0, Duration::from_secs(1));
         aimd.set_ceiling(10.0, Duration::from_secs(1), start + ms(500));
         assert!(!aimd.rate_limited(start + ms(400), start + ms(700)));
-        assert_eq!(aimd.rate(), 10.0);
-        assert!(aimd.rate_limited(start + ms(800), start + ms(900)));
+        // The window still holds arrivals of the old pace for one more window.
+        assert!(!aimd.rate_limited(start + ms(1400), start + ms(1700)));
+        assert_eq!(aimd.rate_at(start + ms(1700)), 10.0);
+        assert!(aimd.rate_limited(start + ms(1600), start + ms(1900)));
+    }
+
+    #[tokio::test]
+    async fn a_cut_voids_places_queued_at_the_old_rate() {
+        // 100 permits a second; a cut to a few a second must hold back callers that were
+        // already queued, not only those that come later.
+        let pacer = std::sync::Arc::new(Pacer::new(quota("100/1s"), 0.0));
+        let first = pacer.acquire().await;
+        let queued: Vec<_> = (0..20)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move { pacer.acquire().await })
+            })
+            .collect();
+        // Only the first call was seen in the window: the share is tiny, so the cut halves.
+        assert_eq!(pacer.rate_limited(first, None), None);
+        let cut = Instant::now();
+        let mut times = Vec::new();
+        for task in queued {
+            times.push(task.await.unwrap());
+        }
+        times.sort();
+        // At 50/s, 20 permits take at least 19 spacings of 20 ms (vs 190 ms at 100/s).
+        let span = times[19].saturating_duration_since(cut);
+        assert!(span >= ms(360), "{span:?}");
     }
 
     #[tokio::test]

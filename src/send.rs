@@ -242,17 +242,13 @@ impl Sender {
                     Ok(reply) => classify::<BulkResponse>(&reply),
                     Err(e) => Verdict::from_call_error(&e),
                 };
-                match &verdict {
-                    Verdict::RateLimited { limit, .. } => {
-                        if let Some(adopted) = self.pacer.rate_limited(sent_at, *limit) {
-                            warn!(
-                                "the account's limit is {adopted}, lower than the configured {}: using {adopted} for the rest of the run",
-                                self.pacer.configured()
-                            );
-                        }
-                    }
-                    Verdict::Transient(_) | Verdict::Unknown(_) => {}
-                    _ => self.pacer.accepted(sent_at),
+                if let Verdict::RateLimited { limit, .. } = &verdict
+                    && let Some(adopted) = self.pacer.rate_limited(sent_at, *limit)
+                {
+                    warn!(
+                        "the account's limit is {adopted}, lower than the configured {}: using {adopted} for the rest of the run",
+                        self.pacer.configured()
+                    );
                 }
                 match verdict {
                     Verdict::Success(response) => {
