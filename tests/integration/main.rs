@@ -5,5 +5,8 @@ mod delete;
 mod export;
 mod import;
 mod resume;
+mod secrets;
+mod stub;
 mod support;
+mod transport;
 mod undo;
