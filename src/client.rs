@@ -569,6 +569,17 @@ mod tests {
             (400, "bad json", "rejected"),
             (200, "{\"Resp", "unknown"),
             (200, "not json", "unknown"),
+            // The wrong answers of issue 7: not the shape expected, or an error in a 200.
+            (200, "{}", "unknown"),
+            (200, "[]", "unknown"),
+            (200, r#"{"Response":null}"#, "unknown"),
+            (200, "", "unknown"),
+            (
+                200,
+                r#"{"Status":"Error","ExceptionMessage":"busy"}"#,
+                "data",
+            ),
+            (200, r#"{"Status":"Error"}"#, "data"),
         ];
         for (status, body, expected) in cases {
             let got = match verdict(status, body) {
@@ -648,6 +659,14 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_without_results_leaves_every_row_in_doubt() {
+        let empty: BulkResponse = serde_json::from_str(r#"{"Response":[]}"#).unwrap();
+        let results = bulk_row_results(3, &empty);
+        assert_eq!(results.len(), 3);
+        assert!(results.iter().all(|r| matches!(r, RowResult::Unknown(_))));
+    }
+
+    #[test]
     fn host_rules() {
         assert!(check_host("https://api-in21.leadsquared.com", false).is_ok());
         assert!(check_host("http://127.0.0.1:8080", false).is_ok());
@@ -678,14 +697,16 @@ mod tests {
         drop(listener);
         let client = LsqClient::new(&ClientConfig {
             host: format!("http://127.0.0.1:{port}"),
-            access_key: Secret::new("AK"),
-            secret_key: Secret::new("SK"),
+            access_key: Secret::new("AK-debug-probe"),
+            secret_key: Secret::new("SK-debug-probe"),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
             max_idle_connections: 1,
             allow_insecure_http: false,
         })
         .unwrap();
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("debug-probe"), "{shown}");
         let err = client.post_bulk(&[]).await.unwrap_err();
         assert!(matches!(err, CallError::Connect(_)), "{err:?}");
         let text = err.to_string();

@@ -4,6 +4,7 @@
 mod delete;
 mod export;
 mod import;
+mod responses;
 mod resume;
 mod secrets;
 mod stub;
