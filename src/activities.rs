@@ -661,6 +661,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
             max_idle_connections: 4,
+            allow_insecure_http: false,
         })
         .unwrap();
         Fetcher {

@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
 
+    /// Allow http:// to a host that is not loopback (the keys then cross the network in clear
+    /// text); also [api] allow_insecure_http or LSQ_ALLOW_INSECURE_HTTP.
+    #[arg(long, global = true)]
+    pub allow_insecure_http: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -383,6 +388,11 @@ pub struct SimulateArgs {
     /// Loopback port to listen on (0 picks a free one); the URL is printed on stdout.
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+
+    /// Address to listen on: a loopback address only (127.0.0.1, ::1, localhost), since the
+    /// simulator's keys are well known; anything else is refused.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDRESS")]
+    pub bind: String,
 
     /// The account's quota, or "none" for no limit.
     #[arg(long, default_value = "25/5s", value_name = "CALLS/DURATION|none")]

@@ -30,6 +30,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Idle connections kept per host; matches the send concurrency so keep-alive covers it.
     pub max_idle_connections: usize,
+    /// Allow `http://` to a host that is not loopback (`--allow-insecure-http`).
+    pub allow_insecure_http: bool,
 }
 
 impl ClientConfig {
@@ -59,6 +61,7 @@ impl ClientConfig {
             connect_timeout: settings.connect_timeout,
             request_timeout: settings.request_timeout,
             max_idle_connections: settings.concurrency,
+            allow_insecure_http: settings.allow_insecure_http,
         })
     }
 }
@@ -80,15 +83,17 @@ pub enum HostError {
     #[error("{0:?} is not a URL (expected e.g. https://api-in21.leadsquared.com)")]
     NotAUrl(String),
     #[error(
-        "{0:?}: only https:// is allowed, or http:// to a loopback address (127.0.0.1, localhost)"
+        "{0:?}: only https:// is allowed, or http:// to a loopback address (127.0.0.1, localhost); \
+         --allow-insecure-http (or [api] allow_insecure_http) lifts this, sending the keys in clear text"
     )]
     Insecure(String),
     #[error("{0:?}: the host must not carry a user name, password, path or query")]
     Extra(String),
 }
 
-/// Checks a host setting: https, or http to loopback; scheme and authority only.
-pub fn check_host(host: &str) -> Result<Url, HostError> {
+/// Checks a host setting: https, or http to loopback (to any host with `allow_insecure_http`);
+/// scheme and authority only.
+pub fn check_host(host: &str, allow_insecure_http: bool) -> Result<Url, HostError> {
     let url = Url::parse(host.trim()).map_err(|_| HostError::NotAUrl(host.to_string()))?;
     if url.host_str().is_none() || !matches!(url.scheme(), "http" | "https") {
         return Err(HostError::NotAUrl(host.to_string()));
@@ -101,13 +106,14 @@ pub fn check_host(host: &str) -> Result<Url, HostError> {
     {
         return Err(HostError::Extra(redact_userinfo(host)));
     }
-    if url.scheme() == "http" && !is_loopback(&url) {
+    if url.scheme() == "http" && !allow_insecure_http && !is_loopback(&url) {
         return Err(HostError::Insecure(host.to_string()));
     }
     Ok(url)
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether `url` names this machine: `localhost` or a loopback address.
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -117,7 +123,7 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// A host string as it may be shown: any `user:password@` part removed.
-fn redact_userinfo(host: &str) -> String {
+pub(crate) fn redact_userinfo(host: &str) -> String {
     match (host.find("://"), host.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!("{}***@{}", &host[..scheme_end + 3], &host[at + 1..])
@@ -142,6 +148,9 @@ pub enum CallError {
     Timeout(Duration),
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The TLS handshake failed on the server's certificate: retrying cannot help.
+    #[error("{0}")]
+    Certificate(String),
     #[error("connection failed: {0}")]
     Transport(String),
 }
@@ -180,6 +189,7 @@ impl<T> Verdict<T> {
     pub fn from_call_error(err: &CallError) -> Verdict<T> {
         match err {
             CallError::Connect(_) => Verdict::Transient(err.to_string()),
+            CallError::Certificate(_) => Verdict::Fatal(err.to_string()),
             CallError::Timeout(_) | CallError::Transport(_) => Verdict::Unknown(err.to_string()),
         }
     }
@@ -285,11 +295,17 @@ fn body_excerpt(body: &[u8]) -> String {
 pub enum RowResult {
     Created(String),
     Rejected(String),
+    /// The answer does not say clearly what happened to this row (no result, two results,
+    /// "created" without an id): the server may have created it, so the caller must look
+    /// before posting it again.
+    Unknown(String),
 }
 
 /// Maps a bulk response back onto the `sent` rows by `RowNumber`. A row the response does not
-/// account for, or accounts for twice, is rejected with a message saying so: a row is never
-/// taken as created without an id.
+/// account for, accounts for twice, or calls created without an id is [`RowResult::Unknown`]
+/// with a message saying so: a row is never taken as created without an id, and never taken as
+/// not created on the word of an answer that is broken. Results for rows that were not sent
+/// (RowNumber missing or out of range) are ignored.
 pub fn bulk_row_results(sent: usize, response: &BulkResponse) -> Vec<RowResult> {
     let mut seen: Vec<Vec<&api::BulkResultItem>> = vec![Vec::new(); sent];
     for item in &response.response {
@@ -301,10 +317,10 @@ pub fn bulk_row_results(sent: usize, response: &BulkResponse) -> Vec<RowResult> 
     }
     seen.into_iter()
         .map(|items| match items.as_slice() {
-            [] => RowResult::Rejected("the server's response has no result for this row".into()),
+            [] => RowResult::Unknown("the server's response has no result for this row".into()),
             [item] => match (&item.prospect_activity_id, item.activity_created) {
                 (Some(id), true) if !id.trim().is_empty() => RowResult::Created(id.clone()),
-                (_, true) => RowResult::Rejected(
+                (_, true) => RowResult::Unknown(
                     "the server said the activity was created but gave no ProspectActivityId"
                         .into(),
                 ),
@@ -317,7 +333,7 @@ pub fn bulk_row_results(sent: usize, response: &BulkResponse) -> Vec<RowResult> 
                         }),
                 ),
             },
-            _ => RowResult::Rejected(
+            _ => RowResult::Unknown(
                 "the server's response has more than one result for this row".into(),
             ),
         })
@@ -340,7 +356,7 @@ impl LsqClient {
             // Another part of the process may have installed one already; either is fine.
             let _ = rustls::crypto::ring::default_provider().install_default();
         });
-        let base = check_host(&config.host)?;
+        let base = check_host(&config.host, config.allow_insecure_http)?;
         let mut headers = HeaderMap::new();
         for (name, secret) in [
             (api::HEADER_ACCESS_KEY, &config.access_key),
@@ -359,6 +375,9 @@ impl LsqClient {
             .pool_max_idle_per_host(config.max_idle_connections)
             .pool_idle_timeout(Duration::from_secs(50))
             .tcp_nodelay(true)
+            // The bundled Mozilla roots, not the system's: a run trusts the same authorities
+            // on every machine, and a container without a CA bundle still works.
+            .tls_certs_only(web_pki_roots())
             .build()
             .map_err(|e| ClientError::Build(e.without_url().to_string()))?;
         Ok(LsqClient {
@@ -414,6 +433,31 @@ impl LsqClient {
         let timed_out = e.is_timeout();
         let connect = e.is_connect();
         let e = e.without_url();
+        if let Some(tls) = tls_error(&e) {
+            let host = self.base.host_str().unwrap_or("the host");
+            let why = match tls {
+                rustls::Error::InvalidCertificate(reason) => {
+                    let explained = match reason {
+                        rustls::CertificateError::UnknownIssuer => {
+                            "it is not signed by an authority in the bundled web PKI roots \
+                             (self-signed, or a private CA)"
+                        }
+                        rustls::CertificateError::NotValidForName
+                        | rustls::CertificateError::NotValidForNameContext { .. } => {
+                            "it is not valid for that host name"
+                        }
+                        rustls::CertificateError::Expired
+                        | rustls::CertificateError::ExpiredContext { .. } => "it has expired",
+                        _ => "it was refused",
+                    };
+                    format!(
+                        "the TLS certificate of {host} is not trusted for that host: {explained} ({reason:?})"
+                    )
+                }
+                other => format!("the TLS handshake with {host} failed: {other}"),
+            };
+            return CallError::Certificate(why);
+        }
         if timed_out {
             CallError::Timeout(self.request_timeout)
         } else if connect {
@@ -422,6 +466,34 @@ impl LsqClient {
             CallError::Transport(error_chain(&e))
         }
     }
+}
+
+/// Mozilla's root certificates as bundled by `webpki-root-certs`.
+fn web_pki_roots() -> Vec<reqwest::Certificate> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+        .collect()
+}
+
+/// The rustls error somewhere in a transport error's causes. `io::Error::source` skips the
+/// error it wraps, so each `io::Error` is opened by hand.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| tls_error(inner))
+        {
+            return Some(tls);
+        }
+        current = err.source();
+    }
+    None
 }
 
 /// The error and its causes on one line: reqwest's own message alone ("error sending request")
@@ -497,6 +569,17 @@ mod tests {
             (400, "bad json", "rejected"),
             (200, "{\"Resp", "unknown"),
             (200, "not json", "unknown"),
+            // The wrong answers of issue 7: not the shape expected, or an error in a 200.
+            (200, "{}", "unknown"),
+            (200, "[]", "unknown"),
+            (200, r#"{"Response":null}"#, "unknown"),
+            (200, "", "unknown"),
+            (
+                200,
+                r#"{"Status":"Error","ExceptionMessage":"busy"}"#,
+                "data",
+            ),
+            (200, r#"{"Status":"Error"}"#, "data"),
         ];
         for (status, body, expected) in cases {
             let got = match verdict(status, body) {
@@ -569,31 +652,40 @@ mod tests {
         assert_eq!(results[1], RowResult::Created("id-2".into()));
         assert_eq!(results[2], RowResult::Rejected("Invalid lead".into()));
         assert!(
-            matches!(&results[3], RowResult::Rejected(m) if m.contains("no ProspectActivityId"))
+            matches!(&results[3], RowResult::Unknown(m) if m.contains("no ProspectActivityId"))
         );
-        assert!(matches!(&results[4], RowResult::Rejected(m) if m.contains("more than one")));
-        assert!(matches!(&results[5], RowResult::Rejected(m) if m.contains("no result")));
+        assert!(matches!(&results[4], RowResult::Unknown(m) if m.contains("more than one")));
+        assert!(matches!(&results[5], RowResult::Unknown(m) if m.contains("no result")));
+    }
+
+    #[test]
+    fn an_answer_without_results_leaves_every_row_in_doubt() {
+        let empty: BulkResponse = serde_json::from_str(r#"{"Response":[]}"#).unwrap();
+        let results = bulk_row_results(3, &empty);
+        assert_eq!(results.len(), 3);
+        assert!(results.iter().all(|r| matches!(r, RowResult::Unknown(_))));
     }
 
     #[test]
     fn host_rules() {
-        assert!(check_host("https://api-in21.leadsquared.com").is_ok());
-        assert!(check_host("http://127.0.0.1:8080").is_ok());
-        assert!(check_host("http://localhost:8080/").is_ok());
+        assert!(check_host("https://api-in21.leadsquared.com", false).is_ok());
+        assert!(check_host("http://127.0.0.1:8080", false).is_ok());
+        assert!(check_host("http://localhost:8080/", false).is_ok());
         assert!(matches!(
-            check_host("http://api.leadsquared.com"),
+            check_host("http://api.leadsquared.com", false),
             Err(HostError::Insecure(_))
         ));
+        assert!(check_host("http://api.leadsquared.com", true).is_ok());
         assert!(matches!(
-            check_host("api.leadsquared.com"),
+            check_host("api.leadsquared.com", false),
             Err(HostError::NotAUrl(_))
         ));
-        let err = check_host("https://user:hunter2@api.leadsquared.com")
+        let err = check_host("https://user:hunter2@api.leadsquared.com", false)
             .unwrap_err()
             .to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(matches!(
-            check_host("https://api.leadsquared.com/v2?secretKey=x"),
+            check_host("https://api.leadsquared.com/v2?secretKey=x", false),
             Err(HostError::Extra(_))
         ));
     }
@@ -605,13 +697,16 @@ mod tests {
         drop(listener);
         let client = LsqClient::new(&ClientConfig {
             host: format!("http://127.0.0.1:{port}"),
-            access_key: Secret::new("AK"),
-            secret_key: Secret::new("SK"),
+            access_key: Secret::new("AK-debug-probe"),
+            secret_key: Secret::new("SK-debug-probe"),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
             max_idle_connections: 1,
+            allow_insecure_http: false,
         })
         .unwrap();
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("debug-probe"), "{shown}");
         let err = client.post_bulk(&[]).await.unwrap_err();
         assert!(matches!(err, CallError::Connect(_)), "{err:?}");
         let text = err.to_string();

@@ -92,6 +92,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How hard each ledger commit is pushed to disk.
     pub ledger_durability: Durability,
+    /// Allow `http://` to a host that is not loopback: the keys would cross the network in
+    /// clear text, so this is off unless asked for.
+    pub allow_insecure_http: bool,
 }
 
 impl Default for Settings {
@@ -111,6 +114,7 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(30),
             log_format: LogFormat::Text,
             ledger_durability: Durability::Full,
+            allow_insecure_http: false,
         }
     }
 }
@@ -147,6 +151,7 @@ pub struct FileApi {
     pub secret_key: Option<String>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
+    pub allow_insecure_http: Option<bool>,
 }
 
 impl fmt::Debug for FileApi {
@@ -157,6 +162,7 @@ impl fmt::Debug for FileApi {
             .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish()
     }
 }
@@ -198,6 +204,8 @@ pub struct Overrides {
     pub connect_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
     pub log_format: Option<LogFormat>,
+    /// `--allow-insecure-http`; `None` (flag absent) leaves the lower layers' value.
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// A bad setting, naming where it came from.
@@ -231,6 +239,11 @@ impl FileConfig {
         })
     }
 
+    /// Whether this file holds an access key or a secret key.
+    pub fn holds_keys(&self) -> bool {
+        self.api.access_key.is_some() || self.api.secret_key.is_some()
+    }
+
     /// The config file to use: `explicit` (from `--config` or `LSQ_CONFIG`) must exist; without
     /// it, [`DEFAULT_CONFIG_PATH`] is used when present.
     pub fn discover(explicit: Option<&Path>) -> Result<Option<(PathBuf, FileConfig)>, ConfigError> {
@@ -245,6 +258,32 @@ impl FileConfig {
                 }
             }
         }
+    }
+}
+
+/// A warning to show when `file` holds keys and `path` can be read by other users (group or
+/// others may read it); `None` when it holds no keys, is private, or this is not unix.
+pub fn key_file_warning(path: &Path, file: &FileConfig) -> Option<String> {
+    if !file.holds_keys() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (mode & 0o044 != 0).then(|| {
+            format!(
+                "warning: config file {} holds API keys and can be read by other users (mode {:o}); run: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -301,6 +340,9 @@ impl Settings {
             }
             if let Some(t) = &api.request_timeout {
                 s.request_timeout = duration_from("config file [api] request_timeout", t)?;
+            }
+            if let Some(allow) = api.allow_insecure_http {
+                s.allow_insecure_http = allow;
             }
             if let Some(rate) = &file.pacing.rate {
                 s.rate = rate_from("config file [pacing] rate", rate)?;
@@ -359,6 +401,18 @@ impl Settings {
         if let Some(t) = env("LSQ_REQUEST_TIMEOUT") {
             s.request_timeout = duration_from("LSQ_REQUEST_TIMEOUT", &t)?;
         }
+        if let Some(v) = env("LSQ_ALLOW_INSECURE_HTTP").filter(|v| !v.trim().is_empty()) {
+            s.allow_insecure_http = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => {
+                    return Err(invalid(
+                        "LSQ_ALLOW_INSECURE_HTTP",
+                        format!("{v:?} is not true or false"),
+                    ));
+                }
+            };
+        }
         if let Some(f) = env("LSQ_LOG_FORMAT") {
             s.log_format = match f.trim().to_ascii_lowercase().as_str() {
                 "text" => LogFormat::Text,
@@ -397,6 +451,9 @@ impl Settings {
         if let Some(f) = flags.log_format {
             s.log_format = f;
         }
+        if let Some(allow) = flags.allow_insecure_http {
+            s.allow_insecure_http = allow;
+        }
 
         s.check()?;
         Ok(s)
@@ -425,7 +482,8 @@ impl Settings {
             return Err(invalid("timeouts", "must be longer than zero"));
         }
         if let Some(host) = &self.host {
-            crate::client::check_host(host).map_err(|e| invalid("host", e.to_string()))?;
+            crate::client::check_host(host, self.allow_insecure_http)
+                .map_err(|e| invalid("host", e.to_string()))?;
         }
         Ok(())
     }
@@ -515,6 +573,45 @@ mod tests {
         assert!(!shown.contains("AKEY-123456"), "{shown}");
         let f = file("[api]\nsecret_key = \"TOPSECRET-file\"");
         assert!(!format!("{f:?}").contains("TOPSECRET"));
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_host_needs_the_allow_flag() {
+        let f = file("[api]\nhost = \"http://crm.example\"");
+        let err = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--allow-insecure-http"), "{err}");
+        let allowed = file("[api]\nhost = \"http://crm.example\"\nallow_insecure_http = true");
+        assert!(Settings::resolve(Some(&allowed), &env_of(&[]), &Overrides::default()).is_ok());
+        let flags = Overrides {
+            allow_insecure_http: Some(true),
+            ..Overrides::default()
+        };
+        assert!(Settings::resolve(Some(&f), &env_of(&[]), &flags).is_ok());
+        let env = env_of(&[("LSQ_ALLOW_INSECURE_HTTP", "true")]);
+        assert!(Settings::resolve(Some(&f), &env, &Overrides::default()).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_readable_by_others_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        std::fs::write(&path, "[api]\nsecret_key = \"s\"").unwrap();
+        let with_keys = FileConfig::load(&path).unwrap();
+        let mode = |m| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(0o644);
+        let warning = key_file_warning(&path, &with_keys).expect("warned");
+        assert!(warning.contains(&path.display().to_string()), "{warning}");
+        assert!(warning.contains("chmod 600"), "{warning}");
+        mode(0o640);
+        assert!(key_file_warning(&path, &with_keys).is_some());
+        mode(0o600);
+        assert_eq!(key_file_warning(&path, &with_keys), None);
+        mode(0o644);
+        assert_eq!(key_file_warning(&path, &FileConfig::default()), None);
     }
 
     #[test]

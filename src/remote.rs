@@ -155,28 +155,37 @@ pub fn parse_codes(text: &str) -> Result<Vec<i64>, ArgumentError> {
 
 /// Checks a status webhook URL: https with a host, no user name or password (the vendor would
 /// store and call it, so a credential in it would leak). `http://` is allowed to a loopback
-/// address only, which is what the simulator calls and what tests use.
-pub fn check_webhook(text: &str) -> Result<String, ArgumentError> {
-    let url = url::Url::parse(text.trim())
-        .map_err(|_| ArgumentError::Webhook(format!("{text:?} is not a URL")))?;
+/// address (what the simulator calls and tests use), elsewhere only with `allow_insecure_http`,
+/// the rule the API host follows too.
+pub fn check_webhook(text: &str, allow_insecure_http: bool) -> Result<String, ArgumentError> {
+    let url = url::Url::parse(text.trim()).map_err(|_| {
+        ArgumentError::Webhook(format!(
+            "{:?} is not a URL",
+            crate::client::redact_userinfo(text)
+        ))
+    })?;
+    // The URL parser reads "https:///x" as "https://x/"; a host the user did not write is no
+    // host.
+    let written_host = text
+        .trim()
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.starts_with('/'));
     let host = url
         .host_str()
-        .filter(|h| !h.is_empty())
+        .filter(|h| !h.is_empty() && written_host)
         .ok_or_else(|| ArgumentError::Webhook("the URL has no host".into()))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ArgumentError::Webhook(
             "the URL must not carry a user name or password".into(),
         ));
     }
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
     match url.scheme() {
         "https" => Ok(url.to_string()),
-        "http" if loopback => Ok(url.to_string()),
+        "http" if allow_insecure_http || crate::client::is_loopback(&url) => Ok(url.to_string()),
+        "http" => Err(ArgumentError::Webhook(format!(
+            "{host}: only https:// is allowed (or http:// to a loopback address); \
+             --allow-insecure-http lifts this"
+        ))),
         _ => Err(ArgumentError::Webhook(format!(
             "{host}: only https:// is allowed (or http:// to a loopback address)"
         ))),
@@ -470,18 +479,26 @@ mod tests {
 
     #[test]
     fn webhooks_must_be_https_without_credentials() {
-        assert!(check_webhook("https://hooks.example.com/lsq").is_ok());
-        assert!(check_webhook("http://127.0.0.1:9000/hook").is_ok());
-        assert!(check_webhook("http://localhost/hook").is_ok());
+        assert!(check_webhook("https://hooks.example.com/lsq", false).is_ok());
+        assert!(check_webhook("http://127.0.0.1:9000/hook", false).is_ok());
+        assert!(check_webhook("http://[::1]:9000/hook", false).is_ok());
+        assert!(check_webhook("http://localhost/hook", false).is_ok());
+        assert!(check_webhook("http://hooks.example.com/lsq", true).is_ok());
+        assert!(check_webhook("https://user:pw@hooks.example.com/", true).is_err());
+        let shown = check_webhook("https://user:hunter2@", false)
+            .unwrap_err()
+            .to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
         for bad in [
             "http://hooks.example.com/lsq",
             "https://user:pw@hooks.example.com/",
             "ftp://hooks.example.com/",
             "not a url",
             "https://",
+            "https:///hook",
         ] {
             assert!(
-                matches!(check_webhook(bad), Err(ArgumentError::Webhook(_))),
+                matches!(check_webhook(bad, false), Err(ArgumentError::Webhook(_))),
                 "{bad}"
             );
         }

@@ -567,6 +567,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
             max_idle_connections: 4,
+            allow_insecure_http: false,
         })
         .unwrap();
         let fetcher = Fetcher {
@@ -689,6 +690,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(2),
                 request_timeout: Duration::from_secs(5),
                 max_idle_connections: 4,
+                allow_insecure_http: false,
             })
             .unwrap(),
             Arc::new(Pacer::new("1000/1s".parse().unwrap(), 0.0)),

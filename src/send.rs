@@ -254,8 +254,15 @@ impl Sender {
                     Verdict::Success(response) => {
                         let results = bulk_row_results(pending.len(), &response);
                         let mut settled = Vec::with_capacity(pending.len());
+                        // Rows the answer leaves in doubt: checked on the server below.
+                        let mut unsure = Vec::new();
                         for (row, result) in pending.drain(..).zip(results) {
                             let update = match result {
+                                RowResult::Unknown(why) => {
+                                    last_problem = why;
+                                    unsure.push(row);
+                                    continue;
+                                }
                                 RowResult::Created(id) => RowUpdate {
                                     number: row.number,
                                     state: RowState::Created,
@@ -274,6 +281,12 @@ impl Sender {
                         debug!(call, rows = settled.len(), attempt, "batch posted");
                         done.extend(settled.iter().map(outcome_of_update));
                         self.record(Some(call), "answered", settled).await;
+                        if !unsure.is_empty() {
+                            let (found, missing) =
+                                self.settle_in_doubt(call, &last_problem, unsure).await;
+                            done.extend(found);
+                            pending = missing;
+                        }
                     }
                     Verdict::RateLimited {
                         retry_after,
@@ -293,15 +306,9 @@ impl Sender {
                             .await;
                     }
                     Verdict::Unknown(message) => {
-                        RunStats::add(&self.stats.ambiguous);
                         last_problem = message;
-                        warn!(
-                            call,
-                            rows = pending.len(),
-                            "outcome unknown ({last_problem}); checking what the server created"
-                        );
                         let (found, missing) =
-                            self.check_server(Some(call), &last_problem, pending).await;
+                            self.settle_in_doubt(call, &last_problem, pending).await;
                         done.extend(found);
                         pending = missing;
                         if !pending.is_empty() && self.stopping().is_none() {
@@ -379,6 +386,23 @@ impl Sender {
     /// settled as created; the rest go back to pending and are returned for re-sending. If the
     /// check itself fails, the rows stay in flight in the ledger (the next run checks again) and
     /// are reported with the reason.
+    /// A call whose answer leaves `rows` in doubt (no answer, or one that does not say what
+    /// became of them): counted, logged, and settled by asking the server what it created.
+    async fn settle_in_doubt(
+        &self,
+        call: i64,
+        why: &str,
+        rows: Vec<Sendable>,
+    ) -> (Vec<(u64, RowOutcome)>, Vec<Sendable>) {
+        RunStats::add(&self.stats.ambiguous);
+        warn!(
+            call,
+            rows = rows.len(),
+            "outcome unknown ({why}); checking what the server created"
+        );
+        self.check_server(Some(call), why, rows).await
+    }
+
     pub async fn check_server(
         &self,
         call: Option<i64>,

@@ -187,13 +187,17 @@ struct Target {
     webhook: Option<String>,
 }
 
-fn check_target(leads: &LeadsArgs, webhook: Option<&str>) -> Result<Target, CommandError> {
+fn check_target(
+    leads: &LeadsArgs,
+    webhook: Option<&str>,
+    allow_insecure_http: bool,
+) -> Result<Target, CommandError> {
     let usage = |e: &dyn std::fmt::Display| CommandError::Usage(e.to_string());
     let lead_ids = parse_leads_arg(&leads.leads).map_err(|e| usage(&e))?;
     let window =
         DeleteWindow::parse(leads.from.as_deref(), leads.to.as_deref()).map_err(|e| usage(&e))?;
     let webhook = webhook
-        .map(check_webhook)
+        .map(|url| check_webhook(url, allow_insecure_http))
         .transpose()
         .map_err(|e| usage(&e))?;
     Ok(Target {
@@ -236,7 +240,11 @@ pub async fn delete_activities(
             crate::remote::ArgumentError::OwnerChangeCode.to_string(),
         ));
     }
-    let target = check_target(&args.leads, args.webhook.as_deref())?;
+    let target = check_target(
+        &args.leads,
+        args.webhook.as_deref(),
+        settings.allow_insecure_http,
+    )?;
     run_deletes(
         Operation::Activities(&codes),
         target,
@@ -251,7 +259,11 @@ pub async fn delete_owner_history(
     args: DeleteOwnerHistoryArgs,
     settings: Settings,
 ) -> Result<ExitStatus, CommandError> {
-    let target = check_target(&args.leads, args.webhook.as_deref())?;
+    let target = check_target(
+        &args.leads,
+        args.webhook.as_deref(),
+        settings.allow_insecure_http,
+    )?;
     run_deletes(
         Operation::OwnerHistory,
         target,

@@ -43,8 +43,13 @@ impl CommandError {
 /// Resolves the settings for `cli`: defaults < config file < environment < flags.
 pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
     let file = FileConfig::discover(cli.config.as_deref())?;
-    if let Some((path, _)) = &file {
+    if let Some((path, contents)) = &file {
         tracing::debug!(path = %path.display(), "config file read");
+        // Printed, not logged: settings are read before logging is set up, and a filter must
+        // not hide it. This runs once per process.
+        if let Some(warning) = crate::config::key_file_warning(path, contents) {
+            eprintln!("lsq-sync: {warning}");
+        }
     }
     let send = match &cli.command {
         Command::Import(args) => args.send.clone(),
@@ -64,6 +69,7 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
         connect_timeout: send.connect_timeout,
         request_timeout: send.request_timeout,
         log_format: cli.log_format,
+        allow_insecure_http: cli.allow_insecure_http.then_some(true),
     };
     let env = |name: &str| std::env::var(name).ok();
     Settings::resolve(file.as_ref().map(|(_, f)| f), &env, &overrides)

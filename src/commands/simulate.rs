@@ -83,7 +83,8 @@ pub fn sim_config(
 pub async fn run(args: SimulateArgs) -> Result<ExitStatus, CommandError> {
     let env = |name: &str| std::env::var(name).ok();
     let config = sim_config(&args, &env)?;
-    let sim = RunningSimulator::start_on(args.port, config).await?;
+    let ip = crate::simulator::loopback_address(&args.bind)?;
+    let sim = RunningSimulator::start_at(ip, args.port, config).await?;
     let mut stdout = std::io::stdout();
     // A closed stdout (the reader went away) is not a reason to stop serving.
     let _ = writeln!(stdout, "{}", sim.base_url()).and_then(|()| stdout.flush());

@@ -73,6 +73,8 @@ pub struct SimConfig {
     pub extra_leads: Vec<String>,
     /// Host UserByAccessKey.Get names as the account's API host.
     pub account_host: String,
+    /// How every bulk post's answer is spoiled, to test clients against broken servers.
+    pub bulk_answer: BulkAnswer,
 }
 
 impl Default for SimConfig {
@@ -93,6 +95,7 @@ impl Default for SimConfig {
             accept_any_lead: false,
             extra_leads: Vec::new(),
             account_host: "api-in21.leadsquared.com".to_string(),
+            bulk_answer: BulkAnswer::default(),
         }
     }
 }
@@ -116,6 +119,7 @@ impl fmt::Debug for SimConfig {
             .field("accept_any_lead", &self.accept_any_lead)
             .field("extra_leads", &self.extra_leads.len())
             .field("account_host", &self.account_host)
+            .field("bulk_answer", &self.bulk_answer)
             .finish()
     }
 }
@@ -140,6 +144,33 @@ pub enum RejectMode {
     PerRow,
     /// One bad row fails the call with HTTP 500 `MXInvalidInputException`; nothing is created.
     WholeBatch,
+}
+
+/// A wrong answer to every bulk post, for testing what a client makes of a broken server.
+/// Except [`BulkAnswer::StatusError200`], the rows are handled (created or rejected) as usual
+/// first, so a client that believes the broken answer is caught out by what the server holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkAnswer {
+    /// The vendor's answer, unspoiled.
+    #[default]
+    Faithful,
+    /// HTTP 200 with a body that is not JSON.
+    NotJson,
+    /// HTTP 200 with the JSON answer cut off halfway.
+    Truncated,
+    /// The last row's result left out of `Response`.
+    FewerItems,
+    /// An extra result, for a `RowNumber` that was not sent.
+    MoreItems,
+    /// The first row's result given twice, the copy with another id.
+    DuplicateRowNumbers,
+    /// `RowNumber` left out of every result.
+    MissingRowNumbers,
+    /// Nothing created; HTTP 200 with `"Status":"Error"` and no exception type.
+    StatusError200,
+    /// `ProspectActivityId` left out of every result that says created.
+    CreatedWithoutId,
 }
 
 /// What Get Activities' `Paging.Offset` means; the vendor calls it "the page number".
@@ -205,6 +236,8 @@ pub enum RequestOutcome {
     CommittedThenLate,
     /// HTTP 404: no such endpoint.
     NotFound,
+    /// A bulk post answered wrongly on purpose ([`SimConfig::bulk_answer`]).
+    Spoiled,
 }
 
 /// One logged `/v2` request, for asserting what a client sent and when.
@@ -274,14 +307,37 @@ pub struct SimStats {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// The loopback port could not be bound (in use, or not permitted).
-    #[error("cannot listen on 127.0.0.1:{port}")]
+    #[error("cannot listen on {}", std::net::SocketAddr::new(*.ip, *.port))]
     Bind {
+        /// The loopback address asked for.
+        ip: std::net::IpAddr,
         /// The port asked for, named in the message so the user can pick another.
         port: u16,
         /// The operating system's reason.
         #[source]
         source: std::io::Error,
     },
+    /// Asked to listen on an address other than loopback: refused, because the simulator's
+    /// keys are well known and its `/_sim` routes need none.
+    #[error(
+        "the simulator listens on loopback only (its keys are well known and its admin routes have none); \
+         refusing to listen on {0}: use 127.0.0.1, ::1 or localhost"
+    )]
+    NotLoopback(String),
+}
+
+/// Reads a `--bind` address: `localhost` or a loopback IP address; anything else is refused.
+pub fn loopback_address(text: &str) -> Result<std::net::IpAddr, SimError> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("localhost") {
+        return Ok(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    text.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .filter(std::net::IpAddr::is_loopback)
+        .ok_or_else(|| SimError::NotLoopback(text.to_string()))
 }
 
 /// Everything handlers share: the fixed configuration and the mutable state behind one mutex.

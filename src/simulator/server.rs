@@ -30,8 +30,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::demo::{self, OWNER_CHANGE_EVENT};
 use super::state::{Admission, Fault, Filter, LeadRef, Record, State, parse_date};
 use super::{
-    PagingMode, RateLimitStyle, RejectMode, RequestOutcome, SimConfig, SimError, Simulator,
-    rate_limit_message,
+    BulkAnswer, PagingMode, RateLimitStyle, RejectMode, RequestOutcome, SimConfig, SimError,
+    Simulator, rate_limit_message,
 };
 use crate::api::{self, MAX_BATCH};
 
@@ -101,7 +101,7 @@ pub async fn serve(
 
 /// A simulator serving on a loopback port in the background, for tests and demos.
 pub struct RunningSimulator {
-    /// Where it listens (always 127.0.0.1), for building client URLs.
+    /// Where it listens (always loopback), for building client URLs.
     pub addr: SocketAddr,
     /// The account it serves, for inspecting requests and activities.
     pub sim: Simulator,
@@ -121,10 +121,21 @@ impl RunningSimulator {
     /// Binds 127.0.0.1:`port` (never another interface: the simulator has fixed keys) and
     /// starts serving a new simulator.
     pub async fn start_on(port: u16, config: SimConfig) -> Result<RunningSimulator, SimError> {
-        let bind_error = |source| SimError::Bind { port, source };
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-            .await
-            .map_err(bind_error)?;
+        Self::start_at(Ipv4Addr::LOCALHOST.into(), port, config).await
+    }
+
+    /// Binds `ip`:`port`, refusing any `ip` that is not loopback, and starts serving a new
+    /// simulator.
+    pub async fn start_at(
+        ip: IpAddr,
+        port: u16,
+        config: SimConfig,
+    ) -> Result<RunningSimulator, SimError> {
+        if !ip.is_loopback() {
+            return Err(SimError::NotLoopback(ip.to_string()));
+        }
+        let bind_error = |source| SimError::Bind { ip, port, source };
+        let listener = TcpListener::bind((ip, port)).await.map_err(bind_error)?;
         Self::spawn(listener, config).map_err(bind_error)
     }
 
@@ -472,6 +483,11 @@ fn bulk_rows(sim: &Simulator, seq: u64, rows: &[api::ActivityItem]) -> Answer {
             ),
         );
     }
+    let spoil = sim.shared.config.bulk_answer;
+    if spoil == BulkAnswer::StatusError200 {
+        let body = error_body(None, "The request could not be processed");
+        return Answer::new(json(StatusCode::OK, &body), RequestOutcome::Spoiled);
+    }
     let now = chrono::Utc::now().timestamp();
     let mut state = sim.lock();
     let checked: Vec<_> = rows.iter().map(|row| state.validate_row(row)).collect();
@@ -499,7 +515,69 @@ fn bulk_rows(sim: &Simulator, seq: u64, rows: &[api::ActivityItem]) -> Answer {
         })
         .collect();
     drop(state);
-    Answer::ok(&api::BulkResponse { response })
+    spoiled_bulk_answer(spoil, response)
+}
+
+/// The bulk answer for `response`, spoiled as `spoil` says.
+fn spoiled_bulk_answer(spoil: BulkAnswer, mut response: Vec<api::BulkResultItem>) -> Answer {
+    let raw = |status: StatusCode, body: Vec<u8>| {
+        let mut answer = Response::new(Body::from(body));
+        *answer.status_mut() = status;
+        answer
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Answer::new(answer, RequestOutcome::Spoiled)
+    };
+    match spoil {
+        BulkAnswer::Faithful | BulkAnswer::StatusError200 => {}
+        BulkAnswer::NotJson => {
+            return raw(StatusCode::OK, b"<html><body>OK</body></html>".to_vec());
+        }
+        BulkAnswer::Truncated => {
+            let mut body = serde_json::to_vec(&api::BulkResponse { response }).unwrap_or_default();
+            body.truncate(body.len() / 2);
+            return raw(StatusCode::OK, body);
+        }
+        BulkAnswer::FewerItems => {
+            response.pop();
+        }
+        BulkAnswer::MoreItems => {
+            let extra = response.len() as u32 + 1;
+            response.push(api::BulkResultItem {
+                prospect_activity_id: Some(uuid::Uuid::new_v4().to_string()),
+                row_number: Some(extra),
+                activity_created: true,
+                exception_message: None,
+            });
+        }
+        BulkAnswer::DuplicateRowNumbers => {
+            if let Some(first) = response.first().cloned() {
+                response.push(api::BulkResultItem {
+                    prospect_activity_id: Some(uuid::Uuid::new_v4().to_string()),
+                    ..first
+                });
+            }
+        }
+        BulkAnswer::MissingRowNumbers => {
+            for item in &mut response {
+                item.row_number = None;
+            }
+        }
+        BulkAnswer::CreatedWithoutId => {
+            for item in &mut response {
+                item.prospect_activity_id = None;
+            }
+        }
+    }
+    let answer = Answer::ok(&api::BulkResponse { response });
+    if spoil == BulkAnswer::Faithful {
+        answer
+    } else {
+        Answer {
+            outcome: RequestOutcome::Spoiled,
+            ..answer
+        }
+    }
 }
 
 /// Get Activities of a Lead.

@@ -4,6 +4,10 @@
 mod delete;
 mod export;
 mod import;
+mod responses;
 mod resume;
+mod secrets;
+mod stub;
 mod support;
+mod transport;
 mod undo;
