@@ -4,6 +4,7 @@
 mod delete;
 mod export;
 mod import;
+mod input;
 mod resume;
 mod support;
 mod undo;
