@@ -38,6 +38,8 @@ pub enum Command {
   lsq-sync import samples/activities.csv --out report.csv --simulate
   LSQ_ACCESS_KEY=... LSQ_SECRET_KEY=... lsq-sync import activities.csv --out report.csv \\
       --host https://api-in21.leadsquared.com --rate 25/5s
+  lsq-sync import calls.xlsx --out report.csv --simulate --map \"Lead ID=RelatedProspectId\" \\
+      --set ActivityEvent=201 --timezone Asia/Kolkata --date-format \"dd/MM/yyyy HH:mm\"
 
 Input columns (names matched case-insensitively): RelatedProspectId (required, GUID),
 ActivityEvent (required, code), ActivityNote, ActivityOwnerEmail,
