@@ -152,9 +152,9 @@ pub struct FileConfig {
     /// `"Sheet header" = "ApiField"`.
     #[serde(default)]
     pub mapping: BTreeMap<String, String>,
-    /// `ApiField = "value"` for every row.
+    /// `ApiField = "value"` (or a bare number, `ActivityEvent = 201`) for every row.
     #[serde(default)]
-    pub constants: BTreeMap<String, String>,
+    pub constants: BTreeMap<String, toml::Value>,
 }
 
 /// `[input]` section.
@@ -545,11 +545,20 @@ fn resolve_input(
             ));
         }
         for (field, value) in &file.constants {
-            constants.push((
-                "config file [constants]".to_string(),
-                field.clone(),
-                value.clone(),
-            ));
+            let source_name = "config file [constants]";
+            let value = match value {
+                toml::Value::String(text) => text.clone(),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                    value.to_string()
+                }
+                other => {
+                    return Err(invalid(
+                        source_name,
+                        format!("{field} = {other}: give a text or a number"),
+                    ));
+                }
+            };
+            constants.push((source_name.to_string(), field.clone(), value));
         }
     }
     for (flag, list, out) in [
@@ -670,7 +679,7 @@ mod tests {
     #[test]
     fn input_settings_layer_file_then_env_then_flags() {
         let f = file(
-            "[input]\ntimezone = \"Asia/Kolkata\"\nsheet = \"Calls\"\n[mapping]\n\"Lead ID\" = \"RelatedProspectId\"\n\"Type\" = \"ActivityEvent\"\n[constants]\nActivityNote = \"from file\"",
+            "[input]\ntimezone = \"Asia/Kolkata\"\nsheet = \"Calls\"\n[mapping]\n\"Lead ID\" = \"RelatedProspectId\"\n\"Type\" = \"ActivityEvent\"\n[constants]\nActivityNote = \"from file\"\nmx_Custom_3 = 7",
         );
         let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
         assert_eq!(s.input.sheet.as_deref(), Some("Calls"));
@@ -704,6 +713,7 @@ mod tests {
         assert_eq!(
             s.input.columns.constants(),
             &[
+                ("mx_Custom_3".to_string(), "7".to_string()),
                 ("ActivityNote".to_string(), "from flag".to_string()),
                 ("ActivityEvent".to_string(), "201".to_string())
             ]
