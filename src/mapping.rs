@@ -130,6 +130,11 @@ impl ColumnMap {
         &self.constants
     }
 
+    /// Renamed headers, `(sheet header, API field)`.
+    pub fn renames(&self) -> &[(String, String)] {
+        &self.renames
+    }
+
     /// Whether `name` (a column's field name after mapping) is the lead key under `--match-by`:
     /// `SearchByValue` or the match field's own name.
     pub fn is_search_key(&self, name: &str) -> bool {

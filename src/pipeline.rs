@@ -316,6 +316,7 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
         "max_attempts": job.settings.max_attempts.get(),
         "skip_existing": job.skip_existing,
         "carried_over_from_run": carry_from,
+        "input": input_options(&job.settings.input, sheet),
     })
     .to_string();
     let run = ledger.start_run(kind, &key, &hash, &shape.input_headers, &options)?;
@@ -415,6 +416,19 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
     Ok(Prepared {
         run,
         resumed: false,
+    })
+}
+
+/// How the input was read, for the ledger's record of the run (a later `undo` or a person
+/// reading the ledger needs the mapping to make sense of the rows).
+fn input_options(input: &InputSettings, sheet: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "sheet": sheet,
+        "mapping": input.columns.renames(),
+        "constants": input.columns.constants(),
+        "match_by": input.columns.match_by(),
+        "timezone": input.dates.zone.map(|z| z.name()),
+        "date_format": input.dates.format.as_ref().map(|f| f.as_written()),
     })
 }
 
