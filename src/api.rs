@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 /// Post up to [`MAX_BATCH`] activities, each naming its lead by id.
 pub const PATH_BULK_ADD_BY_LEAD_ID: &str =
     "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId";
+/// Post up to [`MAX_BATCH`] activities, each naming its lead by the value of a unique lead
+/// field; the field goes in the [`QUERY_SEARCH_BY`] query parameter.
+pub const PATH_BULK_ADD_BY_LEAD_FIELD: &str =
+    "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadField";
+/// Query parameter of [`PATH_BULK_ADD_BY_LEAD_FIELD`]: the lead field searched
+/// (`EmailAddress`, `Phone`, `Mobile`, ...).
+pub const QUERY_SEARCH_BY: &str = "searchBy";
 /// Get a lead's activities, paged; the lead goes in the `leadId` query parameter.
 pub const PATH_RETRIEVE: &str = "/v2/ProspectActivity.svc/Retrieve";
 /// Queue the deletion of a lead's custom activities of some codes.
@@ -45,7 +52,11 @@ pub const RATE_LIMIT_EXCEPTION: &str = "MXAPIRateLimitExceededException";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ActivityItem {
-    /// The lead's id (a GUID).
+    /// The lead's id (a GUID). Under `--match-by` it holds the value of the lead field searched
+    /// by instead (an e-mail address, a phone number), which the ByLeadField post sends as
+    /// [`ByFieldItem::search_by_value`]; so the ledger's fingerprints and lead keys need no
+    /// second field. Left out of the JSON when empty, as in a [`ByFieldItem`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub related_prospect_id: String,
     /// The activity type's code.
     pub activity_event: i64,
@@ -58,6 +69,38 @@ pub struct ActivityItem {
     pub activity_date_time: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldValue>,
+}
+
+/// One activity in the ByLeadField bulk post body: the lead is named by `SearchByValue`, and
+/// the rest is an [`ActivityItem`] with an empty `RelatedProspectId` (left out of the JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ByFieldItem {
+    /// The value of the `searchBy` lead field that names the lead.
+    pub search_by_value: String,
+    #[serde(flatten)]
+    pub activity: ActivityItem,
+}
+
+impl ByFieldItem {
+    /// The ByLeadField form of an item whose `related_prospect_id` holds the search value.
+    pub fn from_item(item: &ActivityItem) -> ByFieldItem {
+        ByFieldItem {
+            search_by_value: item.related_prospect_id.clone(),
+            activity: ActivityItem {
+                related_prospect_id: String::new(),
+                ..item.clone()
+            },
+        }
+    }
+
+    /// The same activity addressed to the lead with id `lead_id`.
+    pub fn for_lead(self, lead_id: String) -> ActivityItem {
+        ActivityItem {
+            related_prospect_id: lead_id,
+            ..self.activity
+        }
+    }
 }
 
 /// A custom field of an activity, `mx_Custom_1` .. `mx_Custom_50`.
@@ -318,6 +361,27 @@ mod tests {
                 "ActivityEvent": 320,
                 "ActivityNote": "Add/ByLeadId",
                 "Fields": [{"SchemaName": "mx_Custom_1", "Value": "First"}]
+            })
+        );
+    }
+
+    #[test]
+    fn by_field_items_name_the_lead_by_search_by_value() {
+        let item = ActivityItem {
+            related_prospect_id: "lead3@example.com".into(),
+            activity_event: 201,
+            activity_note: None,
+            activity_owner_email: None,
+            activity_date_time: Some("2024-03-10 04:00:00".into()),
+            fields: vec![],
+        };
+        let json = serde_json::to_value(ByFieldItem::from_item(&item)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "SearchByValue": "lead3@example.com",
+                "ActivityEvent": 201,
+                "ActivityDateTime": "2024-03-10 04:00:00"
             })
         );
     }

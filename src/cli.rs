@@ -43,6 +43,8 @@ pub enum Command {
   lsq-sync import samples/activities.csv --out report.csv --simulate
   LSQ_ACCESS_KEY=... LSQ_SECRET_KEY=... lsq-sync import activities.csv --out report.csv \\
       --host https://api-in21.leadsquared.com --rate 25/5s
+  lsq-sync import calls.xlsx --out report.csv --simulate --map \"Lead ID=RelatedProspectId\" \\
+      --set ActivityEvent=201 --timezone Asia/Kolkata --date-format \"dd/MM/yyyy HH:mm\"
 
 Input columns (names matched case-insensitively): RelatedProspectId (required, GUID),
 ActivityEvent (required, code), ActivityNote, ActivityOwnerEmail,
@@ -140,7 +142,7 @@ pub struct SendArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The CSV file to import.
+    /// The file to import: CSV, or a spreadsheet (.xlsx, .xlsm, .xlsb, .xls, .ods).
     #[arg(value_name = "INPUT.csv")]
     pub input: PathBuf,
 
@@ -161,6 +163,45 @@ pub struct ImportArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    // Named `input_options` because `input` is the input file.
+    #[command(flatten)]
+    pub input_options: InputArgs,
+}
+
+/// How the input is read: spreadsheets, their own column names, leads by e-mail, local times.
+/// Each also has a config key (`[input]`, `[mapping]`, `[constants]`); flags win.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Reading the input")]
+pub struct InputArgs {
+    /// Read a sheet column as an API field, e.g. --map "Lead ID=RelatedProspectId" (repeatable).
+    /// Fields: RelatedProspectId, ActivityEvent, ActivityNote, ActivityOwnerEmail,
+    /// ActivityDateTime, mx_Custom_1..mx_Custom_50, SearchByValue (with --match-by).
+    #[arg(long = "map", value_name = "HEADER=FIELD")]
+    pub map: Vec<String>,
+
+    /// Give a field the same value on every row, e.g. --set ActivityEvent=201 (repeatable).
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub set: Vec<String>,
+
+    /// Find leads by this unique lead field instead of by id (EmailAddress, Phone, Mobile, ...):
+    /// the lead column is SearchByValue or the field's own name, e.g. an EmailAddress column.
+    #[arg(long, value_name = "FIELD")]
+    pub match_by: Option<String>,
+
+    /// Time zone of ActivityDateTime values without an offset (IANA name, e.g. Asia/Kolkata);
+    /// they are converted to UTC. Default: the values are UTC.
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+
+    /// Format of ActivityDateTime, e.g. "dd/MM/yyyy HH:mm", "MM/dd/yyyy"; yyyy-MM-dd HH:mm:ss
+    /// and ISO 8601 with an offset are always read too.
+    #[arg(long, value_name = "FORMAT")]
+    pub date_format: Option<String>,
+
+    /// The worksheet of an .xlsx/.xls/.ods input, by name or position from 1 (default: the first).
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub sheet: Option<String>,
 }
 
 /// Flags about the run itself: its ledger and how an earlier run of the same input is treated.
@@ -202,6 +243,10 @@ pub struct RetryArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    // Named `input_options` because `input` is the input file.
+    #[command(flatten)]
+    pub input_options: InputArgs,
 }
 
 #[derive(Debug, Args)]

@@ -346,6 +346,8 @@ pub struct LsqClient {
     http: reqwest::Client,
     base: Url,
     request_timeout: Duration,
+    /// With `--match-by`: the lead field bulk posts search by (ByLeadField endpoint).
+    match_by: Option<String>,
 }
 
 static INSTALL_CRYPTO: Once = Once::new();
@@ -384,7 +386,20 @@ impl LsqClient {
             http,
             base,
             request_timeout: config.request_timeout,
+            match_by: None,
         })
+    }
+
+    /// Makes [`LsqClient::post_bulk`] name leads by the value of `field` (ByLeadField) instead
+    /// of by id; `None` keeps posting by id.
+    pub fn matching_leads_by(mut self, field: Option<&str>) -> LsqClient {
+        self.match_by = field.map(str::to_string);
+        self
+    }
+
+    /// The lead field bulk posts search by, if they do not name leads by id.
+    pub fn lead_match_field(&self) -> Option<&str> {
+        self.match_by.as_deref()
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
@@ -412,9 +427,21 @@ impl LsqClient {
         self.execute(self.http.get(self.url(path, &[]))).await
     }
 
-    /// Posts one batch to the bulk endpoint.
+    /// Posts one batch to the bulk endpoint: by lead id, or by lead field under `--match-by`
+    /// (both answer the same way, so one classifier reads both).
     pub async fn post_bulk(&self, items: &[&ActivityItem]) -> Result<Reply, CallError> {
-        self.post(api::PATH_BULK_ADD_BY_LEAD_ID, &[], items).await
+        match &self.match_by {
+            None => self.post(api::PATH_BULK_ADD_BY_LEAD_ID, &[], items).await,
+            Some(field) => {
+                let items: Vec<api::ByFieldItem> = items
+                    .iter()
+                    .map(|i| api::ByFieldItem::from_item(i))
+                    .collect();
+                let query = [(api::QUERY_SEARCH_BY, field.as_str())];
+                self.post(api::PATH_BULK_ADD_BY_LEAD_FIELD, &query, &items)
+                    .await
+            }
+        }
     }
 
     async fn execute(&self, request: reqwest::RequestBuilder) -> Result<Reply, CallError> {

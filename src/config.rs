@@ -6,6 +6,7 @@
 //! [`ConfigError`] naming the source of the bad value. Secrets are wrapped in [`Secret`] so that
 //! no `Debug` or `Display` of the settings can print them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::api::MAX_BATCH;
+use crate::dates::{DateFormat, DateReader, parse_zone};
 use crate::ledger::Durability;
+use crate::mapping::{ColumnMap, parse_pair};
 use crate::quota::{RateQuota, parse_duration};
 
 /// Where the config file is looked for when neither `--config` nor `LSQ_CONFIG` names one.
@@ -95,6 +98,20 @@ pub struct Settings {
     /// Allow `http://` to a host that is not loopback: the keys would cross the network in
     /// clear text, so this is off unless asked for.
     pub allow_insecure_http: bool,
+    /// How input files are read: sheet, column mapping, lead matching, dates.
+    pub input: InputSettings,
+}
+
+/// How import, retry and validate read their input (`[input]`, `[mapping]`, `[constants]`,
+/// `--map`, `--set`, `--match-by`, `--timezone`, `--date-format`, `--sheet`).
+#[derive(Debug, Clone, Default)]
+pub struct InputSettings {
+    /// Headers renamed to API fields, constant fields, and the lead field leads are found by.
+    pub columns: ColumnMap,
+    /// How `ActivityDateTime` cells are read: format and time zone.
+    pub dates: DateReader,
+    /// The worksheet of a spreadsheet input, by name or 1-based position; `None` for the first.
+    pub sheet: Option<String>,
 }
 
 impl Default for Settings {
@@ -115,6 +132,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             ledger_durability: Durability::Full,
             allow_insecure_http: false,
+            input: InputSettings::default(),
         }
     }
 }
@@ -133,6 +151,24 @@ pub struct FileConfig {
     pub log: FileLog,
     #[serde(default)]
     pub ledger: FileLedger,
+    #[serde(default)]
+    pub input: FileInput,
+    /// `"Sheet header" = "ApiField"`.
+    #[serde(default)]
+    pub mapping: BTreeMap<String, String>,
+    /// `ApiField = "value"` (or a bare number, `ActivityEvent = 201`) for every row.
+    #[serde(default)]
+    pub constants: BTreeMap<String, toml::Value>,
+}
+
+/// `[input]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileInput {
+    pub match_by: Option<String>,
+    pub timezone: Option<String>,
+    pub date_format: Option<String>,
+    pub sheet: Option<String>,
 }
 
 /// `[ledger]` section.
@@ -206,6 +242,20 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--allow-insecure-http`; `None` (flag absent) leaves the lower layers' value.
     pub allow_insecure_http: Option<bool>,
+    pub input: InputOverrides,
+}
+
+/// Input flags (`cli::InputArgs`) as given; empty lists and `None` leave the lower layers' value.
+#[derive(Debug, Default, Clone)]
+pub struct InputOverrides {
+    /// `--map "HEADER=FIELD"`, in order.
+    pub map: Vec<String>,
+    /// `--set "FIELD=VALUE"`, in order.
+    pub set: Vec<String>,
+    pub match_by: Option<String>,
+    pub timezone: Option<String>,
+    pub date_format: Option<String>,
+    pub sheet: Option<String>,
 }
 
 /// A bad setting, naming where it came from.
@@ -224,6 +274,9 @@ pub enum ConfigError {
         source_name: String,
         message: String,
     },
+    /// A column mapping or constant that names no API field; the message names its source.
+    #[error(transparent)]
+    Mapping(#[from] crate::mapping::MappingError),
 }
 
 impl FileConfig {
@@ -455,6 +508,7 @@ impl Settings {
             s.allow_insecure_http = allow;
         }
 
+        s.input = resolve_input(file, env, &flags.input)?;
         s.check()?;
         Ok(s)
     }
@@ -487,6 +541,111 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The input settings: file, then environment (`LSQ_TIMEZONE`, `LSQ_DATE_FORMAT`), then flags.
+/// Mapping pairs of the file come first and flags after, so a flag for the same header or field
+/// wins.
+fn resolve_input(
+    file: Option<&FileConfig>,
+    env: &dyn Fn(&str) -> Option<String>,
+    flags: &InputOverrides,
+) -> Result<InputSettings, ConfigError> {
+    let from_file = |pick: fn(&FileInput) -> &Option<String>, name: &str| {
+        file.and_then(|f| pick(&f.input).clone())
+            .map(|v| (v, format!("config file [input] {name}")))
+    };
+    let layered = |flag: &Option<String>, flag_name: &str, env_name: Option<&str>, file_value| {
+        flag.clone()
+            .map(|v| (v, flag_name.to_string()))
+            .or_else(|| {
+                env_name.and_then(|n| {
+                    env(n)
+                        .filter(|v| !v.trim().is_empty())
+                        .map(|v| (v, n.to_string()))
+                })
+            })
+            .or(file_value)
+    };
+    let match_by = layered(
+        &flags.match_by,
+        "--match-by",
+        None,
+        from_file(|i| &i.match_by, "match_by"),
+    );
+    let timezone = layered(
+        &flags.timezone,
+        "--timezone",
+        Some("LSQ_TIMEZONE"),
+        from_file(|i| &i.timezone, "timezone"),
+    );
+    let date_format = layered(
+        &flags.date_format,
+        "--date-format",
+        Some("LSQ_DATE_FORMAT"),
+        from_file(|i| &i.date_format, "date_format"),
+    );
+    let sheet = layered(
+        &flags.sheet,
+        "--sheet",
+        None,
+        from_file(|i| &i.sheet, "sheet"),
+    );
+
+    let mut renames = Vec::new();
+    let mut constants = Vec::new();
+    if let Some(file) = file {
+        for (header, field) in &file.mapping {
+            renames.push((
+                "config file [mapping]".to_string(),
+                header.clone(),
+                field.clone(),
+            ));
+        }
+        for (field, value) in &file.constants {
+            let source_name = "config file [constants]";
+            let value = match value {
+                toml::Value::String(text) => text.clone(),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                    value.to_string()
+                }
+                other => {
+                    return Err(invalid(
+                        source_name,
+                        format!("{field} = {other}: give a text or a number"),
+                    ));
+                }
+            };
+            constants.push((source_name.to_string(), field.clone(), value));
+        }
+    }
+    for (flag, list, out) in [
+        ("--map", &flags.map, &mut renames),
+        ("--set", &flags.set, &mut constants),
+    ] {
+        for text in list {
+            let (name, value) = parse_pair(flag, text)?;
+            out.push((flag.to_string(), name, value));
+        }
+    }
+    let columns = ColumnMap::new(renames, constants, match_by.map(|(v, _)| v))?;
+    let format = match date_format {
+        Some((text, source_name)) => {
+            DateFormat::parse(&text).map_err(|e| invalid(&source_name, e.to_string()))?
+        }
+        None => None,
+    };
+    let zone = match timezone {
+        Some((text, source_name)) => Some(parse_zone(&text).map_err(|e| invalid(&source_name, e))?),
+        None => None,
+    };
+    Ok(InputSettings {
+        columns,
+        dates: DateReader { format, zone },
+        sheet: sheet
+            .map(|(v, _)| v.trim().to_string())
+            .filter(|v| !v.is_empty()),
+    })
 }
 
 #[cfg(test)]
@@ -612,6 +771,95 @@ mod tests {
         assert_eq!(key_file_warning(&path, &with_keys), None);
         mode(0o644);
         assert_eq!(key_file_warning(&path, &FileConfig::default()), None);
+    }
+
+    #[test]
+    fn input_settings_layer_file_then_env_then_flags() {
+        let f = file(
+            "[input]\ntimezone = \"Asia/Kolkata\"\nsheet = \"Calls\"\n[mapping]\n\"Lead ID\" = \"RelatedProspectId\"\n\"Type\" = \"ActivityEvent\"\n[constants]\nActivityNote = \"from file\"\nmx_Custom_3 = 7",
+        );
+        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.input.sheet.as_deref(), Some("Calls"));
+        assert_eq!(
+            s.input.dates.zone.map(|z| z.name().to_string()).as_deref(),
+            Some("Asia/Kolkata")
+        );
+        let names = |s: &Settings| {
+            s.input
+                .columns
+                .field_names(&["Lead ID".to_string(), "Type".to_string()])
+                .unwrap()
+        };
+        assert_eq!(names(&s), vec!["RelatedProspectId", "ActivityEvent"]);
+
+        let env = env_of(&[("LSQ_TIMEZONE", "Europe/London")]);
+        let flags = Overrides {
+            input: InputOverrides {
+                map: vec!["Type=mx_Custom_2".into()],
+                set: vec!["ActivityNote=from flag".into(), "ActivityEvent=201".into()],
+                ..InputOverrides::default()
+            },
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
+        assert_eq!(
+            s.input.dates.zone.map(|z| z.name().to_string()).as_deref(),
+            Some("Europe/London")
+        );
+        assert_eq!(names(&s), vec!["RelatedProspectId", "mx_Custom_2"]);
+        assert_eq!(
+            s.input.columns.constants(),
+            &[
+                ("mx_Custom_3".to_string(), "7".to_string()),
+                ("ActivityNote".to_string(), "from flag".to_string()),
+                ("ActivityEvent".to_string(), "201".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_input_settings_name_their_source() {
+        let f = file("[mapping]\n\"Lead\" = \"LeadGuid\"");
+        let err = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config file [mapping]: \"LeadGuid\" is not an API field"),
+            "{err}"
+        );
+        let flags = |input: InputOverrides| Overrides {
+            input,
+            ..Overrides::default()
+        };
+        let cases = [
+            (
+                InputOverrides {
+                    timezone: Some("India".into()),
+                    ..InputOverrides::default()
+                },
+                "--timezone: \"India\" is not an IANA time zone",
+            ),
+            (
+                InputOverrides {
+                    date_format: Some("dd.MM".into()),
+                    ..InputOverrides::default()
+                },
+                "--date-format: date format \"dd.MM\" needs a year",
+            ),
+            (
+                InputOverrides {
+                    set: vec!["ActivityEvent".into()],
+                    ..InputOverrides::default()
+                },
+                "--set: \"ActivityEvent\" is not NAME=VALUE",
+            ),
+        ];
+        for (input, expected) in cases {
+            let err = Settings::resolve(None, &env_of(&[]), &flags(input))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(expected), "{err}");
+        }
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! This is the one place that builds CSV readers: header required, a UTF-8 BOM tolerated,
 //! CRLF or LF, RFC 4180 quoting, and ragged rows passed on (validation reports them) rather than
 //! aborting the file.
+//!
+//! [`InputSource::open`] picks the reader by file extension: spreadsheets go to `xlsx`, which
+//! yields the same [`SourceRow`]s; everything else is read as CSV.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -36,6 +39,53 @@ pub enum InputError {
         line: u64,
         message: String,
     },
+    #[error("{path}: {message}")]
+    Sheet { path: PathBuf, message: String },
+}
+
+/// An input file of either kind, iterated row by row.
+pub enum InputSource {
+    Csv(CsvSource),
+    Sheet(crate::xlsx::SheetSource),
+}
+
+impl InputSource {
+    /// Opens `path` as a spreadsheet when its extension says so (`sheet` chooses the worksheet),
+    /// else as CSV, where naming a sheet is a mistake worth saying.
+    pub fn open(path: &Path, sheet: Option<&str>) -> Result<InputSource, InputError> {
+        if crate::xlsx::is_spreadsheet(path) {
+            return crate::xlsx::SheetSource::open(path, sheet).map(InputSource::Sheet);
+        }
+        if let Some(sheet) = sheet {
+            return Err(InputError::Sheet {
+                path: path.to_path_buf(),
+                message: format!(
+                    "--sheet {sheet:?} applies to spreadsheets ({}); this file is read as CSV",
+                    crate::xlsx::SPREADSHEET_EXTENSIONS.join(", ")
+                ),
+            });
+        }
+        CsvSource::open(path).map(InputSource::Csv)
+    }
+
+    /// The header row.
+    pub fn headers(&self) -> &ByteRecord {
+        match self {
+            InputSource::Csv(csv) => csv.headers(),
+            InputSource::Sheet(sheet) => sheet.headers(),
+        }
+    }
+}
+
+impl Iterator for InputSource {
+    type Item = Result<SourceRow, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            InputSource::Csv(csv) => csv.next(),
+            InputSource::Sheet(sheet) => sheet.next(),
+        }
+    }
 }
 
 /// An open CSV file, iterated row by row.

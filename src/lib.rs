@@ -26,6 +26,9 @@
 //! - [`commands`]: the CLI commands, thin wrappers over the above.
 //! - [`api`]: LeadSquared's wire types, shared by the client and the simulator.
 //! - [`simulator`]: an in-process HTTP simulator of the LeadSquared API for tests and demos.
+//! - [`xlsx`]: reads XLSX, XLS and ODS sheets into the same rows as CSV.
+//! - [`mapping`]: the sheet's own headers and constants mapped to API fields; `--match-by`.
+//! - [`dates`]: spreadsheet date formats and time zones to the API's UTC date-times.
 //! - [`config`], [`cli`], [`quota`], [`stats`], [`progress`], [`abort`], [`exit`]: settings,
 //!   flags, the rate quota, counters and summary, the progress bar, the stop signal, exit codes.
 
@@ -37,11 +40,13 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod dates;
 pub mod exit;
 pub mod export;
 pub mod input;
 pub mod leads;
 pub mod ledger;
+pub mod mapping;
 pub mod pace;
 pub mod pipeline;
 pub mod progress;
@@ -54,3 +59,4 @@ pub mod simulator;
 pub mod stats;
 pub mod undo;
 pub mod validate;
+pub mod xlsx;

@@ -24,8 +24,8 @@ use crate::activities::Fetcher;
 use crate::api::{ActivityItem, DATE_TIME_FORMAT};
 use crate::batch::{Batch, BatchRow, Batcher, RowWork};
 use crate::client::{ClientConfig, ClientError, LsqClient};
-use crate::config::Settings;
-use crate::input::{CsvSource, InputError, SourceRow};
+use crate::config::{InputSettings, Settings};
+use crate::input::{InputError, InputSource, SourceRow};
 use crate::ledger::{
     Ledger, LedgerError, NewRow, RowState, RunStatus, StoredRow, fingerprint, hash_file,
 };
@@ -150,7 +150,12 @@ enum Prior {
 }
 
 impl RowShape {
-    fn of(kind: InputKind, headers: &ByteRecord, path: &Path) -> Result<RowShape, ImportError> {
+    fn of(
+        kind: InputKind,
+        headers: &ByteRecord,
+        path: &Path,
+        input: &InputSettings,
+    ) -> Result<RowShape, ImportError> {
         let input_headers = match kind {
             InputKind::Import => headers.clone(),
             InputKind::Retry => {
@@ -173,7 +178,7 @@ impl RowShape {
             }
         };
         let schema =
-            Schema::from_headers(&input_headers).map_err(|source| ImportError::Schema {
+            Schema::for_input(&input_headers, input).map_err(|source| ImportError::Schema {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -296,8 +301,13 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
         });
     }
 
-    let source = CsvSource::open(path)?;
-    let shape = RowShape::of(job.kind, source.headers(), path)?;
+    // A report is always CSV, whatever sheet the import read.
+    let sheet = match job.kind {
+        InputKind::Import => job.settings.input.sheet.as_deref(),
+        InputKind::Retry => None,
+    };
+    let source = InputSource::open(path, sheet)?;
+    let shape = RowShape::of(job.kind, source.headers(), path, &job.settings.input)?;
     let options = serde_json::json!({
         "kind": kind,
         "host": job.settings.host,
@@ -306,6 +316,7 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
         "max_attempts": job.settings.max_attempts.get(),
         "skip_existing": job.skip_existing,
         "carried_over_from_run": carry_from,
+        "input": input_options(&job.settings.input, sheet),
     })
     .to_string();
     let run = ledger.start_run(kind, &key, &hash, &shape.input_headers, &options)?;
@@ -330,10 +341,15 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
                 });
             }
             let check = shape.schema.check(&row);
+            // The report shows the UTC date sent where a time zone or format converted it.
+            let record = match &check {
+                Ok(item) => shape.schema.as_sent(&row, item),
+                Err(_) => None,
+            };
             let mut new = NewRow {
                 number: row.number,
                 line: row.line,
-                record: row.record,
+                record: record.unwrap_or(row.record),
                 fingerprint: None,
                 lead_id: None,
                 state: RowState::Pending,
@@ -403,6 +419,19 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
     })
 }
 
+/// How the input was read, for the ledger's record of the run (a later `undo` or a person
+/// reading the ledger needs the mapping to make sense of the rows).
+fn input_options(input: &InputSettings, sheet: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "sheet": sheet,
+        "mapping": input.columns.renames(),
+        "constants": input.columns.constants(),
+        "match_by": input.columns.match_by(),
+        "timezone": input.dates.zone.map(|z| z.name()),
+        "date_format": input.dates.format.as_ref().map(|f| f.as_written()),
+    })
+}
+
 /// The activity to send for a pending row, with the `ActivityDateTime` chosen for a row that
 /// has none (kept in the ledger, so every attempt and every run sends the same value).
 fn sendable(row: &StoredRow, schema: &Schema) -> Result<Sendable, String> {
@@ -447,7 +476,8 @@ fn work_of(row: &StoredRow, schema: &Schema) -> RowWork {
 pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
     let started = Instant::now();
     let settings = &job.settings;
-    let client = LsqClient::new(&client_config(settings)?)?;
+    let client = LsqClient::new(&client_config(settings)?)?
+        .matching_leads_by(settings.input.columns.match_by());
     let ledger = {
         let path = job.ledger.clone();
         let durability = settings.ledger_durability;
@@ -465,11 +495,12 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
             .map_err(|e| ImportError::Internal(e.to_string()))??
     };
     let run = prepared.run;
-    let schema =
-        Schema::from_headers(&ledger.headers(run)?).map_err(|source| ImportError::Schema {
+    let schema = Schema::for_input(&ledger.headers(run)?, &settings.input).map_err(|source| {
+        ImportError::Schema {
             path: job.input.clone(),
             source,
-        })?;
+        }
+    })?;
 
     let pacer = Arc::new(Pacer::new(settings.rate, settings.pacing_margin));
     let counts = ledger.counts(run)?;

@@ -410,6 +410,14 @@ impl Sender {
         rows: Vec<Sendable>,
     ) -> (Vec<(u64, RowOutcome)>, Vec<Sendable>) {
         let _one_at_a_time = self.checking.lock().await;
+        if let Some(field) = self.client.lead_match_field() {
+            // Get Activities needs lead ids, and these rows name leads by another field: there
+            // is no safe way to tell which were created, and re-sending could duplicate them.
+            return self.unresolved(
+                rows,
+                &format!("rows matched by {field} cannot be looked up; check them in LeadSquared"),
+            );
+        }
         let mut leads: Vec<String> = rows
             .iter()
             .map(|r| r.item.related_prospect_id.clone())

@@ -5,6 +5,11 @@
 //! case-insensitively), which are `mx_Custom_<n>` custom fields, and which are carried into the
 //! report only. A header that cannot work (a required column missing, a column twice) is a
 //! [`SchemaError`] for the whole file, before anything is sent.
+//!
+//! The run's [`InputSettings`] shape this: `--map` renames headers to fields before they are
+//! recognised (messages and the report keep the file's own names), `--set` constants fill
+//! fields no column gives, `--match-by` makes the lead a `SearchByValue` instead of an id, and
+//! dates are read with the run's format and time zone (`dates`).
 
 use std::fmt;
 
@@ -12,30 +17,66 @@ use chrono::NaiveDateTime;
 use csv::ByteRecord;
 
 use crate::api::{ActivityItem, DATE_TIME_FORMAT, FieldValue};
+use crate::config::InputSettings;
+use crate::dates::{DateProblem, DateReader, SENT_DATE_FORMAT};
 use crate::input::SourceRow;
+use crate::mapping::SEARCH_BY_VALUE;
 
 /// Highest custom field number the API defines (`mx_Custom_1` .. `mx_Custom_50`).
 pub const MAX_CUSTOM_FIELD: u32 = 50;
 
-/// Column positions of the fields lsq-sync sends.
+/// Where a field's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cell {
+    /// The column at this position.
+    Column(usize),
+    /// The same value for every row (`--set`, `[constants]`).
+    Constant { field: String, value: String },
+}
+
+/// How the lead of a row is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LeadKey {
+    /// By its id, a GUID (`RelatedProspectId`).
+    Id,
+    /// By the value of this lead field (`--match-by`), sent as `SearchByValue`.
+    Field(String),
+}
+
+/// Where each field lsq-sync sends comes from, and how dates are read.
 #[derive(Debug, Clone)]
 pub struct Schema {
     /// Header names as written in the file, for messages.
     names: Vec<String>,
-    lead_id: usize,
-    event: usize,
-    note: Option<usize>,
-    owner: Option<usize>,
-    date_time: Option<usize>,
-    /// `(column, SchemaName)` of each custom field column, SchemaName spelled as the API does.
-    custom: Vec<(usize, String)>,
+    lead_key: LeadKey,
+    lead_id: Cell,
+    event: Cell,
+    note: Option<Cell>,
+    owner: Option<Cell>,
+    date_time: Option<Cell>,
+    /// `(source, SchemaName)` of each custom field, SchemaName spelled as the API does.
+    custom: Vec<(Cell, String)>,
+    /// Reads `ActivityDateTime` with the run's format and time zone.
+    dates: DateReader,
 }
 
 /// Why a header cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchemaError {
     #[error("required column {name} is missing (columns found: {found})")]
-    Missing { name: &'static str, found: String },
+    Missing { name: String, found: String },
+    #[error(
+        "mapped column {header:?} (--map or [mapping]) is not in the file (columns found: {found})"
+    )]
+    MappedColumnMissing { header: String, found: String },
+    #[error(
+        "{field} is given both as a constant (--set or [constants]) and by column {column} ({name}); keep one"
+    )]
+    ConstantAndColumn {
+        field: String,
+        column: usize,
+        name: String,
+    },
     #[error("column {name} appears twice (columns {first} and {second})")]
     Duplicate {
         name: String,
@@ -87,6 +128,14 @@ impl Known {
         }
     }
 
+    /// The field's name as this run calls it: under `--match-by` the lead is `SearchByValue`.
+    fn field_name(self, lead_key: &LeadKey) -> String {
+        match (self, lead_key) {
+            (Known::LeadId, LeadKey::Field(_)) => SEARCH_BY_VALUE.to_string(),
+            _ => self.name().to_string(),
+        }
+    }
+
     fn recognise(header: &str) -> Option<Known> {
         [
             Known::LeadId,
@@ -117,46 +166,119 @@ fn custom_field_name(header: &str) -> Option<Result<String, ()>> {
 }
 
 impl Schema {
+    /// The schema of a file read as it is: no mapping, constants or time zone.
     pub fn from_headers(headers: &ByteRecord) -> Result<Schema, SchemaError> {
+        Schema::for_input(headers, &InputSettings::default())
+    }
+
+    /// The schema of a file under the run's input settings: mapped headers, constants, lead
+    /// matching and date reading.
+    pub fn for_input(headers: &ByteRecord, input: &InputSettings) -> Result<Schema, SchemaError> {
         let mut names = Vec::with_capacity(headers.len());
         for (i, raw) in headers.iter().enumerate() {
             let name =
                 std::str::from_utf8(raw).map_err(|_| SchemaError::NotUtf8 { column: i + 1 })?;
             names.push(name.trim().to_string());
         }
+        let columns = &input.columns;
+        let fields =
+            columns
+                .field_names(&names)
+                .map_err(|header| SchemaError::MappedColumnMissing {
+                    header,
+                    found: names.join(", "),
+                })?;
+        let lead_key = match columns.match_by() {
+            Some(field) => LeadKey::Field(field.to_string()),
+            None => LeadKey::Id,
+        };
+        let recognise = |field: &str| -> Option<Known> {
+            if columns.is_search_key(field) {
+                return Some(Known::LeadId);
+            }
+            Known::recognise(field).filter(|k| *k != Known::LeadId || lead_key == LeadKey::Id)
+        };
 
         let mut known: Vec<(Known, usize)> = Vec::new();
-        let mut custom: Vec<(usize, String)> = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            if let Some(k) = Known::recognise(name) {
+        let mut custom: Vec<(Cell, String)> = Vec::new();
+        let custom_column = |custom: &[(Cell, String)], field: &str| {
+            custom.iter().find_map(|(cell, f)| match cell {
+                Cell::Column(i) if f == field => Some(*i),
+                _ => None,
+            })
+        };
+        for (i, field) in fields.iter().enumerate() {
+            if let Some(k) = recognise(field) {
                 if let Some(&(_, first)) = known.iter().find(|(seen, _)| *seen == k) {
                     return Err(SchemaError::Duplicate {
-                        name: k.name().to_string(),
+                        name: k.field_name(&lead_key),
                         first: first + 1,
                         second: i + 1,
                     });
                 }
                 known.push((k, i));
-            } else if let Some(field) = custom_field_name(name) {
+            } else if let Some(field) = custom_field_name(field) {
                 let field = field.map_err(|()| SchemaError::BadCustomField {
                     column: i + 1,
-                    name: name.clone(),
+                    name: names[i].clone(),
                 })?;
-                if let Some((first, _)) = custom.iter().find(|(_, f)| *f == field) {
+                if let Some(first) = custom_column(&custom, &field) {
                     return Err(SchemaError::Duplicate {
                         name: field,
                         first: first + 1,
                         second: i + 1,
                     });
                 }
-                custom.push((i, field));
+                custom.push((Cell::Column(i), field));
             }
         }
 
-        let find = |k: Known| known.iter().find(|(seen, _)| *seen == k).map(|&(_, i)| i);
+        let mut constants: Vec<(Known, Cell)> = Vec::new();
+        for (field, value) in columns.constants() {
+            let cell = Cell::Constant {
+                field: field.clone(),
+                value: value.clone(),
+            };
+            let column = match recognise(field) {
+                Some(k) => {
+                    constants.push((k, cell));
+                    known.iter().find(|(seen, _)| *seen == k).map(|&(_, i)| i)
+                }
+                None => {
+                    let column = custom_column(&custom, field);
+                    custom.push((cell, field.clone()));
+                    column
+                }
+            };
+            if let Some(i) = column {
+                return Err(SchemaError::ConstantAndColumn {
+                    field: field.clone(),
+                    column: i + 1,
+                    name: names[i].clone(),
+                });
+            }
+        }
+
+        let find = |k: Known| {
+            known
+                .iter()
+                .find(|(seen, _)| *seen == k)
+                .map(|&(_, i)| Cell::Column(i))
+                .or_else(|| {
+                    constants
+                        .iter()
+                        .find(|(seen, _)| *seen == k)
+                        .map(|(_, cell)| cell.clone())
+                })
+        };
         let require = |k: Known| {
             find(k).ok_or_else(|| SchemaError::Missing {
-                name: k.name(),
+                name: match &lead_key {
+                    LeadKey::Field(field) if k == Known::LeadId => {
+                        format!("{SEARCH_BY_VALUE} (or {field})")
+                    }
+                    _ => k.name().to_string(),
+                },
                 found: names.join(", "),
             })
         };
@@ -168,6 +290,8 @@ impl Schema {
             date_time: find(Known::DateTime),
             custom,
             names,
+            lead_key,
+            dates: input.dates.clone(),
         })
     }
 
@@ -190,40 +314,46 @@ impl Schema {
                 ),
             });
         }
-        let text = |i: usize| -> Result<&str, RowProblem> {
-            std::str::from_utf8(&record[i])
-                .map_err(|_| self.problem(i, "the cell is not valid UTF-8 text"))
-        };
-        let optional = |i: Option<usize>| -> Result<Option<&str>, RowProblem> {
-            match i {
-                Some(i) => text(i).map(|t| Some(t).filter(|t| !t.trim().is_empty())),
-                None => Ok(None),
+        let text = |cell| self.text(record, cell);
+        let optional = |cell| self.optional(record, cell);
+
+        let lead = text(&self.lead_id)?.trim();
+        if lead.is_empty() {
+            return Err(self.problem(&self.lead_id, "required, but the cell is empty"));
+        }
+        let related_prospect_id = match &self.lead_key {
+            LeadKey::Id => uuid::Uuid::try_parse(lead)
+                .map_err(|_| {
+                    self.problem(
+                        &self.lead_id,
+                        format!(
+                            "{} is not a lead id (expected a GUID like 3aee22bd-8419-422a-8242-c510df9af021)",
+                            quoted(lead)
+                        ),
+                    )
+                })?
+                .hyphenated()
+                .to_string(),
+            LeadKey::Field(field) => {
+                if field.eq_ignore_ascii_case("EmailAddress") && !looks_like_email(lead) {
+                    return Err(self.problem(
+                        &self.lead_id,
+                        format!("{} is not an e-mail address", quoted(lead)),
+                    ));
+                }
+                lead.to_string()
             }
         };
 
-        let lead = text(self.lead_id)?.trim();
-        if lead.is_empty() {
-            return Err(self.problem(self.lead_id, "required, but the cell is empty"));
-        }
-        let lead = uuid::Uuid::try_parse(lead).map_err(|_| {
-            self.problem(
-                self.lead_id,
-                format!(
-                    "{} is not a lead id (expected a GUID like 3aee22bd-8419-422a-8242-c510df9af021)",
-                    quoted(lead)
-                ),
-            )
-        })?;
-
-        let event = text(self.event)?.trim();
+        let event = text(&self.event)?.trim();
         if event.is_empty() {
-            return Err(self.problem(self.event, "required, but the cell is empty"));
+            return Err(self.problem(&self.event, "required, but the cell is empty"));
         }
         let activity_event = match event.parse::<u32>() {
             Ok(code) if code > 0 && event.bytes().all(|b| b.is_ascii_digit()) => i64::from(code),
             _ => {
                 return Err(self.problem(
-                    self.event,
+                    &self.event,
                     format!(
                         "{} is not an activity code (a positive whole number such as 201)",
                         quoted(event)
@@ -232,38 +362,38 @@ impl Schema {
             }
         };
 
-        let activity_date_time = match optional(self.date_time)? {
-            None => None,
-            Some(value) => Some(parse_date_time(value.trim()).ok_or_else(|| {
-                self.problem(
-                    self.date_time.unwrap_or(0),
-                    format!(
-                        "{} is not a real date and time in the form yyyy-MM-dd HH:mm:ss (UTC)",
-                        quoted(value)
-                    ),
-                )
-            })?),
+        let activity_date_time = match (optional(self.date_time.as_ref())?, &self.date_time) {
+            (Some(value), Some(cell)) => {
+                let value = value.trim();
+                Some(self.dates.read(value).map_err(|why| {
+                    let at_row = match why {
+                        DateProblem::NotADate { .. } => String::new(),
+                        _ => format!(" (row {})", row.number),
+                    };
+                    self.problem(cell, format!("{}{at_row} {why}", quoted(value)))
+                })?)
+            }
+            _ => None,
         };
 
-        let activity_owner_email = match optional(self.owner)? {
-            None => None,
-            Some(value) => {
+        let activity_owner_email = match (optional(self.owner.as_ref())?, &self.owner) {
+            (Some(value), Some(cell)) => {
                 let value = value.trim();
                 if !looks_like_email(value) {
-                    return Err(self.problem(
-                        self.owner.unwrap_or(0),
-                        format!("{} is not an e-mail address", quoted(value)),
-                    ));
+                    return Err(
+                        self.problem(cell, format!("{} is not an e-mail address", quoted(value)))
+                    );
                 }
                 Some(value.to_string())
             }
+            _ => None,
         };
 
-        let activity_note = optional(self.note)?.map(str::to_string);
+        let activity_note = optional(self.note.as_ref())?.map(str::to_string);
 
         let mut fields = Vec::new();
-        for (i, schema_name) in &self.custom {
-            let value = text(*i)?;
+        for (cell, schema_name) in &self.custom {
+            let value = text(cell)?;
             if !value.is_empty() {
                 fields.push(FieldValue {
                     schema_name: schema_name.clone(),
@@ -273,7 +403,7 @@ impl Schema {
         }
 
         Ok(ActivityItem {
-            related_prospect_id: lead.hyphenated().to_string(),
+            related_prospect_id,
             activity_event,
             activity_note,
             activity_owner_email,
@@ -282,29 +412,63 @@ impl Schema {
         })
     }
 
-    fn problem(&self, column: usize, message: impl Into<String>) -> RowProblem {
+    /// The row as the report should show it: when the `ActivityDateTime` sent is not what the
+    /// cell says (a time zone or date format converted it), the cell holds the UTC value sent,
+    /// written with a `Z` so that a `retry` of the report reads the same instant. `None` when
+    /// the row is shown as read.
+    pub fn as_sent(&self, row: &SourceRow, item: &ActivityItem) -> Option<ByteRecord> {
+        let Some(Cell::Column(column)) = self.date_time else {
+            return None;
+        };
+        let sent = item.activity_date_time.as_deref()?;
+        let cell = row.record.get(column)?;
+        if std::str::from_utf8(cell).is_ok_and(|c| c.trim() == sent) {
+            return None;
+        }
+        let utc = NaiveDateTime::parse_from_str(sent, DATE_TIME_FORMAT).ok()?;
+        let shown = utc.format(SENT_DATE_FORMAT).to_string();
+        Some(
+            row.record
+                .iter()
+                .enumerate()
+                .map(|(i, field)| if i == column { shown.as_bytes() } else { field })
+                .collect(),
+        )
+    }
+
+    /// The text of a field in `record`, or the constant.
+    fn text<'a>(&'a self, record: &'a ByteRecord, cell: &'a Cell) -> Result<&'a str, RowProblem> {
+        match cell {
+            Cell::Column(i) => std::str::from_utf8(&record[*i])
+                .map_err(|_| self.problem(cell, "the cell is not valid UTF-8 text")),
+            Cell::Constant { value, .. } => Ok(value),
+        }
+    }
+
+    /// The text of an optional field, `None` when it is absent or blank.
+    fn optional<'a>(
+        &'a self,
+        record: &'a ByteRecord,
+        cell: Option<&'a Cell>,
+    ) -> Result<Option<&'a str>, RowProblem> {
+        match cell {
+            Some(cell) => self
+                .text(record, cell)
+                .map(|t| Some(t).filter(|t| !t.trim().is_empty())),
+            None => Ok(None),
+        }
+    }
+
+    fn problem(&self, cell: &Cell, message: impl Into<String>) -> RowProblem {
+        let column = match cell {
+            Cell::Column(i) => self.names.get(*i).cloned().unwrap_or_default(),
+            Cell::Constant { field, .. } => format!("{field} (constant)"),
+        };
         RowProblem {
-            column: Some(self.names.get(column).cloned().unwrap_or_default()),
+            column: Some(column),
             message: message.into(),
         }
     }
-}
-
-/// Strictly `yyyy-MM-dd HH:mm:ss`, and a date that exists (no 30 February).
-fn parse_date_time(value: &str) -> Option<String> {
-    let shape_ok = value.len() == 19
-        && value.bytes().enumerate().all(|(i, b)| match i {
-            4 | 7 => b == b'-',
-            10 => b == b' ',
-            13 | 16 => b == b':',
-            _ => b.is_ascii_digit(),
-        });
-    if !shape_ok {
-        return None;
-    }
-    NaiveDateTime::parse_from_str(value, DATE_TIME_FORMAT)
-        .ok()
-        .map(|dt| dt.format(DATE_TIME_FORMAT).to_string())
 }
 
 fn looks_like_email(value: &str) -> bool {
@@ -438,7 +602,7 @@ mod tests {
                 "ActivityDateTime: \"2020-02-30 10:00:00\" is not a real date",
             ),
             (
-                &[LEAD, "201", "", "", "2020-01-01T10:00:00Z", "", ""],
+                &[LEAD, "201", "", "", "2020-01-01T10:00:00", "", ""],
                 "ActivityDateTime:",
             ),
             (
@@ -506,6 +670,154 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("column 3 (mx_Custom_51)"), "{err}");
+    }
+
+    fn input(
+        map: &[(&str, &str)],
+        set: &[(&str, &str)],
+        match_by: Option<&str>,
+        zone: Option<&str>,
+    ) -> InputSettings {
+        let triples = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(a, b)| ("test".to_string(), a.to_string(), b.to_string()))
+                .collect()
+        };
+        InputSettings {
+            columns: crate::mapping::ColumnMap::new(
+                triples(map),
+                triples(set),
+                match_by.map(str::to_string),
+            )
+            .unwrap(),
+            dates: DateReader {
+                format: crate::dates::DateFormat::parse("dd/MM/yyyy HH:mm").unwrap(),
+                zone: zone.map(|z| crate::dates::parse_zone(z).unwrap()),
+            },
+            sheet: None,
+        }
+    }
+
+    #[test]
+    fn mapped_headers_and_constants_fill_the_fields() {
+        let settings = input(
+            &[
+                ("Lead ID", "RelatedProspectId"),
+                ("When", "ActivityDateTime"),
+            ],
+            &[("ActivityEvent", "203"), ("mx_Custom_1", "import 2024")],
+            None,
+            Some("Asia/Kolkata"),
+        );
+        let s = Schema::for_input(&headers(&["Lead ID", "When", "Note"]), &settings).unwrap();
+        let r = row(&[LEAD, "10/03/2024 09:30", "ignored"]);
+        let item = s.check(&r).unwrap();
+        assert_eq!(item.related_prospect_id, LEAD);
+        assert_eq!(item.activity_event, 203);
+        assert_eq!(
+            item.activity_date_time.as_deref(),
+            Some("2024-03-10 04:00:00")
+        );
+        assert_eq!(item.fields[0].value, "import 2024");
+        // The report shows the UTC value sent, in a form a retry reads back as the same instant.
+        let shown = s.as_sent(&r, &item).unwrap();
+        assert_eq!(&shown[1], b"2024-03-10T04:00:00Z");
+        assert_eq!(&shown[0], LEAD.as_bytes());
+        let again = s.check(&SourceRow { record: shown, ..r }).unwrap();
+        assert_eq!(again, item);
+        // Problems name the file's own header, and constants as such.
+        let err = s.check(&row(&["x", "", ""])).unwrap_err().to_string();
+        assert!(err.starts_with("Lead ID: \"x\" is not a lead id"), "{err}");
+        let settings = input(
+            &[("Lead ID", "RelatedProspectId")],
+            &[("ActivityEvent", "abc")],
+            None,
+            None,
+        );
+        let s = Schema::for_input(&headers(&["Lead ID"]), &settings).unwrap();
+        let err = s.check(&row(&[LEAD])).unwrap_err().to_string();
+        assert!(
+            err.starts_with("ActivityEvent (constant): \"abc\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mapping_problems_are_file_level() {
+        let settings = input(&[("Lead ID", "RelatedProspectId")], &[], None, None);
+        let err = Schema::for_input(&headers(&["LeadID", "ActivityEvent"]), &settings).unwrap_err();
+        assert!(
+            err.to_string().starts_with("mapped column \"Lead ID\""),
+            "{err}"
+        );
+        let settings = input(&[], &[("ActivityEvent", "201")], None, None);
+        let err = Schema::for_input(
+            &headers(&["RelatedProspectId", "Code", "activityevent"]),
+            &settings,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, SchemaError::ConstantAndColumn { column: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn match_by_takes_the_lead_from_search_by_value_or_the_field_column() {
+        let settings = input(&[], &[], Some("EmailAddress"), None);
+        let s = Schema::for_input(
+            &headers(&["EmailAddress", "ActivityEvent", "RelatedProspectId"]),
+            &settings,
+        )
+        .unwrap();
+        let item = s
+            .check(&row(&[" lead3@example.com ", "201", "not used"]))
+            .unwrap();
+        assert_eq!(item.related_prospect_id, "lead3@example.com");
+        let err = s
+            .check(&row(&["lead3", "201", ""]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("EmailAddress: \"lead3\" is not an e-mail"),
+            "{err}"
+        );
+        let err = s.check(&row(&["", "201", ""])).unwrap_err().to_string();
+        assert!(err.starts_with("EmailAddress: required"), "{err}");
+
+        let settings = input(&[], &[], Some("Phone"), None);
+        let s =
+            Schema::for_input(&headers(&["SearchByValue", "ActivityEvent"]), &settings).unwrap();
+        let item = s.check(&row(&["+91 80000 00001", "201"])).unwrap();
+        assert_eq!(item.related_prospect_id, "+91 80000 00001");
+        let err = Schema::for_input(&headers(&["RelatedProspectId", "ActivityEvent"]), &settings)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("required column SearchByValue (or Phone) is missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_local_time_the_zone_skips_is_invalid_naming_row_column_value_and_why() {
+        let settings = input(&[], &[], None, Some("America/New_York"));
+        let s = Schema::for_input(
+            &headers(&["RelatedProspectId", "ActivityEvent", "ActivityDateTime"]),
+            &settings,
+        )
+        .unwrap();
+        let err = s
+            .check(&row(&[LEAD, "201", "10/03/2024 02:30"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "ActivityDateTime: \"10/03/2024 02:30\" (row 1) does not exist in America/New_York"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod simulate;
 pub mod undo;
 
 use crate::cli::{Cli, Command, SendArgs};
-use crate::config::{ConfigError, FileConfig, LogFormat, Overrides, Settings};
+use crate::config::{ConfigError, FileConfig, InputOverrides, LogFormat, Overrides, Settings};
 use crate::exit::ExitStatus;
 use crate::pipeline::ImportError;
 use crate::simulator::SimError;
@@ -70,9 +70,27 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
         request_timeout: send.request_timeout,
         log_format: cli.log_format,
         allow_insecure_http: cli.allow_insecure_http.then_some(true),
+        input: input_overrides(&cli.command),
     };
     let env = |name: &str| std::env::var(name).ok();
     Settings::resolve(file.as_ref().map(|(_, f)| f), &env, &overrides)
+}
+
+/// The input flags of the commands that read an input file.
+fn input_overrides(command: &Command) -> InputOverrides {
+    let args = match command {
+        Command::Import(args) => args.input_options.clone(),
+        Command::Retry(args) => args.input_options.clone(),
+        _ => return InputOverrides::default(),
+    };
+    InputOverrides {
+        map: args.map,
+        set: args.set,
+        match_by: args.match_by,
+        timezone: args.timezone,
+        date_format: args.date_format,
+        sheet: args.sheet,
+    }
 }
 
 /// Runs the command; the log format has already been applied by the caller.

@@ -52,6 +52,49 @@ pub fn demo_lead_id(i: usize) -> String {
         .to_string()
 }
 
+/// The e-mail address of demo lead `i`: `lead{i}@example.com`. Unique, so the ByLeadField post
+/// can find a lead by it.
+pub fn demo_lead_email(i: usize) -> String {
+    format!("lead{i}@example.com")
+}
+
+/// The phone number of demo lead `i`: `+91-80000-{i:05}`.
+pub fn demo_lead_phone(i: usize) -> String {
+    format!("+91-80000-{i:05}")
+}
+
+/// The mobile number of demo lead `i`: `+91-90000-{i:05}`.
+pub fn demo_lead_mobile(i: usize) -> String {
+    format!("+91-90000-{i:05}")
+}
+
+/// Lead fields the ByLeadField post may search by (compared ignoring case).
+const SEARCH_FIELDS: [&str; 3] = ["EmailAddress", "Phone", "Mobile"];
+
+/// Whether the account's leads can be found by `field`.
+pub(super) fn is_lead_search_field(field: &str) -> bool {
+    SEARCH_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(field))
+}
+
+/// The demo lead whose `field` has `value`: e-mails compared ignoring case, phone numbers by
+/// their digits (so `+91 80000 00007` finds `+91-80000-00007`).
+pub(super) fn demo_lead_by_field(field: &str, value: &str) -> Option<usize> {
+    let digits = |text: &str| -> String { text.chars().filter(char::is_ascii_digit).collect() };
+    let value = value.trim();
+    let wanted = digits(value);
+    (0..DEMO_LEADS).find(|&i| {
+        if field.eq_ignore_ascii_case(SEARCH_FIELDS[0]) {
+            demo_lead_email(i).eq_ignore_ascii_case(value)
+        } else if field.eq_ignore_ascii_case(SEARCH_FIELDS[1]) {
+            !wanted.is_empty() && digits(&demo_lead_phone(i)) == wanted
+        } else if field.eq_ignore_ascii_case(SEARCH_FIELDS[2]) {
+            !wanted.is_empty() && digits(&demo_lead_mobile(i)) == wanted
+        } else {
+            false
+        }
+    })
+}
+
 /// The account's custom activity types, the codes a bulk post may use.
 pub fn demo_activity_types() -> Vec<api::ActivityType> {
     [
@@ -105,6 +148,22 @@ mod tests {
             assert_eq!(id, &id.to_lowercase());
         }
         assert_eq!(demo_lead_id(7), ids[7]);
+    }
+
+    #[test]
+    fn leads_are_found_by_email_phone_and_mobile() {
+        assert_eq!(
+            demo_lead_by_field("emailaddress", "LEAD7@example.com"),
+            Some(7)
+        );
+        assert_eq!(demo_lead_by_field("Phone", "+91 80000 00012"), Some(12));
+        assert_eq!(demo_lead_by_field("Mobile", "919000000049"), Some(49));
+        assert_eq!(
+            demo_lead_by_field("EmailAddress", "nobody@example.com"),
+            None
+        );
+        assert_eq!(demo_lead_by_field("Phone", ""), None);
+        assert!(!is_lead_search_field("FirstName"));
     }
 
     #[test]

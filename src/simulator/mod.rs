@@ -31,7 +31,10 @@ use serde::{Deserialize, Serialize};
 use crate::api;
 use crate::quota::RateQuota;
 
-pub use demo::{DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT, demo_activity_types, demo_lead_id};
+pub use demo::{
+    DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT, demo_activity_types, demo_lead_email,
+    demo_lead_id, demo_lead_mobile, demo_lead_phone,
+};
 pub use server::{RunningSimulator, serve};
 
 /// How the simulator behaves; every knob a test or benchmark may turn.

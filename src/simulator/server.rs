@@ -206,6 +206,8 @@ async fn connection(stream: TcpStream, sim: Simulator, mut stop: watch::Receiver
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Bulk,
+    /// The bulk post naming leads by a lead field (`searchBy`) instead of by id.
+    BulkByField,
     Retrieve,
     DeleteActivities,
     DeleteOwnerHistory,
@@ -217,6 +219,11 @@ impl Route {
     fn find(method: &Method, path: &str) -> Option<Route> {
         let routes = [
             (Method::POST, api::PATH_BULK_ADD_BY_LEAD_ID, Route::Bulk),
+            (
+                Method::POST,
+                api::PATH_BULK_ADD_BY_LEAD_FIELD,
+                Route::BulkByField,
+            ),
             (Method::POST, api::PATH_RETRIEVE, Route::Retrieve),
             (
                 Method::POST,
@@ -239,6 +246,11 @@ impl Route {
             .into_iter()
             .find(|(m, p, _)| m == method && p.eq_ignore_ascii_case(path))
             .map(|(_, _, route)| route)
+    }
+
+    /// Both bulk posts share the rate limit's fault draw and the item count in the log.
+    fn is_bulk(self) -> bool {
+        matches!(self, Route::Bulk | Route::BulkByField)
     }
 }
 
@@ -341,7 +353,7 @@ async fn handle(
             request.method().as_str(),
             &path,
             authorized,
-            route == Some(Route::Bulk),
+            route.is_some_and(Route::is_bulk),
         )
     };
     // The body is always read, even for refused requests: closing a socket with unread input
@@ -364,7 +376,11 @@ async fn handle(
             Answer::bad_request(format!("The request body could not be read: {error}"))
         }
         (Some(route), Admission::Admitted(fault), Ok(body)) => match route {
-            Route::Bulk => bulk_post(&sim, seq, &parts.headers, &body, fault),
+            Route::Bulk => bulk_post(&sim, seq, &parts.headers, &body, fault, None),
+            Route::BulkByField => {
+                let search_by = query_param(&query, api::QUERY_SEARCH_BY).unwrap_or_default();
+                bulk_post(&sim, seq, &parts.headers, &body, fault, Some(search_by))
+            }
             Route::Retrieve => retrieve(&sim, &parts.headers, &query, &body),
             Route::DeleteActivities => delete_activities(&sim, &parts.headers, &body),
             Route::DeleteOwnerHistory => delete_owner_history(&sim, &parts.headers, &body),
@@ -429,21 +445,30 @@ fn rate_limited(config: &SimConfig, wait: Duration) -> Answer {
 /// Bulk items in a body that was not processed, for the log.
 fn bulk_count(route: Route, body: Option<&[u8]>) -> usize {
     match (route, body) {
-        (Route::Bulk, Some(body)) => serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(body)
-            .map_or(0, |items| items.len()),
+        (Route::Bulk | Route::BulkByField, Some(body)) => {
+            serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(body)
+                .map_or(0, |items| items.len())
+        }
         _ => 0,
     }
 }
 
-/// Post Activities on Leads in Bulk, with the injected fault drawn at arrival.
+/// Post Activities on Leads in Bulk, with the injected fault drawn at arrival. `search_by` is the
+/// lead field of the ByLeadField post (its items carry `SearchByValue`); `None` for ByLeadId.
 fn bulk_post(
     sim: &Simulator,
     seq: u64,
     headers: &HeaderMap,
     body: &[u8],
     fault: Option<Fault>,
+    search_by: Option<&str>,
 ) -> Answer {
-    let rows = parse_json::<Vec<api::ActivityItem>>(headers, body);
+    let rows = match search_by {
+        None => parse_json::<Vec<api::ActivityItem>>(headers, body)
+            .map(|rows| rows.into_iter().map(Ok).collect::<Vec<_>>()),
+        Some(field) => parse_json::<Vec<api::ByFieldItem>>(headers, body)
+            .and_then(|rows| by_field_rows(field, rows)),
+    };
     let items = rows
         .as_ref()
         .map_or_else(|_| bulk_count(Route::Bulk, Some(body)), Vec::len);
@@ -470,7 +495,32 @@ fn bulk_post(
     answer.with_items(items)
 }
 
-fn bulk_rows(sim: &Simulator, seq: u64, rows: &[api::ActivityItem]) -> Answer {
+/// ByLeadField items addressed to their leads' ids, or the row's error when no lead has the
+/// value. An unknown field fails the whole call, as a bad query parameter does.
+fn by_field_rows(
+    field: &str,
+    rows: Vec<api::ByFieldItem>,
+) -> Result<Vec<Result<api::ActivityItem, String>>, String> {
+    if !demo::is_lead_search_field(field) {
+        return Err(format!(
+            "searchBy {field:?} is not a unique lead field of this account (EmailAddress, Phone, Mobile)"
+        ));
+    }
+    Ok(rows
+        .into_iter()
+        .map(
+            |row| match demo::demo_lead_by_field(field, &row.search_by_value) {
+                Some(i) => Ok(row.for_lead(demo::demo_lead_id(i))),
+                None => Err(format!(
+                    "Lead not found with {field} = '{}'",
+                    row.search_by_value
+                )),
+            },
+        )
+        .collect())
+}
+
+fn bulk_rows(sim: &Simulator, seq: u64, rows: &[Result<api::ActivityItem, String>]) -> Answer {
     if rows.is_empty() {
         return Answer::mx(INVALID_INPUT, "No activities to post");
     }
@@ -490,7 +540,14 @@ fn bulk_rows(sim: &Simulator, seq: u64, rows: &[api::ActivityItem]) -> Answer {
     }
     let now = chrono::Utc::now().timestamp();
     let mut state = sim.lock();
-    let checked: Vec<_> = rows.iter().map(|row| state.validate_row(row)).collect();
+    let checked: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            row.as_ref()
+                .map_err(String::clone)
+                .and_then(|row| state.validate_row(row))
+        })
+        .collect();
     if sim.shared.config.reject_mode == RejectMode::WholeBatch
         && let Some((i, Err(message))) = checked.iter().enumerate().find(|(_, c)| c.is_err())
     {

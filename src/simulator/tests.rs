@@ -1048,3 +1048,66 @@ async fn start_on_a_taken_port_is_a_bind_error() {
     assert!(first.base_url().starts_with("http://127.0.0.1:"));
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn by_lead_field_finds_leads_by_email_and_phone_and_shares_the_limit_and_faults() {
+    let sim = RunningSimulator::start(SimConfig {
+        rate: quota(2, Duration::from_secs(60)),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = client();
+    let path = |field: &str| format!("{}?searchBy={field}", api::PATH_BULK_ADD_BY_LEAD_FIELD);
+    let body = json!([
+        {"SearchByValue": demo_lead_email(3).to_uppercase(), "ActivityEvent": 201},
+        {"SearchByValue": "nobody@example.com", "ActivityEvent": 201},
+    ]);
+    let response = post(&c, &sim, &path("EmailAddress"), &body).await;
+    assert_eq!(response.status(), 200);
+    let answer: api::BulkResponse = response.json().await.unwrap();
+    assert!(answer.response[0].activity_created);
+    assert_eq!(
+        answer.response[1].exception_message.as_deref(),
+        Some("Lead not found with EmailAddress = 'nobody@example.com'")
+    );
+    assert_eq!(sim.sim.activities_of_lead(&demo_lead_id(3)).len(), 3);
+
+    let body = json!([{"SearchByValue": "+91 80000 00004", "ActivityEvent": 201}]);
+    let response = post(&c, &sim, &path("Phone"), &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(sim.sim.activities_of_lead(&demo_lead_id(4)).len(), 3);
+
+    // The third call in the window is refused like any other, and logged with its items.
+    let response = post(&c, &sim, &path("Phone"), &body).await;
+    assert_eq!(response.status(), 429);
+    let log = sim.sim.requests();
+    assert_eq!(log[2].outcome, RequestOutcome::RateLimited);
+    assert_eq!(log[2].items, 1);
+    sim.shutdown().await;
+
+    let sim = RunningSimulator::start(SimConfig {
+        faults: FaultConfig {
+            plain_500: 1.0,
+            ..FaultConfig::default()
+        },
+        ..unlimited()
+    })
+    .await
+    .unwrap();
+    let response = post(&c, &sim, &path("EmailAddress"), &body).await;
+    assert_eq!(response.status(), 500);
+    assert_eq!(sim.sim.requests()[0].outcome, RequestOutcome::Fault500);
+    sim.shutdown().await;
+
+    let sim = RunningSimulator::start(unlimited()).await.unwrap();
+    let response = post(&c, &sim, &path("FirstName"), &body).await;
+    assert_eq!(response.status(), 400);
+    assert!(
+        sim.sim
+            .activities()
+            .iter()
+            .all(|a| a.created_by_request.is_none())
+    );
+    sim.shutdown().await;
+}

@@ -5,6 +5,7 @@ mod delete;
 mod export;
 mod import;
 mod responses;
+mod input;
 mod resume;
 mod secrets;
 mod stub;
