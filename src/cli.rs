@@ -93,6 +93,16 @@ listed; it is deleted only if every activity there was created by the import. Ot
 lead is refused, naming the other activities (--force deletes anyway). Deletions are recorded in
 the ledger (REPORT.csv.ledger beside a report, or the LEDGER given).")]
     Undo(UndoArgs),
+    /// Check the keys and the host, and with --input the file's activity codes and custom
+    /// fields, without sending anything.
+    #[command(after_help = "Examples:
+  LSQ_ACCESS_KEY=... LSQ_SECRET_KEY=... lsq-sync check --host https://api-in21.leadsquared.com
+  lsq-sync check --host https://api-in21.leadsquared.com --input activities.csv
+
+One line per check, OK, FAIL or SKIP with the reason. If the keys belong to an account on another
+regional host, the FAIL line names the --host to use.
+Exit codes: 0 every check passed, 1 a check failed, 2 usage or unreadable input, 3 keys refused.")]
+    Check(CheckArgs),
     /// Run the embedded LeadSquared simulator on a loopback port (for tests and demos).
     #[command(after_help = "Example:
   lsq-sync simulate --port 8080 --rate 25/1s --latency-ms 300
@@ -197,6 +207,16 @@ pub struct RetryArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also check this input's activity codes and the mx_Custom_<n> fields its rows use.
+    #[arg(long, value_name = "INPUT.csv")]
+    pub input: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub send: SendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -452,6 +472,11 @@ pub struct SimulateArgs {
     /// Milliseconds before a queued delete takes effect.
     #[arg(long, default_value_t = 200, value_name = "MS")]
     pub delete_delay_ms: u64,
+
+    /// Host UserByAccessKey.Get names as the account's API host (default: the simulator's own
+    /// URL), e.g. api-us11.leadsquared.com to try `lsq-sync check`'s wrong-host advice.
+    #[arg(long, value_name = "HOST")]
+    pub account_host: Option<String>,
 }
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {

@@ -23,6 +23,7 @@
 //! - [`remote`]: the two queued-delete endpoints, their argument checks, `--wait` polling.
 //! - [`undo`]: plans the undo of an import: per lead and code, the window and what else is in it.
 //! - [`pipeline`]: wires the stages for an import.
+//! - [`preflight`]: `lsq-sync check`: keys, host, the input's activity codes and fields.
 //! - [`commands`]: the CLI commands, thin wrappers over the above.
 //! - [`api`]: LeadSquared's wire types, shared by the client and the simulator.
 //! - [`simulator`]: an in-process HTTP simulator of the LeadSquared API for tests and demos.
@@ -44,6 +45,7 @@ pub mod leads;
 pub mod ledger;
 pub mod pace;
 pub mod pipeline;
+pub mod preflight;
 pub mod progress;
 pub mod quota;
 pub mod remote;
