@@ -166,6 +166,29 @@ pub struct ImportArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    #[command(flatten)]
+    pub nightly: NightlyArgs,
+}
+
+/// Flags for unattended runs: what the scheduler and people read afterwards, and when not to
+/// send at all.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NightlyArgs {
+    /// Write a machine-readable summary (JSON, "version": 1) here at the end of the run, also
+    /// when it is stopped or aborted; fields are listed in the README.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Send nothing (exit 2) if more than this percentage of the rows is invalid, e.g. 5 or
+    /// 0.5 [env: LSQ_MAX_INVALID; config: [nightly] max_invalid].
+    #[arg(long, value_name = "PERCENT")]
+    pub max_invalid: Option<f64>,
+
+    /// Write a self-contained HTML page with the counts, a throughput chart and the errors
+    /// grouped by message.
+    #[arg(long, value_name = "FILE")]
+    pub html_report: Option<PathBuf>,
 }
 
 /// Flags about the run itself: its ledger and how an earlier run of the same input is treated.
@@ -207,6 +230,9 @@ pub struct RetryArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    #[command(flatten)]
+    pub nightly: NightlyArgs,
 }
 
 #[derive(Debug, Args)]

@@ -92,6 +92,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How hard each ledger commit is pushed to disk.
     pub ledger_durability: Durability,
+    /// Send nothing if more than this percentage of a new run's rows is invalid.
+    pub max_invalid: Option<f64>,
 }
 
 impl Default for Settings {
@@ -111,6 +113,7 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(30),
             log_format: LogFormat::Text,
             ledger_durability: Durability::Full,
+            max_invalid: None,
         }
     }
 }
@@ -129,6 +132,15 @@ pub struct FileConfig {
     pub log: FileLog,
     #[serde(default)]
     pub ledger: FileLedger,
+    #[serde(default)]
+    pub nightly: FileNightly,
+}
+
+/// `[nightly]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNightly {
+    pub max_invalid: Option<f64>,
 }
 
 /// `[ledger]` section.
@@ -198,6 +210,7 @@ pub struct Overrides {
     pub connect_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
     pub log_format: Option<LogFormat>,
+    pub max_invalid: Option<f64>,
 }
 
 /// A bad setting, naming where it came from.
@@ -269,6 +282,17 @@ fn rate_from(source_name: &str, text: &str) -> Result<RateQuota, ConfigError> {
         .map_err(|e: crate::quota::RateQuotaError| invalid(source_name, e.to_string()))
 }
 
+fn percent_from(source_name: &str, value: f64) -> Result<f64, ConfigError> {
+    if (0.0..=100.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            source_name,
+            format!("{value} is not a percentage from 0 to 100"),
+        ))
+    }
+}
+
 fn number_from<T: std::str::FromStr>(source_name: &str, text: &str) -> Result<T, ConfigError> {
     text.trim()
         .parse()
@@ -331,6 +355,9 @@ impl Settings {
             if let Some(durability) = file.ledger.durability {
                 s.ledger_durability = durability;
             }
+            if let Some(p) = file.nightly.max_invalid {
+                s.max_invalid = Some(percent_from("config file [nightly] max_invalid", p)?);
+            }
         }
 
         if let Some(host) = env("LSQ_HOST").filter(|v| !v.trim().is_empty()) {
@@ -358,6 +385,13 @@ impl Settings {
         }
         if let Some(t) = env("LSQ_REQUEST_TIMEOUT") {
             s.request_timeout = duration_from("LSQ_REQUEST_TIMEOUT", &t)?;
+        }
+        if let Some(p) = env("LSQ_MAX_INVALID").filter(|v| !v.trim().is_empty()) {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| invalid("LSQ_MAX_INVALID", format!("{p:?} is not a percentage")))?;
+            s.max_invalid = Some(percent_from("LSQ_MAX_INVALID", p)?);
         }
         if let Some(f) = env("LSQ_LOG_FORMAT") {
             s.log_format = match f.trim().to_ascii_lowercase().as_str() {
@@ -396,6 +430,9 @@ impl Settings {
         }
         if let Some(f) = flags.log_format {
             s.log_format = f;
+        }
+        if let Some(p) = flags.max_invalid {
+            s.max_invalid = Some(percent_from("--max-invalid", p)?);
         }
 
         s.check()?;
@@ -495,6 +532,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("30 is outside 1..=25"), "{err}");
+    }
+
+    #[test]
+    fn max_invalid_layers_and_must_be_a_percentage() {
+        let f = file("[nightly]\nmax_invalid = 5.0");
+        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.max_invalid, Some(5.0));
+        let env = env_of(&[("LSQ_MAX_INVALID", "2.5")]);
+        let s = Settings::resolve(Some(&f), &env, &Overrides::default()).unwrap();
+        assert_eq!(s.max_invalid, Some(2.5));
+        let flags = Overrides {
+            max_invalid: Some(0.0),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
+        assert_eq!(s.max_invalid, Some(0.0));
+        let flags = Overrides {
+            max_invalid: Some(101.0),
+            ..Overrides::default()
+        };
+        let err = Settings::resolve(None, &env_of(&[]), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--max-invalid:"), "{err}");
+        let err = Settings::resolve(
+            None,
+            &env_of(&[("LSQ_MAX_INVALID", "ten")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("LSQ_MAX_INVALID:"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,8 @@
 //! - [`remote`]: the two queued-delete endpoints, their argument checks, `--wait` polling.
 //! - [`undo`]: plans the undo of an import: per lead and code, the window and what else is in it.
 //! - [`pipeline`]: wires the stages for an import.
+//! - [`summary`], [`html_report`]: a run's summary as JSON for schedulers, and as a page for
+//!   people (counts, throughput chart, errors grouped by message).
 //! - [`preflight`]: `lsq-sync check`: keys, host, the input's activity codes and fields.
 //! - [`commands`]: the CLI commands, thin wrappers over the above.
 //! - [`api`]: LeadSquared's wire types, shared by the client and the simulator.
@@ -40,6 +42,7 @@ pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod export;
+pub mod html_report;
 pub mod input;
 pub mod leads;
 pub mod ledger;
@@ -54,5 +57,6 @@ pub mod resolve;
 pub mod send;
 pub mod simulator;
 pub mod stats;
+pub mod summary;
 pub mod undo;
 pub mod validate;

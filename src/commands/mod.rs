@@ -68,6 +68,11 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
         connect_timeout: send.connect_timeout,
         request_timeout: send.request_timeout,
         log_format: cli.log_format,
+        max_invalid: match &cli.command {
+            Command::Import(args) => args.nightly.max_invalid,
+            Command::Retry(args) => args.nightly.max_invalid,
+            _ => None,
+        },
     };
     let env = |name: &str| std::env::var(name).ok();
     Settings::resolve(file.as_ref().map(|(_, f)| f), &env, &overrides)

@@ -5,6 +5,7 @@ mod check;
 mod delete;
 mod export;
 mod import;
+mod nightly;
 mod resume;
 mod support;
 mod undo;
