@@ -45,8 +45,8 @@ pub struct ErrorGroup {
 /// Rows created per time bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Throughput {
-    /// Width of a bucket.
-    pub bucket_seconds: i64,
+    /// Width of a bucket in milliseconds (short runs get sub-second bars).
+    pub bucket_ms: i64,
     /// Start of the first bucket (UTC).
     pub start: Option<NaiveDateTime>,
     /// Rows created in each bucket, in time order, empty buckets included.
@@ -219,33 +219,32 @@ fn bucket(points: Vec<(NaiveDateTime, u64)>) -> Throughput {
         points.iter().map(|p| p.0).max(),
     ) else {
         return Throughput {
-            bucket_seconds: 1,
+            bucket_ms: 1000,
             start: None,
             created: Vec::new(),
         };
     };
-    let span = (last - first).num_seconds();
+    let ms = |t: NaiveDateTime| t.and_utc().timestamp_millis();
+    let span = ms(last) - ms(first);
     let width = [
-        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400,
+        100, 200, 500, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400,
     ]
     .into_iter()
+    .enumerate()
+    .map(|(i, w)| if i < 3 { w } else { w * 1000 })
     .find(|w| span / w < MAX_BARS)
     .unwrap_or_else(|| span / MAX_BARS + 1);
-    let start = first
-        .and_utc()
-        .timestamp()
-        .div_euclid(width)
-        .saturating_mul(width);
-    let start_time = chrono::DateTime::from_timestamp(start, 0).map(|t| t.naive_utc());
-    let mut created = vec![0; ((last.and_utc().timestamp() - start) / width + 1) as usize];
+    let start = ms(first).div_euclid(width).saturating_mul(width);
+    let start_time = chrono::DateTime::from_timestamp_millis(start).map(|t| t.naive_utc());
+    let mut created = vec![0; ((ms(last) - start) / width + 1) as usize];
     for (at, n) in points {
-        let i = ((at.and_utc().timestamp() - start) / width) as usize;
+        let i = ((ms(at) - start) / width) as usize;
         if let Some(slot) = created.get_mut(i) {
             *slot += n;
         }
     }
     Throughput {
-        bucket_seconds: width,
+        bucket_ms: width,
         start: start_time,
         created,
     }
@@ -363,7 +362,7 @@ fn chart(t: &Throughput) -> String {
         "<svg id=\"throughput\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" \
          width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"rows created per {w} s\">\
          <title>rows created per {w} s</title>",
-        w = t.bucket_seconds
+        w = t.bucket_ms as f64 / 1000.0
     );
     let _ = write!(
         svg,
@@ -387,13 +386,13 @@ fn chart(t: &Throughput) -> String {
             slot * 0.8,
         );
     }
-    let end = start + chrono::TimeDelta::seconds(t.bucket_seconds * t.created.len() as i64);
+    let end = start + chrono::TimeDelta::milliseconds(t.bucket_ms * t.created.len() as i64);
     let _ = write!(
         svg,
         "<text x=\"{left}\" y=\"{ly}\">{}</text><text x=\"{rx}\" y=\"{ly}\" text-anchor=\"end\">{} UTC, {} s per bar</text></svg>",
-        start.format("%H:%M:%S"),
-        end.format("%H:%M:%S"),
-        t.bucket_seconds,
+        start.format("%H:%M:%S%.3f"),
+        end.format("%H:%M:%S%.3f"),
+        t.bucket_ms as f64 / 1000.0,
         ly = height - 8.0,
         rx = left + plot_w,
     );
@@ -434,13 +433,20 @@ mod tests {
             (at("2026-01-01 10:00:01.200"), 25),
             (at("2026-01-01 10:00:03.900"), 10),
         ]);
-        assert_eq!(t.bucket_seconds, 1);
-        assert_eq!(t.created, vec![25, 25, 0, 10]);
+        assert_eq!(t.bucket_ms, 100);
+        assert_eq!(t.created.len(), 35);
+        assert_eq!((t.created[0], t.created[7], t.created[34]), (25, 25, 10));
+        let t = bucket(vec![
+            (at("2026-01-01 10:00:00.500"), 25),
+            (at("2026-01-01 10:00:31.200"), 25),
+        ]);
+        assert_eq!(t.bucket_ms, 1000);
+        assert_eq!(t.created.len(), 32);
         let t = bucket(vec![
             (at("2026-01-01 10:00:00"), 1),
             (at("2026-01-01 11:00:00"), 2),
         ]);
-        assert_eq!(t.bucket_seconds, 120);
+        assert_eq!(t.bucket_ms, 120_000);
         assert_eq!(t.created.len(), 31);
         assert_eq!(t.created.iter().sum::<u64>(), 3);
         assert!(bucket(Vec::new()).created.is_empty());
@@ -462,6 +468,7 @@ mod tests {
         assert!(html.contains("of &lt;x&gt;.csv"));
         assert!(html.contains("a&amp;b.csv"));
         assert!(html.contains("<svg id=\"throughput\""));
+        assert!(html.contains("10:00:00.000</text>") && html.contains("</svg>"));
         assert!(html.contains("data-rows=\"1\""));
         assert!(html.contains("id=\"count-invalid\"><b>1</b>"));
     }
