@@ -8,11 +8,18 @@ use crate::config::LogFormat;
 use crate::quota::RateQuota;
 
 const EXIT_CODES: &str = "\
+Examples:
+  lsq-sync import samples/activities.csv --out report.csv --simulate
+  lsq-sync check --host https://api-in21.leadsquared.com --input activities.csv
+  lsq-sync <COMMAND> --help      (each command's flags, with examples)
+
 Exit codes:
-  0  every row was created
-  1  the run finished, but some rows failed or were invalid (see the report)
-  2  usage, configuration or input-file error; nothing was sent
-  3  aborted (e.g. bad credentials); the report holds what was done";
+  0    every row was created
+  1    the run finished, but some rows failed or were invalid (see the report)
+  2    usage, configuration or input-file error, or more invalid rows than --max-invalid;
+       nothing was sent
+  3    aborted (e.g. bad credentials); the report holds what was done
+  130  stopped by Ctrl-C, 143 by SIGTERM; run the same command again to resume";
 
 /// Moves CRM activity data into LeadSquared in bulk: paced to the account's quota, retried,
 /// and reported row by row.
@@ -42,7 +49,15 @@ pub enum Command {
 Input columns (names matched case-insensitively): RelatedProspectId (required, GUID),
 ActivityEvent (required, code), ActivityNote, ActivityOwnerEmail,
 ActivityDateTime (yyyy-MM-dd HH:mm:ss, UTC), mx_Custom_1..mx_Custom_50.
-Other columns are carried into the report unchanged.")]
+Other columns are carried into the report unchanged.
+
+Nightly, unattended (see the README's cron recipe):
+  lsq-sync import export.csv --out report.csv --ledger nightly.ledger --skip-existing \\
+      --max-invalid 5 --summary-json summary.json --html-report report.html
+
+Exit codes: 0 all created; 1 some rows failed or invalid; 2 usage or input error, or more
+invalid rows than --max-invalid (nothing sent); 3 aborted (bad keys, wrong host); 130/143
+stopped by Ctrl-C/SIGTERM (run again to resume).")]
     Import(ImportArgs),
     /// Re-post the failed and invalid rows of a report (after fixing them), carrying created
     /// rows over unchanged, into a new report of the same format.
@@ -51,7 +66,9 @@ Other columns are carried into the report unchanged.")]
   # fix the bad cells of the failed/invalid rows in report.csv, in a spreadsheet
   lsq-sync retry report.csv --out report-2.csv --host ...
 
-Rows with Status created or skipped are never posted again, even if edited.")]
+Rows with Status created or skipped are never posted again, even if edited.
+Exit codes as for import: 0 all created, 1 some rows still failed or invalid, 2 usage or input
+error, 3 aborted, 130/143 stopped.")]
     Retry(RetryArgs),
     /// Write the report of a run from its ledger (the ledger is the source of truth).
     #[command(after_help = "Examples:
@@ -518,6 +535,27 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_help_shows_an_example_and_exit_codes_are_listed() {
+        let cli = Cli::command();
+        let top = cli
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert!(top.contains("Examples:") && top.contains("130"), "{top}");
+        for command in cli.get_subcommands() {
+            let help = command
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("Example") && help.contains("lsq-sync "),
+                "`lsq-sync {} --help` shows no example",
+                command.get_name()
+            );
+        }
     }
 
     #[test]

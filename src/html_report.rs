@@ -179,7 +179,7 @@ fn error_groups(report: &Path) -> Result<(Vec<ErrorGroup>, usize), String> {
             group.examples.push(field(0));
         }
     }
-    groups.sort_by(|a, b| b.count.cmp(&a.count));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
     let more = groups.len().saturating_sub(MAX_GROUPS);
     groups.truncate(MAX_GROUPS);
     Ok((groups, more))

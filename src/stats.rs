@@ -148,6 +148,10 @@ impl RunSummary {
                 self.rows, c.skipped
             ),
             (None, ExitStatus::Success) => format!("OK: all {} rows created", self.rows),
+            _ if c.skipped > 0 => format!(
+                "DONE WITH ERRORS: {} of {} rows created, {} skipped (created by earlier runs), {} failed, {} invalid",
+                c.created, self.rows, c.skipped, c.failed, c.invalid
+            ),
             _ => format!(
                 "DONE WITH ERRORS: {} of {} rows created, {} failed, {} invalid",
                 c.created, self.rows, c.failed, c.invalid
