@@ -8,11 +8,18 @@ use crate::config::LogFormat;
 use crate::quota::RateQuota;
 
 const EXIT_CODES: &str = "\
+Examples:
+  lsq-sync import samples/activities.csv --out report.csv --simulate
+  lsq-sync check --host https://api-in21.leadsquared.com --input activities.csv
+  lsq-sync <COMMAND> --help      (each command's flags, with examples)
+
 Exit codes:
-  0  every row was created
-  1  the run finished, but some rows failed or were invalid (see the report)
-  2  usage, configuration or input-file error; nothing was sent
-  3  aborted (e.g. bad credentials); the report holds what was done";
+  0    every row was created
+  1    the run finished, but some rows failed or were invalid (see the report)
+  2    usage, configuration or input-file error, or more invalid rows than --max-invalid;
+       nothing was sent
+  3    aborted (e.g. bad credentials); the report holds what was done
+  130  stopped by Ctrl-C, 143 by SIGTERM; run the same command again to resume";
 
 /// Moves CRM activity data into LeadSquared in bulk: paced to the account's quota, retried,
 /// and reported row by row.
@@ -49,7 +56,15 @@ pub enum Command {
 Input columns (names matched case-insensitively): RelatedProspectId (required, GUID),
 ActivityEvent (required, code), ActivityNote, ActivityOwnerEmail,
 ActivityDateTime (yyyy-MM-dd HH:mm:ss, UTC), mx_Custom_1..mx_Custom_50.
-Other columns are carried into the report unchanged.")]
+Other columns are carried into the report unchanged.
+
+Nightly, unattended (see the README's cron recipe):
+  lsq-sync import export.csv --out report.csv --ledger nightly.ledger --skip-existing \\
+      --max-invalid 5 --summary-json summary.json --html-report report.html
+
+Exit codes: 0 all created; 1 some rows failed or invalid; 2 usage or input error, or more
+invalid rows than --max-invalid (nothing sent); 3 aborted (bad keys, wrong host); 130/143
+stopped by Ctrl-C/SIGTERM (run again to resume).")]
     Import(ImportArgs),
     /// Re-post the failed and invalid rows of a report (after fixing them), carrying created
     /// rows over unchanged, into a new report of the same format.
@@ -58,7 +73,9 @@ Other columns are carried into the report unchanged.")]
   # fix the bad cells of the failed/invalid rows in report.csv, in a spreadsheet
   lsq-sync retry report.csv --out report-2.csv --host ...
 
-Rows with Status created or skipped are never posted again, even if edited.")]
+Rows with Status created or skipped are never posted again, even if edited.
+Exit codes as for import: 0 all created, 1 some rows still failed or invalid, 2 usage or input
+error, 3 aborted, 130/143 stopped.")]
     Retry(RetryArgs),
     /// Write the report of a run from its ledger (the ledger is the source of truth).
     #[command(after_help = "Examples:
@@ -100,6 +117,16 @@ listed; it is deleted only if every activity there was created by the import. Ot
 lead is refused, naming the other activities (--force deletes anyway). Deletions are recorded in
 the ledger (REPORT.csv.ledger beside a report, or the LEDGER given).")]
     Undo(UndoArgs),
+    /// Check the keys and the host, and with --input the file's activity codes and custom
+    /// fields, without sending anything.
+    #[command(after_help = "Examples:
+  LSQ_ACCESS_KEY=... LSQ_SECRET_KEY=... lsq-sync check --host https://api-in21.leadsquared.com
+  lsq-sync check --host https://api-in21.leadsquared.com --input activities.csv
+
+One line per check, OK, FAIL or SKIP with the reason. If the keys belong to an account on another
+regional host, the FAIL line names the --host to use.
+Exit codes: 0 every check passed, 1 a check failed, 2 usage or unreadable input, 3 keys refused.")]
+    Check(CheckArgs),
     /// Run the embedded LeadSquared simulator on a loopback port (for tests and demos).
     #[command(after_help = "Example:
   lsq-sync simulate --port 8080 --rate 25/1s --latency-ms 300
@@ -167,6 +194,9 @@ pub struct ImportArgs {
     // Named `input_options` because `input` is the input file.
     #[command(flatten)]
     pub input_options: InputArgs,
+
+    #[command(flatten)]
+    pub nightly: NightlyArgs,
 }
 
 /// How the input is read: spreadsheets, their own column names, leads by e-mail, local times.
@@ -202,6 +232,26 @@ pub struct InputArgs {
     /// The worksheet of an .xlsx/.xls/.ods input, by name or position from 1 (default: the first).
     #[arg(long, value_name = "NAME|INDEX")]
     pub sheet: Option<String>,
+}
+
+/// Flags for unattended runs: what the scheduler and people read afterwards, and when not to
+/// send at all.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NightlyArgs {
+    /// Write a machine-readable summary (JSON, "version": 1) here at the end of the run, also
+    /// when it is stopped or aborted; fields are listed in the README.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Send nothing (exit 2) if more than this percentage of the rows is invalid, e.g. 5 or
+    /// 0.5 [env: LSQ_MAX_INVALID; config: [nightly] max_invalid].
+    #[arg(long, value_name = "PERCENT")]
+    pub max_invalid: Option<f64>,
+
+    /// Write a self-contained HTML page with the counts, a throughput chart and the errors
+    /// grouped by message.
+    #[arg(long, value_name = "FILE")]
+    pub html_report: Option<PathBuf>,
 }
 
 /// Flags about the run itself: its ledger and how an earlier run of the same input is treated.
@@ -247,6 +297,19 @@ pub struct RetryArgs {
     // Named `input_options` because `input` is the input file.
     #[command(flatten)]
     pub input_options: InputArgs,
+
+    #[command(flatten)]
+    pub nightly: NightlyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also check this input's activity codes and the mx_Custom_<n> fields its rows use.
+    #[arg(long, value_name = "INPUT.csv")]
+    pub input: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub send: SendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -507,6 +570,11 @@ pub struct SimulateArgs {
     /// Milliseconds before a queued delete takes effect.
     #[arg(long, default_value_t = 200, value_name = "MS")]
     pub delete_delay_ms: u64,
+
+    /// Host UserByAccessKey.Get names as the account's API host (default: the simulator's own
+    /// URL), e.g. api-us11.leadsquared.com to try `lsq-sync check`'s wrong-host advice.
+    #[arg(long, value_name = "HOST")]
+    pub account_host: Option<String>,
 }
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
@@ -522,6 +590,27 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_help_shows_an_example_and_exit_codes_are_listed() {
+        let cli = Cli::command();
+        let top = cli
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert!(top.contains("Examples:") && top.contains("130"), "{top}");
+        for command in cli.get_subcommands() {
+            let help = command
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("Example") && help.contains("lsq-sync "),
+                "`lsq-sync {} --help` shows no example",
+                command.get_name()
+            );
+        }
     }
 
     #[test]

@@ -444,6 +444,24 @@ impl LsqClient {
         }
     }
 
+    /// Who owns the keys, and which regional host serves the account (answered on any host).
+    pub async fn user_by_access_key(&self) -> Verdict<api::UserByAccessKey> {
+        self.get_json(api::PATH_USER_BY_ACCESS_KEY).await
+    }
+
+    /// The account's activity types, with the custom fields each defines.
+    pub async fn activity_types(&self) -> Verdict<Vec<api::ActivityType>> {
+        self.get_json(api::PATH_ACTIVITY_TYPES).await
+    }
+
+    /// One GET, judged. Read-only, so a caller may repeat it whatever the verdict.
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Verdict<T> {
+        match self.get(path).await {
+            Ok(reply) => classify(&reply),
+            Err(e) => Verdict::from_call_error(&e),
+        }
+    }
+
     async fn execute(&self, request: reqwest::RequestBuilder) -> Result<Reply, CallError> {
         let response = request.send().await.map_err(|e| self.call_error(e))?;
         let status = response.status();

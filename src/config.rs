@@ -95,6 +95,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How hard each ledger commit is pushed to disk.
     pub ledger_durability: Durability,
+    /// Send nothing if more than this percentage of a new run's rows is invalid.
+    pub max_invalid: Option<f64>,
     /// Allow `http://` to a host that is not loopback: the keys would cross the network in
     /// clear text, so this is off unless asked for.
     pub allow_insecure_http: bool,
@@ -133,6 +135,7 @@ impl Default for Settings {
             ledger_durability: Durability::Full,
             allow_insecure_http: false,
             input: InputSettings::default(),
+            max_invalid: None,
         }
     }
 }
@@ -159,6 +162,8 @@ pub struct FileConfig {
     /// `ApiField = "value"` (or a bare number, `ActivityEvent = 201`) for every row.
     #[serde(default)]
     pub constants: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub nightly: FileNightly,
 }
 
 /// `[input]` section.
@@ -169,6 +174,13 @@ pub struct FileInput {
     pub timezone: Option<String>,
     pub date_format: Option<String>,
     pub sheet: Option<String>,
+}
+
+/// `[nightly]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNightly {
+    pub max_invalid: Option<f64>,
 }
 
 /// `[ledger]` section.
@@ -240,6 +252,7 @@ pub struct Overrides {
     pub connect_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
     pub log_format: Option<LogFormat>,
+    pub max_invalid: Option<f64>,
     /// `--allow-insecure-http`; `None` (flag absent) leaves the lower layers' value.
     pub allow_insecure_http: Option<bool>,
     pub input: InputOverrides,
@@ -361,6 +374,17 @@ fn rate_from(source_name: &str, text: &str) -> Result<RateQuota, ConfigError> {
         .map_err(|e: crate::quota::RateQuotaError| invalid(source_name, e.to_string()))
 }
 
+fn percent_from(source_name: &str, value: f64) -> Result<f64, ConfigError> {
+    if (0.0..=100.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            source_name,
+            format!("{value} is not a percentage from 0 to 100"),
+        ))
+    }
+}
+
 fn number_from<T: std::str::FromStr>(source_name: &str, text: &str) -> Result<T, ConfigError> {
     text.trim()
         .parse()
@@ -426,6 +450,9 @@ impl Settings {
             if let Some(durability) = file.ledger.durability {
                 s.ledger_durability = durability;
             }
+            if let Some(p) = file.nightly.max_invalid {
+                s.max_invalid = Some(percent_from("config file [nightly] max_invalid", p)?);
+            }
         }
 
         if let Some(host) = env("LSQ_HOST").filter(|v| !v.trim().is_empty()) {
@@ -465,6 +492,13 @@ impl Settings {
                     ));
                 }
             };
+        }
+        if let Some(p) = env("LSQ_MAX_INVALID").filter(|v| !v.trim().is_empty()) {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| invalid("LSQ_MAX_INVALID", format!("{p:?} is not a percentage")))?;
+            s.max_invalid = Some(percent_from("LSQ_MAX_INVALID", p)?);
         }
         if let Some(f) = env("LSQ_LOG_FORMAT") {
             s.log_format = match f.trim().to_ascii_lowercase().as_str() {
@@ -506,6 +540,9 @@ impl Settings {
         }
         if let Some(allow) = flags.allow_insecure_http {
             s.allow_insecure_http = allow;
+        }
+        if let Some(p) = flags.max_invalid {
+            s.max_invalid = Some(percent_from("--max-invalid", p)?);
         }
 
         s.input = resolve_input(file, env, &flags.input)?;
@@ -712,6 +749,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("30 is outside 1..=25"), "{err}");
+    }
+
+    #[test]
+    fn max_invalid_layers_and_must_be_a_percentage() {
+        let f = file("[nightly]\nmax_invalid = 5.0");
+        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.max_invalid, Some(5.0));
+        let env = env_of(&[("LSQ_MAX_INVALID", "2.5")]);
+        let s = Settings::resolve(Some(&f), &env, &Overrides::default()).unwrap();
+        assert_eq!(s.max_invalid, Some(2.5));
+        let flags = Overrides {
+            max_invalid: Some(0.0),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
+        assert_eq!(s.max_invalid, Some(0.0));
+        let flags = Overrides {
+            max_invalid: Some(101.0),
+            ..Overrides::default()
+        };
+        let err = Settings::resolve(None, &env_of(&[]), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--max-invalid:"), "{err}");
+        let err = Settings::resolve(
+            None,
+            &env_of(&[("LSQ_MAX_INVALID", "ten")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("LSQ_MAX_INVALID:"), "{err}");
     }
 
     #[test]

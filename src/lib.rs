@@ -23,6 +23,9 @@
 //! - [`remote`]: the two queued-delete endpoints, their argument checks, `--wait` polling.
 //! - [`undo`]: plans the undo of an import: per lead and code, the window and what else is in it.
 //! - [`pipeline`]: wires the stages for an import.
+//! - [`summary`], [`html_report`]: a run's summary as JSON for schedulers, and as a page for
+//!   people (counts, throughput chart, errors grouped by message).
+//! - [`preflight`]: `lsq-sync check`: keys, host, the input's activity codes and fields.
 //! - [`commands`]: the CLI commands, thin wrappers over the above.
 //! - [`api`]: LeadSquared's wire types, shared by the client and the simulator.
 //! - [`simulator`]: an in-process HTTP simulator of the LeadSquared API for tests and demos.
@@ -43,12 +46,14 @@ pub mod config;
 pub mod dates;
 pub mod exit;
 pub mod export;
+pub mod html_report;
 pub mod input;
 pub mod leads;
 pub mod ledger;
 pub mod mapping;
 pub mod pace;
 pub mod pipeline;
+pub mod preflight;
 pub mod progress;
 pub mod quota;
 pub mod remote;
@@ -57,6 +62,7 @@ pub mod resolve;
 pub mod send;
 pub mod simulator;
 pub mod stats;
+pub mod summary;
 pub mod undo;
 pub mod validate;
 pub mod xlsx;

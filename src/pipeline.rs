@@ -27,7 +27,7 @@ use crate::client::{ClientConfig, ClientError, LsqClient};
 use crate::config::{InputSettings, Settings};
 use crate::input::{InputError, InputSource, SourceRow};
 use crate::ledger::{
-    Ledger, LedgerError, NewRow, RowState, RunStatus, StoredRow, fingerprint, hash_file,
+    Ledger, LedgerError, NewRow, RowState, RowUpdate, RunStatus, StoredRow, fingerprint, hash_file,
 };
 use crate::pace::Pacer;
 use crate::progress::Progress;
@@ -502,6 +502,16 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
         }
     })?;
 
+    if !prepared.resumed
+        && let Some(limit) = settings.max_invalid
+    {
+        let counts = ledger.counts(run)?;
+        let invalid = counts.get(&RowState::Invalid).copied().unwrap_or(0);
+        if let Some(reason) = too_many_invalid(invalid, counts.values().sum(), limit) {
+            return stop_before_sending(job, &ledger, run, reason, started).await;
+        }
+    }
+
     let pacer = Arc::new(Pacer::new(settings.rate, settings.pacing_margin));
     let counts = ledger.counts(run)?;
     let count = |s: RowState| counts.get(&s).copied().unwrap_or(0);
@@ -682,6 +692,59 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
         resumed: prepared.resumed,
         quota: Some(settings.rate),
         discovered_quota: pacer_for_summary.discovered(),
+        too_many_invalid: None,
+    })
+}
+
+/// Why a run must not send, when more than `limit` percent of its `total` rows are invalid.
+fn too_many_invalid(invalid: u64, total: u64, limit: f64) -> Option<String> {
+    let share = if total == 0 {
+        0.0
+    } else {
+        invalid as f64 * 100.0 / total as f64
+    };
+    (share > limit).then(|| {
+        format!(
+            "{invalid} of {total} rows ({share:.1}%) are invalid, more than --max-invalid {limit}%"
+        )
+    })
+}
+
+/// Ends a planned run without sending anything: every row that would have been sent is settled
+/// as failed with `reason` (so the report accounts for it and `retry` can post it after the
+/// file is fixed), the report is written whole, and the run is abandoned so that running the
+/// fixed file again starts afresh instead of resuming this one.
+async fn stop_before_sending(
+    job: &ImportJob,
+    ledger: &Ledger,
+    run: i64,
+    reason: String,
+    started: Instant,
+) -> Result<RunSummary, ImportError> {
+    warn!("{reason}: nothing is sent");
+    let not_sent = format!("not sent: the run stopped before sending because {reason}");
+    let updates = ledger
+        .rows_in_state(run, RowState::Pending)?
+        .into_iter()
+        .map(|row| RowUpdate {
+            number: row.number,
+            state: RowState::Failed,
+            activity_id: None,
+            error: Some(not_sent.clone()),
+        })
+        .collect();
+    ledger.settle(run, None, "max-invalid", updates).await?;
+    let counts = write_from_ledger(ledger, run, &job.report)?;
+    ledger.finish_run(run, RunStatus::Abandoned)?;
+    ledger.close();
+    Ok(RunSummary {
+        too_many_invalid: Some(reason),
+        ..RunSummary::unsent(
+            counts,
+            started.elapsed(),
+            (job.ledger.display().to_string(), run),
+            job.settings.rate,
+        )
     })
 }
 

@@ -67,12 +67,17 @@ pub struct RunSummary {
     /// The quota configured, and a lower one the server named during the run.
     pub quota: Option<crate::quota::RateQuota>,
     pub discovered_quota: Option<crate::quota::RateQuota>,
+    /// Set when the run sent nothing because too many rows were invalid (`--max-invalid`).
+    pub too_many_invalid: Option<String>,
 }
 
 impl RunSummary {
-    /// 0 all created, 1 some rows failed or invalid, 3 aborted.
+    /// 0 all created, 1 some rows failed or invalid, 2 stopped by `--max-invalid` before
+    /// sending, 3 aborted.
     pub fn exit_status(&self) -> ExitStatus {
-        if let Some(signal) = self.interrupted {
+        if self.too_many_invalid.is_some() {
+            ExitStatus::Usage
+        } else if let Some(signal) = self.interrupted {
             signal
         } else if self.aborted.is_some() {
             ExitStatus::Aborted
@@ -80,6 +85,34 @@ impl RunSummary {
             ExitStatus::RowsNotCreated
         } else {
             ExitStatus::Success
+        }
+    }
+
+    /// A run that ended before its first call: only the counts of the report.
+    pub fn unsent(
+        counts: StatusCounts,
+        elapsed: Duration,
+        ledger: (String, i64),
+        quota: crate::quota::RateQuota,
+    ) -> RunSummary {
+        RunSummary {
+            rows: counts.total(),
+            counts,
+            calls: 0,
+            rate_limited: 0,
+            retries: 0,
+            ambiguous: 0,
+            recovered: 0,
+            isolation_calls: 0,
+            lookup_calls: 0,
+            elapsed,
+            aborted: None,
+            interrupted: None,
+            ledger: Some(ledger),
+            resumed: false,
+            quota: Some(quota),
+            discovered_quota: None,
+            too_many_invalid: None,
         }
     }
 
@@ -95,6 +128,9 @@ impl RunSummary {
     /// The last line, for cron mail and CI logs.
     pub fn status_line(&self) -> String {
         let c = &self.counts;
+        if let Some(reason) = &self.too_many_invalid {
+            return format!("STOPPED: {reason}; nothing was sent, the report lists every row");
+        }
         if self.interrupted.is_some() {
             return format!(
                 "INTERRUPTED: {} of {} rows created; run the same command again to resume",
@@ -112,6 +148,10 @@ impl RunSummary {
                 self.rows, c.skipped
             ),
             (None, ExitStatus::Success) => format!("OK: all {} rows created", self.rows),
+            _ if c.skipped > 0 => format!(
+                "DONE WITH ERRORS: {} of {} rows created, {} skipped (created by earlier runs), {} failed, {} invalid",
+                c.created, self.rows, c.skipped, c.failed, c.invalid
+            ),
             _ => format!(
                 "DONE WITH ERRORS: {} of {} rows created, {} failed, {} invalid",
                 c.created, self.rows, c.failed, c.invalid
@@ -210,6 +250,7 @@ mod tests {
             resumed: false,
             quota: None,
             discovered_quota: None,
+            too_many_invalid: None,
         }
     }
 
@@ -228,6 +269,11 @@ mod tests {
             summary(1, 9, 0, Some("HTTP 401")).exit_status(),
             ExitStatus::Aborted
         );
+        let mut stopped = summary(0, 6, 4, None);
+        stopped.too_many_invalid = Some("4 of 10 rows (40.0%) are invalid".into());
+        assert_eq!(stopped.exit_status(), ExitStatus::Usage);
+        assert!(stopped.status_line().starts_with("STOPPED: 4 of 10 rows"));
+        assert!(!stopped.status_line().contains('\n'));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `lsq-sync import` and `lsq-sync retry`: resolve where to send (a real host, or the embedded
-//! simulator with `--simulate`), watch for Ctrl-C and SIGTERM, run the pipeline, print the
-//! summary on stderr.
+//! simulator with `--simulate`), watch for Ctrl-C and SIGTERM, run the pipeline, write the
+//! summary JSON and HTML report when asked, print the summary on stderr.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,11 +8,13 @@ use std::time::Duration;
 use tracing::info;
 
 use crate::abort::Interrupt;
-use crate::cli::{ImportArgs, RetryArgs, RunArgs};
+use crate::cli::{ImportArgs, NightlyArgs, RetryArgs, RunArgs};
 use crate::config::{Secret, Settings};
 use crate::exit::ExitStatus;
+use crate::html_report::write_html_report;
 use crate::pipeline::{ImportJob, InputKind, default_ledger_path, run_import};
 use crate::simulator::{RunningSimulator, SimConfig};
+use crate::summary::{RunPaths, SummaryJson};
 
 use super::CommandError;
 
@@ -44,7 +46,15 @@ pub async fn run(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus,
         // A fresh simulator knows nothing of earlier runs: resuming one into it would be wrong.
         run_args.fresh = true;
     }
-    let result = execute(InputKind::Import, args.input, args.out, run_args, settings).await;
+    let result = execute(
+        InputKind::Import,
+        args.input,
+        args.out,
+        run_args,
+        args.nightly,
+        settings,
+    )
+    .await;
     if let Some(sim) = simulator {
         sim.shutdown().await;
     }
@@ -52,7 +62,15 @@ pub async fn run(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus,
 }
 
 pub async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
-    execute(InputKind::Retry, args.report, args.out, args.run, settings).await
+    execute(
+        InputKind::Retry,
+        args.report,
+        args.out,
+        args.run,
+        args.nightly,
+        settings,
+    )
+    .await
 }
 
 async fn execute(
@@ -60,8 +78,19 @@ async fn execute(
     input: PathBuf,
     report: PathBuf,
     run: RunArgs,
+    nightly: NightlyArgs,
     settings: Settings,
 ) -> Result<ExitStatus, CommandError> {
+    for (flag, path) in [
+        ("--summary-json", &nightly.summary_json),
+        ("--html-report", &nightly.html_report),
+    ] {
+        if path.as_ref().is_some_and(|p| p == &input || p == &report) {
+            return Err(CommandError::Usage(format!(
+                "{flag} would overwrite the input or the report; choose another file"
+            )));
+        }
+    }
     if input == report {
         return Err(CommandError::Usage(format!(
             "the report {} would overwrite the input; choose another --out",
@@ -82,16 +111,38 @@ async fn execute(
         skip_existing: run.skip_existing,
         interrupt,
     };
+    let started_at = chrono::Utc::now();
     let result = run_import(&job).await;
     watcher.abort();
     let summary = result?;
+    let command = if kind == InputKind::Retry {
+        "retry"
+    } else {
+        "import"
+    };
+    let paths = RunPaths {
+        command,
+        input: job.input.clone(),
+        report: job.report.clone(),
+        ledger: job.ledger.clone(),
+        html_report: nightly.html_report.clone(),
+        started_at,
+        finished_at: chrono::Utc::now(),
+    };
+    // A file that cannot be written is reported, but does not change what the run did: the
+    // exit code still says that, and the status line stays the last line.
+    if let Some(path) = &nightly.html_report
+        && let Err(e) = write_html_report(path, &summary, &paths)
+    {
+        eprintln!("lsq-sync: {e}");
+    }
+    if let Some(path) = &nightly.summary_json
+        && let Err(e) = SummaryJson::new(&summary, &paths).write(path)
+    {
+        eprintln!("lsq-sync: {e}");
+    }
     eprintln!(
-        "lsq-sync {}: {} -> {}\n{summary}",
-        if kind == InputKind::Retry {
-            "retry"
-        } else {
-            "import"
-        },
+        "lsq-sync {command}: {} -> {}\n{summary}",
         job.input.display(),
         job.report.display()
     );

@@ -1,6 +1,7 @@
 //! The CLI commands. Each is thin: it turns flags into settings and wires library pieces
 //! together; the work happens in the pipeline stages and the simulator.
 
+pub mod check;
 pub mod delete;
 pub mod export;
 pub mod import;
@@ -29,6 +30,8 @@ pub enum CommandError {
     Report(#[from] crate::report::ReportError),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::PreflightError),
 }
 
 impl CommandError {
@@ -58,6 +61,7 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
         Command::DeleteActivities(args) => args.send.clone(),
         Command::DeleteOwnerHistory(args) => args.send.clone(),
         Command::Undo(args) => args.send.clone(),
+        Command::Check(args) => args.send.clone(),
         Command::Simulate(_) | Command::Report(_) => SendArgs::default(),
     };
     let overrides = Overrides {
@@ -71,6 +75,11 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
         log_format: cli.log_format,
         allow_insecure_http: cli.allow_insecure_http.then_some(true),
         input: input_overrides(&cli.command),
+        max_invalid: match &cli.command {
+            Command::Import(args) => args.nightly.max_invalid,
+            Command::Retry(args) => args.nightly.max_invalid,
+            _ => None,
+        },
     };
     let env = |name: &str| std::env::var(name).ok();
     Settings::resolve(file.as_ref().map(|(_, f)| f), &env, &overrides)
@@ -104,6 +113,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitStatus, CommandErro
         Command::DeleteActivities(args) => delete::delete_activities(args, settings).await,
         Command::DeleteOwnerHistory(args) => delete::delete_owner_history(args, settings).await,
         Command::Undo(args) => undo::run(args, settings).await,
+        Command::Check(args) => check::run(args, settings).await,
     }
 }
 

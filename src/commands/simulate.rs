@@ -76,6 +76,7 @@ pub fn sim_config(
         },
         delete_delay: Duration::from_millis(args.delete_delay_ms),
         accept_any_lead: args.accept_any_lead,
+        account_host: args.account_host.clone().unwrap_or_default(),
         ..defaults
     })
 }

@@ -74,7 +74,8 @@ pub struct SimConfig {
     pub accept_any_lead: bool,
     /// Leads the account holds besides the demo leads (compared lowercase).
     pub extra_leads: Vec<String>,
-    /// Host UserByAccessKey.Get names as the account's API host.
+    /// Host UserByAccessKey.Get names as the account's API host; empty: the simulator's own
+    /// URL as the client reached it.
     pub account_host: String,
     /// How every bulk post's answer is spoiled, to test clients against broken servers.
     pub bulk_answer: BulkAnswer,

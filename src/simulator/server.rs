@@ -254,6 +254,21 @@ impl Route {
     }
 }
 
+/// The host UserByAccessKey.Get names: the configured one, or, when none is configured, the
+/// simulator itself as the client reached it (so `lsq-sync check` against `lsq-sync simulate`
+/// finds the host right, as it would against the account's real regional host).
+fn account_host(sim: &Simulator, headers: &HeaderMap) -> String {
+    let configured = &sim.shared.config.account_host;
+    if !configured.is_empty() {
+        return configured.clone();
+    }
+    let reached = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{reached}")
+}
+
 /// A handler's answer and what to log about it.
 struct Answer {
     response: Response<Body>,
@@ -385,7 +400,9 @@ async fn handle(
             Route::DeleteActivities => delete_activities(&sim, &parts.headers, &body),
             Route::DeleteOwnerHistory => delete_owner_history(&sim, &parts.headers, &body),
             Route::ActivityTypes => Answer::ok(&demo::demo_activity_types()),
-            Route::UserByAccessKey => Answer::ok(&demo::api_user(&sim.shared.config.account_host)),
+            Route::UserByAccessKey => {
+                Answer::ok(&demo::api_user(&account_host(&sim, &parts.headers)))
+            }
         },
     };
     let status = if answer.drop {

@@ -1,11 +1,13 @@
 //! Integration tests: the real `lsq-sync` binary (and the library) against the embedded
 //! simulator on 127.0.0.1 with a free port. One test binary, so the link step is paid once.
 
+mod check;
 mod delete;
 mod export;
 mod import;
-mod responses;
 mod input;
+mod nightly;
+mod responses;
 mod resume;
 mod secrets;
 mod stub;
