@@ -127,6 +127,19 @@ One line per check, OK, FAIL or SKIP with the reason. If the keys belong to an a
 regional host, the FAIL line names the --host to use.
 Exit codes: 0 every check passed, 1 a check failed, 2 usage or unreadable input, 3 keys refused.")]
     Check(CheckArgs),
+    /// Check every row as an import would, without sending anything or writing a ledger: the
+    /// report says valid or invalid (with the reason) for each row. Same as import --dry-run.
+    #[command(after_help = "Examples:
+  lsq-sync validate activities.csv --out checked.csv
+  lsq-sync validate calls.xlsx --sheet Calls --map \"Lead ID=RelatedProspectId\" \\
+      --set ActivityEvent=201 --timezone Asia/Kolkata --out checked.csv
+
+Every check that needs no server: columns, lead ids (or --match-by values), activity codes,
+dates (converted to UTC as they would be sent), custom fields. `lsq-sync check --input` adds the
+checks that need the account (do the codes and fields exist).
+Exit codes: 0 every row is valid, 1 some rows are invalid (see the report), 2 usage or input-file
+error.")]
+    Validate(ValidateArgs),
     /// Run the embedded LeadSquared simulator on a loopback port (for tests and demos).
     #[command(after_help = "Example:
   lsq-sync simulate --port 8080 --rate 25/1s --latency-ms 300
@@ -168,6 +181,21 @@ pub struct SendArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The file to check: CSV, or XLSX/XLS/ODS.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    /// Where to write the report (one line per input row, Status valid or invalid).
+    #[arg(long, short, value_name = "REPORT.csv")]
+    pub out: PathBuf,
+
+    // Named `input_options` because `input` is the input file.
+    #[command(flatten)]
+    pub input_options: InputArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The file to import: CSV, or a spreadsheet (.xlsx, .xlsm, .xlsb, .xls, .ods).
     #[arg(value_name = "INPUT.csv")]
@@ -183,6 +211,10 @@ pub struct ImportArgs {
     /// Start the embedded simulator on a free loopback port and import into it (no keys needed).
     #[arg(long)]
     pub simulate: bool,
+
+    /// Validate only, as `lsq-sync validate` does: nothing is sent and no ledger is written.
+    #[arg(long, conflicts_with = "simulate")]
+    pub dry_run: bool,
 
     /// With --simulate: the simulator's response latency in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0, requires = "simulate")]
@@ -307,6 +339,9 @@ pub struct CheckArgs {
     /// Also check this input's activity codes and the mx_Custom_<n> fields its rows use.
     #[arg(long, value_name = "INPUT.csv")]
     pub input: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub input_options: InputArgs,
 
     #[command(flatten)]
     pub send: SendArgs,

@@ -23,6 +23,7 @@
 //! - [`remote`]: the two queued-delete endpoints, their argument checks, `--wait` polling.
 //! - [`undo`]: plans the undo of an import: per lead and code, the window and what else is in it.
 //! - [`pipeline`]: wires the stages for an import.
+//! - [`dry_run`]: `validate` / `import --dry-run`: read, validate and report, nothing sent.
 //! - [`summary`], [`html_report`]: a run's summary as JSON for schedulers, and as a page for
 //!   people (counts, throughput chart, errors grouped by message).
 //! - [`preflight`]: `lsq-sync check`: keys, host, the input's activity codes and fields.
@@ -44,6 +45,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod dates;
+pub mod dry_run;
 pub mod exit;
 pub mod export;
 pub mod html_report;

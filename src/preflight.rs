@@ -2,7 +2,7 @@
 //! account's own regional host, and do the input's activity codes and custom fields exist.
 //!
 //! The input enters through the same reading and validation stack as an import
-//! ([`CsvSource`], [`Schema`]), reduced to [`InputUsage`]: which codes the valid rows use, and
+//! ([`InputSource`], [`Schema`]), reduced to [`InputUsage`]: which codes the valid rows use, and
 //! which `mx_Custom_<n>` fields carry a value for each. The server's side enters through two
 //! read-only calls of [`LsqClient`] (UserByAccessKey.Get, ActivityTypes.Get). What leaves is a
 //! [`CheckReport`]: one line per check, OK / FAIL / SKIP with the reason, and the exit status.
@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::api::{ActivityType, UserByAccessKey};
 use crate::client::{LsqClient, Verdict};
+use crate::config::InputSettings;
 use crate::exit::ExitStatus;
-use crate::input::{CsvSource, InputError};
+use crate::input::{InputError, InputSource};
 use crate::validate::{Schema, SchemaError};
 
 /// The input could not be read as an import would read it.
@@ -38,11 +39,12 @@ pub struct InputUsage {
     pub codes: BTreeMap<i64, BTreeSet<String>>,
 }
 
-/// Reads `path` through the import's reader and validator.
-pub fn read_input_usage(path: &Path) -> Result<InputUsage, PreflightError> {
-    let source = CsvSource::open(path)?;
+/// Reads `path` through the import's reader and validator, under the same input settings
+/// (sheet, mapping, constants, dates) an import of it would use.
+pub fn read_input_usage(path: &Path, input: &InputSettings) -> Result<InputUsage, PreflightError> {
+    let source = InputSource::open(path, input.sheet.as_deref())?;
     let schema =
-        Schema::from_headers(source.headers()).map_err(|source| PreflightError::Schema {
+        Schema::for_input(source.headers(), input).map_err(|source| PreflightError::Schema {
             path: path.to_path_buf(),
             source,
         })?;

@@ -32,6 +32,8 @@ pub enum RowStatus {
     Invalid,
     /// Created by an earlier run (`--skip-existing`); `ProspectActivityId` is that activity.
     Skipped,
+    /// Passed every check that needs no server (`validate`, `import --dry-run`); not sent.
+    Valid,
 }
 
 impl RowStatus {
@@ -41,6 +43,7 @@ impl RowStatus {
             RowStatus::Failed => "failed",
             RowStatus::Invalid => "invalid",
             RowStatus::Skipped => "skipped",
+            RowStatus::Valid => "valid",
         }
     }
 }
@@ -84,6 +87,14 @@ impl RowOutcome {
         }
     }
 
+    pub fn valid() -> Self {
+        RowOutcome {
+            status: RowStatus::Valid,
+            activity_id: None,
+            error: None,
+        }
+    }
+
     pub fn skipped(id: Option<String>) -> Self {
         RowOutcome {
             status: RowStatus::Skipped,
@@ -115,11 +126,13 @@ pub struct StatusCounts {
     pub failed: u64,
     pub invalid: u64,
     pub skipped: u64,
+    /// Only in a dry run, which sends nothing.
+    pub valid: u64,
 }
 
 impl StatusCounts {
     pub fn total(&self) -> u64 {
-        self.created + self.failed + self.invalid + self.skipped
+        self.created + self.failed + self.invalid + self.skipped + self.valid
     }
 
     fn add(&mut self, status: RowStatus) {
@@ -128,6 +141,7 @@ impl StatusCounts {
             RowStatus::Failed => self.failed += 1,
             RowStatus::Invalid => self.invalid += 1,
             RowStatus::Skipped => self.skipped += 1,
+            RowStatus::Valid => self.valid += 1,
         }
     }
 }

@@ -10,6 +10,7 @@ use tracing::info;
 use crate::abort::Interrupt;
 use crate::cli::{ImportArgs, NightlyArgs, RetryArgs, RunArgs};
 use crate::config::{Secret, Settings};
+use crate::dry_run::validate_file;
 use crate::exit::ExitStatus;
 use crate::html_report::write_html_report;
 use crate::pipeline::{ImportJob, InputKind, default_ledger_path, run_import};
@@ -19,6 +20,9 @@ use crate::summary::{RunPaths, SummaryJson};
 use super::CommandError;
 
 pub async fn run(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus, CommandError> {
+    if args.dry_run {
+        return validate(args.input, args.out, settings).await;
+    }
     let simulator = if args.simulate {
         let keys = (
             uuid::Uuid::new_v4().to_string(),
@@ -59,6 +63,36 @@ pub async fn run(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus,
         sim.shutdown().await;
     }
     result
+}
+
+/// `lsq-sync validate` and `import --dry-run`: every row checked, nothing sent, no ledger.
+pub async fn validate(
+    input: PathBuf,
+    report: PathBuf,
+    settings: Settings,
+) -> Result<ExitStatus, CommandError> {
+    if input == report {
+        return Err(CommandError::Usage(format!(
+            "the report {} would overwrite the input; choose another --out",
+            report.display()
+        )));
+    }
+    let (input_for_task, report_for_task) = (input.clone(), report.clone());
+    let validation = tokio::task::spawn_blocking(move || {
+        validate_file(&input_for_task, &report_for_task, &settings.input)
+    })
+    .await
+    .map_err(|e| CommandError::Usage(format!("internal error: the check stopped: {e}")))??;
+    eprintln!(
+        "lsq-sync validate: {} -> {}\n{validation}",
+        input.display(),
+        report.display()
+    );
+    Ok(if validation.counts.invalid == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::RowsNotCreated
+    })
 }
 
 pub async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitStatus, CommandError> {

@@ -32,6 +32,8 @@ pub enum CommandError {
     Usage(String),
     #[error(transparent)]
     Preflight(#[from] crate::preflight::PreflightError),
+    #[error(transparent)]
+    DryRun(#[from] crate::dry_run::DryRunError),
 }
 
 impl CommandError {
@@ -62,7 +64,7 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
         Command::DeleteOwnerHistory(args) => args.send.clone(),
         Command::Undo(args) => args.send.clone(),
         Command::Check(args) => args.send.clone(),
-        Command::Simulate(_) | Command::Report(_) => SendArgs::default(),
+        Command::Simulate(_) | Command::Report(_) | Command::Validate(_) => SendArgs::default(),
     };
     let overrides = Overrides {
         host: send.host,
@@ -90,6 +92,8 @@ fn input_overrides(command: &Command) -> InputOverrides {
     let args = match command {
         Command::Import(args) => args.input_options.clone(),
         Command::Retry(args) => args.input_options.clone(),
+        Command::Validate(args) => args.input_options.clone(),
+        Command::Check(args) => args.input_options.clone(),
         _ => return InputOverrides::default(),
     };
     InputOverrides {
@@ -114,6 +118,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitStatus, CommandErro
         Command::DeleteOwnerHistory(args) => delete::delete_owner_history(args, settings).await,
         Command::Undo(args) => undo::run(args, settings).await,
         Command::Check(args) => check::run(args, settings).await,
+        Command::Validate(args) => import::validate(args.input, args.out, settings).await,
     }
 }
 
