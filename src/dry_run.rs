@@ -131,9 +131,8 @@ pub fn validate_file(
         }
     });
 
-    let mut seq = 0;
     let mut outcome = Ok(());
-    for chunk in chunks_rx.iter() {
+    for (seq, chunk) in (0u64..).zip(chunks_rx.iter()) {
         let rows = match chunk {
             Ok(rows) => rows,
             Err(e) => {
@@ -146,7 +145,6 @@ pub fn validate_file(
             outcome = Err(e.into());
             break;
         }
-        seq += 1;
     }
     drop(chunks_rx);
     if reader.join().is_err() {

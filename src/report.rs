@@ -388,7 +388,8 @@ mod tests {
                 created: 1,
                 failed: 1,
                 invalid: 1,
-                skipped: 0
+                skipped: 0,
+                valid: 0,
             }
         );
         assert_eq!(

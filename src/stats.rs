@@ -235,6 +235,7 @@ mod tests {
                 failed,
                 invalid,
                 skipped: 0,
+                valid: 0,
             },
             calls: 3,
             rate_limited: 1,

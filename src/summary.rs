@@ -209,6 +209,7 @@ mod tests {
                 failed,
                 invalid,
                 skipped: 0,
+                valid: 0,
             },
             Duration::from_millis(2500),
             ("report.csv.ledger".into(), 4),
