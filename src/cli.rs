@@ -156,6 +156,18 @@ pub struct ImportArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    #[command(flatten)]
+    pub format: ReportFormatArgs,
+}
+
+/// How report cells are written; shared by the commands that write a report.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReportFormatArgs {
+    /// Prefix report cells a spreadsheet would run as a formula (=, +, -, @, tab, CR) with '.
+    /// Give it to `retry` too: retry strips exactly that prefix from the report it reads.
+    #[arg(long)]
+    pub excel_safe: bool,
 }
 
 /// Flags about the run itself: its ledger and how an earlier run of the same input is treated.
@@ -197,6 +209,9 @@ pub struct RetryArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    #[command(flatten)]
+    pub format: ReportFormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +236,9 @@ pub struct ReportArgs {
     /// List the ledger's runs instead.
     #[arg(long)]
     pub list: bool,
+
+    #[command(flatten)]
+    pub format: ReportFormatArgs,
 }
 
 /// Which leads, and the optional date window, of export and the delete commands.

@@ -5,14 +5,18 @@
 //! case-insensitively), which are `mx_Custom_<n>` custom fields, and which are carried into the
 //! report only. A header that cannot work (a required column missing, a column twice) is a
 //! [`SchemaError`] for the whole file, before anything is sent.
+//!
+//! [`check_csv`] chains the read stage and this one, raw CSV bytes in, checked rows out, for the
+//! fuzz target and the property tests.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
 use csv::ByteRecord;
 
 use crate::api::{ActivityItem, DATE_TIME_FORMAT, FieldValue};
-use crate::input::SourceRow;
+use crate::input::{CsvSource, InputError, InputLimits, SourceRow};
 
 /// Highest custom field number the API defines (`mx_Custom_1` .. `mx_Custom_50`).
 pub const MAX_CUSTOM_FIELD: u32 = 50;
@@ -29,6 +33,8 @@ pub struct Schema {
     date_time: Option<usize>,
     /// `(column, SchemaName)` of each custom field column, SchemaName spelled as the API does.
     custom: Vec<(usize, String)>,
+    /// Largest cell accepted, in bytes (`InputLimits::max_cell_bytes`).
+    max_cell_bytes: usize,
 }
 
 /// Why a header cannot be used.
@@ -168,7 +174,14 @@ impl Schema {
             date_time: find(Known::DateTime),
             custom,
             names,
+            max_cell_bytes: InputLimits::default().max_cell_bytes,
         })
+    }
+
+    /// The same schema with another cell size limit.
+    pub fn with_max_cell_bytes(mut self, max_cell_bytes: usize) -> Schema {
+        self.max_cell_bytes = max_cell_bytes;
+        self
     }
 
     /// Number of columns in the header.
@@ -190,9 +203,38 @@ impl Schema {
                 ),
             });
         }
+        if let Some((i, cell)) = record
+            .iter()
+            .enumerate()
+            .find(|(_, cell)| cell.len() > self.max_cell_bytes)
+        {
+            return Err(self.problem(
+                i,
+                format!(
+                    "the cell is {} bytes, more than the limit of {} ([input] max_cell_bytes)",
+                    cell.len(),
+                    self.max_cell_bytes
+                ),
+            ));
+        }
         let text = |i: usize| -> Result<&str, RowProblem> {
-            std::str::from_utf8(&record[i])
-                .map_err(|_| self.problem(i, "the cell is not valid UTF-8 text"))
+            let text = std::str::from_utf8(&record[i]).map_err(|e| {
+                self.problem(
+                    i,
+                    format!(
+                        "the cell is not valid UTF-8 text (byte {} of the cell; a file saved as \
+                         Latin-1 or Windows-1252? save it as \"CSV UTF-8\")",
+                        e.valid_up_to() + 1
+                    ),
+                )
+            })?;
+            if text.contains('\0') {
+                return Err(self.problem(
+                    i,
+                    "the cell holds a NUL character (a damaged or binary file?)",
+                ));
+            }
+            Ok(text)
         };
         let optional = |i: Option<usize>| -> Result<Option<&str>, RowProblem> {
             match i {
@@ -288,6 +330,53 @@ impl Schema {
             message: message.into(),
         }
     }
+}
+
+/// One row of a file and what validation made of it.
+#[derive(Debug, Clone)]
+pub struct CheckedRow {
+    pub source: SourceRow,
+    pub result: Result<ActivityItem, RowProblem>,
+}
+
+/// Why a file cannot be imported at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{path}: {source}")]
+    Schema { path: PathBuf, source: SchemaError },
+}
+
+/// Raw CSV bytes to checked rows, through the reader and the checks an import uses; what the
+/// fuzz target and the property tests drive. Holds the whole result in memory, so it is for
+/// tests and small inputs; the import streams the same stages instead.
+pub fn check_csv(
+    name: &Path,
+    bytes: &[u8],
+    limits: InputLimits,
+) -> Result<Vec<CheckedRow>, FileError> {
+    let source = CsvSource::from_reader_limited(
+        name,
+        Box::new(std::io::Cursor::new(bytes.to_vec())),
+        limits,
+    )?;
+    let schema = Schema::from_headers(source.headers())
+        .map_err(|e| FileError::Schema {
+            path: name.to_path_buf(),
+            source: e,
+        })?
+        .with_max_cell_bytes(limits.max_cell_bytes);
+    source
+        .map(|row| {
+            let row = row?;
+            let result = schema.check(&row);
+            Ok(CheckedRow {
+                source: row,
+                result,
+            })
+        })
+        .collect()
 }
 
 /// Strictly `yyyy-MM-dd HH:mm:ss`, and a date that exists (no 30 February).
@@ -469,9 +558,10 @@ mod tests {
             record.push_field(if i == 2 { b"\xE9t\xE9" } else { f });
         }
         r.record = record;
-        assert_eq!(
-            s.check(&r).unwrap_err().to_string(),
-            "ActivityNote: the cell is not valid UTF-8 text"
+        let problem = s.check(&r).unwrap_err().to_string();
+        assert!(
+            problem.starts_with("ActivityNote: the cell is not valid UTF-8 text (byte 1 "),
+            "{problem}"
         );
     }
 
