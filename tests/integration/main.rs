@@ -3,6 +3,7 @@
 
 mod delete;
 mod export;
+mod hostile;
 mod import;
 mod resume;
 mod support;
