@@ -5,6 +5,7 @@ mod delete;
 mod export;
 mod hostile;
 mod import;
+mod properties;
 mod resume;
 mod support;
 mod undo;
