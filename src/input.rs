@@ -290,7 +290,7 @@ impl CsvSource {
     fn check_closed(&self, record: &ByteRecord, line: u64) -> Result<(), InputError> {
         let swallowed = record
             .iter()
-            .last()
+            .next_back()
             .is_some_and(|cell| cell.ends_with(END_MARK));
         if swallowed && self.guard.end_of_file.load(Ordering::Relaxed) != u64::MAX {
             return Err(InputError::UnclosedQuote {
