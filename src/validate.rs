@@ -109,10 +109,15 @@ impl Known {
 /// `mx_Custom_7` in any letter case -> `Some(Ok("mx_Custom_7"))`; out of range -> `Some(Err)`.
 fn custom_field_name(header: &str) -> Option<Result<String, ()>> {
     let prefix = "mx_custom_";
-    if header.len() <= prefix.len() || !header[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    // Byte-wise: a header may have a multi-byte character where the prefix would end.
+    let (head, digits) = (
+        header.as_bytes().get(..prefix.len())?,
+        header.as_bytes().get(prefix.len()..)?,
+    );
+    if digits.is_empty() || !head.eq_ignore_ascii_case(prefix.as_bytes()) {
         return None;
     }
-    let digits = &header[prefix.len()..];
+    let digits = std::str::from_utf8(digits).ok()?;
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -596,6 +601,18 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("column 3 (mx_Custom_51)"), "{err}");
+    }
+
+    #[test]
+    fn a_multibyte_character_where_the_custom_prefix_ends_is_just_a_column() {
+        // Found by the fuzz target: slicing the header as text panicked.
+        let s = Schema::from_headers(&headers(&[
+            "RelatedProspectId",
+            "ActivityEvent",
+            "Act?ivity\u{feff}X",
+            "mx_custom\u{e9}1",
+        ]));
+        assert!(s.is_ok());
     }
 
     #[test]

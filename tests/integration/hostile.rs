@@ -151,6 +151,8 @@ fixture_cases! {
         "line 1 (the header): column ActivityNote appears twice (columns 3 and 4)",
     ]);
     duplicate_extra_header => Expect::Rows(vec![Created("good 1"), Created("good 2")]);
+    // Found by the fuzz target: a multi-byte character where `mx_custom_` would end panicked.
+    multibyte_header => Expect::Rows(vec![Created("good 1")]);
     unbalanced_quote => Expect::FileError(&[
         "a quote opened in the row starting at line 3 is never closed",
     ]);
