@@ -229,6 +229,8 @@ pub struct ImportArgs {
 
     #[command(flatten)]
     pub nightly: NightlyArgs,
+    #[command(flatten)]
+    pub format: ReportFormatArgs,
 }
 
 /// How the input is read: spreadsheets, their own column names, leads by e-mail, local times.
@@ -286,6 +288,15 @@ pub struct NightlyArgs {
     pub html_report: Option<PathBuf>,
 }
 
+/// How report cells are written; shared by the commands that write a report.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReportFormatArgs {
+    /// Prefix report cells a spreadsheet would run as a formula (=, +, -, @, tab, CR) with '.
+    /// Give it to `retry` too: retry strips exactly that prefix from the report it reads.
+    #[arg(long)]
+    pub excel_safe: bool,
+}
+
 /// Flags about the run itself: its ledger and how an earlier run of the same input is treated.
 #[derive(Debug, Args, Clone, Default)]
 pub struct RunArgs {
@@ -332,6 +343,9 @@ pub struct RetryArgs {
 
     #[command(flatten)]
     pub nightly: NightlyArgs,
+
+    #[command(flatten)]
+    pub format: ReportFormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -369,6 +383,9 @@ pub struct ReportArgs {
     /// List the ledger's runs instead.
     #[arg(long)]
     pub list: bool,
+
+    #[command(flatten)]
+    pub format: ReportFormatArgs,
 }
 
 /// Which leads, and the optional date window, of export and the delete commands.

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::api::MAX_BATCH;
 use crate::dates::{DateFormat, DateReader, parse_zone};
+use crate::input::InputLimits;
 use crate::ledger::Durability;
 use crate::mapping::{ColumnMap, parse_pair};
 use crate::quota::{RateQuota, parse_duration};
@@ -95,6 +96,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How hard each ledger commit is pushed to disk.
     pub ledger_durability: Durability,
+    /// Ceilings on cell, row and header size that keep memory bounded against hostile files.
+    pub input_limits: InputLimits,
+    /// Prefix report cells a spreadsheet would run as a formula with `'` (retry strips it).
+    pub excel_safe: bool,
     /// Send nothing if more than this percentage of a new run's rows is invalid.
     pub max_invalid: Option<f64>,
     /// Allow `http://` to a host that is not loopback: the keys would cross the network in
@@ -136,6 +141,8 @@ impl Default for Settings {
             allow_insecure_http: false,
             input: InputSettings::default(),
             max_invalid: None,
+            input_limits: InputLimits::default(),
+            excel_safe: false,
         }
     }
 }
@@ -164,6 +171,8 @@ pub struct FileConfig {
     pub constants: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub nightly: FileNightly,
+    #[serde(default)]
+    pub report: FileReport,
 }
 
 /// `[input]` section.
@@ -174,6 +183,9 @@ pub struct FileInput {
     pub timezone: Option<String>,
     pub date_format: Option<String>,
     pub sheet: Option<String>,
+    pub max_cell_bytes: Option<usize>,
+    pub max_row_bytes: Option<usize>,
+    pub max_columns: Option<usize>,
 }
 
 /// `[nightly]` section.
@@ -181,6 +193,13 @@ pub struct FileInput {
 #[serde(deny_unknown_fields)]
 pub struct FileNightly {
     pub max_invalid: Option<f64>,
+}
+
+/// `[report]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReport {
+    pub excel_safe: Option<bool>,
 }
 
 /// `[ledger]` section.
@@ -252,6 +271,8 @@ pub struct Overrides {
     pub connect_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
     pub log_format: Option<LogFormat>,
+    /// `--excel-safe`: `Some(true)` when given.
+    pub excel_safe: Option<bool>,
     pub max_invalid: Option<f64>,
     /// `--allow-insecure-http`; `None` (flag absent) leaves the lower layers' value.
     pub allow_insecure_http: Option<bool>,
@@ -453,6 +474,20 @@ impl Settings {
             if let Some(p) = file.nightly.max_invalid {
                 s.max_invalid = Some(percent_from("config file [nightly] max_invalid", p)?);
             }
+            let input = &file.input;
+            let limits = &mut s.input_limits;
+            for (value, slot) in [
+                (input.max_cell_bytes, &mut limits.max_cell_bytes),
+                (input.max_row_bytes, &mut limits.max_row_bytes),
+                (input.max_columns, &mut limits.max_columns),
+            ] {
+                if let Some(n) = value {
+                    *slot = n;
+                }
+            }
+            if let Some(excel_safe) = file.report.excel_safe {
+                s.excel_safe = excel_safe;
+            }
         }
 
         if let Some(host) = env("LSQ_HOST").filter(|v| !v.trim().is_empty()) {
@@ -544,6 +579,9 @@ impl Settings {
         if let Some(p) = flags.max_invalid {
             s.max_invalid = Some(percent_from("--max-invalid", p)?);
         }
+        if let Some(excel_safe) = flags.excel_safe {
+            s.excel_safe = excel_safe;
+        }
 
         s.input = resolve_input(file, env, &flags.input)?;
         s.check()?;
@@ -558,6 +596,13 @@ impl Settings {
                     "{} is outside 1..={MAX_BATCH} (the bulk endpoint's limit)",
                     self.batch_size
                 ),
+            ));
+        }
+        let limits = &self.input_limits;
+        if limits.max_cell_bytes == 0 || limits.max_row_bytes == 0 || limits.max_columns == 0 {
+            return Err(invalid(
+                "config file [input]",
+                "max_cell_bytes, max_row_bytes and max_columns must be at least 1",
             ));
         }
         if self.concurrency == 0 {
@@ -941,5 +986,31 @@ mod tests {
         assert_eq!(s.max_attempts, d.max_attempts);
         assert_eq!(s.concurrency, d.concurrency);
         assert_eq!(s.request_timeout, d.request_timeout);
+        assert_eq!(s.input_limits, d.input_limits);
+        assert_eq!(s.excel_safe, d.excel_safe);
+    }
+
+    #[test]
+    fn input_limits_and_excel_safe_come_from_the_file_and_the_flag() {
+        let f = file("[input]\nmax_cell_bytes = 10\nmax_columns = 3\n[report]\nexcel_safe = true");
+        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.input_limits.max_cell_bytes, 10);
+        assert_eq!(s.input_limits.max_columns, 3);
+        assert_eq!(
+            s.input_limits.max_row_bytes,
+            InputLimits::default().max_row_bytes
+        );
+        assert!(s.excel_safe);
+        let flags = Overrides {
+            excel_safe: Some(true),
+            ..Overrides::default()
+        };
+        assert!(
+            Settings::resolve(None, &env_of(&[]), &flags)
+                .unwrap()
+                .excel_safe
+        );
+        let f = file("[input]\nmax_row_bytes = 0");
+        assert!(Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).is_err());
     }
 }

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::config::InputSettings;
+use crate::config::Settings;
 use crate::input::{InputError, InputSource, SourceRow};
 use crate::report::{
-    BatchOutcome, ReportError, ReportWriter, ReportedRow, RowOutcome, StatusCounts,
+    BatchOutcome, CellFormat, ReportError, ReportWriter, ReportedRow, RowOutcome, StatusCounts,
     create_report_file,
 };
 use crate::validate::{Schema, SchemaError};
@@ -96,16 +96,26 @@ impl std::fmt::Display for Validation {
 pub fn validate_file(
     input: &Path,
     report: &Path,
-    settings: &InputSettings,
+    settings: &Settings,
 ) -> Result<Validation, DryRunError> {
     let started = Instant::now();
-    let source = InputSource::open(input, settings.sheet.as_deref())?;
-    let schema =
-        Schema::for_input(source.headers(), settings).map_err(|source| DryRunError::Schema {
+    let source = InputSource::open(
+        input,
+        settings.input.sheet.as_deref(),
+        settings.input_limits,
+    )?;
+    let schema = Schema::for_input(source.headers(), &settings.input)
+        .map_err(|source| DryRunError::Schema {
             path: input.to_path_buf(),
             source,
-        })?;
-    let mut writer = ReportWriter::new(report, create_report_file(report)?, source.headers())?;
+        })?
+        .with_max_cell_bytes(settings.input_limits.max_cell_bytes);
+    let mut writer = ReportWriter::with_format(
+        report,
+        create_report_file(report)?,
+        source.headers(),
+        CellFormat::of(settings),
+    )?;
 
     let (chunks_tx, chunks_rx) =
         mpsc::sync_channel::<Result<Vec<SourceRow>, InputError>>(CHUNKS_AHEAD);

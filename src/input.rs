@@ -8,10 +8,17 @@
 //!
 //! [`InputSource::open`] picks the reader by file extension: spreadsheets go to `xlsx`, which
 //! yields the same [`SourceRow`]s; everything else is read as CSV.
+//!
+//! Hostile files meet [`InputLimits`]: a row longer than `max_row_bytes` is refused while it is
+//! being read (a [`RowGuard`] between the file and the parser), a header wider than
+//! `max_columns` is refused, and a quote left open at the end of the file is an error naming the
+//! row where it opened rather than a last cell that silently swallowed the rows after it.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use csv::ByteRecord;
 
@@ -24,6 +31,31 @@ pub struct SourceRow {
     pub line: u64,
     /// The fields as read.
     pub record: ByteRecord,
+}
+
+/// Ceilings that keep memory bounded whatever a file holds. The defaults are far above what a
+/// spreadsheet writes (Excel: 32,767 characters a cell, 16,384 columns; Google Sheets: 50,000
+/// characters, 18,278 columns), so only a broken or hostile file meets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Largest cell in bytes; a larger one makes its row invalid (the row is still delimited).
+    pub max_cell_bytes: usize,
+    /// Largest row in bytes as written in the file. Past it the file stops with an error naming
+    /// the row's line, before the row is all in memory: where such a row ends cannot be trusted
+    /// (a quote that is never closed is the usual cause).
+    pub max_row_bytes: usize,
+    /// Most columns the header may have.
+    pub max_columns: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        InputLimits {
+            max_cell_bytes: 1 << 20,
+            max_row_bytes: 4 << 20,
+            max_columns: 20_000,
+        }
+    }
 }
 
 /// A problem with the file as a whole.
@@ -39,6 +71,35 @@ pub enum InputError {
         line: u64,
         message: String,
     },
+    #[error(
+        "{path}: the row starting at line {line} is longer than {limit} bytes (the limit, \
+         [input] max_row_bytes); a quote that is never closed is the usual cause"
+    )]
+    RowTooLong {
+        path: PathBuf,
+        line: u64,
+        limit: usize,
+    },
+    #[error(
+        "{path}: a quote opened in the row starting at line {line} is never closed, so every \
+         line after it would be read as part of one cell"
+    )]
+    UnclosedQuote { path: PathBuf, line: u64 },
+    #[error(
+        "{path}: line {line}: the header has {columns} columns, more than the limit of {limit} \
+         ([input] max_columns)"
+    )]
+    TooManyColumns {
+        path: PathBuf,
+        line: u64,
+        columns: usize,
+        limit: usize,
+    },
+    #[error(
+        "{path}: line {line}: the header holds NUL bytes; the file is probably UTF-16 \
+         (Excel's \"Unicode Text\"): save it as \"CSV UTF-8\""
+    )]
+    NotUtf8Csv { path: PathBuf, line: u64 },
     #[error("{path}: {message}")]
     Sheet { path: PathBuf, message: String },
 }
@@ -52,7 +113,11 @@ pub enum InputSource {
 impl InputSource {
     /// Opens `path` as a spreadsheet when its extension says so (`sheet` chooses the worksheet),
     /// else as CSV, where naming a sheet is a mistake worth saying.
-    pub fn open(path: &Path, sheet: Option<&str>) -> Result<InputSource, InputError> {
+    pub fn open(
+        path: &Path,
+        sheet: Option<&str>,
+        limits: InputLimits,
+    ) -> Result<InputSource, InputError> {
         if crate::xlsx::is_spreadsheet(path) {
             return crate::xlsx::SheetSource::open(path, sheet).map(InputSource::Sheet);
         }
@@ -65,7 +130,7 @@ impl InputSource {
                 ),
             });
         }
-        CsvSource::open(path).map(InputSource::Csv)
+        CsvSource::open_limited(path, limits).map(InputSource::Csv)
     }
 
     /// The header row.
@@ -73,6 +138,14 @@ impl InputSource {
         match self {
             InputSource::Csv(csv) => csv.headers(),
             InputSource::Sheet(sheet) => sheet.headers(),
+        }
+    }
+
+    /// The line (or sheet row) the header is on, for messages about it.
+    pub fn header_line(&self) -> u64 {
+        match self {
+            InputSource::Csv(csv) => csv.header_line(),
+            InputSource::Sheet(_) => 1,
         }
     }
 }
@@ -91,45 +164,163 @@ impl Iterator for InputSource {
 /// An open CSV file, iterated row by row.
 pub struct CsvSource {
     path: PathBuf,
-    reader: csv::Reader<Box<dyn Read + Send>>,
+    reader: csv::Reader<RowGuard>,
+    guard: Arc<GuardState>,
     headers: ByteRecord,
+    header_line: u64,
     rows_read: u64,
     record: ByteRecord,
+    finished: bool,
+}
+
+/// Appended after the last byte of the file. If the parser is outside quotes it reads this as a
+/// record of its own (the end); if a quote was left open, it lands inside that cell instead,
+/// which is how an unclosed quote is told from a cell that legitimately spans lines.
+const END_MARK: &[u8] = b"\n\x00lsq-sync:end-of-input\x00\n";
+/// The end mark as the record it parses to.
+const END_MARK_FIELD: &[u8] = b"\x00lsq-sync:end-of-input\x00";
+
+/// What the reader and its [`RowGuard`] share.
+struct GuardState {
+    /// Byte offset where the row being read starts.
+    row_start: AtomicU64,
+    /// Byte offset of the end of the file, once reached (`u64::MAX` before).
+    end_of_file: AtomicU64,
+    /// Set when the guard refused to read on because a row passed `max_row_bytes`.
+    tripped: AtomicBool,
+}
+
+/// Sits between the file and the CSV parser. The parser reads only once it has consumed what it
+/// was given, so at each read the bytes delivered since the row started are the row's length so
+/// far: a row longer than the limit is refused before more than one read buffer (8 KiB) past
+/// the limit is in memory.
+struct RowGuard {
+    inner: Box<dyn Read + Send>,
+    state: Arc<GuardState>,
+    max_row_bytes: u64,
+    delivered: u64,
+    /// How much of [`END_MARK`] has been delivered after the file's end.
+    mark_sent: Option<usize>,
+}
+
+impl Read for RowGuard {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let row_start = self.state.row_start.load(Ordering::Relaxed);
+        if self.delivered.saturating_sub(row_start) > self.max_row_bytes {
+            self.state.tripped.store(true, Ordering::Relaxed);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "row longer than the limit",
+            ));
+        }
+        let n = match self.mark_sent {
+            None => match self.inner.read(buf)? {
+                0 => {
+                    self.state
+                        .end_of_file
+                        .store(self.delivered, Ordering::Relaxed);
+                    self.mark_sent = Some(0);
+                    return self.read(buf);
+                }
+                n => n,
+            },
+            Some(sent) => {
+                let rest = &END_MARK[sent..];
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                self.mark_sent = Some(sent + n);
+                n
+            }
+        };
+        self.delivered += n as u64;
+        Ok(n)
+    }
 }
 
 impl CsvSource {
-    /// Opens `path` and reads its header.
+    /// Opens `path` and reads its header, with the default limits.
     pub fn open(path: &Path) -> Result<CsvSource, InputError> {
+        CsvSource::open_limited(path, InputLimits::default())
+    }
+
+    /// Opens `path` and reads its header.
+    pub fn open_limited(path: &Path, limits: InputLimits) -> Result<CsvSource, InputError> {
         let file = File::open(path).map_err(|source| InputError::Open {
             path: path.to_path_buf(),
             source,
         })?;
         let file = io::BufReader::with_capacity(256 * 1024, file);
-        CsvSource::from_reader(path, Box::new(file))
+        CsvSource::from_reader_limited(path, Box::new(file), limits)
+    }
+
+    /// Reads CSV from any reader, with the default limits; `name` is used in messages as the
+    /// file's name.
+    pub fn from_reader(name: &Path, read: Box<dyn Read + Send>) -> Result<CsvSource, InputError> {
+        CsvSource::from_reader_limited(name, read, InputLimits::default())
     }
 
     /// Reads CSV from any reader; `name` is used in messages as the file's name.
-    pub fn from_reader(name: &Path, read: Box<dyn Read + Send>) -> Result<CsvSource, InputError> {
-        let mut reader = csv::ReaderBuilder::new()
+    pub fn from_reader_limited(
+        name: &Path,
+        read: Box<dyn Read + Send>,
+        limits: InputLimits,
+    ) -> Result<CsvSource, InputError> {
+        let guard = Arc::new(GuardState {
+            row_start: AtomicU64::new(0),
+            end_of_file: AtomicU64::new(u64::MAX),
+            tripped: AtomicBool::new(false),
+        });
+        let reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
-            .from_reader(read);
-        let headers = reader
-            .byte_headers()
-            .map_err(|e| read_error(name, 1, &e))?
-            .clone();
-        if headers.is_empty() || (headers.len() == 1 && headers[0].is_empty()) {
+            .from_reader(RowGuard {
+                inner: read,
+                state: guard.clone(),
+                max_row_bytes: limits.max_row_bytes as u64,
+                delivered: 0,
+                mark_sent: None,
+            });
+        let mut source = CsvSource {
+            path: name.to_path_buf(),
+            reader,
+            guard,
+            headers: ByteRecord::new(),
+            header_line: 1,
+            rows_read: 0,
+            record: ByteRecord::new(),
+            finished: false,
+        };
+        let headers = match source.reader.byte_headers() {
+            Ok(headers) => headers.clone(),
+            Err(e) => return Err(source.read_error(1, &e)),
+        };
+        let line = headers.position().map(|p| p.line()).unwrap_or(1);
+        if headers.is_empty()
+            || (headers.len() == 1 && headers[0].is_empty())
+            || source.is_end_mark(&headers)
+        {
             return Err(InputError::Empty {
                 path: name.to_path_buf(),
             });
         }
-        Ok(CsvSource {
-            path: name.to_path_buf(),
-            reader,
-            headers: strip_bom(headers),
-            rows_read: 0,
-            record: ByteRecord::new(),
-        })
+        source.check_closed(&headers, line)?;
+        if headers.len() > limits.max_columns {
+            return Err(InputError::TooManyColumns {
+                path: name.to_path_buf(),
+                line,
+                columns: headers.len(),
+                limit: limits.max_columns,
+            });
+        }
+        if headers.iter().any(|h| h.contains(&0)) {
+            return Err(InputError::NotUtf8Csv {
+                path: name.to_path_buf(),
+                line,
+            });
+        }
+        source.headers = strip_bom(headers);
+        source.header_line = line;
+        Ok(source)
     }
 
     /// The header row, BOM removed.
@@ -137,9 +328,54 @@ impl CsvSource {
         &self.headers
     }
 
+    /// The line the header row is on (1 unless blank lines come first).
+    pub fn header_line(&self) -> u64 {
+        self.header_line
+    }
+
     /// The name the file is reported under.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The record just read is the end mark itself, ending where the stream ends: the file is
+    /// done. (A row of the file with the same text cannot end there: the mark follows it.)
+    fn is_end_mark(&self, record: &ByteRecord) -> bool {
+        let end_of_file = self.guard.end_of_file.load(Ordering::Relaxed);
+        record.len() == 1
+            && &record[0] == END_MARK_FIELD
+            && end_of_file != u64::MAX
+            && self.reader.position().byte() == end_of_file + END_MARK.len() as u64
+    }
+
+    /// A record whose last cell swallowed the end mark was inside an open quote at the file's end.
+    fn check_closed(&self, record: &ByteRecord, line: u64) -> Result<(), InputError> {
+        let swallowed = record
+            .iter()
+            .next_back()
+            .is_some_and(|cell| cell.ends_with(END_MARK));
+        if swallowed && self.guard.end_of_file.load(Ordering::Relaxed) != u64::MAX {
+            return Err(InputError::UnclosedQuote {
+                path: self.path.clone(),
+                line,
+            });
+        }
+        Ok(())
+    }
+
+    fn read_error(&self, line: u64, e: &csv::Error) -> InputError {
+        if self.guard.tripped.load(Ordering::Relaxed) {
+            return InputError::RowTooLong {
+                path: self.path.clone(),
+                line,
+                limit: usize::try_from(self.reader.get_ref().max_row_bytes).unwrap_or(usize::MAX),
+            };
+        }
+        InputError::Read {
+            path: self.path.clone(),
+            line,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -147,30 +383,35 @@ impl Iterator for CsvSource {
     type Item = Result<SourceRow, InputError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        let start = self.reader.position().clone();
+        self.guard.row_start.store(start.byte(), Ordering::Relaxed);
         match self.reader.read_byte_record(&mut self.record) {
-            Ok(false) => None,
-            Ok(true) => {
-                self.rows_read += 1;
+            Ok(true) if !self.is_end_mark(&self.record) => {
                 let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+                if let Err(e) = self.check_closed(&self.record, line) {
+                    self.finished = true;
+                    return Some(Err(e));
+                }
+                self.rows_read += 1;
                 Some(Ok(SourceRow {
                     number: self.rows_read,
                     line,
                     record: self.record.clone(),
                 }))
             }
+            Ok(_) => {
+                self.finished = true;
+                None
+            }
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                Some(Err(read_error(&self.path, line, &e)))
+                // Past a read error the parser's place in the file cannot be trusted.
+                self.finished = true;
+                Some(Err(self.read_error(start.line(), &e)))
             }
         }
-    }
-}
-
-fn read_error(path: &Path, line: u64, e: &csv::Error) -> InputError {
-    InputError::Read {
-        path: path.to_path_buf(),
-        line,
-        message: e.to_string(),
     }
 }
 
@@ -237,6 +478,92 @@ mod tests {
     fn an_empty_file_is_a_file_level_error_naming_the_file() {
         let err = source(b"").err().unwrap().to_string();
         assert!(err.contains("test.csv") && err.contains("empty"), "{err}");
+    }
+
+    fn limited(bytes: Vec<u8>, limits: InputLimits) -> Vec<Result<SourceRow, InputError>> {
+        match CsvSource::from_reader_limited(
+            Path::new("test.csv"),
+            Box::new(io::Cursor::new(bytes)),
+            limits,
+        ) {
+            Ok(source) => source.collect(),
+            Err(e) => vec![Err(e)],
+        }
+    }
+
+    #[test]
+    fn a_quote_never_closed_is_an_error_naming_the_line_it_opened_on() {
+        let results = limited(
+            b"a,b\n1,ok\n2,\"open\n3,lost\n".to_vec(),
+            InputLimits::default(),
+        );
+        assert_eq!(results.len(), 2);
+        assert!(results[0].is_ok());
+        let err = results[1].as_ref().err().unwrap().to_string();
+        assert!(
+            err.starts_with("test.csv: a quote opened in the row starting at line 3"),
+            "{err}"
+        );
+
+        let err = source(b"a,\"b\n").err().unwrap().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn the_end_mark_is_never_a_row_and_a_closed_quote_at_the_end_is_fine() {
+        assert_eq!(rows(b"a,b\n1,\"x\"").len(), 1);
+        assert_eq!(rows(b"a,b\n1,2").len(), 1);
+        assert_eq!(rows(b"a,b\r\n1,2\r\n\r\n").len(), 1);
+        assert!(rows(b"a,b\n").is_empty());
+        let err = source(b"\n\n").err().unwrap().to_string();
+        assert!(err.contains("empty"), "{err}");
+        // The mark's text inside the file is data.
+        let rows = rows(b"a\n\"\x00lsq-sync:end-of-input\x00\"\nb\n");
+        assert_eq!(rows.len(), 2);
+    }
+
+    #[test]
+    fn a_row_over_the_limit_stops_the_file_while_it_is_read() {
+        let limits = InputLimits {
+            max_row_bytes: 64 * 1024,
+            ..InputLimits::default()
+        };
+        let mut bytes = b"a,b\n1,2\n3,\"".to_vec();
+        bytes.extend(std::iter::repeat_n(b'x', 1 << 20));
+        bytes.extend(b"\"\n5,6\n");
+        let results = limited(bytes, limits);
+        assert_eq!(
+            results.len(),
+            2,
+            "the good row, then the error; nothing after"
+        );
+        let err = results[1].as_ref().err().unwrap().to_string();
+        assert!(
+            err.starts_with("test.csv: the row starting at line 3 is longer than 65536 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_header_too_wide_or_in_utf16_is_a_file_error() {
+        let limits = InputLimits {
+            max_columns: 3,
+            ..InputLimits::default()
+        };
+        let err = limited(b"a,b,c,d\n1,2,3,4\n".to_vec(), limits)
+            .remove(0)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("line 1: the header has 4 columns, more than the limit of 3"),
+            "{err}"
+        );
+        let err = source(b"\xFF\xFEa\x00,\x00b\x00\n\x00")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("UTF-16"), "{err}");
     }
 
     #[test]

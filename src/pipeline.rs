@@ -32,8 +32,8 @@ use crate::ledger::{
 use crate::pace::Pacer;
 use crate::progress::Progress;
 use crate::report::{
-    REPORT_COLUMNS, ReportError, ReportWriter, RowOutcome, create_report_file, outcome_of,
-    write_from_ledger,
+    CellFormat, REPORT_COLUMNS, ReportError, ReportWriter, RowOutcome, create_report_file,
+    outcome_of, strip_excel_safe, write_from_ledger_as,
 };
 use crate::send::{RetryPolicy, Sendable, Sender};
 use crate::stats::{RunStats, RunSummary};
@@ -62,8 +62,12 @@ impl InputKind {
 pub enum ImportError {
     #[error(transparent)]
     Input(#[from] InputError),
-    #[error("{path}: {source}")]
-    Schema { path: PathBuf, source: SchemaError },
+    #[error("{path}: line {line} (the header): {source}")]
+    Schema {
+        path: PathBuf,
+        line: u64,
+        source: SchemaError,
+    },
     #[error("{path}: {message}")]
     NotAReport { path: PathBuf, message: String },
     #[error(
@@ -140,6 +144,8 @@ struct RowShape {
     kind: InputKind,
     schema: Schema,
     input_headers: ByteRecord,
+    /// The report being read was written with `--excel-safe`: its cells carry a `'` to strip.
+    excel_safe: bool,
 }
 
 /// What an edited report says was already done to a row.
@@ -153,9 +159,11 @@ impl RowShape {
     fn of(
         kind: InputKind,
         headers: &ByteRecord,
+        header_line: u64,
         path: &Path,
-        input: &InputSettings,
+        settings: &Settings,
     ) -> Result<RowShape, ImportError> {
+        let excel_safe = kind == InputKind::Retry && settings.excel_safe;
         let input_headers = match kind {
             InputKind::Import => headers.clone(),
             InputKind::Retry => {
@@ -174,18 +182,25 @@ impl RowShape {
                         ),
                     });
                 }
-                headers.iter().skip(REPORT_COLUMNS.len()).collect()
+                headers
+                    .iter()
+                    .skip(REPORT_COLUMNS.len())
+                    .map(|h| if excel_safe { strip_excel_safe(h) } else { h })
+                    .collect()
             }
         };
-        let schema =
-            Schema::for_input(&input_headers, input).map_err(|source| ImportError::Schema {
+        let schema = Schema::for_input(&input_headers, &settings.input).map_err(|source| {
+            ImportError::Schema {
                 path: path.to_path_buf(),
+                line: header_line,
                 source,
-            })?;
+            }
+        })?;
         Ok(RowShape {
             kind,
-            schema,
+            schema: schema.with_max_cell_bytes(settings.input_limits.max_cell_bytes),
             input_headers,
+            excel_safe,
         })
     }
 
@@ -218,7 +233,18 @@ impl RowShape {
             "skipped" => Prior::Skipped(id),
             _ => Prior::None,
         };
-        let record = row.record.iter().skip(REPORT_COLUMNS.len()).collect();
+        let record = row
+            .record
+            .iter()
+            .skip(REPORT_COLUMNS.len())
+            .map(|cell| {
+                if self.excel_safe {
+                    strip_excel_safe(cell)
+                } else {
+                    cell
+                }
+            })
+            .collect();
         Ok((
             SourceRow {
                 number,
@@ -306,8 +332,14 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
         InputKind::Import => job.settings.input.sheet.as_deref(),
         InputKind::Retry => None,
     };
-    let source = InputSource::open(path, sheet)?;
-    let shape = RowShape::of(job.kind, source.headers(), path, &job.settings.input)?;
+    let source = InputSource::open(path, sheet, job.settings.input_limits)?;
+    let shape = RowShape::of(
+        job.kind,
+        source.headers(),
+        source.header_line(),
+        path,
+        &job.settings,
+    )?;
     let options = serde_json::json!({
         "kind": kind,
         "host": job.settings.host,
@@ -495,12 +527,13 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
             .map_err(|e| ImportError::Internal(e.to_string()))??
     };
     let run = prepared.run;
-    let schema = Schema::for_input(&ledger.headers(run)?, &settings.input).map_err(|source| {
-        ImportError::Schema {
+    let schema = Schema::for_input(&ledger.headers(run)?, &settings.input)
+        .map_err(|source| ImportError::Schema {
             path: job.input.clone(),
+            line: 1,
             source,
-        }
-    })?;
+        })?
+        .with_max_cell_bytes(settings.input_limits.max_cell_bytes);
 
     if !prepared.resumed
         && let Some(limit) = settings.max_invalid
@@ -561,10 +594,12 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
         recover_in_flight(&sender, &ledger, run, &schema).await?;
     }
 
-    let mut report = ReportWriter::new(
+    let format = CellFormat::of(settings);
+    let mut report = ReportWriter::with_format(
         &job.report,
         create_report_file(&job.report)?,
         &ledger.headers(run)?,
+        format,
     )?;
     let concurrency = settings.concurrency;
     let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(concurrency.max(4));
@@ -660,7 +695,7 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
     let counts = if interrupted.is_some() {
         // Rows the run never reached are missing from the streamed report: rewrite it whole.
         drop(report);
-        write_from_ledger(&ledger, run, &job.report)
+        write_from_ledger_as(&ledger, run, &job.report, format)
             .map_err(|e| ImportError::Stopped(e.to_string()))?
     } else {
         report
@@ -734,7 +769,7 @@ async fn stop_before_sending(
         })
         .collect();
     ledger.settle(run, None, "max-invalid", updates).await?;
-    let counts = write_from_ledger(ledger, run, &job.report)?;
+    let counts = write_from_ledger_as(ledger, run, &job.report, CellFormat::of(&job.settings))?;
     ledger.finish_run(run, RunStatus::Abandoned)?;
     ledger.close();
     Ok(RunSummary {

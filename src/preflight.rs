@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::api::{ActivityType, UserByAccessKey};
 use crate::client::{LsqClient, Verdict};
-use crate::config::InputSettings;
+use crate::config::Settings;
 use crate::exit::ExitStatus;
 use crate::input::{InputError, InputSource};
 use crate::validate::{Schema, SchemaError};
@@ -41,13 +41,14 @@ pub struct InputUsage {
 
 /// Reads `path` through the import's reader and validator, under the same input settings
 /// (sheet, mapping, constants, dates) an import of it would use.
-pub fn read_input_usage(path: &Path, input: &InputSettings) -> Result<InputUsage, PreflightError> {
-    let source = InputSource::open(path, input.sheet.as_deref())?;
-    let schema =
-        Schema::for_input(source.headers(), input).map_err(|source| PreflightError::Schema {
+pub fn read_input_usage(path: &Path, settings: &Settings) -> Result<InputUsage, PreflightError> {
+    let source = InputSource::open(path, settings.input.sheet.as_deref(), settings.input_limits)?;
+    let schema = Schema::for_input(source.headers(), &settings.input)
+        .map_err(|source| PreflightError::Schema {
             path: path.to_path_buf(),
             source,
-        })?;
+        })?
+        .with_max_cell_bytes(settings.input_limits.max_cell_bytes);
     let mut usage = InputUsage {
         path: path.to_path_buf(),
         ..InputUsage::default()

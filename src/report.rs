@@ -5,7 +5,12 @@
 //! reorder buffer until every earlier batch is written. The buffer never holds more than the
 //! batches in flight, because every batch covers a contiguous run of rows (see `batch`).
 //! Columns: `RowNumber,Status,ProspectActivityId,Error`, then the input's own columns as read.
+//!
+//! With [`CellFormat::ExcelSafe`] every cell a spreadsheet would run as a formula gets a leading
+//! `'` ([`excel_safe_cell`]); [`strip_excel_safe`] is its exact inverse, which `retry` applies
+//! when it reads such a report back, so the values it re-posts are the ones first read.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
@@ -157,10 +162,102 @@ pub enum ReportError {
     Incomplete { path: PathBuf, missing: usize },
 }
 
+/// How cells are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CellFormat {
+    /// Exactly as read.
+    #[default]
+    AsRead,
+    /// Cells that a spreadsheet would run as a formula get a leading `'` ([`excel_safe_cell`]).
+    ExcelSafe,
+}
+
+impl CellFormat {
+    /// The format the settings ask for (`--excel-safe`, `[report] excel_safe`).
+    pub fn of(settings: &crate::config::Settings) -> CellFormat {
+        if settings.excel_safe {
+            CellFormat::ExcelSafe
+        } else {
+            CellFormat::AsRead
+        }
+    }
+
+    fn apply<'a>(self, cell: &'a [u8]) -> Cow<'a, [u8]> {
+        match self {
+            CellFormat::AsRead => Cow::Borrowed(cell),
+            CellFormat::ExcelSafe => excel_safe_cell(cell),
+        }
+    }
+}
+
+/// First characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection
+/// list).
+const FORMULA_STARTS: &[u8] = b"=+-@\t\r";
+
+/// Whether a cell needs the `'` prefix: it starts, after any `'`s, with a formula character.
+/// Counting the `'`s already there is what makes the prefix reversible: a cell that really
+/// starts with `'=` becomes `''=`, so stripping one `'` always gives the original back. A plain
+/// number (`-5`, `+1.5`, `-2e3`) is left alone: a spreadsheet reads it as a number, not a
+/// formula, and negative amounts should stay numbers.
+fn needs_excel_prefix(cell: &[u8]) -> bool {
+    let quotes = cell.iter().take_while(|b| **b == b'\'').count();
+    match cell.get(quotes) {
+        Some(first) if FORMULA_STARTS.contains(first) => quotes > 0 || !is_plain_number(cell),
+        _ => false,
+    }
+}
+
+/// `[+-]digits[.digits][e[+-]digits]`, the shape of a number a spreadsheet reads as one.
+fn is_plain_number(cell: &[u8]) -> bool {
+    let text = match std::str::from_utf8(cell) {
+        Ok(text) => text,
+        Err(_) => return false,
+    };
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.strip_prefix(['+', '-']).unwrap_or(e))),
+        None => (unsigned, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((whole, fraction)) => {
+            (digits(whole) || whole.is_empty())
+                && (digits(fraction) || fraction.is_empty())
+                && !(whole.is_empty() && fraction.is_empty())
+        }
+        None => digits(mantissa),
+    };
+    mantissa_ok && exponent.is_none_or(digits)
+}
+
+/// The cell as an excel-safe report writes it: `'` in front when a spreadsheet would otherwise
+/// run it as a formula.
+pub fn excel_safe_cell(cell: &[u8]) -> Cow<'_, [u8]> {
+    if needs_excel_prefix(cell) {
+        let mut prefixed = Vec::with_capacity(cell.len() + 1);
+        prefixed.push(b'\'');
+        prefixed.extend_from_slice(cell);
+        Cow::Owned(prefixed)
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
+/// Undoes [`excel_safe_cell`] exactly: `strip_excel_safe(&excel_safe_cell(c)) == c` for every
+/// cell. A cell a person edited in a spreadsheet comes back without the `'` (the spreadsheet
+/// drops it on save) and is left as it is.
+pub fn strip_excel_safe(cell: &[u8]) -> &[u8] {
+    match cell.split_first() {
+        Some((b'\'', rest)) if needs_excel_prefix(rest) => rest,
+        _ => cell,
+    }
+}
+
 /// Writes outcomes in input order.
 pub struct ReportWriter<W: Write> {
     path: PathBuf,
     out: csv::Writer<W>,
+    format: CellFormat,
     next_seq: u64,
     pending: BTreeMap<u64, BatchOutcome>,
     counts: StatusCounts,
@@ -186,9 +283,20 @@ pub fn create_report_file(path: &Path) -> Result<BufWriter<File>, ReportError> {
 impl<W: Write> ReportWriter<W> {
     /// Starts a report: writes the header, the report's columns then the input's.
     pub fn new(path: &Path, out: W, input_headers: &ByteRecord) -> Result<Self, ReportError> {
+        ReportWriter::with_format(path, out, input_headers, CellFormat::AsRead)
+    }
+
+    /// Starts a report whose cells are written in `format`.
+    pub fn with_format(
+        path: &Path,
+        out: W,
+        input_headers: &ByteRecord,
+        format: CellFormat,
+    ) -> Result<Self, ReportError> {
         let mut writer = ReportWriter {
             path: path.to_path_buf(),
             out: csv::WriterBuilder::new().flexible(true).from_writer(out),
+            format,
             next_seq: 0,
             pending: BTreeMap::new(),
             counts: StatusCounts::default(),
@@ -198,7 +306,9 @@ impl<W: Write> ReportWriter<W> {
         for column in REPORT_COLUMNS {
             header.push_field(column.as_bytes());
         }
-        header.extend(input_headers.iter());
+        for column in input_headers {
+            header.push_field(&format.apply(column));
+        }
         writer
             .out
             .write_byte_record(&header)
@@ -237,7 +347,7 @@ impl<W: Write> ReportWriter<W> {
         let result = fields
             .into_iter()
             .chain(row.source.record.iter())
-            .try_for_each(|field| self.out.write_field(field))
+            .try_for_each(|field| self.out.write_field(self.format.apply(field)))
             .and_then(|()| self.out.write_record(None::<&[u8]>));
         result.map_err(|e| self.write_error(e))?;
         self.counts.add(outcome.status);
@@ -308,12 +418,22 @@ pub fn write_from_ledger(
     run: i64,
     path: &Path,
 ) -> Result<StatusCounts, ReportError> {
+    write_from_ledger_as(ledger, run, path, CellFormat::AsRead)
+}
+
+/// [`write_from_ledger`], with the cells written in `format`.
+pub fn write_from_ledger_as(
+    ledger: &Ledger,
+    run: i64,
+    path: &Path,
+    format: CellFormat,
+) -> Result<StatusCounts, ReportError> {
     let ledger_error = |e: crate::ledger::LedgerError| ReportError::Write {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
     let headers = ledger.headers(run).map_err(ledger_error)?;
-    let mut writer = ReportWriter::new(path, create_report_file(path)?, &headers)?;
+    let mut writer = ReportWriter::with_format(path, create_report_file(path)?, &headers, format)?;
     let mut after = 0;
     let mut seq = 0;
     loop {

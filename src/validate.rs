@@ -10,8 +10,12 @@
 //! recognised (messages and the report keep the file's own names), `--set` constants fill
 //! fields no column gives, `--match-by` makes the lead a `SearchByValue` instead of an id, and
 //! dates are read with the run's format and time zone (`dates`).
+//!
+//! [`check_csv`] chains the read stage and this one, raw CSV bytes in, checked rows out, for the
+//! fuzz target and the property tests.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
 use csv::ByteRecord;
@@ -19,7 +23,7 @@ use csv::ByteRecord;
 use crate::api::{ActivityItem, DATE_TIME_FORMAT, FieldValue};
 use crate::config::InputSettings;
 use crate::dates::{DateProblem, DateReader, SENT_DATE_FORMAT};
-use crate::input::SourceRow;
+use crate::input::{CsvSource, InputError, InputLimits, SourceRow};
 use crate::mapping::SEARCH_BY_VALUE;
 
 /// Highest custom field number the API defines (`mx_Custom_1` .. `mx_Custom_50`).
@@ -58,6 +62,8 @@ pub struct Schema {
     custom: Vec<(Cell, String)>,
     /// Reads `ActivityDateTime` with the run's format and time zone.
     dates: DateReader,
+    /// Largest cell accepted, in bytes (`InputLimits::max_cell_bytes`).
+    max_cell_bytes: usize,
 }
 
 /// Why a header cannot be used.
@@ -152,10 +158,15 @@ impl Known {
 /// `mx_Custom_7` in any letter case -> `Some(Ok("mx_Custom_7"))`; out of range -> `Some(Err)`.
 fn custom_field_name(header: &str) -> Option<Result<String, ()>> {
     let prefix = "mx_custom_";
-    if header.len() <= prefix.len() || !header[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    // Byte-wise: a header may have a multi-byte character where the prefix would end.
+    let (head, digits) = (
+        header.as_bytes().get(..prefix.len())?,
+        header.as_bytes().get(prefix.len()..)?,
+    );
+    if digits.is_empty() || !head.eq_ignore_ascii_case(prefix.as_bytes()) {
         return None;
     }
-    let digits = &header[prefix.len()..];
+    let digits = std::str::from_utf8(digits).ok()?;
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -292,7 +303,14 @@ impl Schema {
             names,
             lead_key,
             dates: input.dates.clone(),
+            max_cell_bytes: InputLimits::default().max_cell_bytes,
         })
+    }
+
+    /// The same schema with another cell size limit.
+    pub fn with_max_cell_bytes(mut self, max_cell_bytes: usize) -> Schema {
+        self.max_cell_bytes = max_cell_bytes;
+        self
     }
 
     /// Number of columns in the header.
@@ -313,6 +331,20 @@ impl Schema {
                     row.line
                 ),
             });
+        }
+        if let Some((i, cell)) = record
+            .iter()
+            .enumerate()
+            .find(|(_, cell)| cell.len() > self.max_cell_bytes)
+        {
+            return Err(self.problem(
+                &Cell::Column(i),
+                format!(
+                    "the cell is {} bytes, more than the limit of {} ([input] max_cell_bytes)",
+                    cell.len(),
+                    self.max_cell_bytes
+                ),
+            ));
         }
         let text = |cell| self.text(record, cell);
         let optional = |cell| self.optional(record, cell);
@@ -439,8 +471,25 @@ impl Schema {
     /// The text of a field in `record`, or the constant.
     fn text<'a>(&'a self, record: &'a ByteRecord, cell: &'a Cell) -> Result<&'a str, RowProblem> {
         match cell {
-            Cell::Column(i) => std::str::from_utf8(&record[*i])
-                .map_err(|_| self.problem(cell, "the cell is not valid UTF-8 text")),
+            Cell::Column(i) => {
+                let text = std::str::from_utf8(&record[*i]).map_err(|e| {
+                    self.problem(
+                        cell,
+                        format!(
+                            "the cell is not valid UTF-8 text (byte {} of the cell; a file saved as \
+                             Latin-1 or Windows-1252? save it as \"CSV UTF-8\")",
+                            e.valid_up_to() + 1
+                        ),
+                    )
+                })?;
+                if text.contains('\0') {
+                    return Err(self.problem(
+                        cell,
+                        "the cell holds a NUL character (a damaged or binary file?)",
+                    ));
+                }
+                Ok(text)
+            }
             Cell::Constant { value, .. } => Ok(value),
         }
     }
@@ -469,6 +518,53 @@ impl Schema {
             message: message.into(),
         }
     }
+}
+
+/// One row of a file and what validation made of it.
+#[derive(Debug, Clone)]
+pub struct CheckedRow {
+    pub source: SourceRow,
+    pub result: Result<ActivityItem, RowProblem>,
+}
+
+/// Why a file cannot be imported at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{path}: {source}")]
+    Schema { path: PathBuf, source: SchemaError },
+}
+
+/// Raw CSV bytes to checked rows, through the reader and the checks an import uses; what the
+/// fuzz target and the property tests drive. Holds the whole result in memory, so it is for
+/// tests and small inputs; the import streams the same stages instead.
+pub fn check_csv(
+    name: &Path,
+    bytes: &[u8],
+    limits: InputLimits,
+) -> Result<Vec<CheckedRow>, FileError> {
+    let source = CsvSource::from_reader_limited(
+        name,
+        Box::new(std::io::Cursor::new(bytes.to_vec())),
+        limits,
+    )?;
+    let schema = Schema::from_headers(source.headers())
+        .map_err(|e| FileError::Schema {
+            path: name.to_path_buf(),
+            source: e,
+        })?
+        .with_max_cell_bytes(limits.max_cell_bytes);
+    source
+        .map(|row| {
+            let row = row?;
+            let result = schema.check(&row);
+            Ok(CheckedRow {
+                source: row,
+                result,
+            })
+        })
+        .collect()
 }
 
 fn looks_like_email(value: &str) -> bool {
@@ -633,9 +729,10 @@ mod tests {
             record.push_field(if i == 2 { b"\xE9t\xE9" } else { f });
         }
         r.record = record;
-        assert_eq!(
-            s.check(&r).unwrap_err().to_string(),
-            "ActivityNote: the cell is not valid UTF-8 text"
+        let problem = s.check(&r).unwrap_err().to_string();
+        assert!(
+            problem.starts_with("ActivityNote: the cell is not valid UTF-8 text (byte 1 "),
+            "{problem}"
         );
     }
 
@@ -818,6 +915,18 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_multibyte_character_where_the_custom_prefix_ends_is_just_a_column() {
+        // Found by the fuzz target: slicing the header as text panicked.
+        let s = Schema::from_headers(&headers(&[
+            "RelatedProspectId",
+            "ActivityEvent",
+            "Act?ivity\u{feff}X",
+            "mx_custom\u{e9}1",
+        ]));
+        assert!(s.is_ok());
     }
 
     #[test]

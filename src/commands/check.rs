@@ -16,7 +16,7 @@ pub async fn run(args: CheckArgs, settings: Settings) -> Result<ExitStatus, Comm
     let config = ClientConfig::from_settings(&settings).map_err(CommandError::Usage)?;
     // The file is read first: a file that cannot be imported is a usage error before any call.
     let usage = match &args.input {
-        Some(path) => Some(read_input_usage(path, &settings.input)?),
+        Some(path) => Some(read_input_usage(path, &settings)?),
         None => None,
     };
     let client = LsqClient::new(&config).map_err(|e| CommandError::Usage(e.to_string()))?;

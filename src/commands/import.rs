@@ -79,7 +79,7 @@ pub async fn validate(
     }
     let (input_for_task, report_for_task) = (input.clone(), report.clone());
     let validation = tokio::task::spawn_blocking(move || {
-        validate_file(&input_for_task, &report_for_task, &settings.input)
+        validate_file(&input_for_task, &report_for_task, &settings)
     })
     .await
     .map_err(|e| CommandError::Usage(format!("internal error: the check stopped: {e}")))??;

@@ -82,6 +82,13 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
             Command::Retry(args) => args.nightly.max_invalid,
             _ => None,
         },
+        excel_safe: match &cli.command {
+            Command::Import(args) => args.format.excel_safe,
+            Command::Retry(args) => args.format.excel_safe,
+            Command::Report(args) => args.format.excel_safe,
+            _ => false,
+        }
+        .then_some(true),
     };
     let env = |name: &str| std::env::var(name).ok();
     Settings::resolve(file.as_ref().map(|(_, f)| f), &env, &overrides)
@@ -111,7 +118,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitStatus, CommandErro
     match cli.command {
         Command::Import(args) => import::run(args, settings).await,
         Command::Retry(args) => import::retry(args, settings).await,
-        Command::Report(args) => report::run(args).await,
+        Command::Report(args) => report::run(args, settings).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Export(args) => export::run(args, settings).await,
         Command::DeleteActivities(args) => delete::delete_activities(args, settings).await,

@@ -3,19 +3,20 @@
 use std::io::Write;
 
 use crate::cli::ReportArgs;
+use crate::config::Settings;
 use crate::exit::ExitStatus;
 use crate::ledger::{Durability, Ledger};
-use crate::report::write_from_ledger;
+use crate::report::{CellFormat, write_from_ledger_as};
 
 use super::CommandError;
 
-pub async fn run(args: ReportArgs) -> Result<ExitStatus, CommandError> {
-    tokio::task::spawn_blocking(move || report(args))
+pub async fn run(args: ReportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+    tokio::task::spawn_blocking(move || report(args, &settings))
         .await
         .map_err(|e| CommandError::Usage(format!("internal error: {e}")))?
 }
 
-fn report(args: ReportArgs) -> Result<ExitStatus, CommandError> {
+fn report(args: ReportArgs, settings: &Settings) -> Result<ExitStatus, CommandError> {
     if !args.ledger.is_file() {
         return Err(CommandError::Usage(format!(
             "no ledger at {}",
@@ -55,7 +56,7 @@ fn report(args: ReportArgs) -> Result<ExitStatus, CommandError> {
     let out = args
         .out
         .ok_or_else(|| CommandError::Usage("--out is required".into()))?;
-    let counts = write_from_ledger(&ledger, run.id, &out)?;
+    let counts = write_from_ledger_as(&ledger, run.id, &out, CellFormat::of(settings))?;
     eprintln!(
         "run {} ({}): {} rows: created {}, failed {}, invalid {}, skipped {} -> {}",
         run.id,

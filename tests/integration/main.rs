@@ -4,9 +4,11 @@
 mod check;
 mod delete;
 mod export;
+mod hostile;
 mod import;
 mod input;
 mod nightly;
+mod properties;
 mod responses;
 mod resume;
 mod secrets;

@@ -48,21 +48,23 @@ pub fn stderr(output: &Output) -> String {
 /// One line of a report, by column name.
 pub type ReportRow = HashMap<String, String>;
 
-/// Any CSV lsq-sync writes (report, results, export), as rows by column name.
+/// Any CSV lsq-sync writes (report, results, export), as rows by column name. Cells that are
+/// not UTF-8 (a report carries input bytes back as read) are shown lossily.
 pub fn read_csv(path: &Path) -> Vec<ReportRow> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let headers = reader.headers().expect("header").clone();
+    let text = |cell: &[u8]| String::from_utf8_lossy(cell).into_owned();
+    let headers = reader.byte_headers().expect("header").clone();
     reader
-        .records()
+        .byte_records()
         .map(|r| {
             let r = r.expect("report row");
             headers
                 .iter()
                 .zip(r.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .map(|(h, v)| (text(h), text(v)))
                 .collect()
         })
         .collect()
@@ -72,10 +74,15 @@ pub fn read_csv(path: &Path) -> Vec<ReportRow> {
 pub fn read_report(path: &Path) -> Vec<ReportRow> {
     let mut reader =
         csv::Reader::from_path(path).unwrap_or_else(|e| panic!("report {}: {e}", path.display()));
-    let headers = reader.headers().expect("report header").clone();
+    let headers = reader.byte_headers().expect("report header").clone();
     assert_eq!(
         &headers.iter().take(4).collect::<Vec<_>>(),
-        &["RowNumber", "Status", "ProspectActivityId", "Error"]
+        &[
+            &b"RowNumber"[..],
+            b"Status",
+            b"ProspectActivityId",
+            b"Error"
+        ]
     );
     read_csv(path)
 }
@@ -94,9 +101,14 @@ impl Input {
 }
 
 pub fn write_input(text: &str) -> Input {
+    write_input_bytes(text.as_bytes())
+}
+
+/// A CSV input of any bytes (not necessarily UTF-8) in a temp dir.
+pub fn write_input_bytes(bytes: &[u8]) -> Input {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("input.csv");
-    std::fs::write(&path, text).expect("write input");
+    std::fs::write(&path, bytes).expect("write input");
     Input { dir, path }
 }
 
