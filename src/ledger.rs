@@ -336,11 +336,6 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, Le
         .map_err(open_error)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(open_error)?;
-    // 16 MiB of page cache (the default is 2 MiB): the main pass reads and rewrites the pages
-    // of the rows in flight, and re-reading them from the OS for every call was a tenth of a
-    // fast import's time. Bounded, so memory stays flat however large the ledger grows.
-    conn.pragma_update(None, "cache_size", -16 * 1024)
-        .map_err(open_error)?;
     Ok(conn)
 }
 
