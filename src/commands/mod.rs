@@ -86,6 +86,10 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
             Command::Import(args) => args.format.excel_safe,
             Command::Retry(args) => args.format.excel_safe,
             Command::Report(args) => args.format.excel_safe,
+            Command::Export(args) => args.format.excel_safe,
+            Command::DeleteActivities(args) => args.format.excel_safe,
+            Command::DeleteOwnerHistory(args) => args.format.excel_safe,
+            Command::Undo(args) => args.format.excel_safe,
             _ => false,
         }
         .then_some(true),
