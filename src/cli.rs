@@ -190,6 +190,11 @@ pub struct ValidateArgs {
     #[arg(long, short, value_name = "REPORT.csv")]
     pub out: PathBuf,
 
+    /// Write a machine-readable summary (JSON, "version": 1, "command": "validate") here:
+    /// rows valid and invalid, duration, exit code.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
     // Named `input_options` because `input` is the input file.
     #[command(flatten)]
     pub input_options: InputArgs,

@@ -129,7 +129,9 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitStatus, CommandErro
         Command::DeleteOwnerHistory(args) => delete::delete_owner_history(args, settings).await,
         Command::Undo(args) => undo::run(args, settings).await,
         Command::Check(args) => check::run(args, settings).await,
-        Command::Validate(args) => import::validate(args.input, args.out, settings).await,
+        Command::Validate(args) => {
+            import::validate(args.input, args.out, args.summary_json, settings).await
+        }
     }
 }
 

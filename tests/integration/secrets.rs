@@ -21,7 +21,10 @@ const COMMAND_LINES: &[(bool, &str)] = &[
     (false, "import --help"),
     (true, "check"),
     (true, "check --input input.csv"),
-    (false, "validate input.csv --out validated.csv"),
+    (
+        false,
+        "validate input.csv --out validated.csv --summary-json validated.json",
+    ),
     (true, "import input.csv --out dry-run.csv --dry-run"),
     // The summary and the page are files of the folder, so they are searched too.
     (
