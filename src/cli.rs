@@ -190,6 +190,11 @@ pub struct ValidateArgs {
     #[arg(long, short, value_name = "REPORT.csv")]
     pub out: PathBuf,
 
+    /// Write a machine-readable summary (JSON, "version": 1, "command": "validate") here:
+    /// rows valid and invalid, duration, exit code.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
     // Named `input_options` because `input` is the input file.
     #[command(flatten)]
     pub input_options: InputArgs,
@@ -291,8 +296,9 @@ pub struct NightlyArgs {
 /// How report cells are written; shared by the commands that write a report.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ReportFormatArgs {
-    /// Prefix report cells a spreadsheet would run as a formula (=, +, -, @, tab, CR) with '.
-    /// Give it to `retry` too: retry strips exactly that prefix from the report it reads.
+    /// Prefix cells of the CSV written (report, export, results) that a spreadsheet would run
+    /// as a formula (=, +, -, @, tab, CR) with '. Give it to `retry` too: retry strips exactly
+    /// that prefix from the report it reads.
     #[arg(long)]
     pub excel_safe: bool,
 }
@@ -444,6 +450,9 @@ pub struct ExportArgs {
 
     #[command(flatten)]
     pub send: SendArgs,
+
+    #[command(flatten)]
+    pub format: ReportFormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -468,6 +477,9 @@ pub struct DeleteActivitiesArgs {
 
     #[command(flatten)]
     pub send: SendArgs,
+
+    #[command(flatten)]
+    pub format: ReportFormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -488,6 +500,9 @@ pub struct DeleteOwnerHistoryArgs {
 
     #[command(flatten)]
     pub send: SendArgs,
+
+    #[command(flatten)]
+    pub format: ReportFormatArgs,
 }
 
 #[derive(Debug, Args)]
@@ -513,6 +528,9 @@ pub struct UndoArgs {
 
     #[command(flatten)]
     pub send: SendArgs,
+
+    #[command(flatten)]
+    pub format: ReportFormatArgs,
 }
 
 /// How the simulator answers a rate-limited call.

@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::config::Settings;
+use crate::exit::ExitStatus;
 use crate::input::{InputError, InputSource, SourceRow};
 use crate::report::{
     BatchOutcome, CellFormat, ReportError, ReportWriter, ReportedRow, RowOutcome, StatusCounts,
@@ -55,6 +56,15 @@ impl Validation {
             self.counts.total() as f64 / secs
         } else {
             0.0
+        }
+    }
+
+    /// 0 when every row is valid, 1 when some are not.
+    pub fn exit_status(&self) -> ExitStatus {
+        if self.counts.invalid == 0 {
+            ExitStatus::Success
+        } else {
+            ExitStatus::RowsNotCreated
         }
     }
 

@@ -18,6 +18,7 @@ use futures::StreamExt;
 
 use crate::activities::{ActivityQuery, FetchError, Fetcher};
 use crate::api::{DATA_KEY_NOTE, ProspectActivity};
+use crate::report::CellFormat;
 use crate::validate::MAX_CUSTOM_FIELD;
 
 /// The columns `lsq-sync import` reads, in its spelling, before the custom fields.
@@ -139,8 +140,8 @@ pub struct ExportFilter {
 /// enough that memory stays a handful of leads' activities.
 const LEADS_IN_FLIGHT: usize = 4;
 
-/// Exports `leads` in order into `out` (header first), calling `on_lead` after each lead with
-/// its outcome. A lead that fails is reported and the export goes on; a 401 or 404 marks every
+/// Exports `leads` in order into `out` (header first, then lines in `format`), calling
+/// `on_lead` after each lead with its outcome. A lead that fails is reported and the export goes on; a 401 or 404 marks every
 /// lead not yet fetched as aborted. Returns the outcome per lead, in order.
 pub async fn export_leads<W: Write>(
     fetcher: &Fetcher,
@@ -148,6 +149,7 @@ pub async fn export_leads<W: Write>(
     filter: &ExportFilter,
     out: &mut csv::Writer<W>,
     out_name: &str,
+    format: CellFormat,
     mut on_lead: impl FnMut(&str, &LeadExport),
 ) -> Result<Vec<LeadExport>, ExportError> {
     let write_error = |e: csv::Error| ExportError::Write {
@@ -183,7 +185,8 @@ pub async fn export_leads<W: Write>(
         let outcome = match result {
             Ok(activities) => {
                 for activity in &activities {
-                    out.write_record(activity_record(activity))
+                    format
+                        .write_record(out, activity_record(activity))
                         .map_err(write_error)?;
                 }
                 out.flush().map_err(|e| ExportError::Write {

@@ -592,6 +592,18 @@ impl Ledger {
         decode_record(&bytes)
     }
 
+    /// The options a run was started with (JSON, as given to [`Ledger::start_run`]).
+    pub fn options(&self, run: i64) -> Result<String, LedgerError> {
+        self.conn()
+            .query_row(
+                "SELECT options FROM runs WHERE id = ?1",
+                params![run],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| LedgerError::Corrupt(format!("no run {run}")))
+    }
+
     /// Records a run's rows, in chunks of one transaction each.
     pub fn insert_rows(
         &self,

@@ -464,6 +464,60 @@ fn input_options(input: &InputSettings, sheet: Option<&str>) -> serde_json::Valu
     })
 }
 
+/// The input settings a run recorded with [`input_options`] (the `"input"` key of its ledger
+/// options JSON), rebuilt so that `undo` reads the run's rows as the run read them. A run
+/// recorded without them (older ledgers) was read with the plain column names: the defaults.
+pub fn input_settings_from_options(
+    options: &str,
+) -> Result<InputSettings, crate::config::ConfigError> {
+    /// The shape [`input_options`] writes; every key optional so older records still read.
+    #[derive(Default, serde::Deserialize)]
+    #[serde(default)]
+    struct Recorded {
+        sheet: Option<String>,
+        mapping: Vec<(String, String)>,
+        constants: Vec<(String, String)>,
+        match_by: Option<String>,
+        timezone: Option<String>,
+        date_format: Option<String>,
+    }
+    const SOURCE: &str = "the run's recorded input options";
+    let invalid = |message: String| crate::config::ConfigError::Invalid {
+        source_name: SOURCE.to_string(),
+        message,
+    };
+    let options: serde_json::Value =
+        serde_json::from_str(options).map_err(|e| invalid(e.to_string()))?;
+    let recorded: Recorded = match options.get("input") {
+        None | Some(serde_json::Value::Null) => Recorded::default(),
+        Some(input) => serde_json::from_value(input.clone()).map_err(|e| invalid(e.to_string()))?,
+    };
+    let tagged = |pairs: Vec<(String, String)>| {
+        pairs
+            .into_iter()
+            .map(|(name, value)| (SOURCE.to_string(), name, value))
+            .collect()
+    };
+    let columns = crate::mapping::ColumnMap::new(
+        tagged(recorded.mapping),
+        tagged(recorded.constants),
+        recorded.match_by,
+    )?;
+    let format = match recorded.date_format {
+        Some(text) => crate::dates::DateFormat::parse(&text).map_err(|e| invalid(e.to_string()))?,
+        None => None,
+    };
+    let zone = match recorded.timezone {
+        Some(name) => Some(crate::dates::parse_zone(&name).map_err(invalid)?),
+        None => None,
+    };
+    Ok(InputSettings {
+        columns,
+        dates: crate::dates::DateReader { format, zone },
+        sheet: recorded.sheet,
+    })
+}
+
 /// The activity to send for a pending row, with the `ActivityDateTime` chosen for a row that
 /// has none (kept in the ledger, so every attempt and every run sends the same value).
 fn sendable(row: &StoredRow, schema: &Schema) -> Result<Sendable, String> {

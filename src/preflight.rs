@@ -275,8 +275,9 @@ pub async fn run_checks(
     };
     let invalid_note = if input.invalid > 0 {
         format!(
-            "; {} invalid rows would not be sent (their codes are not checked)",
-            input.invalid
+            "; {} invalid row{} would not be sent (their codes are not checked)",
+            input.invalid,
+            if input.invalid == 1 { "" } else { "s" }
         )
     } else {
         String::new()

@@ -182,6 +182,23 @@ impl CellFormat {
         }
     }
 
+    /// Writes one line of a CSV file other than the report (export, results), each cell in
+    /// this format.
+    pub fn write_record<W: Write, T: AsRef<[u8]>>(
+        self,
+        out: &mut csv::Writer<W>,
+        record: impl IntoIterator<Item = T>,
+    ) -> csv::Result<()> {
+        match self {
+            CellFormat::AsRead => out.write_record(record),
+            CellFormat::ExcelSafe => out.write_record(
+                record
+                    .into_iter()
+                    .map(|cell| excel_safe_cell(cell.as_ref()).into_owned()),
+            ),
+        }
+    }
+
     fn apply<'a>(self, cell: &'a [u8]) -> Cow<'a, [u8]> {
         match self {
             CellFormat::AsRead => Cow::Borrowed(cell),
@@ -518,6 +535,24 @@ mod tests {
              1,created,id-1,,l1,\"a, \"\"quoted\"\"\nnote\"\n\
              2,invalid,,ActivityEvent: required,l2\n\
              3,failed,,Invalid lead,l3,n3\n"
+        );
+    }
+
+    #[test]
+    fn other_csv_files_are_written_in_the_asked_format() {
+        let line = ["lead", "=HYPERLINK(\"http://x\")", "-5", "@SUM(A1)", "'+x"];
+        let write = |format: CellFormat| {
+            let mut out = csv::Writer::from_writer(Vec::new());
+            format.write_record(&mut out, line).unwrap();
+            String::from_utf8(out.into_inner().map_err(|_| "flush").unwrap()).unwrap()
+        };
+        assert_eq!(
+            write(CellFormat::AsRead),
+            "lead,\"=HYPERLINK(\"\"http://x\"\")\",-5,@SUM(A1),'+x\n"
+        );
+        assert_eq!(
+            write(CellFormat::ExcelSafe),
+            "lead,\"'=HYPERLINK(\"\"http://x\"\")\",-5,'@SUM(A1),''+x\n"
         );
     }
 

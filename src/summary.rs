@@ -1,7 +1,9 @@
 //! The machine-readable run summary (`--summary-json FILE`) for schedulers and monitoring.
 //!
 //! A finished or stopped run's [`RunSummary`] and where the run read and wrote ([`RunPaths`])
-//! enter; a JSON document ([`SummaryJson`], `"version": 1`) leaves, written whole or not at all
+//! enter; a JSON document ([`SummaryJson`], `"version": 1`) leaves; for `validate` and
+//! `import --dry-run`, a dry run's [`Validation`] enters and a smaller document
+//! ([`ValidationSummaryJson`], same version and common fields) leaves. Either is written whole or not at all
 //! (a temporary file renamed into place), so a wrapper script never reads half a summary. The
 //! fields are documented in the README; new fields may be added within version 1, none removed
 //! or changed in meaning.
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
+use crate::dry_run::Validation;
 use crate::exit::ExitStatus;
 use crate::stats::RunSummary;
 
@@ -40,13 +43,14 @@ pub struct StatusCountsJson {
     pub skipped: u64,
 }
 
-/// The summary document, field by field as written.
+/// The fields every summary document starts with, whatever the command.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SummaryJson {
+pub struct SummaryHead {
     /// Format version, [`SUMMARY_VERSION`].
     pub version: u32,
     pub command: &'static str,
-    /// `ok`, `done_with_errors`, `too_many_invalid`, `aborted`, `interrupted`, `terminated`.
+    /// `ok`, `done_with_errors`, `too_many_invalid`, `aborted`, `interrupted`, `terminated`;
+    /// for a dry run `ok` or `invalid_rows`.
     pub status: &'static str,
     /// The process's exit code.
     pub exit_code: u8,
@@ -54,6 +58,13 @@ pub struct SummaryJson {
     pub status_line: String,
     /// Data rows in the input; equals the sum of `counts`.
     pub rows_total: u64,
+}
+
+/// The summary document, field by field as written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryJson {
+    #[serde(flatten)]
+    pub head: SummaryHead,
     pub counts: StatusCountsJson,
     /// HTTP calls made, retries and checks included.
     pub calls: u64,
@@ -112,12 +123,14 @@ impl SummaryJson {
         let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
         let path = |p: &Path| p.display().to_string();
         SummaryJson {
-            version: SUMMARY_VERSION,
-            command: paths.command,
-            status,
-            exit_code: exit.code(),
-            status_line: summary.status_line(),
-            rows_total: summary.rows,
+            head: SummaryHead {
+                version: SUMMARY_VERSION,
+                command: paths.command,
+                status,
+                exit_code: exit.code(),
+                status_line: summary.status_line(),
+                rows_total: summary.rows,
+            },
             counts: StatusCountsJson {
                 created: c.created,
                 failed: c.failed,
@@ -152,13 +165,82 @@ impl SummaryJson {
 
     /// Writes the document to `path` atomically: a temporary file beside it, renamed over it.
     pub fn write(&self, path: &Path) -> Result<(), SummaryError> {
-        let error = |message: String| SummaryError {
-            path: path.to_path_buf(),
-            message,
-        };
-        let text = serde_json::to_vec_pretty(self).map_err(|e| error(e.to_string()))?;
-        write_atomically(path, &text).map_err(|e| error(e.to_string()))
+        write_json(path, self)
     }
+}
+
+/// Rows of a dry run by report Status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidationCountsJson {
+    pub valid: u64,
+    pub invalid: u64,
+}
+
+/// The summary of `validate` / `import --dry-run`. Nothing was sent and no ledger written, so
+/// it holds the fields of [`SummaryJson`] that mean something here, under the same names.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidationSummaryJson {
+    /// `command` is `validate`, also for `import --dry-run` (which is the same check).
+    #[serde(flatten)]
+    pub head: SummaryHead,
+    pub counts: ValidationCountsJson,
+    pub duration_seconds: f64,
+    pub rows_per_second: f64,
+    pub input: String,
+    pub report: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+impl ValidationSummaryJson {
+    pub fn new(
+        validation: &Validation,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+    ) -> ValidationSummaryJson {
+        let exit = validation.exit_status();
+        let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+        ValidationSummaryJson {
+            head: SummaryHead {
+                version: SUMMARY_VERSION,
+                command: "validate",
+                status: if exit == ExitStatus::Success {
+                    "ok"
+                } else {
+                    "invalid_rows"
+                },
+                exit_code: exit.code(),
+                status_line: validation.status_line(),
+                rows_total: validation.counts.total(),
+            },
+            counts: ValidationCountsJson {
+                valid: validation.counts.valid,
+                invalid: validation.counts.invalid,
+            },
+            duration_seconds: (validation.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            rows_per_second: (validation.rows_per_second() * 10.0).round() / 10.0,
+            input: validation.input.display().to_string(),
+            report: validation.report.display().to_string(),
+            started_at: time(&started_at),
+            finished_at: time(&finished_at),
+        }
+    }
+
+    /// Writes the document to `path` atomically, as [`SummaryJson::write`] does.
+    pub fn write(&self, path: &Path) -> Result<(), SummaryError> {
+        write_json(path, self)
+    }
+}
+
+/// Serializes `document` and writes it with [`write_atomically`].
+fn write_json(path: &Path, document: &impl Serialize) -> Result<(), SummaryError> {
+    let error = |message: String| SummaryError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = serde_json::to_vec_pretty(document).map_err(|e| error(e.to_string()))?;
+    write_atomically(path, &text).map_err(|e| error(e.to_string()))
 }
 
 /// Writes `bytes` to a temporary file beside `path`, flushed to disk, then renames it over
@@ -239,11 +321,61 @@ mod tests {
         let mut stopped = summary(0, 5, 5);
         stopped.too_many_invalid = Some("5 of 10 rows (50.0%) are invalid".into());
         let json = SummaryJson::new(&stopped, &paths());
-        assert_eq!((json.status, json.exit_code), ("too_many_invalid", 2));
+        assert_eq!(
+            (json.head.status, json.head.exit_code),
+            ("too_many_invalid", 2)
+        );
         assert_eq!(
             json.stop_reason.as_deref(),
             Some("5 of 10 rows (50.0%) are invalid")
         );
+    }
+
+    #[test]
+    fn a_dry_run_summary_counts_valid_and_invalid_rows() {
+        let validation = Validation {
+            input: "in.csv".into(),
+            report: "checked.csv".into(),
+            counts: StatusCounts {
+                valid: 7,
+                invalid: 3,
+                ..StatusCounts::default()
+            },
+            elapsed: Duration::from_millis(1250),
+        };
+        let at = paths().started_at;
+        let json = serde_json::to_value(ValidationSummaryJson::new(
+            &validation,
+            at,
+            at + chrono::TimeDelta::seconds(1),
+        ))
+        .unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["command"], "validate");
+        assert_eq!(json["status"], "invalid_rows");
+        assert_eq!(json["exit_code"], 1);
+        assert_eq!(json["rows_total"], 10);
+        assert_eq!(
+            json["counts"],
+            serde_json::json!({"valid": 7, "invalid": 3})
+        );
+        assert_eq!(json["duration_seconds"], 1.25);
+        assert_eq!(json["report"], "checked.csv");
+        assert!(
+            json["status_line"]
+                .as_str()
+                .unwrap()
+                .starts_with("INVALID: 3 of 10")
+        );
+        let clean = Validation {
+            counts: StatusCounts {
+                valid: 10,
+                ..StatusCounts::default()
+            },
+            ..validation
+        };
+        let json = ValidationSummaryJson::new(&clean, at, at);
+        assert_eq!((json.head.status, json.head.exit_code), ("ok", 0));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!
 //! What the import created enters from its report ([`from_report`]: `created` lines, the date
 //! from the input's `ActivityDateTime` or, when lsq-sync filled it in, from the ledger) or from
-//! a ledger run ([`from_ledger`]); it leaves grouped as [`UndoGroup`]s. After the caller has
+//! a ledger run ([`from_ledger`]); either is read the way the import read its input (`--map`,
+//! `--set`, `--timezone`, ...), as the ledger's record of the run says. It leaves grouped as
+//! [`UndoGroup`]s. After the caller has
 //! listed each group's window (Get Activities), [`judge`] (pure) decides: delete, refuse (naming
 //! the foreign activity ids), or nothing left to do.
 
@@ -16,8 +18,10 @@ use std::path::{Path, PathBuf};
 use csv::ByteRecord;
 
 use crate::api::ProspectActivity;
+use crate::config::InputSettings;
 use crate::input::SourceRow;
 use crate::ledger::{Ledger, LedgerError, RowState};
+use crate::pipeline::input_settings_from_options;
 use crate::remote::DeleteWindow;
 use crate::report::REPORT_COLUMNS;
 use crate::validate::Schema;
@@ -97,6 +101,20 @@ pub enum UndoError {
     /// The run asked for does not exist.
     #[error("{0}")]
     NoRun(String),
+    /// The import found its leads by another field: nothing records the lead ids the delete
+    /// call needs.
+    #[error(
+        "run {run} found its leads by {field} (--match-by {field}): deleting needs each lead's id, \
+         which neither its report nor its ledger holds (the rows name leads by {field}), so undo \
+         of a --match-by import is not supported and nothing was deleted; the report's \
+         ProspectActivityId column lists the activities it created"
+    )]
+    MatchBy {
+        /// The ledger's run.
+        run: i64,
+        /// The lead field of `--match-by`.
+        field: String,
+    },
 }
 
 /// Whether `path` is an SQLite database (a ledger), by its 16-byte magic header.
@@ -140,7 +158,23 @@ pub fn from_report(
         )));
     }
     let input_headers: ByteRecord = headers.iter().skip(REPORT_COLUMNS.len()).collect();
-    let schema = Schema::from_headers(&input_headers).map_err(|e| not_report(e.to_string()))?;
+    let recorded = match ledger {
+        Some(ledger) => report_input(ledger, &input_headers)?,
+        None => None,
+    };
+    let schema = match &recorded {
+        Some(input) => Schema::for_input(&input_headers, input),
+        None => Schema::from_headers(&input_headers),
+    }
+    .map_err(|e| match recorded {
+        Some(_) => not_report(e.to_string()),
+        // Mapped imports are read through their ledger record; without one the plain names
+        // are all there is.
+        None => not_report(format!(
+            "{e} (no run of the ledger has these columns, so they are read by their plain \
+             names; if the import used --map or --set, give its ledger with --ledger)"
+        )),
+    })?;
     let mut created = Vec::new();
     let mut record = ByteRecord::new();
     while reader
@@ -213,7 +247,7 @@ pub fn from_ledger(
             .ok_or_else(|| UndoError::NoRun("the ledger holds no import run".into()))?,
     };
     let headers = ledger.headers(run.id)?;
-    let schema = Schema::from_headers(&headers)
+    let schema = Schema::for_input(&headers, &run_input(ledger, run.id)?)
         .map_err(|e| UndoError::NoRun(format!("run {}: {e}", run.id)))?;
     let mut created = Vec::new();
     for row in ledger.rows_in_state(run.id, RowState::Created)? {
@@ -237,6 +271,36 @@ pub fn from_ledger(
         });
     }
     Ok((run.id, created))
+}
+
+/// How a ledger run read its input (mapping, constants, dates), from its recorded options.
+fn run_input(ledger: &Ledger, run: i64) -> Result<InputSettings, UndoError> {
+    let input = input_settings_from_options(&ledger.options(run)?)
+        .map_err(|e| UndoError::NoRun(format!("run {run}: {e}")))?;
+    match input.columns.match_by() {
+        Some(field) => Err(UndoError::MatchBy {
+            run,
+            field: field.to_string(),
+        }),
+        None => Ok(input),
+    }
+}
+
+/// How the import that wrote a report read its input: the latest import or retry run of the
+/// ledger with the report's input columns (a report keeps the sheet's own headers). `None`
+/// when no run has them.
+fn report_input(
+    ledger: &Ledger,
+    input_headers: &ByteRecord,
+) -> Result<Option<InputSettings>, UndoError> {
+    for run in ledger.runs()?.iter().rev() {
+        if (run.kind == "import" || run.kind == "retry")
+            && ledger.headers(run.id)? == *input_headers
+        {
+            return run_input(ledger, run.id).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 /// Groups created activities by lead and code, in first-seen order, each with the smallest
@@ -322,6 +386,120 @@ mod tests {
             "Id": id, "EventCode": 201, "CreatedOn": "2024-01-01 00:00:00"
         }))
         .unwrap()
+    }
+
+    /// A ledger with one import run of `headers`, recorded with the given `"input"` options
+    /// (the shape `pipeline::input_options` writes).
+    fn ledger_with_run(
+        dir: &tempfile::TempDir,
+        headers: &[&str],
+        input: serde_json::Value,
+    ) -> Ledger {
+        let ledger = Ledger::open(
+            &dir.path().join("report.csv.ledger"),
+            crate::ledger::Durability::Normal,
+        )
+        .unwrap();
+        let options = serde_json::json!({ "kind": "import", "input": input }).to_string();
+        ledger
+            .start_run(
+                "import",
+                "in.csv",
+                "hash",
+                &ByteRecord::from(headers.to_vec()),
+                &options,
+            )
+            .unwrap();
+        ledger
+    }
+
+    #[test]
+    fn recorded_input_options_rebuild_the_settings() {
+        let input = input_settings_from_options(
+            &serde_json::json!({ "kind": "import", "input": {
+                "sheet": "Calls",
+                "mapping": [["Lead ID", "RelatedProspectId"], ["When", "ActivityDateTime"]],
+                "constants": [["ActivityEvent", "201"]],
+                "match_by": null,
+                "timezone": "Asia/Kolkata",
+                "date_format": "dd/MM/yyyy HH:mm",
+            }})
+            .to_string(),
+        )
+        .unwrap();
+        assert_eq!(
+            input.columns.renames(),
+            [
+                ("Lead ID".to_string(), "RelatedProspectId".to_string()),
+                ("When".to_string(), "ActivityDateTime".to_string())
+            ]
+        );
+        assert_eq!(
+            input.columns.constants(),
+            [("ActivityEvent".to_string(), "201".to_string())]
+        );
+        assert_eq!(input.dates.zone.map(|z| z.name()), Some("Asia/Kolkata"));
+        assert_eq!(
+            input.dates.format.as_ref().map(|f| f.as_written()),
+            Some("dd/MM/yyyy HH:mm")
+        );
+        assert_eq!(input.sheet.as_deref(), Some("Calls"));
+        // A run recorded before the input options were kept read its columns by name.
+        let old = input_settings_from_options(r#"{"kind":"import"}"#).unwrap();
+        assert_eq!(old.columns, crate::mapping::ColumnMap::default());
+        assert!(input_settings_from_options("not json").is_err());
+    }
+
+    #[test]
+    fn a_mapped_report_is_read_the_way_its_run_read_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger_with_run(
+            &dir,
+            &["Lead ID", "When", "Notes"],
+            serde_json::json!({
+                "mapping": [["Lead ID", "RelatedProspectId"], ["When", "ActivityDateTime"]],
+                "constants": [["ActivityEvent", "202"]],
+            }),
+        );
+        let report = dir.path().join("report.csv");
+        std::fs::write(
+            &report,
+            "RowNumber,Status,ProspectActivityId,Error,Lead ID,When,Notes\n\
+             1,created,ID-1,,{ABCDEF00-0000-0000-0000-000000000001},2024-05-02 10:00:00,hi\n\
+             2,failed,,boom,abcdef00-0000-0000-0000-000000000002,2024-05-03 10:00:00,no\n",
+        )
+        .unwrap();
+        assert_eq!(
+            from_report(&report, Some(&ledger)).unwrap(),
+            vec![CreatedActivity {
+                row: 1,
+                lead: "abcdef00-0000-0000-0000-000000000001".into(),
+                code: 202,
+                id: "id-1".into(),
+                date: Some("2024-05-02 10:00:00".into()),
+            }]
+        );
+        // Without the ledger the mapped names mean nothing, and the message says what helps.
+        let plain = from_report(&report, None).unwrap_err().to_string();
+        assert!(plain.contains("--ledger"), "{plain}");
+    }
+
+    #[test]
+    fn a_match_by_run_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger_with_run(
+            &dir,
+            &["Email", "ActivityEvent"],
+            serde_json::json!({
+                "mapping": [["Email", "SearchByValue"]],
+                "match_by": "EmailAddress",
+            }),
+        );
+        let message = match from_ledger(&ledger, None) {
+            Err(e @ UndoError::MatchBy { .. }) => e.to_string(),
+            other => panic!("expected a --match-by refusal, got {other:?}"),
+        };
+        assert!(message.contains("--match-by EmailAddress"), "{message}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::remote::{
     DeleteError, DeleteWindow, OWNER_CHANGE_EVENT, Remote, WaitOutcome, WaitPolicy, check_webhook,
     parse_codes, wait_until_gone,
 };
+use crate::report::CellFormat;
 
 use super::CommandError;
 
@@ -100,6 +101,7 @@ pub fn open_results(path: &Path) -> Result<csv::Writer<std::fs::File>, CommandEr
 pub fn finish_results(
     mut out: csv::Writer<std::fs::File>,
     path: &Path,
+    format: CellFormat,
     lines: &[ResultLine],
     waited: bool,
     aborted: Option<&str>,
@@ -110,16 +112,20 @@ pub fn finish_results(
     out.write_record(RESULT_COLUMNS)
         .map_err(|e| write_error(&e))?;
     for line in lines {
-        out.write_record([
-            line.lead.as_str(),
-            line.events.as_str(),
-            line.from.as_deref().unwrap_or(""),
-            line.to.as_deref().unwrap_or(""),
-            line.status.as_str(),
-            &line.activities.map(|n| n.to_string()).unwrap_or_default(),
-            line.message.as_str(),
-        ])
-        .map_err(|e| write_error(&e))?;
+        format
+            .write_record(
+                &mut out,
+                [
+                    line.lead.as_str(),
+                    line.events.as_str(),
+                    line.from.as_deref().unwrap_or(""),
+                    line.to.as_deref().unwrap_or(""),
+                    line.status.as_str(),
+                    &line.activities.map(|n| n.to_string()).unwrap_or_default(),
+                    line.message.as_str(),
+                ],
+            )
+            .map_err(|e| write_error(&e))?;
     }
     out.flush().map_err(|e| write_error(&e))?;
     let count = |s: DeletionStatus| lines.iter().filter(|l| l.status == s).count();
@@ -407,6 +413,7 @@ async fn run_deletes(
     finish_results(
         out,
         &confirm_args.out,
+        CellFormat::of(&settings),
         &lines,
         confirm_args.wait,
         aborted.as_deref(),

@@ -10,6 +10,7 @@ use crate::exit::ExitStatus;
 use crate::export::{ExportFilter, LeadExport, export_leads};
 use crate::leads::parse_leads_arg;
 use crate::remote::{DeleteWindow, Remote, parse_codes};
+use crate::report::CellFormat;
 
 use super::CommandError;
 
@@ -35,6 +36,7 @@ pub async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStatus, Com
         ));
     }
     let remote = Remote::from_settings(&settings).map_err(|e| usage(&e))?;
+    let format = CellFormat::of(&settings);
     let file = create(&args.out)?;
     let status_file = args.status.as_deref().map(create).transpose()?;
 
@@ -57,6 +59,7 @@ pub async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStatus, Com
         &filter,
         &mut out,
         &args.out.display().to_string(),
+        format,
         |lead, outcome| {
             let (count, error) = match outcome {
                 LeadExport::Exported(n) => (n.to_string(), String::new()),
@@ -66,7 +69,8 @@ pub async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStatus, Com
                 }
             };
             if let Some(status) = status.as_mut()
-                && let Err(e) = status.write_record([lead, outcome.status(), &count, &error])
+                && let Err(e) =
+                    format.write_record(status, [lead, outcome.status(), &count, &error])
             {
                 status_problem.get_or_insert_with(|| e.to_string());
             }

@@ -2,7 +2,7 @@
 //! simulator with `--simulate`), watch for Ctrl-C and SIGTERM, run the pipeline, write the
 //! summary JSON and HTML report when asked, print the summary on stderr.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tracing::info;
@@ -15,13 +15,19 @@ use crate::exit::ExitStatus;
 use crate::html_report::write_html_report;
 use crate::pipeline::{ImportJob, InputKind, default_ledger_path, run_import};
 use crate::simulator::{RunningSimulator, SimConfig};
-use crate::summary::{RunPaths, SummaryJson};
+use crate::summary::{RunPaths, SummaryJson, ValidationSummaryJson};
 
 use super::CommandError;
 
 pub async fn run(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus, CommandError> {
     if args.dry_run {
-        return validate(args.input, args.out, settings).await;
+        if args.nightly.html_report.is_some() {
+            return Err(CommandError::Usage(
+                "--html-report charts the calls of a run; --dry-run makes none (use --summary-json)"
+                    .into(),
+            ));
+        }
+        return validate(args.input, args.out, args.nightly.summary_json, settings).await;
     }
     let simulator = if args.simulate {
         let keys = (
@@ -65,34 +71,56 @@ pub async fn run(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus,
     result
 }
 
-/// `lsq-sync validate` and `import --dry-run`: every row checked, nothing sent, no ledger.
+/// `lsq-sync validate` and `import --dry-run`: every row checked, nothing sent, no ledger; the
+/// summary JSON when asked.
 pub async fn validate(
     input: PathBuf,
     report: PathBuf,
+    summary_json: Option<PathBuf>,
     settings: Settings,
 ) -> Result<ExitStatus, CommandError> {
-    if input == report {
-        return Err(CommandError::Usage(format!(
-            "the report {} would overwrite the input; choose another --out",
-            report.display()
-        )));
-    }
+    check_outputs(&input, &report, &[("--summary-json", &summary_json)])?;
+    let started_at = chrono::Utc::now();
     let (input_for_task, report_for_task) = (input.clone(), report.clone());
     let validation = tokio::task::spawn_blocking(move || {
         validate_file(&input_for_task, &report_for_task, &settings)
     })
     .await
     .map_err(|e| CommandError::Usage(format!("internal error: the check stopped: {e}")))??;
+    if let Some(path) = &summary_json
+        && let Err(e) =
+            ValidationSummaryJson::new(&validation, started_at, chrono::Utc::now()).write(path)
+    {
+        eprintln!("lsq-sync: {e}");
+    }
     eprintln!(
         "lsq-sync validate: {} -> {}\n{validation}",
         input.display(),
         report.display()
     );
-    Ok(if validation.counts.invalid == 0 {
-        ExitStatus::Success
-    } else {
-        ExitStatus::RowsNotCreated
-    })
+    Ok(validation.exit_status())
+}
+
+/// Refuses outputs that would overwrite the input, or the report, before anything is read.
+fn check_outputs(
+    input: &Path,
+    report: &Path,
+    others: &[(&str, &Option<PathBuf>)],
+) -> Result<(), CommandError> {
+    for (flag, path) in others {
+        if path.as_ref().is_some_and(|p| p == input || p == report) {
+            return Err(CommandError::Usage(format!(
+                "{flag} would overwrite the input or the report; choose another file"
+            )));
+        }
+    }
+    if input == report {
+        return Err(CommandError::Usage(format!(
+            "the report {} would overwrite the input; choose another --out",
+            report.display()
+        )));
+    }
+    Ok(())
 }
 
 pub async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
@@ -115,22 +143,14 @@ async fn execute(
     nightly: NightlyArgs,
     settings: Settings,
 ) -> Result<ExitStatus, CommandError> {
-    for (flag, path) in [
-        ("--summary-json", &nightly.summary_json),
-        ("--html-report", &nightly.html_report),
-    ] {
-        if path.as_ref().is_some_and(|p| p == &input || p == &report) {
-            return Err(CommandError::Usage(format!(
-                "{flag} would overwrite the input or the report; choose another file"
-            )));
-        }
-    }
-    if input == report {
-        return Err(CommandError::Usage(format!(
-            "the report {} would overwrite the input; choose another --out",
-            report.display()
-        )));
-    }
+    check_outputs(
+        &input,
+        &report,
+        &[
+            ("--summary-json", &nightly.summary_json),
+            ("--html-report", &nightly.html_report),
+        ],
+    )?;
     let interrupt = Interrupt::default();
     let watcher = tokio::spawn(watch_signals(interrupt.clone()));
     let job = ImportJob {

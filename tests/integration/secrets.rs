@@ -1,7 +1,7 @@
 //! The keys never leak: every command that takes keys runs at `RUST_LOG=trace`, in text and
 //! JSON log formats, against the simulator, a closed port, a server that answers garbage and
 //! the simulator with other keys; stdout, stderr and every file left in the run's folder
-//! (reports, results, ledger and its journal) are searched for the secret key and the whole
+//! (reports, summary JSON, HTML report, results, ledger and its journal) are searched for the secret key and the whole
 //! access key. Also: the warning about a config file with keys that others can read.
 
 use std::path::Path;
@@ -19,7 +19,18 @@ const COMMAND_LINES: &[(bool, &str)] = &[
     (false, "--help"),
     (false, "--version"),
     (false, "import --help"),
-    (true, "import input.csv --out report.csv"),
+    (true, "check"),
+    (true, "check --input input.csv"),
+    (
+        false,
+        "validate input.csv --out validated.csv --summary-json validated.json",
+    ),
+    (true, "import input.csv --out dry-run.csv --dry-run"),
+    // The summary and the page are files of the folder, so they are searched too.
+    (
+        true,
+        "import input.csv --out report.csv --summary-json summary.json --html-report report.html",
+    ),
     (true, "retry report.csv --out report-2.csv"),
     (false, "report report.csv.ledger --out report-3.csv"),
     (false, "report report.csv.ledger --list"),
@@ -144,6 +155,10 @@ async fn run_everything(host: &str, keys: &Keys, expected: &str) {
             // A line that does not parse would make this test pass without running anything.
             assert_ne!(output.status.code(), Some(2), "{what}: {}", stderr(&output));
             stderrs.push(stderr(&output));
+        }
+        // Written in every situation under test, so they really are searched.
+        for name in ["summary.json", "report.html"] {
+            assert!(dir.join(name).is_file(), "{name} written ({host})");
         }
         for file in files_under(dir) {
             let bytes = std::fs::read(&file).expect("read output file");

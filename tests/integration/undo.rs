@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lsq_sync::api::ActivityItem;
 use lsq_sync::ledger::{Durability, Ledger};
-use lsq_sync::simulator::{RunningSimulator, SimConfig, demo_lead_id};
+use lsq_sync::simulator::{RunningSimulator, SimConfig, demo_lead_email, demo_lead_id};
 
 use crate::support::*;
 
@@ -61,26 +61,7 @@ async fn undo_deletes_what_the_import_created_and_nothing_before_it() {
     let imported: Vec<_> = posted_activities(&sim);
     assert_eq!(imported.len(), 5);
 
-    let url = sim.base_url();
-    let out = run_cli(
-        input.dir.path(),
-        &[
-            "undo",
-            "report.csv",
-            "--yes",
-            "--wait",
-            "--wait-timeout",
-            "20s",
-            "--out",
-            "undo.csv",
-            "--host",
-            &url,
-            "--rate",
-            RATE,
-        ],
-        &[],
-    )
-    .await;
+    let out = undo_yes_wait(&sim, &input, "report.csv").await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -151,26 +132,8 @@ async fn a_refused_undo_changes_nothing() {
     let intruder = add(&sim, &lead, 201, &mid);
     let before = sim.sim.requests().len();
 
-    let url = sim.base_url();
     // The ledger as the source: the dates come from its sent_date_time.
-    let out = run_cli(
-        input.dir.path(),
-        &[
-            "undo",
-            "report.csv.ledger",
-            "--run",
-            "1",
-            "--yes",
-            "--out",
-            "undo.csv",
-            "--host",
-            &url,
-            "--rate",
-            RATE,
-        ],
-        &[],
-    )
-    .await;
+    let out = undo(&sim, &input, &["report.csv.ledger", "--run", "1", "--yes"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let lines = read_csv(&input.dir.path().join("undo.csv"));
     assert_eq!(lines.len(), 1);
@@ -197,23 +160,114 @@ async fn undo_without_yes_and_without_a_terminal_sends_nothing() {
     let sim = simulator(fast_sim()).await;
     let input = import(&sim, &demo_lead_id(23), &demo_lead_id(24)).await;
     let before = sim.sim.requests().len();
-    let url = sim.base_url();
-    let out = run_cli(
-        input.dir.path(),
-        &[
-            "undo",
-            "report.csv",
-            "--out",
-            "undo.csv",
-            "--host",
-            &url,
-            "--rate",
-            RATE,
-        ],
-        &[],
-    )
-    .await;
+    let out = undo(&sim, &input, &["report.csv"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(sim.sim.requests().len(), before, "no call at all");
+    assert!(sim.sim.activities().iter().all(|a| !a.deleted));
+}
+
+/// Runs `undo ARGS... --out undo.csv --host SIM --rate RATE` in the input's folder.
+async fn undo(sim: &RunningSimulator, input: &Input, args: &[&str]) -> std::process::Output {
+    let url = sim.base_url();
+    let mut all = vec!["undo"];
+    all.extend(args);
+    all.extend(["--out", "undo.csv", "--host", &url, "--rate", RATE]);
+    run_cli(input.dir.path(), &all, &[]).await
+}
+
+/// `undo SOURCE --yes --wait`: delete and confirm.
+async fn undo_yes_wait(
+    sim: &RunningSimulator,
+    input: &Input,
+    source: &str,
+) -> std::process::Output {
+    undo(
+        sim,
+        input,
+        &[source, "--yes", "--wait", "--wait-timeout", "20s"],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_reads_a_mapped_import_the_way_the_import_read_it() {
+    let sim = simulator(fast_sim()).await;
+    let lead = demo_lead_id(25);
+    let other = demo_lead_id(26);
+    // Same lead and code, outside the window of the import: must stay.
+    let before = add(&sim, &lead, 201, "2024-05-01 23:59:59");
+    // The sheet's own names; the code is a constant; times are local to Kolkata (+05:30).
+    let input = write_input(&format!(
+        "Lead,Called at,Notes\n\
+         {lead},02/05/2024 15:30,mapped 1\n\
+         {lead},03/05/2024 15:30,mapped 2\n\
+         {other},04/05/2024 15:30,mapped 3\n"
+    ));
+    let mapped = [
+        "--map",
+        "Lead=RelatedProspectId",
+        "--map",
+        "Called at=ActivityDateTime",
+        "--map",
+        "Notes=ActivityNote",
+        "--set",
+        "ActivityEvent=201",
+        "--timezone",
+        "Asia/Kolkata",
+        "--date-format",
+        "dd/MM/yyyy HH:mm",
+        "--rate",
+        RATE,
+    ];
+    let out = import_into(&sim, &input, &[], &mapped, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "import: {}", stderr(&out));
+    let imported = posted_activities(&sim);
+    assert_eq!(imported.len(), 3);
+
+    let out = undo_yes_wait(&sim, &input, "report.csv").await;
+    assert_eq!(out.status.code(), Some(0), "undo: {}", stderr(&out));
+    let lines = read_csv(&input.dir.path().join("undo.csv"));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["Status"] == "confirmed"),
+        "{lines:?}"
+    );
+    let window = lines
+        .iter()
+        .find(|l| l["LeadId"] == lead)
+        .expect("a line for the lead");
+    // 15:30 in Kolkata is 10:00 UTC: the window is the UTC values sent.
+    assert_eq!(window["FromDate"], "2024-05-02 10:00:00");
+    assert_eq!(window["ToDate"], "2024-05-03 10:00:00");
+
+    let all = sim.sim.activities();
+    let is_deleted = |id: &str| all.iter().any(|a| a.id == id && a.deleted);
+    assert!(imported.iter().all(|a| is_deleted(&a.id)), "{all:?}");
+    assert!(!is_deleted(&before), "the activity before the import stays");
+    assert_eq!(all.iter().filter(|a| a.deleted).count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_of_a_match_by_import_is_refused_and_deletes_nothing() {
+    let sim = simulator(fast_sim()).await;
+    let input = write_input(&format!(
+        "EmailAddress,ActivityEvent,ActivityDateTime\n{},201,2024-05-02 10:00:00\n",
+        demo_lead_email(27)
+    ));
+    let extra = ["--match-by", "EmailAddress", "--rate", RATE];
+    let out = import_into(&sim, &input, &[], &extra, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "import: {}", stderr(&out));
+    let before = sim.sim.requests().len();
+
+    for source in ["report.csv", "report.csv.ledger"] {
+        let out = undo_yes_wait(&sim, &input, source).await;
+        assert_eq!(out.status.code(), Some(2), "{source}: {}", stderr(&out));
+        let message = stderr(&out);
+        assert!(
+            message.contains("--match-by EmailAddress") && message.contains("not supported"),
+            "{source}: {message}"
+        );
+    }
     assert_eq!(sim.sim.requests().len(), before, "no call at all");
     assert!(sim.sim.activities().iter().all(|a| !a.deleted));
 }
