@@ -266,7 +266,7 @@ impl DateReader {
                 }
             },
         };
-        Ok(utc.format(DATE_TIME_FORMAT).to_string())
+        Ok(api_text(utc))
     }
 
     /// The forms accepted, for messages.
@@ -296,7 +296,34 @@ fn api_form(value: &str) -> Option<NaiveDateTime> {
     if !shape_ok {
         return None;
     }
-    NaiveDateTime::parse_from_str(value, DATE_TIME_FORMAT).ok()
+    // The shape is fixed, so the numbers are read in place: chrono's format parser re-reads its
+    // format string on every call, which was a fifth of `validate`'s time on a million rows.
+    let number = |from: usize, to: usize| {
+        value.as_bytes()[from..to]
+            .iter()
+            .fold(0u32, |n, b| n * 10 + u32::from(b - b'0'))
+    };
+    let year = i32::try_from(number(0, 4)).ok()?;
+    chrono::NaiveDate::from_ymd_opt(year, number(5, 7), number(8, 10))?.and_hms_opt(
+        number(11, 13),
+        number(14, 16),
+        number(17, 19),
+    )
+}
+
+/// `yyyy-MM-dd HH:mm:ss`, the API's form, written without chrono's format machinery (see
+/// [`api_form`]).
+fn api_text(at: NaiveDateTime) -> String {
+    use chrono::{Datelike, Timelike};
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
 }
 
 /// ISO 8601 / RFC 3339 with an offset or `Z` (`T` or a space between date and time).

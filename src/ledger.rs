@@ -727,8 +727,10 @@ impl Ledger {
             .collect()
     }
 
-    /// Builds the lookup indexes if this ledger does not have them yet (once per process).
-    fn ensure_lookup_indexes(&self) -> Result<(), LedgerError> {
+    /// Builds the lookup indexes if this ledger does not have them yet (once per process). Call
+    /// it before [`Ledger::created_ids_with_fingerprint`], and not while this thread holds the
+    /// ledger's connection (an insert in progress): it needs that connection.
+    pub fn ensure_lookup_indexes(&self) -> Result<(), LedgerError> {
         use std::sync::atomic::Ordering;
         if !self.indexed.load(Ordering::Acquire) {
             self.conn().execute_batch(LOOKUP_INDEXES)?;
@@ -744,7 +746,6 @@ impl Ledger {
         fingerprint: &str,
         except_run: i64,
     ) -> Result<Vec<String>, LedgerError> {
-        self.ensure_lookup_indexes()?;
         let conn = self.lookup.lock().unwrap_or_else(|e| e.into_inner());
         let mut stmt = conn.prepare_cached(
             "SELECT activity_id FROM rows WHERE fingerprint = ?1 AND state = 'created' AND run <> ?2 \

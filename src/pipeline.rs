@@ -351,6 +351,10 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
         "input": input_options(&job.settings.input, sheet),
     })
     .to_string();
+    if job.skip_existing {
+        // Before the rows go in: the lookups below run while the insert holds the connection.
+        ledger.ensure_lookup_indexes()?;
+    }
     let run = ledger.start_run(kind, &key, &hash, &shape.input_headers, &options)?;
 
     let mut carried: HashMap<String, VecDeque<(RowState, Option<String>)>> = HashMap::new();
