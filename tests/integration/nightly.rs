@@ -273,3 +273,29 @@ async fn validate_and_dry_run_write_a_summary_json_of_valid_and_invalid_rows() {
     assert!(stderr(&out).contains("--html-report"), "{}", stderr(&out));
     assert!(!input.dir.path().join("page.html").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_reports_every_row_valid_or_invalid_and_writes_no_ledger() {
+    let (input, valid) = generated_input(30, 7);
+    let out = run_cli(
+        input.dir.path(),
+        &["validate", "input.csv", "--out", "checked.csv"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows = read_report(&input.dir.path().join("checked.csv"));
+    assert_eq!(rows.len(), valid.len(), "one line per input row");
+    for (i, (row, valid)) in rows.iter().zip(&valid).enumerate() {
+        assert_eq!(row["RowNumber"], (i + 1).to_string());
+        if *valid {
+            assert_eq!(row["Status"], "valid", "row {}", i + 1);
+            assert_eq!(row["Error"], "");
+        } else {
+            assert_eq!(row["Status"], "invalid", "row {}", i + 1);
+            assert!(!row["Error"].is_empty(), "row {} says why", i + 1);
+        }
+    }
+    // Nothing was sent (no host was even given) and nothing was recorded.
+    assert!(!input.dir.path().join("checked.csv.ledger").exists());
+}
