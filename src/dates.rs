@@ -315,15 +315,26 @@ fn api_form(value: &str) -> Option<NaiveDateTime> {
 /// [`api_form`]).
 fn api_text(at: NaiveDateTime) -> String {
     use chrono::{Datelike, Timelike};
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        at.year(),
-        at.month(),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    if !(0..=9999).contains(&at.year()) {
+        return at.format(DATE_TIME_FORMAT).to_string();
+    }
+    let mut text = String::with_capacity(19);
+    let mut put = |n: u32, width: u32, then: Option<char>| {
+        for place in (0..width).rev() {
+            let digit = (n / 10u32.pow(place)) % 10;
+            text.push(char::from(b'0' + digit as u8));
+        }
+        if let Some(c) = then {
+            text.push(c);
+        }
+    };
+    put(at.year().unsigned_abs(), 4, Some('-'));
+    put(at.month(), 2, Some('-'));
+    put(at.day(), 2, Some(' '));
+    put(at.hour(), 2, Some(':'));
+    put(at.minute(), 2, Some(':'));
+    put(at.second(), 2, None);
+    text
 }
 
 /// ISO 8601 / RFC 3339 with an offset or `Z` (`T` or a space between date and time).
@@ -345,6 +356,27 @@ pub fn parse_zone(name: &str) -> Result<Tz, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_text_writes_what_chrono_would() {
+        for text in [
+            "2024-03-10 04:00:00",
+            "0001-01-01 00:00:00",
+            "9999-12-31 23:59:59",
+            "2020-02-29 12:05:09",
+        ] {
+            let at = NaiveDateTime::parse_from_str(text, DATE_TIME_FORMAT).unwrap();
+            assert_eq!(api_text(at), text);
+            assert_eq!(api_form(text), Some(at));
+        }
+        let before_year_one =
+            NaiveDateTime::parse_from_str("0000-01-01 00:00:00", DATE_TIME_FORMAT).unwrap()
+                - chrono::Duration::hours(5);
+        assert_eq!(
+            api_text(before_year_one),
+            before_year_one.format(DATE_TIME_FORMAT).to_string()
+        );
+    }
 
     fn reader(format: Option<&str>, zone: Option<&str>) -> DateReader {
         DateReader {

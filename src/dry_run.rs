@@ -35,7 +35,7 @@ pub enum DryRunError {
     Schema { path: PathBuf, source: SchemaError },
     #[error(transparent)]
     Report(#[from] ReportError),
-    #[error("internal error: the input reader stopped unexpectedly")]
+    #[error("internal error: a reading or checking thread stopped unexpectedly")]
     ReaderLost,
 }
 
@@ -151,8 +151,23 @@ pub fn validate_file(
         }
     });
 
+    // Checking runs on a third thread, so reading, checking and writing (about a quarter, a
+    // third and the rest of the work) spread over the cores instead of the writer waiting on the
+    // checks.
+    let (checked_tx, checked_rx) =
+        mpsc::sync_channel::<Result<Vec<ReportedRow>, InputError>>(CHUNKS_AHEAD);
+    let checker = std::thread::spawn(move || {
+        for chunk in chunks_rx.iter() {
+            let checked =
+                chunk.map(|rows| rows.into_iter().map(|row| check(&schema, row)).collect());
+            if checked_tx.send(checked).is_err() {
+                return;
+            }
+        }
+    });
+
     let mut outcome = Ok(());
-    for (seq, chunk) in (0u64..).zip(chunks_rx.iter()) {
+    for (seq, chunk) in (0u64..).zip(checked_rx.iter()) {
         let rows = match chunk {
             Ok(rows) => rows,
             Err(e) => {
@@ -160,13 +175,15 @@ pub fn validate_file(
                 break;
             }
         };
-        let rows = rows.into_iter().map(|row| check(&schema, row)).collect();
         if let Err(e) = writer.accept(BatchOutcome { seq, rows }) {
             outcome = Err(e.into());
             break;
         }
     }
-    drop(chunks_rx);
+    drop(checked_rx);
+    if checker.join().is_err() {
+        return Err(DryRunError::ReaderLost);
+    }
     if reader.join().is_err() {
         return Err(DryRunError::ReaderLost);
     }
