@@ -33,7 +33,7 @@ use crate::pace::Pacer;
 use crate::progress::Progress;
 use crate::report::{
     CellFormat, REPORT_COLUMNS, ReportError, ReportWriter, RowOutcome, create_report_file,
-    outcome_of, strip_excel_safe, write_from_ledger_as,
+    is_report_header, outcome_of, strip_excel_safe, write_from_ledger_as,
 };
 use crate::send::{RetryPolicy, Sendable, Sender};
 use crate::stats::{RunStats, RunSummary};
@@ -167,13 +167,7 @@ impl RowShape {
         let input_headers = match kind {
             InputKind::Import => headers.clone(),
             InputKind::Retry => {
-                let leading: Vec<&[u8]> = headers.iter().take(REPORT_COLUMNS.len()).collect();
-                let is_report = leading.len() == REPORT_COLUMNS.len()
-                    && leading
-                        .iter()
-                        .zip(REPORT_COLUMNS)
-                        .all(|(found, want)| found.eq_ignore_ascii_case(want.as_bytes()));
-                if !is_report {
+                if !is_report_header(headers) {
                     return Err(ImportError::NotAReport {
                         path: path.to_path_buf(),
                         message: format!(

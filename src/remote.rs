@@ -212,17 +212,11 @@ impl From<FetchError> for DeleteError {
     }
 }
 
-/// Everything needed to call the API for one run; every call paced and counted.
+/// Everything needed to call the API for one run; every call paced and counted. The delete
+/// calls use the fetcher's client, pacer, counters and retry policy, so Get Activities polls and
+/// deletions share one quota and one set of figures.
 pub struct Remote {
-    /// The HTTP client bound to the account.
-    pub client: LsqClient,
-    /// The run's one pacer: every call, retries and polls included, waits here for a permit.
-    pub pacer: Arc<Pacer>,
-    /// Calls, retries and rate-limit answers of the run.
-    pub stats: Arc<RunStats>,
-    /// How rate-limited and not-sent calls are retried.
-    pub retry: RetryPolicy,
-    /// Get Activities, sharing the same client, pacer and counters.
+    /// Get Activities, and the client, pacer, counters and retry policy of every call.
     pub fetcher: Fetcher,
 }
 
@@ -240,13 +234,8 @@ impl Remote {
             base: settings.backoff_base,
             max: settings.backoff_max,
         };
-        let fetcher = Fetcher::new(client.clone(), pacer.clone(), stats.clone(), retry);
         Ok(Remote {
-            client,
-            pacer,
-            stats,
-            retry,
-            fetcher,
+            fetcher: Fetcher::new(client, pacer, stats, retry),
         })
     }
 
@@ -287,16 +276,23 @@ impl Remote {
     /// One queued-deletion call, through the pacer, retried only when the request cannot have
     /// been acted on (rate limited, connection not opened). Returns the server's message.
     async fn queue<B: Serialize>(&self, path: &str, body: &B) -> Result<String, DeleteError> {
+        let Fetcher {
+            client,
+            pacer,
+            stats,
+            retry,
+            ..
+        } = &self.fetcher;
         let mut rng = fastrand::Rng::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.pacer.acquire().await;
-            RunStats::add(&self.stats.calls);
+            let sent_at = pacer.acquire().await;
+            RunStats::add(&stats.calls);
             if attempt > 1 {
-                RunStats::add(&self.stats.retries);
+                RunStats::add(&stats.retries);
             }
-            let verdict = match self.client.post(path, &[], body).await {
+            let verdict = match client.post(path, &[], body).await {
                 Ok(reply) => classify::<QueuedResponse>(&reply),
                 Err(e) => Verdict::from_call_error(&e),
             };
@@ -305,14 +301,16 @@ impl Remote {
                 Verdict::RateLimited {
                     retry_after,
                     message,
-                    ..
+                    limit,
                 } => {
-                    RunStats::add(&self.stats.rate_limited);
+                    RunStats::add(&stats.rate_limited);
+                    // The quota is the account's: a 429 here slows every call of the run.
+                    pacer.rate_limited(sent_at, limit);
                     (format!("rate limited: {message}"), retry_after)
                 }
                 Verdict::Transient(message) => (message, None),
                 Verdict::Unknown(message) => {
-                    RunStats::add(&self.stats.ambiguous);
+                    RunStats::add(&stats.ambiguous);
                     return Err(DeleteError::Failed(format!(
                         "outcome unknown ({message}); not repeated, since a deletion by window \
                          could take activities created meanwhile: check the lead, or run again"
@@ -325,12 +323,12 @@ impl Remote {
                     return Err(DeleteError::Abort(message));
                 }
             };
-            if attempt >= self.retry.max_attempts {
+            if attempt >= retry.max_attempts {
                 return Err(DeleteError::Failed(format!(
                     "gave up after {attempt} attempts: {problem}"
                 )));
             }
-            let wait = self.retry.delay(attempt, retry_after, &mut rng);
+            let wait = retry.delay(attempt, retry_after, &mut rng);
             warn!(
                 attempt,
                 wait_ms = wait.as_millis() as u64,

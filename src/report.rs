@@ -26,6 +26,16 @@ use crate::ledger::{Ledger, RowState, StoredRow};
 /// The report's own leading columns.
 pub const REPORT_COLUMNS: [&str; 4] = ["RowNumber", "Status", "ProspectActivityId", "Error"];
 
+/// Whether `headers` begin with the report's own columns ([`REPORT_COLUMNS`], any case): the
+/// test `retry` and `undo` apply before reading a file as a report.
+pub fn is_report_header(headers: &ByteRecord) -> bool {
+    headers.len() >= REPORT_COLUMNS.len()
+        && headers
+            .iter()
+            .zip(REPORT_COLUMNS)
+            .all(|(found, want)| found.eq_ignore_ascii_case(want.as_bytes()))
+}
+
 /// What happened to one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RowStatus {

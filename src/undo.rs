@@ -23,7 +23,7 @@ use crate::input::SourceRow;
 use crate::ledger::{Ledger, LedgerError, RowState};
 use crate::pipeline::input_settings_from_options;
 use crate::remote::DeleteWindow;
-use crate::report::REPORT_COLUMNS;
+use crate::report::{REPORT_COLUMNS, is_report_header};
 use crate::validate::Schema;
 
 /// One activity the import created.
@@ -145,13 +145,7 @@ pub fn from_report(
         .from_path(path)
         .map_err(|e| read_error(&e))?;
     let headers = reader.byte_headers().map_err(|e| read_error(&e))?.clone();
-    let leading: Vec<&[u8]> = headers.iter().take(REPORT_COLUMNS.len()).collect();
-    let is_report = leading.len() == REPORT_COLUMNS.len()
-        && leading
-            .iter()
-            .zip(REPORT_COLUMNS)
-            .all(|(found, want)| found.eq_ignore_ascii_case(want.as_bytes()));
-    if !is_report {
+    if !is_report_header(&headers) {
         return Err(not_report(format!(
             "not an lsq-sync report: expected the first columns to be {}",
             REPORT_COLUMNS.join(",")
