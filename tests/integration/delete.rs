@@ -2,37 +2,19 @@
 //! argument is bad or nobody confirmed, `--wait` sees the deletion, only what was asked for
 //! goes, and bad keys stop the run with exit 3.
 
-use std::time::Duration;
-
-use lsq_sync::api::ActivityItem;
-use lsq_sync::simulator::{OWNER_CHANGE_EVENT, SimConfig, demo_lead_id};
+use lsq_sync::simulator::{OWNER_CHANGE_EVENT, demo_lead_id};
 
 use crate::support::*;
 
-const RATE: &str = "500/1s";
-
-fn fast_sim() -> SimConfig {
-    SimConfig {
-        rate: Some(RATE.parse().expect("quota")),
-        delete_delay: Duration::from_millis(50),
-        ..SimConfig::default()
-    }
-}
+const RATE: &str = API_RATE;
 
 fn add(sim: &lsq_sync::simulator::RunningSimulator, lead: &str, code: i64, date: &str) -> String {
-    sim.sim.add_activity(ActivityItem {
-        related_prospect_id: lead.to_string(),
-        activity_event: code,
-        activity_note: Some(format!("seeded {date}")),
-        activity_owner_email: None,
-        activity_date_time: Some(date.to_string()),
-        fields: vec![],
-    })
+    seed_activity(sim, lead, code, date, &format!("seeded {date}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_arguments_are_refused_before_anything_is_sent() {
-    let sim = simulator(fast_sim()).await;
+    let sim = simulator(delete_sim()).await;
     let dir = tempfile::tempdir().expect("dir");
     let lead = demo_lead_id(5);
     std::fs::write(
@@ -123,7 +105,7 @@ async fn bad_arguments_are_refused_before_anything_is_sent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_yes_and_without_a_terminal_nothing_is_deleted() {
-    let sim = simulator(fast_sim()).await;
+    let sim = simulator(delete_sim()).await;
     let dir = tempfile::tempdir().expect("dir");
     let lead = demo_lead_id(6);
     let id = add(&sim, &lead, 201, "2024-03-01 10:00:00");
@@ -139,12 +121,8 @@ async fn without_yes_and_without_a_terminal_nothing_is_deleted() {
             "201",
             "--out",
             "results.csv",
-            "--host",
-            &url,
-            "--rate",
-            RATE,
         ],
-        &[],
+        &api_env(&url),
     )
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -168,7 +146,7 @@ async fn without_yes_and_without_a_terminal_nothing_is_deleted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wait_confirms_the_deletion_of_the_window_only() {
-    let sim = simulator(fast_sim()).await;
+    let sim = simulator(delete_sim()).await;
     let dir = tempfile::tempdir().expect("dir");
     let leads = [demo_lead_id(7), demo_lead_id(8)];
     let mut inside = Vec::new();
@@ -200,12 +178,8 @@ async fn wait_confirms_the_deletion_of_the_window_only() {
             "20s",
             "--out",
             "results.csv",
-            "--host",
-            &url,
-            "--rate",
-            RATE,
         ],
-        &[],
+        &api_env(&url),
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -230,7 +204,7 @@ async fn wait_confirms_the_deletion_of_the_window_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_owner_history_removes_owner_changes_only() {
-    let sim = simulator(fast_sim()).await;
+    let sim = simulator(delete_sim()).await;
     let dir = tempfile::tempdir().expect("dir");
     let lead = demo_lead_id(9);
     let other_lead = demo_lead_id(10);
@@ -248,12 +222,8 @@ async fn delete_owner_history_removes_owner_changes_only() {
             "20s",
             "--out",
             "results.csv",
-            "--host",
-            &url,
-            "--rate",
-            RATE,
         ],
-        &[],
+        &api_env(&url),
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -282,7 +252,7 @@ async fn delete_owner_history_removes_owner_changes_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_keys_abort_with_exit_3() {
-    let sim = simulator(fast_sim()).await;
+    let sim = simulator(delete_sim()).await;
     let dir = tempfile::tempdir().expect("dir");
     let leads = [demo_lead_id(11), demo_lead_id(12)].join(",");
     let url = sim.base_url();

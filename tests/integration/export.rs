@@ -9,7 +9,7 @@ use lsq_sync::simulator::{DEMO_OWNERS, PagingMode, RunningSimulator, SimConfig, 
 
 use crate::support::*;
 
-const RATE: &str = "500/1s";
+const RATE: &str = API_RATE;
 
 fn fast_sim(paging: PagingMode) -> SimConfig {
     SimConfig {
@@ -71,12 +71,8 @@ async fn exports_everything_once(paging: PagingMode) {
             "out.csv",
             "--status",
             "status.csv",
-            "--host",
-            &url,
-            "--rate",
-            RATE,
         ],
-        &[],
+        &api_env(&url),
     )
     .await;
     assert_eq!(
@@ -185,12 +181,8 @@ async fn an_export_imports_as_is_into_another_account() {
             "201",
             "--out",
             "export.csv",
-            "--host",
-            &source_url,
-            "--rate",
-            RATE,
         ],
-        &[],
+        &api_env(&source_url),
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -198,17 +190,8 @@ async fn an_export_imports_as_is_into_another_account() {
     let target_url = target.base_url();
     let out = run_cli(
         dir.path(),
-        &[
-            "import",
-            "export.csv",
-            "--out",
-            "report.csv",
-            "--host",
-            &target_url,
-            "--rate",
-            RATE,
-        ],
-        &[],
+        &["import", "export.csv", "--out", "report.csv"],
+        &api_env(&target_url),
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "import: {}", stderr(&out));

@@ -159,3 +159,40 @@ pub async fn import_into(
     args.extend(extra);
     run_cli(input.dir.path(), &args, env).await
 }
+
+/// The quota the export, delete and undo tests give the simulator and the binary: fast enough
+/// that pacing costs nothing, paced all the same.
+pub const API_RATE: &str = "500/1s";
+
+/// The environment that points the binary at `url` with [`API_RATE`], for `run_cli`.
+pub fn api_env(url: &str) -> [(&str, &str); 2] {
+    [("LSQ_HOST", url), ("LSQ_RATE", API_RATE)]
+}
+
+/// A simulator paced at [`API_RATE`] whose queued deletions complete after 50 ms.
+pub fn delete_sim() -> SimConfig {
+    SimConfig {
+        rate: Some(API_RATE.parse().expect("quota")),
+        delete_delay: std::time::Duration::from_millis(50),
+        ..SimConfig::default()
+    }
+}
+
+/// Seeds one activity of `code` on `lead` at `date`, as if another integration had made it;
+/// returns its id.
+pub fn seed_activity(
+    sim: &RunningSimulator,
+    lead: &str,
+    code: i64,
+    date: &str,
+    note: &str,
+) -> String {
+    sim.sim.add_activity(lsq_sync::api::ActivityItem {
+        related_prospect_id: lead.to_string(),
+        activity_event: code,
+        activity_note: Some(note.to_string()),
+        activity_owner_email: None,
+        activity_date_time: Some(date.to_string()),
+        fields: vec![],
+    })
+}

@@ -2,33 +2,15 @@
 //! window holding someone else's activity is refused and left as it is, and the deletions are
 //! recorded in the ledger.
 
-use std::time::Duration;
-
-use lsq_sync::api::ActivityItem;
 use lsq_sync::ledger::{Durability, Ledger};
-use lsq_sync::simulator::{RunningSimulator, SimConfig, demo_lead_email, demo_lead_id};
+use lsq_sync::simulator::{RunningSimulator, demo_lead_email, demo_lead_id};
 
 use crate::support::*;
 
-const RATE: &str = "500/1s";
-
-fn fast_sim() -> SimConfig {
-    SimConfig {
-        rate: Some(RATE.parse().expect("quota")),
-        delete_delay: Duration::from_millis(50),
-        ..SimConfig::default()
-    }
-}
+const RATE: &str = API_RATE;
 
 fn add(sim: &RunningSimulator, lead: &str, code: i64, date: &str) -> String {
-    sim.sim.add_activity(ActivityItem {
-        related_prospect_id: lead.to_string(),
-        activity_event: code,
-        activity_note: Some("was there before".into()),
-        activity_owner_email: None,
-        activity_date_time: Some(date.to_string()),
-        fields: vec![],
-    })
+    seed_activity(sim, lead, code, date, "was there before")
 }
 
 /// Imports code-201 activities on `clean` (2024-05-02 .. 05-04) and on `crowded`
@@ -49,7 +31,7 @@ async fn import(sim: &RunningSimulator, clean: &str, crowded: &str) -> Input {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn undo_deletes_what_the_import_created_and_nothing_before_it() {
-    let sim = simulator(fast_sim()).await;
+    let sim = simulator(delete_sim()).await;
     let clean = demo_lead_id(20);
     let crowded = demo_lead_id(21);
     // Same code, same lead, just outside the import's window: must stay.
@@ -115,7 +97,7 @@ async fn undo_deletes_what_the_import_created_and_nothing_before_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_undo_changes_nothing() {
-    let sim = simulator(fast_sim()).await;
+    let sim = simulator(delete_sim()).await;
     let lead = demo_lead_id(22);
     let input = write_input(&format!(
         "RelatedProspectId,ActivityEvent,ActivityNote\n{lead},201,no date 1\n{lead},201,no date 2\n"
@@ -157,7 +139,7 @@ async fn a_refused_undo_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn undo_without_yes_and_without_a_terminal_sends_nothing() {
-    let sim = simulator(fast_sim()).await;
+    let sim = simulator(delete_sim()).await;
     let input = import(&sim, &demo_lead_id(23), &demo_lead_id(24)).await;
     let before = sim.sim.requests().len();
     let out = undo(&sim, &input, &["report.csv"]).await;
@@ -191,7 +173,7 @@ async fn undo_yes_wait(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn undo_reads_a_mapped_import_the_way_the_import_read_it() {
-    let sim = simulator(fast_sim()).await;
+    let sim = simulator(delete_sim()).await;
     let lead = demo_lead_id(25);
     let other = demo_lead_id(26);
     // Same lead and code, outside the window of the import: must stay.
@@ -249,7 +231,7 @@ async fn undo_reads_a_mapped_import_the_way_the_import_read_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn undo_of_a_match_by_import_is_refused_and_deletes_nothing() {
-    let sim = simulator(fast_sim()).await;
+    let sim = simulator(delete_sim()).await;
     let input = write_input(&format!(
         "EmailAddress,ActivityEvent,ActivityDateTime\n{},201,2024-05-02 10:00:00\n",
         demo_lead_email(27)
