@@ -236,18 +236,41 @@ pub struct DateReader {
     pub zone: Option<Tz>,
 }
 
+/// A date cell as read: the UTC instant to send, and whether the cell already says exactly that
+/// in the API's form (then a report shows the cell as it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentDate {
+    pub utc: NaiveDateTime,
+    pub as_written: bool,
+}
+
+impl SentDate {
+    /// The text sent, `yyyy-MM-dd HH:mm:ss`.
+    pub fn api_text(&self) -> String {
+        api_text(self.utc)
+    }
+}
+
 impl DateReader {
     /// The UTC date-time to send, as `yyyy-MM-dd HH:mm:ss`, for a trimmed, non-empty cell.
     pub fn read(&self, value: &str) -> Result<String, DateProblem> {
-        let reading = self
-            .format
-            .as_ref()
-            .and_then(|f| f.read(value))
+        self.read_utc(value).map(|date| date.api_text())
+    }
+
+    /// The UTC date-time to send for a trimmed, non-empty cell, as a value: what `validate`
+    /// uses, so that a million rows need no million strings.
+    pub fn read_utc(&self, value: &str) -> Result<SentDate, DateProblem> {
+        let by_format = self.format.as_ref().and_then(|f| f.read(value));
+        // The usual cell, in the API's form and with no zone to convert it, is sent as written;
+        // knowing that here spares writing the text out to compare it.
+        let plain = by_format.is_none() && self.zone.is_none();
+        let reading = by_format
             .or_else(|| api_form(value).map(Reading::Local))
             .or_else(|| iso_form(value))
             .ok_or_else(|| DateProblem::NotADate {
                 expected: self.expected(),
             })?;
+        let api_form_read = matches!(reading, Reading::Local(_));
         let utc = match (reading, self.zone) {
             (Reading::Instant(utc), _) | (Reading::Local(utc), None) => utc,
             (Reading::Local(local), Some(zone)) => match zone.from_local_datetime(&local) {
@@ -266,7 +289,8 @@ impl DateReader {
                 }
             },
         };
-        Ok(api_text(utc))
+        let as_written = (plain && api_form_read) || api_text(utc) == value;
+        Ok(SentDate { utc, as_written })
     }
 
     /// The forms accepted, for messages.

@@ -7,16 +7,19 @@
 //! and hands chunks of rows over a bounded channel, so parsing and checking use both cores while
 //! memory stays at a few chunks, however large the file.
 
+use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use csv::ByteRecord;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::input::{InputError, InputSource, SourceRow};
+use crate::input::{InputError, InputSource, RowScan, SourceRow};
 use crate::report::{
-    BatchOutcome, CellFormat, ReportError, ReportWriter, ReportedRow, RowOutcome, StatusCounts,
-    create_report_file,
+    CellFormat, ReportError, ReportLine, ReportWriter, RowStatus, StatusCounts, create_report_file,
 };
 use crate::validate::{Schema, SchemaError};
 
@@ -127,63 +130,47 @@ pub fn validate_file(
         CellFormat::of(settings),
     )?;
 
-    let (chunks_tx, chunks_rx) =
-        mpsc::sync_channel::<Result<Vec<SourceRow>, InputError>>(CHUNKS_AHEAD);
+    // The reader parses on its own thread while this one checks and writes; chunks of rows go
+    // back to it once written, so their memory is reused and a million rows cost no million
+    // allocations.
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Chunk, InputError>>(CHUNKS_AHEAD);
+    let (empty_tx, empty_rx) = mpsc::channel::<Chunk>();
     let reader = std::thread::spawn(move || {
-        let mut chunk = Vec::with_capacity(CHUNK);
-        for row in source {
-            match row {
-                Ok(row) => chunk.push(row),
+        let mut source = source;
+        loop {
+            let chunk = empty_rx.try_recv().unwrap_or_else(|_| Chunk::new());
+            let (chunk, more) = match fill(&mut source, chunk) {
+                Ok(filled) => filled,
                 Err(e) => {
-                    let _ = chunks_tx.send(Err(e));
+                    let _ = full_tx.send(Err(e));
                     return;
                 }
+            };
+            if !chunk.is_empty() && full_tx.send(Ok(chunk)).is_err() {
+                return;
             }
-            if chunk.len() == CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                if chunks_tx.send(Ok(full)).is_err() {
-                    return;
-                }
-            }
-        }
-        if !chunk.is_empty() {
-            let _ = chunks_tx.send(Ok(chunk));
-        }
-    });
-
-    // Checking runs on a third thread, so reading, checking and writing (about a quarter, a
-    // third and the rest of the work) spread over the cores instead of the writer waiting on the
-    // checks.
-    let (checked_tx, checked_rx) =
-        mpsc::sync_channel::<Result<Vec<ReportedRow>, InputError>>(CHUNKS_AHEAD);
-    let checker = std::thread::spawn(move || {
-        for chunk in chunks_rx.iter() {
-            let checked =
-                chunk.map(|rows| rows.into_iter().map(|row| check(&schema, row)).collect());
-            if checked_tx.send(checked).is_err() {
+            if !more {
                 return;
             }
         }
     });
 
     let mut outcome = Ok(());
-    for (seq, chunk) in (0u64..).zip(checked_rx.iter()) {
-        let rows = match chunk {
-            Ok(rows) => rows,
+    for chunk in full_rx.iter() {
+        let written = match chunk {
+            Ok(chunk) => write_chunk(&schema, &mut writer, chunk),
+            Err(e) => Err(DryRunError::Input(e)),
+        };
+        match written {
+            // The reader may have finished; then there is no one to reuse the chunk.
+            Ok(chunk) => drop(empty_tx.send(chunk)),
             Err(e) => {
-                outcome = Err(DryRunError::Input(e));
+                outcome = Err(e);
                 break;
             }
-        };
-        if let Err(e) = writer.accept(BatchOutcome { seq, rows }) {
-            outcome = Err(e.into());
-            break;
         }
     }
-    drop(checked_rx);
-    if checker.join().is_err() {
-        return Err(DryRunError::ReaderLost);
-    }
+    drop(full_rx);
     if reader.join().is_err() {
         return Err(DryRunError::ReaderLost);
     }
@@ -197,24 +184,102 @@ pub fn validate_file(
     })
 }
 
-/// One row's verdict; a valid row shows the values that would be sent where a time zone or date
-/// format converted them, exactly as an import's report would.
-fn check(schema: &Schema, row: SourceRow) -> ReportedRow {
-    match schema.check(&row) {
-        Ok(item) => {
-            let record = schema.as_sent(&row, &item);
-            let source = match record {
-                Some(record) => SourceRow { record, ..row },
-                None => row,
-            };
-            ReportedRow {
-                source,
-                outcome: RowOutcome::valid(),
-            }
+/// Rows read together; the reader refills the same rows in place.
+struct Chunk {
+    rows: Vec<SourceRow>,
+    /// Each row's text as written, where it can be copied to the report whole
+    /// ([`InputSource::raw_row`]): a range of `raw`.
+    raw_ranges: Vec<Option<Range<usize>>>,
+    raw: Vec<u8>,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        Chunk {
+            rows: Vec::with_capacity(CHUNK),
+            raw_ranges: Vec::with_capacity(CHUNK),
+            raw: Vec::new(),
         }
-        Err(problem) => ReportedRow {
-            source: row,
-            outcome: RowOutcome::invalid(problem.to_string()),
-        },
     }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Refills `chunk` with the next rows of `source`, reusing the rows it holds, and keeps the
+/// text of each as written; also says whether the file may have more.
+fn fill(source: &mut InputSource, mut chunk: Chunk) -> Result<(Chunk, bool), InputError> {
+    chunk.raw_ranges.clear();
+    chunk.raw.clear();
+    let mut filled = 0;
+    while filled < CHUNK {
+        if filled == chunk.rows.len() {
+            chunk.rows.push(SourceRow {
+                number: 0,
+                line: 0,
+                record: ByteRecord::new(),
+            });
+        }
+        if !source.read_into(&mut chunk.rows[filled])? {
+            chunk.rows.truncate(filled);
+            return Ok((chunk, false));
+        }
+        let raw = source.raw_row().map(|raw| {
+            let from = chunk.raw.len();
+            chunk.raw.extend_from_slice(raw);
+            from..chunk.raw.len()
+        });
+        chunk.raw_ranges.push(raw);
+        filled += 1;
+    }
+    Ok((chunk, true))
+}
+
+/// Checks and reports each row of a chunk, in order, and hands the chunk back for reuse.
+fn write_chunk<W: Write>(
+    schema: &Schema,
+    writer: &mut ReportWriter<W>,
+    chunk: Chunk,
+) -> Result<Chunk, DryRunError> {
+    let raws = chunk
+        .raw_ranges
+        .iter()
+        .map(|range| range.clone().and_then(|range| chunk.raw.get(range)));
+    for (row, raw) in chunk.rows.iter().zip(raws) {
+        // One look at all of the row's bytes spares the checks, and the writer of a row not
+        // copied whole, a look at each cell.
+        let scan = match raw {
+            Some(_) => RowScan::text_of(&row.record),
+            None => RowScan::of(&row.record),
+        };
+        let line = ReportLine {
+            number: row.number,
+            status: RowStatus::Valid,
+            activity_id: "",
+            error: "",
+            record: &row.record,
+            scan,
+            shown: None,
+            raw,
+        };
+        match schema.inspect_scanned(row, scan) {
+            Ok(valid) => {
+                // A time zone or date format converted the date: the report shows what was
+                // sent, exactly as an import's report would.
+                let shown = valid.shown_date();
+                let shown = shown
+                    .as_ref()
+                    .map(|(column, text)| (*column, text.as_str()));
+                writer.write_line(ReportLine { shown, ..line })?;
+            }
+            Err(problem) => writer.write_line(ReportLine {
+                status: RowStatus::Invalid,
+                error: &problem.to_string(),
+                ..line
+            })?,
+        }
+    }
+    writer.flush_now_and_then()?;
+    Ok(chunk)
 }

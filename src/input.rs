@@ -33,6 +33,89 @@ pub struct SourceRow {
     pub record: ByteRecord,
 }
 
+/// What one pass over all of a row's bytes found, so that later stages need not look at each
+/// cell for it: whether the row is plain ASCII, holds a NUL byte, and holds a byte that CSV must
+/// quote (comma, quote, CR or LF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowScan {
+    pub ascii: bool,
+    pub nul: bool,
+    pub needs_quotes: bool,
+}
+
+impl RowScan {
+    /// What a row is assumed to be when it was not scanned: anything.
+    pub const UNKNOWN: RowScan = RowScan {
+        ascii: false,
+        nul: true,
+        needs_quotes: true,
+    };
+
+    /// Scans the row's bytes, eight at a time.
+    pub fn of(record: &ByteRecord) -> RowScan {
+        RowScan::of_bytes(record.as_slice())
+    }
+
+    /// The scan of any bytes (one cell, a whole row).
+    pub fn of_bytes(bytes: &[u8]) -> RowScan {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        // Hacker's Delight's zero-byte test: a high bit survives where a byte of `word` is 0.
+        let zero_in = |word: u64| word.wrapping_sub(ONES) & !word & HIGH != 0;
+        let with = |word: u64, byte: u8| zero_in(word ^ (ONES * u64::from(byte)));
+        let mut high = 0u64;
+        let mut nul = false;
+        let mut quote = false;
+        let mut take = |word: u64| {
+            high |= word & HIGH;
+            nul |= zero_in(word);
+            quote |= with(word, b',') | with(word, b'"') | with(word, b'\n') | with(word, b'\r');
+        };
+        let word_at = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(word)
+        };
+        if bytes.len() >= 8 {
+            for at in (0..bytes.len() - 7).step_by(8) {
+                take(word_at(at));
+            }
+            // The last word overlaps the one before it rather than being padded.
+            take(word_at(bytes.len() - 8));
+        } else {
+            // Padded with `a`, which is none of the bytes looked for.
+            let word = bytes
+                .iter()
+                .rev()
+                .fold(ONES * u64::from(b'a'), |word, byte| {
+                    (word << 8) | u64::from(*byte)
+                });
+            take(word);
+        }
+        RowScan {
+            ascii: high == 0,
+            nul,
+            needs_quotes: quote,
+        }
+    }
+
+    /// Only whether the row is ASCII and holds a NUL: half the work of [`RowScan::of`], for a
+    /// row that will not be quoted cell by cell (`needs_quotes` is taken to be true).
+    pub fn text_of(record: &ByteRecord) -> RowScan {
+        let bytes = record.as_slice();
+        RowScan {
+            ascii: bytes.is_ascii(),
+            nul: memchr::memchr(0, bytes).is_some(),
+            needs_quotes: true,
+        }
+    }
+
+    /// Every cell of the row is text (UTF-8 without NUL) without looking at each.
+    pub fn all_text(&self) -> bool {
+        self.ascii && !self.nul
+    }
+}
+
 /// Ceilings that keep memory bounded whatever a file holds. The defaults are far above what a
 /// spreadsheet writes (Excel: 32,767 characters a cell, 16,384 columns; Google Sheets: 50,000
 /// characters, 18,278 columns), so only a broken or hostile file meets them.
@@ -106,7 +189,8 @@ pub enum InputError {
 
 /// An input file of either kind, iterated row by row.
 pub enum InputSource {
-    Csv(CsvSource),
+    /// Boxed: a CSV reader carries its parser's state, several times a sheet's size.
+    Csv(Box<CsvSource>),
     Sheet(crate::xlsx::SheetSource),
 }
 
@@ -130,7 +214,7 @@ impl InputSource {
                 ),
             });
         }
-        CsvSource::open_limited(path, limits).map(InputSource::Csv)
+        CsvSource::open_limited(path, limits).map(|csv| InputSource::Csv(Box::new(csv)))
     }
 
     /// The header row.
@@ -146,6 +230,31 @@ impl InputSource {
         match self {
             InputSource::Csv(csv) => csv.header_line(),
             InputSource::Sheet(_) => 1,
+        }
+    }
+}
+
+impl InputSource {
+    /// See [`CsvSource::raw_row`]; `None` for a spreadsheet.
+    pub fn raw_row(&self) -> Option<&[u8]> {
+        match self {
+            InputSource::Csv(csv) => csv.raw_row(),
+            InputSource::Sheet(_) => None,
+        }
+    }
+
+    /// Reads the next row into `row`, reusing its memory; `Ok(false)` at the end. What a reader
+    /// of millions of rows uses instead of the iterator, which allocates each row anew.
+    pub fn read_into(&mut self, row: &mut SourceRow) -> Result<bool, InputError> {
+        match self {
+            InputSource::Csv(csv) => csv.read_into(row),
+            InputSource::Sheet(sheet) => match sheet.next() {
+                Some(read) => {
+                    *row = read?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
         }
     }
 }
@@ -169,6 +278,10 @@ pub struct CsvSource {
     headers: ByteRecord,
     header_line: u64,
     rows_read: u64,
+    /// Stream offsets of the row just read, from the end of the row before (so with any blank
+    /// lines and its line break).
+    last_row: (u64, u64),
+    /// Where the iterator reads before copying a row out.
     record: ByteRecord,
     finished: bool,
 }
@@ -192,7 +305,7 @@ struct GuardState {
 
 /// Sits between the file and the CSV parser. The parser reads only once it has consumed what it
 /// was given, so at each read the bytes delivered since the row started are the row's length so
-/// far: a row longer than the limit is refused before more than one read buffer (8 KiB) past
+/// far: a row longer than the limit is refused before more than one read buffer ([`PARSE_BUFFER`]) past
 /// the limit is in memory.
 struct RowGuard {
     inner: Box<dyn Read + Send>,
@@ -201,6 +314,40 @@ struct RowGuard {
     delivered: u64,
     /// How much of [`END_MARK`] has been delivered after the file's end.
     mark_sent: Option<usize>,
+    /// The bytes delivered from stream offset `kept_from` on, so the text of the row just read
+    /// can be had as written ([`CsvSource::raw_row`]). Bounded: rows are at most
+    /// `max_row_bytes`, and what lies before the row being read is dropped now and then.
+    kept: Vec<u8>,
+    kept_from: u64,
+}
+
+/// Bytes before the current row that may pile up in [`RowGuard::kept`] before they are dropped:
+/// dropping moves the bytes after them, so it is done seldom.
+const KEPT_SLACK: u64 = 1 << 20;
+
+/// The parser's read buffer. The file is read straight into it, with no second buffer in
+/// between: 64 KiB reads cost fewer system calls than 8 KiB ones and no extra copy.
+const PARSE_BUFFER: usize = 64 * 1024;
+
+impl RowGuard {
+    /// The bytes between two stream offsets, if still kept.
+    fn kept(&self, from: u64, to: u64) -> Option<&[u8]> {
+        let from = usize::try_from(from.checked_sub(self.kept_from)?).ok()?;
+        let to = usize::try_from(to.checked_sub(self.kept_from)?).ok()?;
+        self.kept.get(from..to)
+    }
+
+    /// Forgets the bytes before stream offset `before` once they are many.
+    fn forget(&mut self, before: u64) {
+        let dead = before.saturating_sub(self.kept_from);
+        if dead > KEPT_SLACK {
+            let dead_bytes = usize::try_from(dead)
+                .unwrap_or(usize::MAX)
+                .min(self.kept.len());
+            self.kept.drain(..dead_bytes);
+            self.kept_from += dead_bytes as u64;
+        }
+    }
 }
 
 impl Read for RowGuard {
@@ -232,6 +379,7 @@ impl Read for RowGuard {
                 n
             }
         };
+        self.kept.extend_from_slice(&buf[..n]);
         self.delivered += n as u64;
         Ok(n)
     }
@@ -249,7 +397,7 @@ impl CsvSource {
             path: path.to_path_buf(),
             source,
         })?;
-        let file = io::BufReader::with_capacity(256 * 1024, file);
+        // No BufReader: the parser reads into a buffer of its own ([`PARSE_BUFFER`]).
         CsvSource::from_reader_limited(path, Box::new(file), limits)
     }
 
@@ -273,12 +421,15 @@ impl CsvSource {
         let reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
+            .buffer_capacity(PARSE_BUFFER)
             .from_reader(RowGuard {
                 inner: read,
                 state: guard.clone(),
                 max_row_bytes: limits.max_row_bytes as u64,
                 delivered: 0,
                 mark_sent: None,
+                kept: Vec::new(),
+                kept_from: 0,
             });
         let mut source = CsvSource {
             path: name.to_path_buf(),
@@ -287,6 +438,7 @@ impl CsvSource {
             headers: ByteRecord::new(),
             header_line: 1,
             rows_read: 0,
+            last_row: (0, 0),
             record: ByteRecord::new(),
             finished: false,
         };
@@ -326,6 +478,36 @@ impl CsvSource {
     /// The header row, BOM removed.
     pub fn headers(&self) -> &ByteRecord {
         &self.headers
+    }
+
+    /// The line where the row just read starts. The parser's own count is taken where it
+    /// starts reading, before the line break that ends the row before (the `\n` of a `\r\n`)
+    /// and any blank lines: a line or more too early in a file saved on Windows. The line breaks
+    /// in front of the row are counted here instead.
+    fn first_line_of_last_row(&self, line_at_start: u64) -> u64 {
+        let (from, to) = self.last_row;
+        let breaks = self.reader.get_ref().kept(from, to).map_or(0, |raw| {
+            raw.iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .filter(|b| **b == b'\n')
+                .count()
+        });
+        line_at_start + breaks as u64
+    }
+
+    /// The row just read by [`CsvSource::read_into`] as the file writes it, without its line
+    /// break, when any CSV reader reads that text back as the same cells: its quoting is
+    /// strict RFC 4180 ([`strictly_quoted`]). `None` for a row written loosely (a quote inside
+    /// an unquoted cell, text after a closing quote), which the parser reads leniently and a
+    /// copy would pass on; its cells must be written out one by one.
+    pub fn raw_row(&self) -> Option<&[u8]> {
+        let (from, to) = self.last_row;
+        let raw = self.reader.get_ref().kept(from, to)?;
+        let is_break = |b: &u8| matches!(b, b'\r' | b'\n');
+        let start = raw.iter().position(|b| !is_break(b))?;
+        let end = raw.iter().rposition(|b| !is_break(b))? + 1;
+        let raw = &raw[start..end];
+        strictly_quoted(raw).then_some(raw)
     }
 
     /// The line the header row is on (1 unless blank lines come first).
@@ -379,40 +561,95 @@ impl CsvSource {
     }
 }
 
+impl CsvSource {
+    /// Reads the next row into `row`, reusing its memory; `Ok(false)` at the end of the file.
+    /// After an error the file is finished: past a read error the parser's place in it cannot
+    /// be trusted.
+    pub fn read_into(&mut self, row: &mut SourceRow) -> Result<bool, InputError> {
+        if self.finished {
+            return Ok(false);
+        }
+        let start = self.reader.position().clone();
+        self.guard.row_start.store(start.byte(), Ordering::Relaxed);
+        self.reader.get_mut().forget(start.byte());
+        match self.reader.read_byte_record(&mut row.record) {
+            Ok(true) if !self.is_end_mark(&row.record) => {
+                self.last_row = (start.byte(), self.reader.position().byte());
+                let line = self.first_line_of_last_row(start.line());
+                if let Err(e) = self.check_closed(&row.record, line) {
+                    self.finished = true;
+                    return Err(e);
+                }
+                self.rows_read += 1;
+                row.number = self.rows_read;
+                row.line = line;
+                Ok(true)
+            }
+            Ok(_) => {
+                self.finished = true;
+                Ok(false)
+            }
+            Err(e) => {
+                self.finished = true;
+                Err(self.read_error(start.line(), &e))
+            }
+        }
+    }
+}
+
 impl Iterator for CsvSource {
     type Item = Result<SourceRow, InputError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finished {
-            return None;
+        // Read into a kept record and hand out a copy: a clone is sized at once, where a new
+        // record would grow field by field.
+        let mut row = SourceRow {
+            number: 0,
+            line: 0,
+            record: std::mem::take(&mut self.record),
+        };
+        let read = self.read_into(&mut row);
+        let next = match read {
+            Ok(true) => Some(Ok(SourceRow {
+                record: row.record.clone(),
+                ..row
+            })),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        };
+        self.record = row.record;
+        next
+    }
+}
+
+/// Whether the text of one row (line break removed) is quoted as RFC 4180 says: a quote only
+/// opens a cell, closes it right before a comma or the end, or is doubled inside it. Only the
+/// quotes are looked at, found a vector at a time.
+fn strictly_quoted(row: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(found) = memchr::memchr(b'"', &row[at..]) {
+        let open = at + found;
+        if open > 0 && row[open - 1] != b',' {
+            return false;
         }
-        let start = self.reader.position().clone();
-        self.guard.row_start.store(start.byte(), Ordering::Relaxed);
-        match self.reader.read_byte_record(&mut self.record) {
-            Ok(true) if !self.is_end_mark(&self.record) => {
-                let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-                if let Err(e) = self.check_closed(&self.record, line) {
-                    self.finished = true;
-                    return Some(Err(e));
+        // Inside the cell: find the quote that closes it, passing doubled ones.
+        let mut inside = open + 1;
+        loop {
+            let Some(found) = memchr::memchr(b'"', &row[inside..]) else {
+                return false;
+            };
+            let quote = inside + found;
+            match row.get(quote + 1) {
+                Some(b'"') => inside = quote + 2,
+                Some(b',') | None => {
+                    at = quote + 1;
+                    break;
                 }
-                self.rows_read += 1;
-                Some(Ok(SourceRow {
-                    number: self.rows_read,
-                    line,
-                    record: self.record.clone(),
-                }))
-            }
-            Ok(_) => {
-                self.finished = true;
-                None
-            }
-            Err(e) => {
-                // Past a read error the parser's place in the file cannot be trusted.
-                self.finished = true;
-                Some(Err(self.read_error(start.line(), &e)))
+                Some(_) => return false,
             }
         }
     }
+    true
 }
 
 /// Spreadsheet programs write a UTF-8 BOM; it must not become part of the first column's name.
@@ -573,5 +810,92 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("/nonexistent/dir/in.csv"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// One pass over a row finds what looking at each byte finds.
+        #[test]
+        fn a_row_scan_finds_what_each_byte_says(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(b"ab ,\"\r\n\x00\x7F\x80\xE9\xFF".to_vec()), 0..40),
+        ) {
+            let record = ByteRecord::from(vec![bytes.clone()]);
+            let full = RowScan::of(&record);
+            let naive = RowScan {
+                ascii: bytes.is_ascii(),
+                nul: bytes.contains(&0),
+                needs_quotes: bytes.iter().any(|b| b",\"\r\n".contains(b)),
+            };
+            proptest::prop_assert_eq!(full, naive);
+            let text = RowScan::text_of(&record);
+            proptest::prop_assert_eq!((text.ascii, text.nul, text.all_text()),
+                (naive.ascii, naive.nul, naive.ascii && !naive.nul));
+        }
+
+        /// A row's text as written is offered only when a strict reader gets its cells from
+        /// it; then it is exactly those cells.
+        #[test]
+        fn a_row_as_written_holds_exactly_its_cells(
+            text in proptest::collection::vec(
+                proptest::sample::select(b"ab,\"\"\r\n\n".to_vec()), 0..60),
+        ) {
+            let mut file = b"h1,h2\n".to_vec();
+            file.extend_from_slice(&text);
+            let Ok(mut source) = CsvSource::from_reader(Path::new("t.csv"), Box::new(io::Cursor::new(file))) else {
+                return Ok(());
+            };
+            let mut row = SourceRow { number: 0, line: 0, record: ByteRecord::new() };
+            while let Ok(true) = source.read_into(&mut row) {
+                let Some(raw) = source.raw_row() else { continue };
+                proptest::prop_assert!(strictly_quoted(raw));
+                let mut again = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_reader(raw);
+                let records: Vec<ByteRecord> = again.byte_records().map(|r| r.unwrap()).collect();
+                proptest::prop_assert_eq!(records, vec![row.record.clone()]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_is_strictly_quoted_only_when_each_quote_opens_closes_or_is_doubled() {
+        for strict in [
+            &b"a,b,c"[..],
+            b"\"a\",b",
+            b"\"a, \"\"b\"\"\",c",
+            b"a,\"\"",
+            b"\"x\ny\"",
+            b"",
+        ] {
+            assert!(
+                strictly_quoted(strict),
+                "{:?}",
+                String::from_utf8_lossy(strict)
+            );
+        }
+        for loose in [&b"a\"b"[..], b"\"a\"b,c", b"a,\"b", b"\"a\" ,c"] {
+            assert!(
+                !strictly_quoted(loose),
+                "{:?}",
+                String::from_utf8_lossy(loose)
+            );
+        }
+    }
+
+    #[test]
+    fn rows_written_canonically_are_offered_as_written_without_their_line_breaks() {
+        let mut source = source(b"h1,h2\r\na,\"b, c\"\r\n\r\nd,e").unwrap();
+        let mut row = SourceRow {
+            number: 0,
+            line: 0,
+            record: ByteRecord::new(),
+        };
+        assert!(source.read_into(&mut row).unwrap());
+        assert_eq!(source.raw_row(), Some(&b"a,\"b, c\""[..]));
+        assert!(source.read_into(&mut row).unwrap());
+        assert_eq!((row.number, row.line), (2, 4));
+        assert_eq!(source.raw_row(), Some(&b"d,e"[..]));
+        assert!(!source.read_into(&mut row).unwrap());
     }
 }

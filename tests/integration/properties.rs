@@ -2,12 +2,16 @@
 //! `check_csv` -> `Batcher` -> `ReportWriter`, with batches finishing in any order. Invariants:
 //! every input row appears in the report exactly once, in order, under its own RowNumber with
 //! its own cells; no batch carries more valid rows than the batch size; the excel-safe prefix
-//! is undone exactly. Case counts are modest so `cargo test` stays fast.
+//! is undone exactly. The dry run, which copies rows to its report as written where it can, is
+//! held to the same: any file text, quoted strictly or loosely, comes back as the same cells.
+//! Case counts are modest so `cargo test` stays fast.
 
 use std::path::Path;
 
 use csv::ByteRecord;
 use lsq_sync::batch::{Batch, BatchRow, Batcher, RowWork};
+use lsq_sync::config::Settings;
+use lsq_sync::dry_run::validate_file;
 use lsq_sync::input::InputLimits;
 use lsq_sync::report::{
     BatchOutcome, CellFormat, ReportWriter, ReportedRow, RowOutcome, excel_safe_cell,
@@ -64,6 +68,66 @@ fn read_back(bytes: &[u8], format: CellFormat) -> Vec<(String, String, String, B
             (text(0), text(1), text(2), cells)
         })
         .collect()
+}
+
+/// Parses CSV text strictly by RFC 4180, refusing what lenient readers (the csv crate among
+/// them) accept: a quote inside an unquoted cell, text after a closing quote. Spreadsheets and
+/// other tools read such text each their own way, so a report must never contain it.
+fn strict_csv(text: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, String> {
+    let mut lines = Vec::new();
+    let mut line = Vec::new();
+    let mut at = 0;
+    while at < text.len() {
+        let mut cell = Vec::new();
+        if text[at] == b'"' {
+            at += 1;
+            loop {
+                match (text.get(at), text.get(at + 1)) {
+                    (Some(b'"'), Some(b'"')) => {
+                        cell.push(b'"');
+                        at += 2;
+                    }
+                    (Some(b'"'), _) => {
+                        at += 1;
+                        break;
+                    }
+                    (Some(b), _) => {
+                        cell.push(*b);
+                        at += 1;
+                    }
+                    (None, _) => return Err(format!("quote never closed at byte {at}")),
+                }
+            }
+        } else {
+            while let Some(b) = text.get(at).filter(|b| !matches!(b, b',' | b'\n' | b'\r')) {
+                if *b == b'"' {
+                    return Err(format!("a quote inside an unquoted cell at byte {at}"));
+                }
+                cell.push(*b);
+                at += 1;
+            }
+        }
+        line.push(cell);
+        match text.get(at) {
+            Some(b',') => at += 1,
+            Some(b'\n') => {
+                lines.push(std::mem::take(&mut line));
+                at += 1;
+            }
+            Some(b'\r') if text.get(at + 1) == Some(&b'\n') => {
+                lines.push(std::mem::take(&mut line));
+                at += 2;
+            }
+            None => lines.push(std::mem::take(&mut line)),
+            Some(b) => {
+                return Err(format!(
+                    "{:?} after a closing quote at byte {at}",
+                    *b as char
+                ));
+            }
+        }
+    }
+    Ok(lines)
 }
 
 proptest! {
@@ -146,6 +210,65 @@ proptest! {
             } else {
                 prop_assert_eq!(status.as_str(), "invalid");
             }
+        }
+    }
+
+    #[test]
+    fn a_dry_run_reports_every_row_with_the_cells_read_however_the_file_quotes_them(
+        lines in prop::collection::vec(
+            prop::collection::vec(prop::sample::select(b"ab ,\"\"\r\n\n\xE9\x00".to_vec()), 0..14),
+            0..12),
+        excel_safe in any::<bool>(),
+    ) {
+        // A valid lead and event lead each line, so some rows are valid; what follows is any
+        // text, quotes and line breaks included, strict or loose.
+        let mut text = b"RelatedProspectId,ActivityEvent,ActivityNote,Tag\r\n".to_vec();
+        for line in &lines {
+            text.extend_from_slice(format!("{LEAD},201,").as_bytes());
+            text.extend_from_slice(line);
+            text.push(b'\n');
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (input, report) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
+        std::fs::write(&input, &text).expect("input");
+
+        let expected: Result<Vec<ByteRecord>, _> = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(&text[..])
+            .byte_records()
+            .collect();
+        let settings = Settings { excel_safe, ..Settings::default() };
+        let validated = validate_file(&input, &report, &settings);
+        let (expected, validation) = match (expected, validated) {
+            (Ok(expected), Ok(validation)) => (expected, validation),
+            // A quote left open runs to the end of the file: the file is refused, not guessed.
+            (_, Err(e)) => {
+                prop_assert!(e.to_string().contains("never closed"), "{}", e);
+                return Ok(());
+            }
+            (Err(e), Ok(_)) => return Err(TestCaseError::fail(format!("csv refused it: {e}"))),
+        };
+        prop_assert_eq!(validation.counts.total(), expected.len() as u64);
+        let format = if excel_safe { CellFormat::ExcelSafe } else { CellFormat::AsRead };
+        let report = std::fs::read(&report).expect("report");
+        let strict = strict_csv(&report).map_err(TestCaseError::fail)?;
+        let written = read_back(&report, format);
+        prop_assert_eq!(written.len(), expected.len(), "one line per row");
+        prop_assert_eq!(strict.len(), expected.len() + 1, "a strict reader sees the same lines");
+        for (i, ((number, status, _, cells), record)) in written.iter().zip(&expected).enumerate() {
+            prop_assert_eq!(number, &(i + 1).to_string());
+            prop_assert!(status == "valid" || status == "invalid", "{}", status);
+            prop_assert_eq!(cells, record, "row {}", i + 1);
+            let strict_cells: Vec<&[u8]> = strict[i + 1]
+                .iter()
+                .skip(4)
+                .map(|cell| match format {
+                    CellFormat::ExcelSafe => strip_excel_safe(cell),
+                    CellFormat::AsRead => cell.as_slice(),
+                })
+                .collect();
+            let cells: Vec<&[u8]> = cells.iter().collect();
+            prop_assert_eq!(strict_cells, cells, "row {} read strictly", i + 1);
         }
     }
 
