@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use lsq_sync::cli::Cli;
 use lsq_sync::commands;
@@ -27,7 +26,9 @@ fn main() -> ExitCode {
     match run(cli, settings) {
         Ok(status) => ExitCode::from(status.code()),
         Err((status, e)) => {
-            eprintln!("lsq-sync: {e:#}");
+            // `{e}`, not the chain `{e:#}`: every library error already says its cause in its
+            // own message, and the chain would print the cause a second time.
+            eprintln!("lsq-sync: {e}");
             ExitCode::from(status.code())
         }
     }
@@ -40,8 +41,10 @@ fn run(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")
-        .map_err(|e| (ExitStatus::Aborted, e))?;
+        .map_err(|e| {
+            let e = anyhow::anyhow!("cannot start the async runtime: {e}");
+            (ExitStatus::Aborted, e)
+        })?;
     runtime
         .block_on(commands::run(cli, settings))
         .map_err(|e| (e.exit_status(), anyhow::Error::new(e)))

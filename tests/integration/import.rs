@@ -258,6 +258,13 @@ async fn missing_input_file_and_missing_host_are_exit_2() {
         "{}",
         stderr(&out)
     );
+    // The cause is said once, not once by the message and again by the error chain.
+    assert_eq!(
+        stderr(&out).matches("No such file or directory").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
 
     let out = run_cli(
         input.dir.path(),
