@@ -3,17 +3,21 @@
 //!
 //! Rows come from the same [`InputSource`] and the same [`Schema`] checks as an import's
 //! planning, so a file that validates clean here plans clean there. Each row leaves as one report
-//! line, `valid` or `invalid` with the reason, in input order. The reader runs on its own thread
-//! and hands chunks of rows over a bounded channel, so parsing and checking use both cores while
-//! memory stays at a few chunks, however large the file.
+//! line, `valid` or `invalid` with the reason, in input order.
+//!
+//! The reader runs on its own thread and hands chunks of rows over a bounded channel to this
+//! one, which checks and writes them and sends each chunk back to be refilled: parsing and
+//! checking use both cores, memory stays at a few chunks however large the file, and a million
+//! rows need no million allocations. Checks borrow the row ([`Schema::inspect_scanned`]), and a
+//! row quoted strictly is copied to the report as the file writes it.
 
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-
-use csv::ByteRecord;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use csv::ByteRecord;
 
 use crate::config::Settings;
 use crate::exit::ExitStatus;

@@ -13,6 +13,10 @@
 //! being read (a [`RowGuard`] between the file and the parser), a header wider than
 //! `max_columns` is refused, and a quote left open at the end of the file is an error naming the
 //! row where it opened rather than a last cell that silently swallowed the rows after it.
+//!
+//! For readers of millions of rows: [`InputSource::read_into`] refills a row in place,
+//! [`CsvSource::raw_row`] gives the text of the row just read as the file writes it (for a
+//! report to copy), and [`RowScan`] looks at all of a row's bytes in one pass.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -305,8 +309,8 @@ struct GuardState {
 
 /// Sits between the file and the CSV parser. The parser reads only once it has consumed what it
 /// was given, so at each read the bytes delivered since the row started are the row's length so
-/// far: a row longer than the limit is refused before more than one read buffer ([`PARSE_BUFFER`]) past
-/// the limit is in memory.
+/// far: a row longer than the limit is refused before more than one read buffer
+/// ([`PARSE_BUFFER`]) past the limit is in memory.
 struct RowGuard {
     inner: Box<dyn Read + Send>,
     state: Arc<GuardState>,
@@ -497,7 +501,7 @@ impl CsvSource {
 
     /// The row just read by [`CsvSource::read_into`] as the file writes it, without its line
     /// break, when any CSV reader reads that text back as the same cells: its quoting is
-    /// strict RFC 4180 ([`strictly_quoted`]). `None` for a row written loosely (a quote inside
+    /// strict RFC 4180 (`strictly_quoted`). `None` for a row written loosely (a quote inside
     /// an unquoted cell, text after a closing quote), which the parser reads leniently and a
     /// copy would pass on; its cells must be written out one by one.
     pub fn raw_row(&self) -> Option<&[u8]> {

@@ -11,6 +11,10 @@
 //! fields no column gives, `--match-by` makes the lead a `SearchByValue` instead of an id, and
 //! dates are read with the run's format and time zone (`dates`).
 //!
+//! [`Schema::check`] is [`Schema::inspect`], which only borrows from the row, plus
+//! [`ValidRow::to_item`]; `validate` stops at the first, so that a million rows cost no million
+//! activities.
+//!
 //! [`check_csv`] chains the read stage and this one, raw CSV bytes in, checked rows out, for the
 //! fuzz target and the property tests.
 
@@ -330,7 +334,8 @@ impl Schema {
         self.inspect_scanned(row, RowScan::of(&row.record))
     }
 
-    /// [`Schema::inspect`] of a row already scanned, by a reader with time to spare.
+    /// [`Schema::inspect`] of a row whose bytes are already scanned ([`RowScan::of`], or
+    /// [`RowScan::text_of`]), as the dry run does once per row for its writer as well.
     pub fn inspect_scanned<'r>(
         &'r self,
         row: &'r SourceRow,
@@ -348,6 +353,7 @@ impl Schema {
                 ),
             });
         }
+        // No cell is over the limit when the whole row is not, nearly always.
         if let Some((i, cell)) = record
             .iter()
             .enumerate()
