@@ -13,7 +13,7 @@ Ideal time = calls / quota rate + one round trip (issue 5), where calls are the 
 need (rows / 25) and the rate is what the account leaves this import: 25/s, or the 15/s another
 integration leaves in the shared-quota scenario, or the real limit of 10/s. The ratio is
 ideal / actual (1.0 is perfect). The dry-run scenario times `lsq-sync validate` and Python's csv
-module reading the same file in the same run, alternately, three times each, and compares the
+module reading the same file in the same run, alternately, five times each, and compares the
 best time of each (as hyperfine's `min`): on a shared 2-core VM a single run of either can be
 slowed by half by a neighbour. Before each timed run the previous report is removed and dirty
 pages are written out (`sync`), so one run's disk writes are not billed to the next. Each row
@@ -162,7 +162,7 @@ def timed(args, env=None):
 PYTHON_CSV = "import csv, sys\nfor _ in csv.reader(open(sys.argv[1], newline='')): pass\n"
 
 
-DRY_RUN_ROUNDS = 3
+DRY_RUN_ROUNDS = 5
 
 
 def dry_run(work, data):

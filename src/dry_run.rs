@@ -28,8 +28,10 @@ use crate::report::{
 use crate::validate::{Schema, SchemaError};
 
 /// Rows handed from the reader to the checker at a time: large enough that the channel costs
-/// nothing per row, small enough that a few in flight are a few megabytes.
-const CHUNK: usize = 1024;
+/// nothing per row, small enough that a few in flight are a few megabytes. On the million-row
+/// bench file 4,096 ran about 15% faster than 1,024 (the two threads wait on each other less)
+/// and 16,384 slower, with twice the memory.
+const CHUNK: usize = 4096;
 /// Chunks the reader may run ahead of the checker.
 const CHUNKS_AHEAD: usize = 4;
 
