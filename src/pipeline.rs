@@ -370,12 +370,10 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
                     message: format!("line {}: RowNumber {} appears twice", row.line, row.number),
                 });
             }
-            let check = shape.schema.check(&row);
+            let inspected = shape.schema.inspect(&row);
             // The report shows the UTC date sent where a time zone or format converted it.
-            let record = match &check {
-                Ok(item) => shape.schema.as_sent(&row, item),
-                Err(_) => None,
-            };
+            let record = inspected.as_ref().ok().and_then(|valid| valid.as_sent());
+            let check = inspected.map(|valid| valid.to_item());
             let mut new = NewRow {
                 number: row.number,
                 line: row.line,

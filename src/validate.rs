@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDateTime;
 use csv::ByteRecord;
 
-use crate::api::{ActivityItem, DATE_TIME_FORMAT, FieldValue};
+use crate::api::{ActivityItem, FieldValue};
 use crate::config::InputSettings;
 use crate::dates::{DateProblem, DateReader, SENT_DATE_FORMAT, SentDate};
 use crate::input::{CsvSource, InputError, InputLimits, RowScan, SourceRow};
@@ -461,23 +461,6 @@ impl Schema {
         })
     }
 
-    /// The row as the report should show it: when the `ActivityDateTime` sent is not what the
-    /// cell says (a time zone or date format converted it), the cell holds the UTC value sent,
-    /// written with a `Z` so that a `retry` of the report reads the same instant. `None` when
-    /// the row is shown as read.
-    pub fn as_sent(&self, row: &SourceRow, item: &ActivityItem) -> Option<ByteRecord> {
-        let Some(Cell::Column(column)) = self.date_time else {
-            return None;
-        };
-        let sent = item.activity_date_time.as_deref()?;
-        let cell = row.record.get(column)?;
-        if std::str::from_utf8(cell).is_ok_and(|c| c.trim() == sent) {
-            return None;
-        }
-        let utc = NaiveDateTime::parse_from_str(sent, DATE_TIME_FORMAT).ok()?;
-        Some(shown_with(&row.record, column, &shown_date(utc)))
-    }
-
     /// The text of a field in `record`, or the constant. `scan` is what is known of the whole
     /// row ([`RowScan::UNKNOWN`] for nothing).
     fn text<'a>(
@@ -593,8 +576,8 @@ impl ValidRow<'_> {
     }
 
     /// Where the report must show something other than the cell as read: the column of
-    /// `ActivityDateTime` and the UTC value sent, when a time zone or date format converted it
-    /// (see [`Schema::as_sent`]).
+    /// `ActivityDateTime` and the UTC value sent, when a time zone or date format converted it,
+    /// written with a `Z` so that a `retry` of the report reads the same instant.
     pub fn shown_date(&self) -> Option<(usize, String)> {
         let date = self.date.filter(|date| !date.as_written)?;
         match self.schema.date_time {
@@ -602,20 +585,24 @@ impl ValidRow<'_> {
             _ => None,
         }
     }
+
+    /// The row as the report should show it ([`ValidRow::shown_date`] in place); `None` when
+    /// it is shown as read.
+    pub fn as_sent(&self) -> Option<ByteRecord> {
+        let (column, shown) = self.shown_date()?;
+        Some(
+            self.record
+                .iter()
+                .enumerate()
+                .map(|(i, field)| if i == column { shown.as_bytes() } else { field })
+                .collect(),
+        )
+    }
 }
 
 /// A converted date as a report shows it: UTC with an explicit `Z`.
 fn shown_date(utc: NaiveDateTime) -> String {
     utc.format(SENT_DATE_FORMAT).to_string()
-}
-
-/// `record` with the cell at `column` replaced by `shown`.
-fn shown_with(record: &ByteRecord, column: usize, shown: &str) -> ByteRecord {
-    record
-        .iter()
-        .enumerate()
-        .map(|(i, field)| if i == column { shown.as_bytes() } else { field })
-        .collect()
 }
 
 /// One row of a file and what validation made of it.
@@ -927,7 +914,8 @@ mod tests {
         );
         let s = Schema::for_input(&headers(&["Lead ID", "When", "Note"]), &settings).unwrap();
         let r = row(&[LEAD, "10/03/2024 09:30", "ignored"]);
-        let item = s.check(&r).unwrap();
+        let valid = s.inspect(&r).unwrap();
+        let item = valid.to_item();
         assert_eq!(item.related_prospect_id, LEAD);
         assert_eq!(item.activity_event, 203);
         assert_eq!(
@@ -936,7 +924,7 @@ mod tests {
         );
         assert_eq!(item.fields[0].value, "import 2024");
         // The report shows the UTC value sent, in a form a retry reads back as the same instant.
-        let shown = s.as_sent(&r, &item).unwrap();
+        let shown = valid.as_sent().unwrap();
         assert_eq!(&shown[1], b"2024-03-10T04:00:00Z");
         assert_eq!(&shown[0], LEAD.as_bytes());
         let again = s.check(&SourceRow { record: shown, ..r }).unwrap();
