@@ -533,6 +533,15 @@ pub struct UndoArgs {
     pub format: ReportFormatArgs,
 }
 
+/// Whether the simulator's limiter counts refused calls.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RefusedCallsArg {
+    /// Only admitted calls are in the window.
+    NotCounted,
+    /// Every arrival is in the window, refused or not.
+    Counted,
+}
+
 /// How the simulator answers a rate-limited call.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RateLimitStyleArg {
@@ -584,9 +593,26 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub retry_after: bool,
 
-    /// Calls per second another integration of the same account consumes.
-    #[arg(long, value_name = "CALLS_PER_SECOND")]
-    pub background_load: Option<f64>,
+    /// Whether a refused call takes a place in the window (LeadSquared does not say).
+    #[arg(long, value_enum, default_value = "not-counted")]
+    pub refused_calls: RefusedCallsArg,
+
+    /// The quota changes mid-run: AT=CALLS/DURATION (or AT=none), e.g. 10s=10/1s. Repeatable.
+    #[arg(long, value_name = "AT=RATE", value_parser = parse_rate_change)]
+    pub rate_change: Vec<crate::simulator::RateChange>,
+
+    /// Another integration of the same account: steady:CALLS_PER_SECOND (or just the number),
+    /// or burst:CALLS/EVERY (that many calls at once, e.g. burst:25/2500ms).
+    #[arg(long, value_name = "LOAD", value_parser = parse_other_load)]
+    pub other_load: Option<crate::simulator::OtherLoad>,
+
+    /// When the other integration starts, after the simulator started.
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub other_from: std::time::Duration,
+
+    /// When the other integration stops, after the simulator started (default: never).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub other_until: Option<std::time::Duration>,
 
     /// Response latency in milliseconds.
     #[arg(long, default_value_t = 0, value_name = "MS")]
@@ -645,6 +671,24 @@ pub struct SimulateArgs {
     /// URL), e.g. api-us11.leadsquared.com to try `lsq-sync check`'s wrong-host advice.
     #[arg(long, value_name = "HOST")]
     pub account_host: Option<String>,
+}
+
+fn parse_other_load(text: &str) -> Result<crate::simulator::OtherLoad, String> {
+    text.parse()
+}
+
+fn parse_rate_change(text: &str) -> Result<crate::simulator::RateChange, String> {
+    let (at, rate) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not AT=RATE (e.g. 10s=10/1s)"))?;
+    let rate = match rate.trim() {
+        "none" | "unlimited" => None,
+        quota => Some(quota.parse::<RateQuota>().map_err(|e| e.to_string())?),
+    };
+    Ok(crate::simulator::RateChange {
+        at: parse_duration_arg(at)?,
+        rate,
+    })
 }
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {

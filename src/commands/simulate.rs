@@ -4,11 +4,12 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::cli::{PagingArg, RateLimitStyleArg, RejectModeArg, SimulateArgs};
+use crate::cli::{PagingArg, RateLimitStyleArg, RefusedCallsArg, RejectModeArg, SimulateArgs};
 use crate::exit::ExitStatus;
 use crate::quota::RateQuota;
 use crate::simulator::{
-    FaultConfig, PagingMode, RateLimitStyle, RejectMode, RunningSimulator, SimConfig,
+    FaultConfig, OtherClient, PagingMode, RateLimitStyle, RefusedCalls, RejectMode,
+    RunningSimulator, SimConfig,
 };
 
 use super::CommandError;
@@ -53,7 +54,16 @@ pub fn sim_config(
             RateLimitStyleArg::Http200 => RateLimitStyle::Http200,
         },
         send_retry_after: args.retry_after,
-        background_load: args.background_load,
+        refused_calls: match args.refused_calls {
+            RefusedCallsArg::NotCounted => RefusedCalls::NotCounted,
+            RefusedCallsArg::Counted => RefusedCalls::Counted,
+        },
+        rate_changes: args.rate_change.clone(),
+        other_client: args.other_load.map(|load| OtherClient {
+            load,
+            from: args.other_from,
+            until: args.other_until,
+        }),
         latency: Duration::from_millis(args.latency_ms),
         jitter: Duration::from_millis(args.jitter_ms),
         faults: FaultConfig {

@@ -53,9 +53,15 @@ pub struct SimConfig {
     /// Send `Retry-After` (whole seconds, rounded up) with rate-limit answers. Off by default
     /// because the vendor documents none; on to test clients that honour it.
     pub send_retry_after: bool,
-    /// Calls per second that "another integration of the same account" takes from the same
-    /// window, whenever there is room; they are not logged. Tests adaptation to a shared quota.
-    pub background_load: Option<f64>,
+    /// Whether a refused call takes a place in the window like an admitted one. LeadSquared does
+    /// not document which it does; many API gateways keep a sliding log of every arrival.
+    pub refused_calls: RefusedCalls,
+    /// Quotas that replace [`SimConfig::rate`] at a time after the start, in order: an account
+    /// whose limit changes mid-run (a plan change, or a gateway that tightens under load).
+    pub rate_changes: Vec<RateChange>,
+    /// Another integration of the same account, whose calls share the window. They are not in
+    /// the request log; [`SimStats::other_calls`] and [`SimStats::other_refused`] count them.
+    pub other_client: Option<OtherClient>,
     /// Delay added to every `/v2` response (and before a dropped connection closes), after the
     /// arrival is logged and the state has changed.
     pub latency: Duration,
@@ -89,7 +95,9 @@ impl Default for SimConfig {
             rate: Some(RateQuota::DEFAULT),
             rate_limit_style: RateLimitStyle::default(),
             send_retry_after: false,
-            background_load: None,
+            refused_calls: RefusedCalls::default(),
+            rate_changes: Vec::new(),
+            other_client: None,
             latency: Duration::ZERO,
             jitter: Duration::ZERO,
             faults: FaultConfig::default(),
@@ -113,7 +121,9 @@ impl fmt::Debug for SimConfig {
             .field("rate", &self.rate)
             .field("rate_limit_style", &self.rate_limit_style)
             .field("send_retry_after", &self.send_retry_after)
-            .field("background_load", &self.background_load)
+            .field("refused_calls", &self.refused_calls)
+            .field("rate_changes", &self.rate_changes)
+            .field("other_client", &self.other_client)
             .field("latency", &self.latency)
             .field("jitter", &self.jitter)
             .field("faults", &self.faults)
@@ -137,6 +147,93 @@ pub enum RateLimitStyle {
     Http429,
     /// HTTP 200 with the same error body, as some accounts receive it.
     Http200,
+}
+
+/// Whether a refused call counts in the rate limiter's window; the vendor's behaviour is
+/// unconfirmed, so the simulator offers both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusedCalls {
+    /// Only admitted calls are in the window: hammering does not extend a ban.
+    #[default]
+    NotCounted,
+    /// Every arrival is in the window, refused or not (a sliding log): a client that keeps
+    /// calling while refused keeps the window full for itself and for everyone else.
+    Counted,
+}
+
+/// A quota that takes effect at a time after the simulator started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateChange {
+    /// Time since the start.
+    pub at: Duration,
+    /// The new quota; `None` lifts the limit.
+    pub rate: Option<RateQuota>,
+}
+
+/// Another integration of the account: its calls take places in the same window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OtherClient {
+    /// How its calls arrive.
+    pub load: OtherLoad,
+    /// When it starts, since the simulator started.
+    pub from: Duration,
+    /// When it stops, since the simulator started; `None`: it never does.
+    pub until: Option<Duration>,
+}
+
+/// The shape of the other integration's calls. It does not retry refused calls: a refusal is
+/// counted ([`SimStats::other_refused`]) and the call is gone, so its load stays what was set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OtherLoad {
+    /// Evenly spaced calls, this many per second.
+    Steady {
+        /// Calls per second.
+        per_second: f64,
+    },
+    /// `calls` calls at once, every `every` (the first burst at the start).
+    Bursts {
+        /// Calls in one burst.
+        calls: u32,
+        /// Time between bursts.
+        every: Duration,
+    },
+}
+
+impl OtherLoad {
+    /// Average calls per second.
+    pub fn per_second(&self) -> f64 {
+        match *self {
+            OtherLoad::Steady { per_second } => per_second,
+            OtherLoad::Bursts { calls, every } => f64::from(calls) / every.as_secs_f64(),
+        }
+    }
+}
+
+impl std::str::FromStr for OtherLoad {
+    type Err = String;
+
+    /// `10` or `steady:10` (calls per second), or `burst:25/2500ms` (25 calls at once every
+    /// 2.5 s).
+    fn from_str(text: &str) -> Result<OtherLoad, String> {
+        let text = text.trim();
+        let bad =
+            || format!("{text:?} is not an other-client load (use steady:10 or burst:25/2500ms)");
+        if let Some(burst) = text.strip_prefix("burst:") {
+            let quota: RateQuota = burst.parse().map_err(|_| bad())?;
+            return Ok(OtherLoad::Bursts {
+                calls: quota.calls.get(),
+                every: quota.window,
+            });
+        }
+        let rate = text.strip_prefix("steady:").unwrap_or(text);
+        match rate.parse::<f64>() {
+            Ok(per_second) if per_second.is_finite() && per_second > 0.0 => {
+                Ok(OtherLoad::Steady { per_second })
+            }
+            _ => Err(bad()),
+        }
+    }
 }
 
 /// How bad rows in a bulk post are answered; the vendor's behaviour is unconfirmed.
@@ -305,6 +402,12 @@ pub struct SimStats {
     /// Most logged requests in any window of the configured quota's length; `None` when the
     /// rate is unlimited. Above the quota's calls means the client overran it.
     pub max_requests_in_window: Option<usize>,
+    /// Calls the other integration ([`SimConfig::other_client`]) made.
+    #[serde(default)]
+    pub other_calls: u64,
+    /// Of those, refused by the rate limit: what this client's pace cost the account's others.
+    #[serde(default)]
+    pub other_refused: u64,
 }
 
 /// Why a simulator could not start.
@@ -373,11 +476,12 @@ impl Simulator {
     /// A fresh account holding the demo leads (each with two past owner changes) and
     /// `config.extra_leads`. The clock for [`RequestRecord::at`] starts now.
     pub fn new(config: SimConfig) -> Simulator {
-        let state = state::State::new(&config);
+        let started = Instant::now();
+        let state = state::State::new(&config, started);
         Simulator {
             shared: Arc::new(Shared {
                 config,
-                started: Instant::now(),
+                started,
                 state: Mutex::new(state),
                 deletes_applied: tokio::sync::watch::Sender::new(0),
                 requests_answered: tokio::sync::watch::Sender::new(0),
@@ -425,7 +529,7 @@ impl Simulator {
             let times = self.shared.config.rate.map(|_| state.arrival_times());
             (times, state.counts())
         };
-        let (requests, rate_limited, faults, activities_live, activities_deleted) = counts;
+        let (requests, rate_limited, faults, activities_live, activities_deleted) = counts.log;
         SimStats {
             requests,
             rate_limited,
@@ -438,6 +542,8 @@ impl Simulator {
                 .rate
                 .zip(times)
                 .map(|(quota, times)| state::max_in_window(times, quota.window)),
+            other_calls: counts.other_calls,
+            other_refused: counts.other_refused,
         }
     }
 
@@ -456,6 +562,12 @@ impl Simulator {
     pub fn add_activity(&self, item: api::ActivityItem) -> String {
         let now = chrono::Utc::now().timestamp();
         self.lock().seed(&item, now)
+    }
+
+    /// Every call of the other integration: arrival since the start, and whether it was
+    /// admitted. With the request log, it is what the limiter saw.
+    pub fn other_arrivals(&self) -> Vec<(Duration, bool)> {
+        self.lock().other_arrivals().to_vec()
     }
 
     fn arrived_since_start(&self, now: Instant) -> Duration {

@@ -30,10 +30,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::demo::{self, OWNER_CHANGE_EVENT};
 use super::state::{Admission, Fault, Filter, LeadRef, Record, State, parse_date};
 use super::{
-    BulkAnswer, PagingMode, RateLimitStyle, RejectMode, RequestOutcome, SimConfig, SimError,
-    Simulator, rate_limit_message,
+    BulkAnswer, OtherClient, OtherLoad, PagingMode, RateLimitStyle, RejectMode, RequestOutcome,
+    SimConfig, SimError, Simulator, rate_limit_message,
 };
 use crate::api::{self, MAX_BATCH};
+use crate::quota::RateQuota;
 
 /// Bodies above this are refused; 25 activities with generous notes fit many times over.
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -62,9 +63,8 @@ pub async fn serve(
     let background = sim
         .shared
         .config
-        .background_load
-        .filter(|rate| rate.is_finite() && *rate > 0.0)
-        .map(|rate| tokio::spawn(background_load(sim.clone(), rate)));
+        .other_client
+        .map(|other| tokio::spawn(other_client(sim.clone(), other)));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -385,8 +385,10 @@ async fn handle(
             RequestOutcome::Unauthorized,
         )
         .with_items(bulk_count(route, body.as_deref().ok())),
-        (Some(route), Admission::RateLimited(wait), body) => rate_limited(&sim.shared.config, wait)
-            .with_items(bulk_count(route, body.as_deref().ok())),
+        (Some(route), Admission::RateLimited(wait, quota), body) => {
+            rate_limited(&sim.shared.config, quota, wait)
+                .with_items(bulk_count(route, body.as_deref().ok()))
+        }
         (Some(_), Admission::Admitted(_), Err(error)) => {
             Answer::bad_request(format!("The request body could not be read: {error}"))
         }
@@ -439,8 +441,8 @@ fn is_authorized(config: &SimConfig, headers: &HeaderMap, query: &HashMap<String
         && secret.as_deref() == Some(config.secret_key.as_str())
 }
 
-fn rate_limited(config: &SimConfig, wait: Duration) -> Answer {
-    let message = match config.rate {
+fn rate_limited(config: &SimConfig, quota: Option<RateQuota>, wait: Duration) -> Answer {
+    let message = match quota {
         Some(quota) => rate_limit_message(quota.calls, quota.window),
         None => "API calls exceeded the limit".to_string(),
     };
@@ -1008,18 +1010,31 @@ fn admin_route(sim: &Simulator, method: &Method, route: &str, uri: &Uri) -> Resp
     }
 }
 
-/// Another integration of the same account, taking `per_second` slots from the window while
-/// there is room.
-async fn background_load(sim: Simulator, per_second: f64) {
+/// Another integration of the same account: its calls arrive on its own schedule, from
+/// `other.from` to `other.until`, and take places in the same window as the client's.
+async fn other_client(sim: Simulator, other: OtherClient) {
     const DAY: Duration = Duration::from_secs(86_400);
-    let period = Duration::try_from_secs_f64(1.0 / per_second)
-        .map_or(DAY, |p| p.min(DAY))
-        .max(Duration::from_micros(100));
-    let mut ticks = tokio::time::interval(period);
+    let (period, calls) = match other.load {
+        OtherLoad::Steady { per_second } if per_second.is_finite() && per_second > 0.0 => {
+            let period = Duration::try_from_secs_f64(1.0 / per_second).map_or(DAY, |p| p.min(DAY));
+            (period, 1)
+        }
+        OtherLoad::Bursts { calls, every } if calls > 0 && !every.is_zero() => (every, calls),
+        _ => return,
+    };
+    let start = sim.shared.started + other.from;
+    let mut ticks = tokio::time::interval_at(start.into(), period.max(Duration::from_micros(100)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        ticks.tick().await;
-        sim.lock().background_arrival(Instant::now());
+        let now = ticks.tick().await.into_std();
+        let arrived = sim.arrived_since_start(now);
+        if other.until.is_some_and(|until| arrived >= until) {
+            return;
+        }
+        let mut state = sim.lock();
+        for _ in 0..calls {
+            state.other_arrival(arrived, now);
+        }
     }
 }
 

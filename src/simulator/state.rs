@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 
 use super::demo::{self, DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT};
-use super::{FaultConfig, RequestOutcome, RequestRecord, SimConfig, StoredActivity};
+use super::{
+    FaultConfig, RateChange, RefusedCalls, RequestOutcome, RequestRecord, SimConfig, StoredActivity,
+};
 use crate::api::{self, DATE_TIME_FORMAT};
 use crate::quota::RateQuota;
 
@@ -151,26 +153,52 @@ impl Fault {
 pub(super) enum Admission {
     /// Keys were missing or wrong.
     Unauthorized,
-    /// Over the quota; the duration is how long until the oldest counted arrival leaves the
-    /// window (for `Retry-After`).
-    RateLimited(Duration),
+    /// Over the quota in force (named in the answer); the duration is how long until a place
+    /// frees in the window (for `Retry-After`).
+    RateLimited(Duration, Option<RateQuota>),
     /// Counted in the window; bulk posts carry their fault draw.
     Admitted(Option<Fault>),
 }
 
-/// A sliding window over the instants of admitted requests: `calls` per `window`, the way
-/// LeadSquared counts. Rejected requests are not recorded, so hammering does not extend a ban.
+/// A sliding window over the instants of arrivals: `calls` per `window`, the way LeadSquared
+/// counts. Whether refused arrivals are recorded too is [`RefusedCalls`]; the quota may change
+/// at set times ([`RateChange`]).
 pub(super) struct SlidingWindow {
     quota: Option<RateQuota>,
+    /// Quotas still to come, in order of time since `started`.
+    changes: VecDeque<RateChange>,
+    refused_calls: RefusedCalls,
+    started: Instant,
     arrivals: VecDeque<Instant>,
 }
 
 impl SlidingWindow {
-    pub(super) fn new(quota: Option<RateQuota>) -> Self {
+    pub(super) fn new(
+        quota: Option<RateQuota>,
+        changes: &[RateChange],
+        refused_calls: RefusedCalls,
+        started: Instant,
+    ) -> Self {
+        let mut changes: Vec<RateChange> = changes.to_vec();
+        changes.sort_by_key(|c| c.at);
         SlidingWindow {
             quota,
+            changes: changes.into(),
+            refused_calls,
+            started,
             arrivals: VecDeque::new(),
         }
+    }
+
+    /// The quota in force at `now`.
+    pub(super) fn quota_at(&mut self, now: Instant) -> Option<RateQuota> {
+        let since = now.saturating_duration_since(self.started);
+        while self.changes.front().is_some_and(|c| c.at <= since) {
+            if let Some(change) = self.changes.pop_front() {
+                self.quota = change.rate;
+            }
+        }
+        self.quota
     }
 
     fn prune(&mut self, quota: &RateQuota, now: Instant) {
@@ -183,25 +211,33 @@ impl SlidingWindow {
         }
     }
 
-    /// Admits and records `now`, or says how long until a slot frees.
+    /// Admits and records `now`, or says how long until a place frees (recording `now` anyway
+    /// when refused calls count).
     pub(super) fn try_admit(&mut self, now: Instant) -> Result<(), Duration> {
-        let Some(quota) = self.quota else {
+        let Some(quota) = self.quota_at(now) else {
             return Ok(());
         };
         self.prune(&quota, now);
-        if self.arrivals.len() < quota.calls.get() as usize {
+        let calls = quota.calls.get() as usize;
+        if self.arrivals.len() < calls {
             self.arrivals.push_back(now);
             return Ok(());
         }
-        let oldest = self.arrivals.front().copied().unwrap_or(now);
-        Err((oldest + quota.window).saturating_duration_since(now))
+        if self.refused_calls == RefusedCalls::Counted {
+            self.arrivals.push_back(now);
+        }
+        // A place frees when all but CALLS-1 of the arrivals have left the window.
+        let freeing = self.arrivals[self.arrivals.len() - calls];
+        Err((freeing + quota.window).saturating_duration_since(now))
     }
+}
 
-    /// Records a request of another integration of the same account if the window has room;
-    /// such traffic never exceeds the limit because the server would refuse it too.
-    pub(super) fn fill_if_room(&mut self, now: Instant) -> bool {
-        self.try_admit(now).is_ok()
-    }
+/// The counters behind [`super::SimStats`].
+pub(super) struct Counts {
+    /// Requests, rate limited, faults, live and deleted activities.
+    pub(super) log: (u64, u64, u64, u64, u64),
+    pub(super) other_calls: u64,
+    pub(super) other_refused: u64,
 }
 
 /// A request log entry, with whether its status is final yet.
@@ -220,6 +256,8 @@ pub(super) struct State {
     id_rng: fastrand::Rng,
     log: Vec<LogSlot>,
     rate_limited: u64,
+    /// The other integration's arrivals (since the start) and whether each was admitted.
+    other: Vec<(Duration, bool)>,
     fault_count: u64,
     records: Vec<Record>,
     deleted: u64,
@@ -231,7 +269,7 @@ pub(super) struct State {
 
 impl State {
     /// A fresh account: demo and extra leads, each demo lead with two past owner changes.
-    pub(super) fn new(config: &SimConfig) -> State {
+    pub(super) fn new(config: &SimConfig, started: Instant) -> State {
         let mut state = State {
             accept_any_lead: config.accept_any_lead,
             faults: config.faults.clone(),
@@ -247,11 +285,17 @@ impl State {
                     name: t.display_name,
                 })
                 .collect(),
-            window: SlidingWindow::new(config.rate),
+            window: SlidingWindow::new(
+                config.rate,
+                &config.rate_changes,
+                config.refused_calls,
+                started,
+            ),
             fault_rng: fastrand::Rng::with_seed(config.faults.seed),
             id_rng: fastrand::Rng::new(),
             log: Vec::new(),
             rate_limited: 0,
+            other: Vec::new(),
             fault_count: 0,
             records: Vec::new(),
             deleted: 0,
@@ -566,7 +610,7 @@ impl State {
             Some(true) => match self.window.try_admit(now) {
                 Err(wait) => {
                     self.rate_limited += 1;
-                    Admission::RateLimited(wait)
+                    Admission::RateLimited(wait, self.window.quota_at(now))
                 }
                 Ok(()) if is_bulk => {
                     let fault = Fault::draw(&self.faults, &mut self.fault_rng);
@@ -578,7 +622,7 @@ impl State {
         };
         let provisional = match admission {
             Admission::Unauthorized => RequestOutcome::Unauthorized,
-            Admission::RateLimited(_) => RequestOutcome::RateLimited,
+            Admission::RateLimited(..) => RequestOutcome::RateLimited,
             Admission::Admitted(_) => RequestOutcome::Ok,
         };
         self.log.push(LogSlot {
@@ -620,19 +664,30 @@ impl State {
         self.log.iter().map(|s| s.record.at).collect()
     }
 
-    pub(super) fn background_arrival(&mut self, now: Instant) -> bool {
-        self.window.fill_if_room(now)
+    /// A call of the other integration arrives: admitted or refused like any other.
+    pub(super) fn other_arrival(&mut self, arrived: Duration, now: Instant) -> bool {
+        let admitted = self.window.try_admit(now).is_ok();
+        self.other.push((arrived, admitted));
+        admitted
     }
 
-    pub(super) fn counts(&self) -> (u64, u64, u64, u64, u64) {
+    pub(super) fn other_arrivals(&self) -> &[(Duration, bool)] {
+        &self.other
+    }
+
+    pub(super) fn counts(&self) -> Counts {
         let total = self.records.len() as u64;
-        (
-            self.log.len() as u64,
-            self.rate_limited,
-            self.fault_count,
-            total - self.deleted,
-            self.deleted,
-        )
+        Counts {
+            log: (
+                self.log.len() as u64,
+                self.rate_limited,
+                self.fault_count,
+                total - self.deleted,
+                self.deleted,
+            ),
+            other_calls: self.other.len() as u64,
+            other_refused: self.other.iter().filter(|(_, ok)| !ok).count() as u64,
+        }
     }
 
     #[cfg(test)]
@@ -709,8 +764,8 @@ mod tests {
 
     #[test]
     fn sliding_window_admits_calls_per_window_and_frees_a_slot_exactly_when_the_oldest_leaves() {
-        let mut w = SlidingWindow::new(quota(3, 1000));
         let t0 = Instant::now();
+        let mut w = SlidingWindow::new(quota(3, 1000), &[], RefusedCalls::NotCounted, t0);
         let ms = Duration::from_millis;
         assert!(w.try_admit(t0).is_ok());
         assert!(w.try_admit(t0 + ms(100)).is_ok());
@@ -723,9 +778,45 @@ mod tests {
     }
 
     #[test]
-    fn unlimited_window_admits_everything() {
-        let mut w = SlidingWindow::new(None);
+    fn counted_refusals_keep_the_window_full() {
         let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = SlidingWindow::new(quota(3, 1000), &[], RefusedCalls::Counted, t0);
+        for t in [0, 100, 200] {
+            assert!(w.try_admit(t0 + ms(t)).is_ok());
+        }
+        // Refused at 300 and 400: both now hold places until 1300 and 1400, so a place frees
+        // only when three arrivals have left, not one.
+        assert_eq!(w.try_admit(t0 + ms(300)), Err(ms(800)));
+        assert_eq!(w.try_admit(t0 + ms(400)), Err(ms(800)));
+        // At 1000 the first admitted call has left, but two refused ones are still there.
+        assert_eq!(w.try_admit(t0 + ms(1000)), Err(ms(300)));
+        assert!(w.try_admit(t0 + ms(1301)).is_ok());
+    }
+
+    #[test]
+    fn a_rate_change_takes_effect_at_its_time() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let changes = [RateChange {
+            at: ms(500),
+            rate: quota(1, 1000),
+        }];
+        let mut w = SlidingWindow::new(quota(3, 1000), &changes, RefusedCalls::NotCounted, t0);
+        assert!(w.try_admit(t0).is_ok());
+        assert!(w.try_admit(t0 + ms(100)).is_ok());
+        assert_eq!(w.quota_at(t0 + ms(499)), quota(3, 1000));
+        assert!(
+            w.try_admit(t0 + ms(600)).is_err(),
+            "1 per second from 500 ms on"
+        );
+        assert_eq!(w.quota_at(t0 + ms(600)), quota(1, 1000));
+    }
+
+    #[test]
+    fn unlimited_window_admits_everything() {
+        let t0 = Instant::now();
+        let mut w = SlidingWindow::new(None, &[], RefusedCalls::NotCounted, t0);
         assert!((0..10_000).all(|_| w.try_admit(t0).is_ok()));
     }
 
@@ -785,7 +876,7 @@ mod tests {
 
     #[test]
     fn rows_are_checked_lead_code_date_fields_owner() {
-        let state = State::new(&SimConfig::default());
+        let state = State::new(&SimConfig::default(), Instant::now());
         let lead = demo::demo_lead_id(0);
         let mut good = item(&lead.to_uppercase(), 202);
         good.fields.push(api::FieldValue {
@@ -848,7 +939,7 @@ mod tests {
             accept_any_lead: true,
             ..SimConfig::default()
         };
-        let state = State::new(&config);
+        let state = State::new(&config, Instant::now());
         let fresh = "ABCDEF01-2345-4678-9ABC-DEF012345678";
         assert_eq!(
             state.resolve_lead(fresh),
@@ -859,7 +950,7 @@ mod tests {
 
     #[test]
     fn query_orders_newest_first_with_ties_in_creation_order_and_skips_deleted() {
-        let mut state = State::new(&SimConfig::default());
+        let mut state = State::new(&SimConfig::default(), Instant::now());
         let lead_id = demo::demo_lead_id(3);
         let lead = state.resolve_lead(&lead_id).unwrap();
         let mut ids = Vec::new();
@@ -897,7 +988,7 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(state.query(&lead, &history).len(), 2);
-        let (_, _, _, live, deleted) = state.counts();
+        let (_, _, _, live, deleted) = state.counts().log;
         assert_eq!((live, deleted), ((DEMO_LEADS * 2 + 1) as u64, 2));
     }
 

@@ -390,10 +390,14 @@ async fn the_window_frees_once_it_has_passed_and_refusals_do_not_count() {
 }
 
 #[tokio::test]
-async fn background_load_takes_slots_without_being_logged() {
+async fn another_client_takes_slots_without_being_logged() {
     let config = SimConfig {
         rate: quota(5, Duration::from_millis(500)),
-        background_load: Some(200.0),
+        other_client: Some(OtherClient {
+            load: OtherLoad::Steady { per_second: 200.0 },
+            from: Duration::ZERO,
+            until: None,
+        }),
         ..SimConfig::default()
     };
     let sim = RunningSimulator::start(config).await.unwrap();
@@ -406,6 +410,38 @@ async fn background_load_takes_slots_without_being_logged() {
     let stats = sim.sim.stats();
     assert_eq!(stats.requests, 3);
     assert!(stats.rate_limited >= 2, "{stats:?}");
+    // At 200/s against 5 per 500 ms, most of its own calls were refused too, and counted.
+    assert!(stats.other_calls >= 10, "{stats:?}");
+    assert!(stats.other_refused >= stats.other_calls / 2, "{stats:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn bursts_of_another_client_arrive_together_and_stop_when_told() {
+    let config = SimConfig {
+        rate: quota(4, Duration::from_millis(200)),
+        other_client: Some(OtherClient {
+            load: OtherLoad::Bursts {
+                calls: 6,
+                every: Duration::from_millis(100),
+            },
+            from: Duration::ZERO,
+            until: Some(Duration::from_millis(250)),
+        }),
+        ..SimConfig::default()
+    };
+    let sim = RunningSimulator::start(config).await.unwrap();
+    // The passing of time is what is tested: the bursts at 0, 100 and 200 ms, then nothing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sim.sim.other_arrivals().len() < 18 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let arrivals = sim.sim.other_arrivals();
+    assert_eq!(arrivals.len(), 18, "{arrivals:?}");
+    // The first burst fills the window (4 of 6); the second finds it full.
+    assert_eq!(arrivals[..6].iter().filter(|(_, ok)| *ok).count(), 4);
+    assert_eq!(arrivals[6..12].iter().filter(|(_, ok)| *ok).count(), 0);
     sim.shutdown().await;
 }
 
