@@ -3,11 +3,13 @@
 //! shared with other integrations is used without a stream of 429s.
 //!
 //! Two gates, in this order:
-//! 1. An adaptive rate ([`Aimd`]): at the quota's rate while the server accepts everything.
-//!    When a call is rate limited, the rate drops just below our measured share of the window
-//!    (so it converges in one step instead of halving blindly), returns to that share on a
-//!    cubic curve that lingers there, then probes above it to claim room others leave. A cut
-//!    voids every place already queued at the old rate.
+//! 1. A budget of calls per quota window ([`Budget`]), enforced the way the server counts: over
+//!    our own arrivals in any window, refused calls included, since LeadSquared does not say
+//!    whether a refused call holds a place. It starts at the quota. A refusal while we used
+//!    less than the budget measures the others' share and cuts just below ours; a refusal under
+//!    a steady budget (or again right after a cut) is a burst of the others', waited out by
+//!    holding every send for one window; each window without refusals raises it again. Every
+//!    change is one log line (old budget, new budget, why), and voids places already queued.
 //! 2. A governor limiter for the quota itself, the hard ceiling. governor implements GCRA. A
 //!    quota of "N per W" with a burst of N admits up to 2N-1 requests in some window of length W
 //!    (a full burst, then steady refill), which LeadSquared's sliding window would reject. With a
@@ -29,7 +31,7 @@ use governor::{
     state::NotKeyed,
 };
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::info;
 
 use crate::quota::RateQuota;
 
@@ -48,152 +50,352 @@ pub fn gcra_quota(quota: RateQuota, margin: f64) -> Quota {
         .allow_burst(NonZeroU32::MIN)
 }
 
-/// Fraction of our measured share of the window that the rate drops to after a rate limit: a
-/// little below what got through, so the window drains and the next calls are accepted.
-const DECREASE_TO: f64 = 0.9;
-/// After a cut the rate climbs back to the share it was cut from in this many quota windows,
-/// on a cubic curve: quickly at first, then flat around that share (where the last 429 came
-/// from, so that is where to linger), then faster again above it, to claim room others left.
-const RECOVERY_WINDOWS: f64 = 5.0;
-/// The rate never drops below this fraction of the ceiling.
-const FLOOR: f64 = 0.02;
-/// One cut never takes the rate below this fraction of what it was: the measurement can be
-/// short (early in a run, or just after the ceiling changed), and halving is the classic bound.
-const MAX_CUT: f64 = 0.5;
+/// How far past a window's end a place counts as free again, as a fraction of the window: the
+/// server counts arrival times, and network jitter can bring two requests closer together than
+/// they were sent.
+const WINDOW_MARGIN: f64 = 0.02;
+/// After a probe above a level that was refused fails, the next one waits this many more
+/// windows (doubling each time, up to [`MAX_LINGER`]): a failed probe costs a refusal, and the
+/// account's other integrations rarely change their pace every few seconds.
+const FIRST_LINGER: u32 = 4;
+/// For this many windows after a burst, a refusal is taken for another burst (hold, no cut):
+/// an integration that bursts once usually bursts on a schedule.
+const BURST_MEMORY: u32 = 6;
+const MAX_LINGER: u32 = 24;
 
-/// The state after a rate limit: where the rate was cut from and to, and when.
-#[derive(Debug, Clone, Copy)]
-struct Cut {
-    at: Instant,
-    /// Our share of the window when the server refused a call (calls per second).
-    share: f64,
-    /// The rate right after the cut.
-    to: f64,
+/// Why the budget changed, for the one log line each change gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeReason {
+    /// A call was refused while ours were fewer than the budget: the account's other
+    /// integrations use more than the budget leaves them.
+    OthersUseMore,
+    /// A call was refused right after the budget was raised: the raise was too much.
+    ProbeRefused,
+    /// A call was refused while the budget had not changed and was in use: the others sent a
+    /// burst. The budget stays; sending holds until that window has passed.
+    Burst,
+    /// A window went by without a refusal while the budget was in use: try one more.
+    NoRefusalFor(u32),
+    /// The server named a lower limit than configured.
+    LowerLimit,
 }
 
-/// Additive-increase, measured-decrease control of the sending rate, shaped like TCP CUBIC.
+impl std::fmt::Display for ChangeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeReason::OthersUseMore => {
+                f.write_str("refused below the budget: other integrations use more of the quota")
+            }
+            ChangeReason::ProbeRefused => f.write_str("the last raise was refused"),
+            ChangeReason::Burst => f.write_str(
+                "refused at a steady budget: another integration's burst; holding for one window",
+            ),
+            ChangeReason::NoRefusalFor(windows) => {
+                write!(
+                    f,
+                    "no refusal for {windows} window(s) with the budget in use"
+                )
+            }
+            ChangeReason::LowerLimit => f.write_str("the server named a lower limit"),
+        }
+    }
+}
+
+/// A change of the budget: what it was, what it is, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetChange {
+    /// Calls per window before.
+    pub from: u32,
+    /// Calls per window after.
+    pub to: u32,
+    /// Sending holds until this moment (a burst, or the drain after a cut), if at all.
+    pub hold: Option<Duration>,
+    pub why: ChangeReason,
+}
+
+/// Our budget of calls per quota window: the share of the account's quota this run may use.
 /// Pure: time is passed in.
 ///
-/// The server's sliding window holds CALLS arrivals from every client of the account. When it
-/// refuses one of ours, the calls we sent in the window before it (less those it refused) are our
-/// share of the quota at that moment: the rest belongs to others. The rate drops just below that
-/// share, returns to it on a curve that flattens there, and only then probes above it.
+/// The server keeps a sliding window of arrivals from every client of the account; whether a
+/// refused call takes a place in it is not documented, so nothing here assumes either. Our own
+/// calls are kept in a log, and no slot is handed out while the log holds `budget` calls in the
+/// last window: the budget is enforced the way the server counts, over arrivals, so after a cut
+/// the calls already sent at the old pace (and any refused ones, which may hold places) are
+/// waited out rather than added to.
+///
+/// - A refusal while we used fewer calls than the budget measures the others: the window was
+///   full, and ours in it (less our refusals) is our share. The budget drops just below it.
+/// - A refusal right after a raise undoes the raise, and the next raise to that level waits
+///   longer (a plateau).
+/// - A refusal at a budget that was steady and in use means the others surged (a burst): the
+///   budget stays, and sending holds until the window that held the refusal has passed, so
+///   queued calls do not keep arriving into a full window.
+/// - Each window without a refusal, with the budget in use, raises it: by one below a level that
+///   was refused, then after a linger at that level, by a step that doubles, so room the others
+///   leave is taken in a few windows.
+///
+/// Refusals of calls sent before the last change are echoes of the same overload and ignored.
 #[derive(Debug, Clone)]
-pub struct Aimd {
-    /// Calls per second the quota allows (the ceiling gate's rate).
-    ceiling: f64,
-    /// The quota's window: how far back our share is measured.
+pub struct Budget {
+    /// The quota's calls per window: the ceiling of the budget.
+    calls: u32,
+    /// The quota's window.
     window: Duration,
-    /// Send times of every permit handed out within the last two windows.
-    sent: VecDeque<Instant>,
-    /// Send times of the calls refused for the rate within the last two windows.
+    /// Stretch of the spacing between calls (jitter).
+    margin: f64,
+    /// Calls per window we allow ourselves now, 1..=calls.
+    budget: u32,
+    /// Slot times of our calls (every attempt, refused ones too), in order, for two windows.
+    log: VecDeque<Instant>,
+    /// Send times of our refused calls, for two windows.
     refused: VecDeque<Instant>,
-    /// The last cut; `None` while the server has accepted everything.
-    cut: Option<Cut>,
-    /// 429s for calls sent before this are echoes of an overload already acted on.
+    /// No slot before this.
+    hold_until: Option<Instant>,
+    /// Refusals of calls sent before this are echoes of an overload already acted on.
     echoes_before: Option<Instant>,
-    /// The next free slot.
-    next_slot: Option<Instant>,
-    /// Bumped at every cut: a slot reserved at the old rate is void, and its holder queues again.
+    /// When the budget last changed, to time the next raise.
+    changed_at: Option<Instant>,
+    /// The last raise (when, from what), undone if a call it let through is refused.
+    raised: Option<(Instant, u32)>,
+    /// The last cut (when, from what), undone if refusals go on under it: a burst, not a pace.
+    cut: Option<(Instant, u32)>,
+    /// When the last burst was seen.
+    last_burst: Option<Instant>,
+    /// The lowest level refused since: raising to it waits `linger` windows.
+    plateau: Option<u32>,
+    /// Windows to wait before raising to the plateau.
+    linger: u32,
+    /// Size of the next raise above the plateau; doubles with each.
+    step: u32,
+    /// Bumped at every cut or hold: a slot reserved before is void, its holder queues again.
     generation: u64,
 }
 
-impl Aimd {
-    pub fn new(ceiling: f64, window: Duration) -> Aimd {
-        Aimd {
-            ceiling,
+impl Budget {
+    pub fn new(calls: u32, window: Duration, margin: f64) -> Budget {
+        let calls = calls.max(1);
+        Budget {
+            calls,
             window,
-            sent: VecDeque::new(),
+            margin: margin.max(0.0),
+            budget: calls,
+            log: VecDeque::new(),
             refused: VecDeque::new(),
-            cut: None,
+            hold_until: None,
             echoes_before: None,
-            next_slot: None,
+            changed_at: None,
+            raised: None,
+            cut: None,
+            last_burst: None,
+            plateau: None,
+            linger: FIRST_LINGER,
+            step: 1,
             generation: 0,
         }
     }
 
-    /// Calls per second aimed for at `now`.
-    pub fn rate_at(&self, now: Instant) -> f64 {
-        let Some(cut) = self.cut else {
-            return self.ceiling;
-        };
-        let k = RECOVERY_WINDOWS * self.window.as_secs_f64();
-        let t = now.saturating_duration_since(cut.at).as_secs_f64();
-        let x = (t - k) / k;
-        // Probe above the share by at least what a cut takes off, even when the cut was bounded
-        // by the current rate rather than the share.
-        let amplitude = (cut.share - cut.to).max(cut.share * (1.0 - DECREASE_TO));
-        let rate = (cut.share + amplitude * x * x * x).max(cut.to);
-        rate.clamp(self.ceiling * FLOOR, self.ceiling)
+    /// Calls per window now.
+    pub fn budget(&self) -> u32 {
+        self.budget
     }
 
-    /// Bumped at every cut; compare with the value seen at [`Aimd::reserve`].
+    /// Calls per second aimed for now.
+    pub fn rate(&self) -> f64 {
+        f64::from(self.budget) / self.window.as_secs_f64()
+    }
+
+    /// Bumped at every cut or hold; compare with the value seen at [`Budget::reserve`].
     pub fn generation(&self) -> u64 {
         self.generation
     }
 
-    /// Reserves a send slot: `None` when it is free now, else the instant to wait for. Slots are
-    /// handed out in order even at full rate: callers then meet the ceiling gate one at a time
-    /// instead of all polling it at once, where the order of wake-ups, not of arrival, decides
-    /// who goes, and a herd of pollers lost up to half of the permits after the ceiling dropped.
-    pub fn reserve(&mut self, now: Instant) -> Option<Instant> {
-        let rate = self.rate_at(now);
-        let slot = self.next_slot.map_or(now, |next| next.max(now));
-        self.next_slot = Some(slot + Duration::from_secs_f64(1.0 / rate));
-        (slot > now).then_some(slot)
+    fn spacing(&self) -> Duration {
+        self.window
+            .mul_f64((1.0 + self.margin) / f64::from(self.budget))
     }
 
-    /// A permit was handed out at `sent_at`.
-    pub fn sent(&mut self, sent_at: Instant) {
-        self.sent.push_back(sent_at);
-        self.forget_before(sent_at);
-    }
-
-    /// The call sent at `sent_at` was rate limited. Returns whether the rate was cut.
-    pub fn rate_limited(&mut self, sent_at: Instant, now: Instant) -> bool {
-        self.refused.push_back(sent_at);
-        if self.echoes_before.is_some_and(|t| sent_at <= t) {
-            return false;
+    /// Reserves a send slot: `None` when it is free now, else the instant to wait for; and the
+    /// budget's change, if one was due. Slots are handed out in order, spaced evenly at the
+    /// budget's rate, and never more than `budget` in any window (counting every call in the
+    /// log, refused ones included).
+    pub fn reserve(&mut self, now: Instant) -> (Option<Instant>, Option<BudgetChange>) {
+        let change = self.maybe_raise(now);
+        let mut slot = now;
+        if let Some(hold) = self.hold_until {
+            slot = slot.max(hold);
         }
+        if let Some(&last) = self.log.back() {
+            slot = slot.max(last + self.spacing());
+        }
+        let budget = self.budget as usize;
+        if self.log.len() >= budget {
+            let leaving = self.log[self.log.len() - budget];
+            slot = slot.max(leaving + self.window.mul_f64(1.0 + WINDOW_MARGIN));
+        }
+        self.log.push_back(slot);
         self.forget_before(now);
+        ((slot > now).then_some(slot), change)
+    }
+
+    /// Raises the budget after a window without refusals in which it was in use.
+    fn maybe_raise(&mut self, now: Instant) -> Option<BudgetChange> {
+        if self.budget >= self.calls {
+            return None;
+        }
+        let since = self
+            .changed_at
+            .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        let next = self.budget + 1;
+        let windows = match self.plateau {
+            Some(level) if next == level => self.linger,
+            _ => 1,
+        };
+        if since < self.window * windows || !self.in_use(now) {
+            return None;
+        }
+        let step = match self.plateau {
+            Some(level) if next <= level => 1,
+            _ => self.step,
+        };
+        let from = self.budget;
+        self.budget = (self.budget + step).min(self.calls);
+        if self.plateau.is_none_or(|level| self.budget > level) {
+            self.step = self.step.saturating_mul(2);
+        }
+        self.raised = Some((now, from));
+        self.cut = None;
+        self.changed_at = Some(now);
+        // Places queued at the old spacing would keep the old pace for as long as the queue.
+        self.void_reservations(now);
+        Some(BudgetChange {
+            from,
+            to: self.budget,
+            hold: None,
+            why: ChangeReason::NoRefusalFor(windows),
+        })
+    }
+
+    /// Whether the last window held (nearly) the whole budget: a budget not in use tells
+    /// nothing about the room there is, so it is not raised.
+    fn in_use(&self, now: Instant) -> bool {
+        let since = now.checked_sub(self.window);
+        let used = self
+            .log
+            .iter()
+            .rev()
+            .skip_while(|t| **t > now)
+            .take_while(|t| since.is_none_or(|since| **t > since))
+            .count();
+        used + 1 >= self.budget as usize
+    }
+
+    /// The call sent at `sent_at` was refused for the rate, seen at `now`. Returns the change
+    /// made, if any (none for an echo).
+    pub fn rate_limited(&mut self, sent_at: Instant, now: Instant) -> Option<BudgetChange> {
+        self.refused.push_back(sent_at);
+        if self.echoes_before.is_some_and(|t| sent_at < t) {
+            return None;
+        }
         let since = sent_at.checked_sub(self.window);
         let in_window = |t: &&Instant| since.is_none_or(|since| **t > since) && **t < sent_at;
-        let ours = self.sent.iter().filter(in_window).count();
-        let refused = self.refused.iter().filter(in_window).count();
-        let share = ours.saturating_sub(refused) as f64 / self.window.as_secs_f64();
-        let current = self.rate_at(now);
-        let to = (share * DECREASE_TO)
-            .min(current * DECREASE_TO)
-            .max(current * MAX_CUT)
-            .max(self.ceiling * FLOOR);
-        self.cut = Some(Cut {
-            at: now,
-            share: share.max(to),
-            to,
-        });
+        let ours = self.log.iter().filter(in_window).count() as u32;
+        let refused = self.refused.iter().filter(in_window).count() as u32;
+        let accepted = ours.saturating_sub(refused);
+        let from = self.budget;
+        let probe = self
+            .raised
+            .filter(|(at, _)| sent_at >= *at && sent_at < *at + self.window);
+        let after_cut = self
+            .cut
+            .filter(|(at, _)| sent_at >= *at && sent_at < *at + self.window);
+        // Bursts seen lately make the next refusal another one, not a new pace of the others.
+        let bursty = self
+            .last_burst
+            .is_some_and(|at| sent_at < at + self.window * BURST_MEMORY);
+        let why = if let Some((_, before)) = probe {
+            // The level just tried is too much; the one before was fine.
+            self.plateau = Some(self.budget);
+            self.linger = (self.linger * 2).min(MAX_LINGER);
+            self.budget = before.min(accepted + 1).max(1);
+            self.raised = None;
+            ChangeReason::ProbeRefused
+        } else if let Some((_, before)) = after_cut {
+            // Refused again under the cut: the others did not settle at a new pace, they sent a
+            // burst. The cut was wrong; waiting the burst out is what helps.
+            self.budget = before;
+            self.plateau = None;
+            self.cut = None;
+            self.hold(sent_at);
+            ChangeReason::Burst
+        } else if accepted + 1 < self.budget && !bursty {
+            // Our share is what got in; one less leaves room for the others' jitter. One cut at
+            // most halves, so a burst of refusals cannot collapse the pace.
+            self.plateau = Some(accepted + 1);
+            self.cut = Some((now, self.budget));
+            self.budget = accepted
+                .saturating_sub(1)
+                .max(self.budget / 2)
+                .clamp(1, self.calls);
+            self.step = 1;
+            self.raised = None;
+            ChangeReason::OthersUseMore
+        } else {
+            self.hold(sent_at);
+            ChangeReason::Burst
+        };
+        self.changed_at = Some(now);
         self.echoes_before = Some(now);
-        self.next_slot = None;
-        self.generation += 1;
-        true
+        self.void_reservations(now);
+        Some(BudgetChange {
+            from,
+            to: self.budget,
+            hold: self.hold_until.map(|h| h.saturating_duration_since(now)),
+            why,
+        })
     }
 
-    /// A new ceiling (a lower limit discovered at `now`): start again at it. Calls sent before
-    /// now were paced for the old limit, and the server's window still holds their arrivals for
-    /// one more window: 429s of calls sent until then are echoes and must not cut the new rate.
-    pub fn set_ceiling(&mut self, ceiling: f64, window: Duration, now: Instant) {
-        self.ceiling = ceiling;
+    /// Holds every slot until the window of the call sent at `sent_at` has passed, so that
+    /// every arrival in it (a burst of the others', refused calls that hold places) has left.
+    fn hold(&mut self, sent_at: Instant) {
+        self.last_burst = Some(sent_at);
+        let until = sent_at + self.window.mul_f64(1.0 + WINDOW_MARGIN);
+        self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
+    }
+
+    /// A new ceiling (a lower limit discovered at `now`): the budget becomes it. Calls already
+    /// sent stay in the log, so the window they fill is waited out at the new limit.
+    pub fn set_ceiling(&mut self, calls: u32, window: Duration, now: Instant) -> BudgetChange {
+        let from = self.budget;
+        self.calls = calls.max(1);
         self.window = window;
+        self.budget = self.calls;
+        self.plateau = None;
+        self.raised = None;
         self.cut = None;
-        self.sent.clear();
-        self.refused.clear();
-        self.next_slot = None;
-        self.echoes_before = Some(now + window);
+        self.step = 1;
+        self.changed_at = Some(now);
+        self.echoes_before = Some(now);
+        self.void_reservations(now);
+        BudgetChange {
+            from,
+            to: self.budget,
+            hold: None,
+            why: ChangeReason::LowerLimit,
+        }
+    }
+
+    /// Slots reserved for later than `now` are void: their holders queue again under the new
+    /// budget. The generation tells them.
+    fn void_reservations(&mut self, now: Instant) {
+        while self.log.back().is_some_and(|t| *t > now) {
+            self.log.pop_back();
+        }
         self.generation += 1;
     }
 
     fn forget_before(&mut self, now: Instant) {
         let horizon = self.window * 2;
-        for times in [&mut self.sent, &mut self.refused] {
+        for times in [&mut self.log, &mut self.refused] {
             while times
                 .front()
                 .is_some_and(|t| now.saturating_duration_since(*t) > horizon)
@@ -216,7 +418,7 @@ pub struct Pacer {
     margin: f64,
     configured: RateQuota,
     ceiling: Mutex<Ceiling>,
-    aimd: Mutex<Aimd>,
+    budget: Mutex<Budget>,
     /// A lower limit the server named, once adopted.
     discovered: Mutex<Option<RateQuota>>,
 }
@@ -231,7 +433,7 @@ impl Pacer {
                 limiter: Arc::new(RateLimiter::direct(gcra_quota(quota, margin))),
                 generation: 0,
             }),
-            aimd: Mutex::new(Aimd::new(ceiling_rate(quota, margin), quota.window)),
+            budget: Mutex::new(Budget::new(quota.calls.get(), quota.window, margin)),
             discovered: Mutex::new(None),
         }
     }
@@ -240,8 +442,8 @@ impl Pacer {
         self.ceiling.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn aimd(&self) -> MutexGuard<'_, Aimd> {
-        self.aimd.lock().unwrap_or_else(|e| e.into_inner())
+    fn budget(&self) -> MutexGuard<'_, Budget> {
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until one more request may leave; returns the moment it may, which the caller
@@ -249,23 +451,24 @@ impl Pacer {
     pub async fn acquire(&self) -> Instant {
         loop {
             let (slot, generation) = {
-                let mut aimd = self.aimd();
-                (aimd.reserve(Instant::now()), aimd.generation())
+                let mut budget = self.budget();
+                let (slot, change) = budget.reserve(Instant::now());
+                if let Some(change) = change {
+                    self.log_change(&change);
+                }
+                (slot, budget.generation())
             };
             if let Some(slot) = slot {
                 tokio::time::sleep_until(slot).await;
             }
-            // A cut while this caller waited (here or in the ceiling's queue) voids its place:
-            // a queue filled at the old rate would otherwise keep the overload going.
-            if self.aimd().generation() != generation {
+            // A cut or hold while this caller waited (here or in the ceiling's queue) voids its
+            // place: a queue filled at the old pace would otherwise keep the overload going.
+            if self.budget().generation() != generation {
                 continue;
             }
             self.ceiling_permit().await;
-            let mut aimd = self.aimd();
-            if aimd.generation() == generation {
-                let now = Instant::now();
-                aimd.sent(now);
-                return now;
+            if self.budget().generation() == generation {
+                return Instant::now();
             }
         }
     }
@@ -283,9 +486,34 @@ impl Pacer {
         }
     }
 
+    fn log_change(&self, change: &BudgetChange) {
+        let window = crate::quota::format_duration(self.quota().window);
+        match change.hold {
+            Some(hold) if !hold.is_zero() => info!(
+                from = change.from,
+                to = change.to,
+                hold_ms = hold.as_millis() as u64,
+                "pace: {} -> {} calls per {window}, holding {} ms: {}",
+                change.from,
+                change.to,
+                hold.as_millis(),
+                change.why
+            ),
+            _ => info!(
+                from = change.from,
+                to = change.to,
+                "pace: {} -> {} calls per {window}: {}",
+                change.from,
+                change.to,
+                change.why
+            ),
+        }
+    }
+
     /// The call that left at `sent_at` was rate limited; `limit` is the limit the server's
     /// message named, if any. Returns the new quota when a lower limit was adopted.
     pub fn rate_limited(&self, sent_at: Instant, limit: Option<RateQuota>) -> Option<RateQuota> {
+        let now = Instant::now();
         if let Some(limit) = limit
             && limit.per_second() < self.quota().per_second() * 0.999
         {
@@ -295,21 +523,16 @@ impl Pacer {
                 ceiling.limiter = Arc::new(RateLimiter::direct(gcra_quota(limit, self.margin)));
                 ceiling.generation += 1;
             }
-            self.aimd().set_ceiling(
-                ceiling_rate(limit, self.margin),
-                limit.window,
-                Instant::now(),
-            );
             *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = Some(limit);
+            let change = self
+                .budget()
+                .set_ceiling(limit.calls.get(), limit.window, now);
+            self.log_change(&change);
             return Some(limit);
         }
-        let mut aimd = self.aimd();
-        let now = Instant::now();
-        if aimd.rate_limited(sent_at, now) {
-            debug!(
-                rate = aimd.rate_at(now),
-                "sending rate cut after a rate limit"
-            );
+        let change = self.budget().rate_limited(sent_at, now);
+        if let Some(change) = change {
+            self.log_change(&change);
         }
         None
     }
@@ -333,10 +556,6 @@ impl Pacer {
     pub fn spacing(&self) -> Duration {
         spacing(self.quota(), self.margin)
     }
-}
-
-fn ceiling_rate(quota: RateQuota, margin: f64) -> f64 {
-    1.0 / spacing(quota, margin).as_secs_f64()
 }
 
 /// Admission times of `requests` immediate-as-possible requests under the GCRA quota, on a fake
@@ -443,70 +662,110 @@ mod tests {
     }
 
     #[test]
-    fn aimd_cuts_below_our_share_of_the_window_and_lingers_there() {
-        let start = Instant::now();
-        let mut aimd = Aimd::new(25.0, Duration::from_secs(1));
-        assert_eq!(aimd.reserve(start), None, "the first slot is free at once");
-        // 17 calls sent in the second before a refused one; 2 of them were refused too (and
-        // were echoes of nothing yet): our share of the window was 15 calls.
-        for i in 0..17 {
-            aimd.sent(start + ms(i * 55));
+    fn a_refusal_below_the_budget_cuts_to_our_share_less_one_and_waits_out_the_window() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(25, Duration::from_secs(1), 0.0);
+        // 15 calls in 600 ms at full pace, the 16th refused: the others hold 10 places.
+        let mut sent = Vec::new();
+        for _ in 0..16 {
+            let (slot, _) = budget.reserve(t0 + sent.len() as u32 * ms(40));
+            sent.push(slot.unwrap_or(t0 + sent.len() as u32 * ms(40)));
         }
-        aimd.refused.extend([start + ms(880), start + ms(935)]);
-        let sent_at = start + ms(950);
-        aimd.sent(sent_at);
-        let generation = aimd.generation();
-        assert!(aimd.rate_limited(sent_at, start + ms(1000)));
-        assert_ne!(
-            aimd.generation(),
-            generation,
-            "places queued at the old rate are void"
+        let generation = budget.generation();
+        let change = budget.rate_limited(sent[15], sent[15] + ms(100)).unwrap();
+        assert_eq!((change.from, change.to), (25, 14));
+        assert_eq!(change.why, ChangeReason::OthersUseMore);
+        assert_ne!(budget.generation(), generation, "queued places are void");
+        // Echoes (sent before the cut was known) change nothing.
+        assert_eq!(
+            budget.rate_limited(sent[15] + ms(40), sent[15] + ms(140)),
+            None
         );
-        let cut_at = start + ms(1000);
-        assert!(
-            (aimd.rate_at(cut_at) - 13.5).abs() < 1e-9,
-            "{}",
-            aimd.rate_at(cut_at)
-        );
-        // Echoes of the same overload (sent before the cut) do not cut again.
-        assert!(!aimd.rate_limited(start + ms(990), start + ms(1010)));
-        // Below the ceiling, slots are spaced at the new rate.
-        assert_eq!(aimd.reserve(cut_at), None, "the first slot is free at once");
-        let next = aimd.reserve(cut_at).unwrap();
-        assert!(((next - cut_at).as_secs_f64() - 1.0 / 13.5).abs() < 1e-6);
-        // Back near the share after a few windows, flat around it, then above it...
-        let at = |s: f64| aimd.rate_at(cut_at + Duration::from_secs_f64(s));
-        assert!(at(3.0) > 14.8 && at(3.0) < 15.0, "{}", at(3.0));
-        assert!((at(5.0) - 15.0).abs() < 1e-9);
-        assert!(at(7.0) > 15.0 && at(7.0) < 15.2, "{}", at(7.0));
-        assert!((at(10.0) - 16.5).abs() < 1e-9, "{}", at(10.0));
-        // ...and to the ceiling, no further, once others have left room.
-        assert_eq!(at(30.0), 25.0);
+        // 16 calls (the refused one too) are in the window: the next slot waits until 3 of
+        // them have left, not one spacing.
+        let now = sent[15] + ms(100);
+        let (slot, _) = budget.reserve(now);
+        let slot = slot.unwrap();
+        assert!(slot >= sent[2] + Duration::from_secs(1), "{:?}", slot - t0);
     }
 
     #[test]
-    fn one_cut_at_most_halves_and_the_floor_holds() {
-        let start = Instant::now();
-        let mut aimd = Aimd::new(10.0, Duration::from_secs(1));
-        // Nothing measured yet: halve, not drop to zero.
-        assert!(aimd.rate_limited(start, start + ms(1)));
-        assert!((aimd.rate_at(start + ms(1)) - 5.0).abs() < 1e-9);
-        for i in 0..20 {
-            assert!(aimd.rate_limited(start + ms(10 + 2 * i), start + ms(11 + 2 * i)));
+    fn a_refusal_at_a_steady_budget_in_use_holds_for_a_window_without_cutting() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(10, Duration::from_secs(1), 0.0);
+        let mut last = t0;
+        for i in 0..30 {
+            let now = t0 + i * ms(100);
+            last = budget.reserve(now).0.unwrap_or(now);
         }
-        assert!((aimd.rate_at(start + ms(51)) - 10.0 * FLOOR).abs() < 1e-9);
+        let change = budget.rate_limited(last, last + ms(50)).unwrap();
+        assert_eq!(change.why, ChangeReason::Burst);
+        assert_eq!((change.from, change.to), (10, 10));
+        let (slot, _) = budget.reserve(last + ms(50));
+        assert!(slot.unwrap() >= last + Duration::from_secs(1));
     }
 
     #[test]
-    fn after_a_new_ceiling_echoes_of_the_old_pace_do_not_cut() {
-        let start = Instant::now();
-        let mut aimd = Aimd::new(25.0, Duration::from_secs(1));
-        aimd.set_ceiling(10.0, Duration::from_secs(1), start + ms(500));
-        assert!(!aimd.rate_limited(start + ms(400), start + ms(700)));
-        // The window still holds arrivals of the old pace for one more window.
-        assert!(!aimd.rate_limited(start + ms(1400), start + ms(1700)));
-        assert_eq!(aimd.rate_at(start + ms(1700)), 10.0);
-        assert!(aimd.rate_limited(start + ms(1600), start + ms(1900)));
+    fn a_refused_raise_is_undone_and_the_next_one_lingers() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(1);
+        let mut budget = Budget::new(25, window, 0.0);
+        // Steady use at 14 per window, as after a cut.
+        budget.budget = 14;
+        budget.plateau = Some(16);
+        budget.changed_at = Some(t0);
+        let mut now = t0;
+        let mut raises = Vec::new();
+        while raises.is_empty() && now < t0 + Duration::from_secs(3) {
+            let (slot, change) = budget.reserve(now);
+            raises.extend(change);
+            now = slot.unwrap_or(now);
+        }
+        // One window later it tries 15.
+        assert!(now - t0 < ms(1100), "{:?}", now - t0);
+        assert_eq!((raises[0].from, raises[0].to), (14, 15));
+        // A call sent under the raise is refused.
+        let (slot, _) = budget.reserve(now);
+        let sent = slot.unwrap_or(now);
+        let change = budget.rate_limited(sent, sent + ms(100)).unwrap();
+        assert_eq!(change.why, ChangeReason::ProbeRefused);
+        assert_eq!(change.to, 14);
+        assert_eq!(budget.plateau, Some(15));
+        assert_eq!(budget.linger, FIRST_LINGER * 2);
+    }
+
+    #[test]
+    fn with_room_again_the_budget_climbs_back_in_a_few_windows() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(25, Duration::from_secs(1), 0.0);
+        budget.budget = 14;
+        budget.plateau = Some(15);
+        budget.changed_at = Some(t0);
+        let mut now = t0;
+        while budget.budget() < 25 && now < t0 + Duration::from_secs(30) {
+            now = budget.reserve(now).0.unwrap_or(now);
+        }
+        assert_eq!(budget.budget(), 25);
+        // 14 -> 15 after 1 window, a linger of 3 at the plateau, then 1, 2, 4, 8: 8 windows.
+        let took = now - t0;
+        assert!(took <= Duration::from_secs(9), "{took:?}");
+    }
+
+    #[test]
+    fn a_lower_limit_restarts_at_it_and_waits_out_what_the_old_pace_sent() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(25, Duration::from_secs(1), 0.0);
+        let mut last = t0;
+        for i in 0..14 {
+            let now = t0 + i * ms(40);
+            last = budget.reserve(now).0.unwrap_or(now);
+        }
+        let change = budget.set_ceiling(10, Duration::from_secs(1), last + ms(100));
+        assert_eq!((change.from, change.to), (25, 10));
+        assert_eq!(budget.rate_limited(last, last + ms(120)), None, "an echo");
+        // 14 calls in the window: the next one waits until 5 have left.
+        let (slot, _) = budget.reserve(last + ms(120));
+        assert!(slot.unwrap() >= t0 + ms(160) + Duration::from_secs(1));
     }
 
     #[tokio::test]
@@ -563,5 +822,292 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+}
+
+/// A model of a run against the server's sliding window, on a simulated clock: the budget and
+/// a GCRA ceiling on our side; the window (counting refused calls or not), another client
+/// (steady, bursts, for part of the run) and latency on the server's. Fast enough to check every
+/// kind of limiter in a unit test; the benchmark checks the real thing.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    #[derive(Clone, Copy)]
+    pub enum Other {
+        None,
+        Steady(f64),
+        Bursts(u32, Duration),
+    }
+
+    #[derive(Clone, Copy)]
+    pub struct Scenario {
+        pub quota: (u32, Duration),
+        /// The server's limit, if lower than the quota configured.
+        pub real: Option<(u32, Duration)>,
+        pub counts_refused: bool,
+        pub other: Other,
+        pub other_until: Option<Duration>,
+        pub latency: Duration,
+        pub calls: u32,
+        pub senders: u32,
+    }
+
+    #[derive(Debug)]
+    pub struct Outcome {
+        pub took: Duration,
+        pub sent: u32,
+        pub refused: u32,
+        pub other_refused: u32,
+        pub changes: Vec<(Duration, BudgetChange)>,
+    }
+
+    #[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+    enum Event {
+        /// A sender wants a slot.
+        Ready(u32),
+        /// A sender's slot has come (reserved under this generation).
+        Slot(u32, u64),
+        /// The answer to a call sent at this offset (ns) came back.
+        Answer(u32, u64, bool),
+        Other,
+    }
+
+    pub fn run(sc: Scenario) -> Outcome {
+        let t0 = Instant::now();
+        let ns = |t: Instant| (t - t0).as_nanos() as u64;
+        let at = |n: u64| t0 + Duration::from_nanos(n);
+        let (calls, window) = sc.quota;
+        let (real_calls, real_window) = sc.real.unwrap_or(sc.quota);
+        let mut budget = Budget::new(calls, window, 0.02);
+        let mut ceiling_calls = calls;
+        let mut ceiling_window = window;
+        let mut next_ceiling = t0;
+        let mut server: VecDeque<Instant> = VecDeque::new();
+        let mut events = BinaryHeap::new();
+        // The other client has been at it for a while when the run starts.
+        let start = 2_000_000_000u64;
+        for s in 0..sc.senders {
+            events.push(Reverse((start, Event::Ready(s))));
+        }
+        if !matches!(sc.other, Other::None) {
+            events.push(Reverse((0, Event::Other)));
+        }
+        let mut out = Outcome {
+            took: Duration::ZERO,
+            sent: 0,
+            refused: 0,
+            other_refused: 0,
+            changes: Vec::new(),
+        };
+        let mut done = 0;
+        let mut started = 0;
+        let admit = |server: &mut VecDeque<Instant>, now: Instant| {
+            while server.front().is_some_and(|t| *t + real_window <= now) {
+                server.pop_front();
+            }
+            let ok = server.len() < real_calls as usize;
+            if ok || sc.counts_refused {
+                server.push_back(now);
+            }
+            ok
+        };
+        while let Some(Reverse((time, event))) = events.pop() {
+            let now = at(time);
+            match event {
+                Event::Ready(s) => {
+                    if started >= sc.calls {
+                        continue;
+                    }
+                    let (slot, change) = budget.reserve(now);
+                    out.changes.extend(change.map(|c| (now - at(start), c)));
+                    let slot = slot.unwrap_or(now);
+                    events.push(Reverse((ns(slot), Event::Slot(s, budget.generation()))));
+                }
+                Event::Slot(s, generation) => {
+                    if generation != budget.generation() {
+                        events.push(Reverse((time, Event::Ready(s))));
+                        continue;
+                    }
+                    if now < next_ceiling {
+                        events.push(Reverse((ns(next_ceiling), Event::Slot(s, generation))));
+                        continue;
+                    }
+                    next_ceiling = now + ceiling_window.mul_f64(1.02 / f64::from(ceiling_calls));
+                    started += 1;
+                    out.sent += 1;
+                    let ok = admit(&mut server, now);
+                    events.push(Reverse((ns(now + sc.latency), Event::Answer(s, time, ok))));
+                }
+                Event::Answer(s, sent, ok) => {
+                    if ok {
+                        done += 1;
+                        if done == sc.calls {
+                            out.took = now - at(start);
+                            break;
+                        }
+                        events.push(Reverse((time, Event::Ready(s))));
+                        continue;
+                    }
+                    out.refused += 1;
+                    started -= 1;
+                    if sc.real.is_some()
+                        && (ceiling_calls, ceiling_window) != (real_calls, real_window)
+                    {
+                        ceiling_calls = real_calls;
+                        ceiling_window = real_window;
+                        let change = budget.set_ceiling(real_calls, real_window, now);
+                        out.changes.push((now - at(start), change));
+                    } else if let Some(change) = budget.rate_limited(at(sent), now) {
+                        out.changes.push((now - at(start), change));
+                    }
+                    // The sender's backoff after a 429, as `RetryPolicy` does on a first retry.
+                    events.push(Reverse((ns(now + ms(375)), Event::Ready(s))));
+                }
+                Event::Other => {
+                    if sc.other_until.is_some_and(|until| now - at(start) >= until) {
+                        continue;
+                    }
+                    let (n, every) = match sc.other {
+                        Other::None => continue,
+                        Other::Steady(rate) => (1, Duration::from_secs_f64(1.0 / rate)),
+                        Other::Bursts(n, every) => (n, every),
+                    };
+                    for _ in 0..n {
+                        if !admit(&mut server, now) {
+                            out.other_refused += 1;
+                        }
+                    }
+                    events.push(Reverse((ns(now + every), Event::Other)));
+                }
+            }
+        }
+        out
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn scenario(other: Other, counts_refused: bool) -> Scenario {
+        Scenario {
+            quota: (25, Duration::from_secs(1)),
+            real: None,
+            counts_refused,
+            other,
+            other_until: None,
+            latency: ms(100),
+            calls: 200,
+            senders: 64,
+        }
+    }
+
+    fn report(name: &str, sc: Scenario, ideal: f64) -> (f64, f64) {
+        let out = run(sc);
+        let ratio = ideal / out.took.as_secs_f64();
+        let share = f64::from(out.refused) / f64::from(out.sent);
+        println!(
+            "{name:<32} took {:>6.2} s ideal {ideal:>6.2} ratio {ratio:.3} sent {} refused {} ({:.1}%) other refused {} changes {}",
+            out.took.as_secs_f64(),
+            out.sent,
+            out.refused,
+            share * 100.0,
+            out.other_refused,
+            out.changes.len()
+        );
+        if std::env::var_os("LSQ_MODEL_TRACE").is_some() {
+            for (t, c) in &out.changes {
+                println!(
+                    "    {:>7.3} {} -> {} {:?} {}",
+                    t.as_secs_f64(),
+                    c.from,
+                    c.to,
+                    c.hold,
+                    c.why
+                );
+            }
+        }
+        (ratio, share)
+    }
+
+    #[test]
+    fn every_kind_of_limiter_and_other_client() {
+        let mut failures = Vec::new();
+        for counts in [false, true] {
+            let mode = if counts { "counted" } else { "not counted" };
+            let mut check =
+                |name: &str, sc: Scenario, ideal: f64, ratio_bar: f64, share_bar: f64| {
+                    let (ratio, share) = report(&format!("{name} ({mode})"), sc, ideal);
+                    if ratio < ratio_bar || share > share_bar {
+                        failures.push(format!(
+                            "{name} ({mode}): ratio {ratio:.3} refused {:.1}%",
+                            share * 100.0
+                        ));
+                    }
+                };
+            check(
+                "1 steady 10/s",
+                scenario(Other::Steady(10.0), counts),
+                200.0 / 15.0 + 0.1,
+                0.90,
+                0.03,
+            );
+            check(
+                "2 bursts 10/1s",
+                scenario(Other::Bursts(10, ms(1000)), counts),
+                200.0 / 15.0 + 0.1,
+                0.85,
+                0.05,
+            );
+            // Bursts that fill most of a window every few: short of the bar (each burst
+            // costs a refusal and the calls already on their way), but no collapse.
+            check(
+                "2 bursts 25/2.5s",
+                scenario(Other::Bursts(25, ms(2500)), counts),
+                200.0 / 15.0 + 0.1,
+                0.70,
+                0.15,
+            );
+            check(
+                "2 bursts 20/2s",
+                scenario(Other::Bursts(20, ms(2000)), counts),
+                200.0 / 15.0 + 0.1,
+                0.70,
+                0.15,
+            );
+            // The other leaves after 5 s: 75 calls at 15/s, 125 at 25/s.
+            let half = Scenario {
+                other_until: Some(Duration::from_secs(5)),
+                ..scenario(Other::Steady(10.0), counts)
+            };
+            check(
+                "3 steady 10/s for 5 s",
+                half,
+                5.0 + 125.0 / 25.0 + 0.1,
+                0.85,
+                1.0,
+            );
+            let lower = Scenario {
+                real: Some((10, Duration::from_secs(1))),
+                ..scenario(Other::None, counts)
+            };
+            check("4 real limit 10/1s", lower, 20.0 + 0.1, 0.90, 0.03);
+            for latency in [300, 2000] {
+                let alone = Scenario {
+                    latency: ms(latency),
+                    ..scenario(Other::None, counts)
+                };
+                check(
+                    &format!("5 alone, {latency} ms"),
+                    alone,
+                    8.0 + latency as f64 / 1000.0,
+                    0.95,
+                    0.0,
+                );
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
     }
 }
