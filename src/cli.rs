@@ -425,9 +425,12 @@ pub struct ConfirmArgs {
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration_arg)]
     pub wait_timeout: std::time::Duration,
 
-    /// Where to write the results (one line per lead, or per lead and code for undo).
+    /// Where to write the results (one line per lead, or per delete window for undo). Default:
+    /// beside the input, REPORT.undo.csv for undo, LEADS.delete-activities.csv or
+    /// LEADS.delete-owner-history.csv for the delete commands (delete-activities.csv or
+    /// delete-owner-history.csv here when --leads lists ids). Never one of the inputs.
     #[arg(long, short, value_name = "RESULTS.csv")]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
