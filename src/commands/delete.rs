@@ -518,3 +518,44 @@ pub async fn wait_for(
 fn plural(n: u64) -> &'static str {
     if n == 1 { "y" } else { "ies" }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_go_beside_the_input_unless_out_says_and_never_over_an_input() {
+        let path = |p: &str| PathBuf::from(p);
+        let chosen = |out: Option<&str>, beside: Option<&str>, command: &str| {
+            results_path(out.map(Path::new), beside.map(Path::new), command, &[])
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            chosen(None, Some("runs/report.csv"), "undo"),
+            Ok(path("runs/report.undo.csv"))
+        );
+        assert_eq!(
+            chosen(None, Some("leads.csv"), "delete-activities"),
+            Ok(path("leads.delete-activities.csv"))
+        );
+        assert_eq!(
+            chosen(None, None, "delete-owner-history"),
+            Ok(path("delete-owner-history.csv"))
+        );
+        assert_eq!(
+            chosen(Some("mine.csv"), Some("report.csv"), "undo"),
+            Ok(path("mine.csv"))
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report.csv");
+        std::fs::write(&report, "x").unwrap();
+        // The same file written another way is still the input.
+        let roundabout = dir.path().join(".").join("report.csv");
+        let refused = results_path(Some(&roundabout), Some(&report), "undo", &[&report])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("would overwrite"), "{refused}");
+        assert!(results_path(None, Some(&report), "undo", &[&report]).is_ok());
+    }
+}

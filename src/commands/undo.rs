@@ -295,9 +295,13 @@ fn describe_plan(cuts: &[Cut], left: &[Left], avoided: &[String]) -> String {
     if !left.is_empty() {
         let stays: usize = left.iter().map(|l| l.ours.len()).sum();
         text.push_str(&format!(
-            "; {stays} activit{} of the import left: {} share a second with another",
+            "; {stays} activit{} of the import left: {} a second with another",
             plural(stays),
-            if stays == 1 { "it" } else { "they" }
+            if stays == 1 {
+                "it shares"
+            } else {
+                "they share"
+            }
         ));
     }
     text
