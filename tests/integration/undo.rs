@@ -198,22 +198,10 @@ async fn undo_cuts_windows_around_scattered_foreign_activities() {
     assert_eq!(imported.len(), 5 + 8 + 25 + 4);
     let requests_before = sim.sim.requests().len();
 
-    let url = sim.base_url();
-    let out = run_cli(
-        input.dir.path(),
-        &[
-            "undo",
-            "report.csv",
-            "--yes",
-            "--wait",
-            "--wait-timeout",
-            "20s",
-            "--host",
-            &url,
-            "--rate",
-            RATE,
-        ],
-        &[],
+    let out = undo_default_out(
+        &sim,
+        &input,
+        &["report.csv", "--yes", "--wait", "--wait-timeout", "20s"],
     )
     .await;
     let err = stderr(&out);
@@ -311,21 +299,8 @@ async fn undo_never_writes_its_results_over_an_input() {
     let input = import(&sim, &demo_lead_id(34), &demo_lead_id(35)).await;
     let before = sim.sim.requests().len();
     for out_path in ["report.csv", "./report.csv.ledger"] {
-        let url = sim.base_url();
-        let out = run_cli(
-            input.dir.path(),
-            &[
-                "undo",
-                "report.csv",
-                "--yes",
-                "--out",
-                out_path,
-                "--host",
-                &url,
-            ],
-            &[],
-        )
-        .await;
+        let args = ["report.csv", "--yes", "--out", out_path];
+        let out = undo_default_out(&sim, &input, &args).await;
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(stderr(&out).contains("would overwrite"), "{}", stderr(&out));
     }
@@ -350,10 +325,22 @@ async fn undo_without_yes_and_without_a_terminal_sends_nothing() {
 
 /// Runs `undo ARGS... --out undo.csv --host SIM --rate RATE` in the input's folder.
 async fn undo(sim: &RunningSimulator, input: &Input, args: &[&str]) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend(["--out", "undo.csv"]);
+    undo_default_out(sim, input, &all).await
+}
+
+/// Runs `undo ARGS... --host SIM --rate RATE` in the input's folder: the results go where
+/// ARGS say, or to undo's default.
+async fn undo_default_out(
+    sim: &RunningSimulator,
+    input: &Input,
+    args: &[&str],
+) -> std::process::Output {
     let url = sim.base_url();
     let mut all = vec!["undo"];
     all.extend(args);
-    all.extend(["--out", "undo.csv", "--host", &url, "--rate", RATE]);
+    all.extend(["--host", &url, "--rate", RATE]);
     run_cli(input.dir.path(), &all, &[]).await
 }
 
