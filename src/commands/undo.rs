@@ -442,3 +442,51 @@ fn line_for(g: &UndoGroup) -> ResultLine {
         message: String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(lead: &str, status: DeletionStatus) -> ResultLine {
+        ResultLine {
+            lead: lead.into(),
+            events: "201".into(),
+            from: None,
+            to: None,
+            status,
+            activities: None,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn leads_are_tallied_by_what_went_and_what_stayed() {
+        use DeletionStatus::*;
+        let lines = [
+            line("done", Confirmed),
+            line("done", Queued),
+            line("done", Skipped),
+            line("nothing-left", Skipped),
+            line("half", Confirmed),
+            line("half", Partial),
+            line("half-failed", Queued),
+            line("half-failed", Failed),
+            line("shared", Partial),
+            line("undated", Refused),
+            line("down", Failed),
+        ];
+        assert_eq!(
+            LeadTally::of(&lines),
+            LeadTally {
+                undone: 2,
+                partly: 2,
+                refused: 2,
+                failed: 1,
+            }
+        );
+        assert_eq!(
+            LeadTally::of(&lines).to_string(),
+            "2 lead(s) fully undone, 2 partly undone, 2 refused, 1 failed"
+        );
+    }
+}
