@@ -95,13 +95,14 @@ ids) or a comma-separated list of ids. Exit 1 if some lead was not found or fail
     Export(ExportArgs),
     /// Delete leads' custom activities of some codes (queued by the API), one call per lead.
     #[command(after_help = "Examples:
-  lsq-sync delete-activities --leads leads.csv --events 163,166 --count --out results.csv
+  lsq-sync delete-activities --leads leads.csv --events 163,166 --count
   lsq-sync delete-activities --leads leads.csv --events 163,166 \\
       --from '2024-01-01 00:00:00' --to '2024-01-31 23:59:59' --yes --wait --out results.csv
 
 Without --yes the plan is printed and confirmation asked on a terminal; with no terminal the
 command refuses and sends nothing (with --count it only counts: a dry run).
-Results: one line per lead, Status queued, confirmed (--wait) or failed.")]
+Results: one line per lead, Status queued, confirmed (--wait) or failed, in --out (default
+LEADS.delete-activities.csv beside the leads file, or delete-activities.csv here).")]
     DeleteActivities(DeleteActivitiesArgs),
     /// Delete leads' owner change history (queued by the API), one call per lead.
     #[command(after_help = "Example:
@@ -109,13 +110,16 @@ Results: one line per lead, Status queued, confirmed (--wait) or failed.")]
     DeleteOwnerHistory(DeleteOwnerHistoryArgs),
     /// Undo an import: delete the activities it created, only where nothing else would go too.
     #[command(after_help = "Examples:
-  lsq-sync undo report.csv --out undo.csv                 # plan, then confirm on a terminal
+  lsq-sync undo report.csv                      # plan, then confirm on a terminal
+  lsq-sync undo report.csv --yes --wait         # results in report.undo.csv
   lsq-sync undo report.csv.ledger --run 3 --yes --wait --out undo.csv
 
-Per lead and activity code, the smallest window covering the activities the import created is
-listed; it is deleted only if every activity there was created by the import. Otherwise that
-lead is refused, naming the other activities (--force deletes anyway). Deletions are recorded in
-the ledger (REPORT.csv.ledger beside a report, or the LEDGER given).")]
+Per lead and activity code, the span covering the activities the import created is listed, then
+deleted in the fewest windows (one call each) that hold none of the other activities found
+there. An imported activity that shares its second with another activity cannot be told apart
+by a window: it is left and reported partial, naming both (--force deletes the whole span,
+others included). The plan (windows, calls, least time) is printed before confirming.
+Deletions are recorded in the ledger (REPORT.csv.ledger beside a report, or the LEDGER given).")]
     Undo(UndoArgs),
     /// Check the keys and the host, and with --input the file's activity codes and custom
     /// fields, without sending anything.
@@ -425,9 +429,12 @@ pub struct ConfirmArgs {
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration_arg)]
     pub wait_timeout: std::time::Duration,
 
-    /// Where to write the results (one line per lead, or per lead and code for undo).
+    /// Where to write the results (one line per lead, or per delete window for undo). Default:
+    /// beside the input, REPORT.undo.csv for undo, LEADS.delete-activities.csv or
+    /// LEADS.delete-owner-history.csv for the delete commands (delete-activities.csv or
+    /// delete-owner-history.csv here when --leads lists ids). Never one of the inputs.
     #[arg(long, short, value_name = "RESULTS.csv")]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -63,13 +63,19 @@ pub enum LeadsError {
     Empty,
 }
 
-/// Reads the `--leads` argument: an existing file, or a comma-separated list of ids.
-pub fn parse_leads_arg(arg: &str) -> Result<Vec<String>, LeadsError> {
+/// The file the `--leads` argument names, or `None` when it is a list of ids: an existing
+/// path, a `.csv` name or anything with a path separator is a file.
+pub fn leads_file(arg: &str) -> Option<&Path> {
     let path = Path::new(arg.trim());
     let looks_like_file = path.exists()
         || arg.trim().to_ascii_lowercase().ends_with(".csv")
         || arg.contains(std::path::MAIN_SEPARATOR);
-    if looks_like_file {
+    looks_like_file.then_some(path)
+}
+
+/// Reads the `--leads` argument: an existing file, or a comma-separated list of ids.
+pub fn parse_leads_arg(arg: &str) -> Result<Vec<String>, LeadsError> {
+    if let Some(path) = leads_file(arg) {
         let file = std::fs::File::open(path).map_err(|e| LeadsError::Read {
             path: path.to_path_buf(),
             message: e.to_string(),

@@ -21,7 +21,8 @@
 //! - [`leads`]: reads the `--leads` input (a CSV file or a list of ids) of export and deletes.
 //! - [`export`]: every activity of many leads into a CSV file the import reads as it is.
 //! - [`remote`]: the two queued-delete endpoints, their argument checks, `--wait` polling.
-//! - [`undo`]: plans the undo of an import: per lead and code, the window and what else is in it.
+//! - [`undo`]: plans the undo of an import: per lead and code, the delete windows cut around
+//!   what else is there.
 //! - [`pipeline`]: wires the stages for an import.
 //! - [`dry_run`]: `validate` / `import --dry-run`: read, validate and report, nothing sent.
 //! - [`summary`], [`html_report`]: a run's summary as JSON for schedulers, and as a page for

@@ -1,23 +1,25 @@
 //! Planning the undo of an import. The API deletes by lead, code and time window, never by id,
 //! so a careless undo also deletes what was there before; this module works out, per lead and
-//! code, the smallest window that covers what the import created and whether anything else is
-//! in it.
+//! code, the span that covers what the import created, and then the fewest delete windows
+//! inside it that hold nothing else.
 //!
 //! What the import created enters from its report ([`from_report`]: `created` lines, the date
 //! from the input's `ActivityDateTime` or, when lsq-sync filled it in, from the ledger) or from
 //! a ledger run ([`from_ledger`]); either is read the way the import read its input (`--map`,
 //! `--set`, `--timezone`, ...), as the ledger's record of the run says. It leaves grouped as
-//! [`UndoGroup`]s. After the caller has
-//! listed each group's window (Get Activities), [`judge`] (pure) decides: delete, refuse (naming
-//! the foreign activity ids), or nothing left to do.
+//! [`UndoGroup`]s. After the caller has listed each group's span (Get Activities), [`judge`]
+//! (pure) decides: the windows to delete, cut around the foreign activities by
+//! [`plan_windows`] (pure), and the imported activities that share a second with a foreign one
+//! and so must stay; or refuse (a date that cannot be read); or nothing left to do.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use chrono::NaiveDateTime;
 use csv::ByteRecord;
 
-use crate::api::ProspectActivity;
+use crate::api::{DATE_TIME_FORMAT, ProspectActivity};
 use crate::config::InputSettings;
 use crate::input::SourceRow;
 use crate::ledger::{Ledger, LedgerError, RowState};
@@ -56,24 +58,110 @@ pub struct UndoGroup {
     pub undated: Vec<String>,
 }
 
+/// One delete call of an undo: a window holding only activities the import created (or, with
+/// `--force`, the group's whole window).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The call's `FromDate`..`ToDate`, both inclusive, to the second.
+    pub window: DeleteWindow,
+    /// The import's ids the listing found in the window, lowercase, in date order.
+    pub ids: Vec<String>,
+    /// Foreign ids in the window: always empty, except under `--force`.
+    pub forced_foreign: Vec<String>,
+}
+
+/// Imported activities left in place because a foreign activity shares their second: no window
+/// can take one without the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Left {
+    /// The shared second, `yyyy-MM-dd HH:mm:ss` UTC.
+    pub at: String,
+    /// The import's ids at that second.
+    pub ours: Vec<String>,
+    /// The foreign ids at that second.
+    pub foreign: Vec<String>,
+}
+
 /// What to do with one group, once its window has been listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Every activity in the window is the import's (or `--force`): delete. Carries how many
-    /// are there and the foreign ids that `--force` lets go too.
+    /// Delete with these calls (possibly none, when everything of the import shares a second
+    /// with a foreign activity), and leave `left` in place.
     Delete {
-        /// Activities in the window.
-        found: u64,
-        /// Foreign activities deleted anyway (only with `--force`).
-        forced_foreign: Vec<String>,
+        /// One per delete call, in date order.
+        cuts: Vec<Cut>,
+        /// The import's activities no window can take without a foreign one.
+        left: Vec<Left>,
+        /// Foreign ids in the group's window that the cuts go around (empty under `--force`).
+        avoided: Vec<String>,
     },
-    /// Other activities are in the window; their ids.
+    /// No window can be trusted: a listed activity's date cannot be read.
     Refuse {
-        /// The ids in the way.
-        foreign: Vec<String>,
+        /// Why, naming the activity.
+        reason: String,
     },
     /// None of the import's activities is there any more.
     NothingLeft,
+}
+
+/// The windows of one group in epoch seconds: see [`plan_windows`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecondsPlan {
+    /// `(from, to)`, both inclusive, in order, disjoint; each holds imported seconds only.
+    pub windows: Vec<(i64, i64)>,
+    /// Imported seconds that a foreign activity shares, in order: left alone.
+    pub shared: Vec<i64>,
+}
+
+/// The fewest windows that cover every second holding an imported activity and hold no second
+/// holding a foreign one. Pure; seconds in any order, repeats allowed.
+///
+/// Two imported seconds can share a window exactly when no foreign second lies between them,
+/// so the windows are the maximal runs of imported seconds between foreign seconds; fewer
+/// windows would put a foreign second inside one. Each window is snug (first to last imported
+/// second of its run), not stretched to the foreign neighbours: what is deleted is then only
+/// what the listing showed to be the import's, even if activities arrive in the gaps meanwhile.
+/// An imported second that is also a foreign one cannot be covered and is returned in `shared`.
+pub fn plan_windows(ours: &[i64], foreign: &[i64]) -> SecondsPlan {
+    let foreign: BTreeSet<i64> = foreign.iter().copied().collect();
+    let ours: BTreeSet<i64> = ours.iter().copied().collect();
+    let mut plan = SecondsPlan::default();
+    let mut run: Option<(i64, i64)> = None;
+    for &second in &ours {
+        if foreign.contains(&second) {
+            plan.shared.push(second);
+            continue;
+        }
+        run = match run {
+            // `last < second` (a set iterates in order), so the range is never reversed.
+            Some((first, last)) if foreign.range(last..second).next().is_none() => {
+                Some((first, second))
+            }
+            Some(done) => {
+                plan.windows.push(done);
+                Some((second, second))
+            }
+            None => Some((second, second)),
+        };
+    }
+    plan.windows.extend(run);
+    plan
+}
+
+/// A listed activity's date in epoch seconds. The API's format, to the second; a fraction, if
+/// a server ever sends one, is dropped, since windows are to the second anyway.
+fn listed_second(text: &str) -> Option<i64> {
+    let head = text.trim().get(..19)?;
+    NaiveDateTime::parse_from_str(head, DATE_TIME_FORMAT)
+        .ok()
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// Epoch seconds back to the API's format.
+fn format_second(second: i64) -> String {
+    chrono::DateTime::from_timestamp(second, 0)
+        .map(|t| t.naive_utc().format(DATE_TIME_FORMAT).to_string())
+        .unwrap_or_default()
 }
 
 /// The undo cannot be planned.
@@ -333,31 +421,100 @@ pub fn group(created: &[CreatedActivity]) -> Vec<UndoGroup> {
         .collect()
 }
 
-/// Decides what to do with a group, given every activity of its code in its window.
+/// Decides what to do with a group, given every activity of its code in its window (the
+/// listing): which windows to delete, and what to leave. Without `--force` the windows go
+/// around every foreign activity ([`plan_windows`], on the listed dates, which are what the
+/// delete call filters on); with it, one call takes the group's whole window.
 pub fn judge(group: &UndoGroup, found: &[ProspectActivity], force: bool) -> Decision {
-    let mut foreign: Vec<String> = Vec::new();
-    let mut ours = 0usize;
+    // (second, id) of each distinct listed activity, the import's and the others apart; the
+    // second is `None` when the listed date cannot be read.
+    let mut ours: Vec<(Option<i64>, String)> = Vec::new();
+    let mut foreign: Vec<(Option<i64>, String)> = Vec::new();
     let mut seen = HashSet::new();
     for activity in found {
         let id = activity.id.to_ascii_lowercase();
         if !seen.insert(id.clone()) {
             continue;
         }
+        let second = listed_second(&activity.created_on);
         if group.ids.contains(&id) {
-            ours += 1;
+            ours.push((second, id));
         } else {
-            foreign.push(activity.id.clone());
+            foreign.push((second, activity.id.clone()));
         }
     }
-    if ours == 0 {
+    if ours.is_empty() {
         return Decision::NothingLeft;
     }
-    if !foreign.is_empty() && !force {
-        return Decision::Refuse { foreign };
+    ours.sort();
+    foreign.sort();
+    let ids =
+        |list: &[(Option<i64>, String)]| list.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
+    if force {
+        // The whole window goes, whatever is in it: dates do not matter.
+        return Decision::Delete {
+            cuts: vec![Cut {
+                window: group.window.clone(),
+                ids: ids(&ours),
+                forced_foreign: ids(&foreign),
+            }],
+            left: Vec::new(),
+            avoided: Vec::new(),
+        };
     }
+    if let Some((_, id)) = ours.iter().chain(&foreign).find(|(s, _)| s.is_none()) {
+        let shown = found
+            .iter()
+            .find(|a| a.id.eq_ignore_ascii_case(id))
+            .map(|a| a.created_on.as_str())
+            .unwrap_or_default();
+        return Decision::Refuse {
+            reason: format!(
+                "the date of activity {id} ({shown:?}) cannot be read, so no window can be cut \
+                 around it (--force deletes the whole window)"
+            ),
+        };
+    }
+    let avoided = ids(&foreign);
+    let dated = |list: &[(Option<i64>, String)]| {
+        list.iter()
+            .filter_map(|(second, id)| second.map(|s| (s, id.clone())))
+            .collect::<Vec<_>>()
+    };
+    let (ours, foreign) = (dated(&ours), dated(&foreign));
+    let seconds = |list: &[(i64, String)]| list.iter().map(|(s, _)| *s).collect::<Vec<_>>();
+    let plan = plan_windows(&seconds(&ours), &seconds(&foreign));
+    let at = |list: &[(i64, String)], from: i64, to: i64| {
+        list.iter()
+            .filter(|(s, _)| (from..=to).contains(s))
+            .map(|(_, id)| id.clone())
+            .collect::<Vec<_>>()
+    };
+    let cuts = plan
+        .windows
+        .iter()
+        .map(|&(from, to)| Cut {
+            window: DeleteWindow {
+                from: Some(format_second(from)),
+                to: Some(format_second(to)),
+            },
+            ids: at(&ours, from, to),
+            forced_foreign: Vec::new(),
+        })
+        .collect();
+    let left = plan
+        .shared
+        .iter()
+        .map(|&second| Left {
+            at: format_second(second),
+            ours: at(&ours, second, second),
+            foreign: at(&foreign, second, second),
+        })
+        .collect();
     Decision::Delete {
-        found: seen.len() as u64,
-        forced_foreign: foreign,
+        cuts,
+        left,
+        avoided,
     }
 }
 
@@ -376,8 +533,12 @@ mod tests {
     }
 
     fn found(id: &str) -> ProspectActivity {
+        found_at(id, "2024-01-01 00:00:00")
+    }
+
+    fn found_at(id: &str, date: &str) -> ProspectActivity {
         serde_json::from_value(serde_json::json!({
-            "Id": id, "EventCode": 201, "CreatedOn": "2024-01-01 00:00:00"
+            "Id": id, "EventCode": 201, "CreatedOn": date
         }))
         .unwrap()
     }
@@ -516,29 +677,200 @@ mod tests {
         assert_eq!(groups[2].undated, vec!["4".to_string()]);
     }
 
+    /// `(id, date)` pairs as a listing returns them.
+    fn listing(items: &[(&str, &str)]) -> Vec<ProspectActivity> {
+        items.iter().map(|(id, date)| found_at(id, date)).collect()
+    }
+
+    fn window(from: &str, to: &str) -> DeleteWindow {
+        DeleteWindow {
+            from: Some(from.into()),
+            to: Some(to.into()),
+        }
+    }
+
     #[test]
-    fn foreign_activities_refuse_unless_forced() {
+    fn windows_are_cut_around_foreign_activities_and_a_shared_second_is_left() {
+        let g = &group(&[
+            created("a", 201, "o1", Some("2024-05-01 10:00:00")),
+            created("a", 201, "o2", Some("2024-05-01 11:00:00")),
+            created("a", 201, "o3", Some("2024-05-01 12:00:00")),
+            created("a", 201, "o4", Some("2024-05-01 13:00:00")),
+            created("a", 201, "o5", Some("2024-05-01 14:00:00")),
+        ])[0];
+        let found = listing(&[
+            ("O1", "2024-05-01 10:00:00"),
+            ("o2", "2024-05-01 11:00:00"),
+            ("f1", "2024-05-01 11:30:00"),
+            ("o3", "2024-05-01 12:00:00"),
+            ("f2", "2024-05-01 13:00:00"),
+            ("o4", "2024-05-01 13:00:00"),
+            ("o5", "2024-05-01 14:00:00"),
+            ("o5", "2024-05-01 14:00:00"),
+        ]);
+        let Decision::Delete {
+            cuts,
+            left,
+            avoided,
+        } = judge(g, &found, false)
+        else {
+            panic!("expected windows");
+        };
+        let windows: Vec<_> = cuts
+            .iter()
+            .map(|c| (c.window.clone(), c.ids.clone()))
+            .collect();
+        assert_eq!(
+            windows,
+            vec![
+                (
+                    window("2024-05-01 10:00:00", "2024-05-01 11:00:00"),
+                    vec!["o1".to_string(), "o2".into()]
+                ),
+                (
+                    window("2024-05-01 12:00:00", "2024-05-01 12:00:00"),
+                    vec!["o3".to_string()]
+                ),
+                // f2 shares o4's second: it cuts there like any foreign activity.
+                (
+                    window("2024-05-01 14:00:00", "2024-05-01 14:00:00"),
+                    vec!["o5".to_string()]
+                ),
+            ]
+        );
+        assert!(cuts.iter().all(|c| c.forced_foreign.is_empty()));
+        assert_eq!(
+            left,
+            vec![Left {
+                at: "2024-05-01 13:00:00".into(),
+                ours: vec!["o4".into()],
+                foreign: vec!["f2".into()],
+            }]
+        );
+        assert_eq!(avoided, vec!["f1".to_string(), "f2".into()]);
+    }
+
+    #[test]
+    fn force_takes_the_whole_window_in_one_call() {
+        let g = &group(&[
+            created("a", 201, "ours", Some("2024-05-01 00:00:00")),
+            created("a", 201, "more", Some("2024-05-03 00:00:00")),
+        ])[0];
+        let found = listing(&[
+            ("ours", "2024-05-01 00:00:00"),
+            ("theirs", "2024-05-02 00:00:00"),
+            ("more", "2024-05-03 00:00:00"),
+        ]);
+        assert_eq!(
+            judge(g, &found, true),
+            Decision::Delete {
+                cuts: vec![Cut {
+                    window: g.window.clone(),
+                    ids: vec!["ours".into(), "more".into()],
+                    forced_foreign: vec!["theirs".into()],
+                }],
+                left: vec![],
+                avoided: vec![],
+            }
+        );
+        let Decision::Delete { cuts, .. } = judge(g, &found, false) else {
+            panic!("expected windows");
+        };
+        assert_eq!(cuts.len(), 2);
+    }
+
+    #[test]
+    fn nothing_left_and_unreadable_dates() {
         let g = &group(&[created("a", 201, "ours", Some("2024-05-01 00:00:00"))])[0];
-        assert_eq!(
-            judge(g, &[found("OURS")], false),
-            Decision::Delete {
-                found: 1,
-                forced_foreign: vec![]
-            }
-        );
-        assert_eq!(
-            judge(g, &[found("ours"), found("theirs")], false),
-            Decision::Refuse {
-                foreign: vec!["theirs".into()]
-            }
-        );
-        assert_eq!(
-            judge(g, &[found("ours"), found("theirs")], true),
-            Decision::Delete {
-                found: 2,
-                forced_foreign: vec!["theirs".into()]
-            }
-        );
         assert_eq!(judge(g, &[found("theirs")], false), Decision::NothingLeft);
+        let odd = listing(&[("ours", "2024-05-01 00:00:00"), ("theirs", "May 1st")]);
+        match judge(g, &odd, false) {
+            Decision::Refuse { reason } => assert!(reason.contains("theirs"), "{reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // A fraction of a second is read as its second.
+        let precise = listing(&[("ours", "2024-05-01 00:00:00.250")]);
+        assert!(matches!(
+            judge(g, &precise, false),
+            Decision::Delete { ref cuts, .. } if cuts.len() == 1
+        ));
+    }
+
+    #[test]
+    fn plan_windows_examples() {
+        assert_eq!(plan_windows(&[], &[5]), SecondsPlan::default());
+        assert_eq!(
+            plan_windows(&[3, 1, 2, 2], &[]),
+            SecondsPlan {
+                windows: vec![(1, 3)],
+                shared: vec![]
+            }
+        );
+        // A foreign second between two imported ones cuts; one outside does not.
+        assert_eq!(
+            plan_windows(&[10, 20, 30, 40], &[0, 15, 16, 35, 50]),
+            SecondsPlan {
+                windows: vec![(10, 10), (20, 30), (40, 40)],
+                shared: vec![]
+            }
+        );
+        // A shared second is left, and cuts like any foreign second.
+        assert_eq!(
+            plan_windows(&[10, 20, 30], &[20]),
+            SecondsPlan {
+                windows: vec![(10, 10), (30, 30)],
+                shared: vec![20]
+            }
+        );
+        // Adjacent seconds: the window ends one second before the foreign one.
+        assert_eq!(
+            plan_windows(&[9, 11], &[10]),
+            SecondsPlan {
+                windows: vec![(9, 9), (11, 11)],
+                shared: vec![]
+            }
+        );
+    }
+
+    proptest::proptest! {
+        /// Every imported second is covered unless it is foreign too; no window holds a foreign
+        /// second; windows are ordered and disjoint; and their number is the least possible:
+        /// the maximal runs of imported (not shared) seconds with no foreign second between.
+        #[test]
+        fn plan_windows_covers_avoids_and_is_minimal(
+            ours in proptest::collection::vec(0i64..200, 0..60),
+            foreign in proptest::collection::vec(0i64..200, 0..30),
+        ) {
+            let plan = plan_windows(&ours, &foreign);
+            let inside = |s: i64| plan.windows.iter().any(|&(f, t)| f <= s && s <= t);
+            for &s in &ours {
+                let is_foreign = foreign.contains(&s);
+                proptest::prop_assert_eq!(inside(s), !is_foreign, "second {}", s);
+                proptest::prop_assert_eq!(plan.shared.contains(&s), is_foreign, "second {}", s);
+            }
+            for &s in &foreign {
+                proptest::prop_assert!(!inside(s), "foreign second {} in a window", s);
+            }
+            for &(f, t) in &plan.windows {
+                proptest::prop_assert!(f <= t);
+                proptest::prop_assert!(ours.contains(&f) && ours.contains(&t), "snug");
+            }
+            for pair in plan.windows.windows(2) {
+                proptest::prop_assert!(pair[0].1 < pair[1].0);
+            }
+            // The lower bound, counted independently: walk every second in order and count
+            // the imported runs that a foreign second ends.
+            let mut runs = 0;
+            let mut in_run = false;
+            for s in 0..200 {
+                if foreign.contains(&s) {
+                    in_run = false;
+                } else if ours.contains(&s) && !in_run {
+                    runs += 1;
+                    in_run = true;
+                }
+            }
+            proptest::prop_assert_eq!(plan.windows.len(), runs);
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! followed by `--wait` polling; the outcome leaves as one results line per lead.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 
@@ -15,7 +15,7 @@ use crate::activities::ActivityQuery;
 use crate::cli::{ConfirmArgs, DeleteActivitiesArgs, DeleteOwnerHistoryArgs, LeadsArgs};
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::leads::parse_leads_arg;
+use crate::leads::{leads_file, parse_leads_arg};
 use crate::remote::{
     DeleteError, DeleteWindow, OWNER_CHANGE_EVENT, Remote, WaitOutcome, WaitPolicy, check_webhook,
     parse_codes, wait_until_gone,
@@ -51,6 +51,9 @@ pub enum DeletionStatus {
     Refused,
     /// Undo: nothing left to delete.
     Skipped,
+    /// Undo: activities of the import left in place because an activity it did not create
+    /// shares their second, so no window can take one without the other.
+    Partial,
 }
 
 impl DeletionStatus {
@@ -62,6 +65,7 @@ impl DeletionStatus {
             DeletionStatus::Failed => "failed",
             DeletionStatus::Refused => "refused",
             DeletionStatus::Skipped => "skipped",
+            DeletionStatus::Partial => "partial",
         }
     }
 }
@@ -85,6 +89,41 @@ pub struct ResultLine {
     pub message: String,
 }
 
+/// The results file: `--out` if given; else beside the input, named after it and the command
+/// (`report.csv` -> `report.undo.csv`, `leads.csv` -> `leads.delete-activities.csv`), or
+/// `COMMAND.csv` in the current folder when the input is not a file (lead ids on the command
+/// line). A path that is one of `inputs` is refused: a results file never overwrites an input.
+pub fn results_path(
+    out: Option<&Path>,
+    beside: Option<&Path>,
+    command: &str,
+    inputs: &[&Path],
+) -> Result<PathBuf, CommandError> {
+    let path = match (out, beside) {
+        (Some(out), _) => out.to_path_buf(),
+        (None, Some(input)) => input.with_extension(format!("{command}.csv")),
+        (None, None) => PathBuf::from(format!("{command}.csv")),
+    };
+    if let Some(input) = inputs.iter().find(|input| same_file(&path, input)) {
+        return Err(CommandError::Usage(format!(
+            "the results file {} would overwrite {}; choose another --out",
+            path.display(),
+            input.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Whether two paths name one file: equal as written, or (both existing) once resolved, so
+/// `./report.csv` and `report.csv` match.
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
 /// Opens the results file before anything is sent, so an unwritable path is a usage error.
 pub fn open_results(path: &Path) -> Result<csv::Writer<std::fs::File>, CommandError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -97,7 +136,8 @@ pub fn open_results(path: &Path) -> Result<csv::Writer<std::fs::File>, CommandEr
 }
 
 /// Writes the results and returns the exit status they mean: 3 if the run was aborted, 1 if a
-/// line failed, was refused, or (with `--wait`) stayed queued, else 0.
+/// line failed, was refused, left activities (partial), or (with `--wait`) stayed queued,
+/// else 0.
 pub fn finish_results(
     mut out: csv::Writer<std::fs::File>,
     path: &Path,
@@ -130,12 +170,13 @@ pub fn finish_results(
     out.flush().map_err(|e| write_error(&e))?;
     let count = |s: DeletionStatus| lines.iter().filter(|l| l.status == s).count();
     eprintln!(
-        "{} queued, {} confirmed, {} failed, {} refused, {} skipped -> {}",
+        "{} queued, {} confirmed, {} failed, {} refused, {} skipped, {} partial -> {}",
         count(DeletionStatus::Queued),
         count(DeletionStatus::Confirmed),
         count(DeletionStatus::Failed),
         count(DeletionStatus::Refused),
         count(DeletionStatus::Skipped),
+        count(DeletionStatus::Partial),
         path.display()
     );
     if let Some(reason) = aborted {
@@ -144,6 +185,7 @@ pub fn finish_results(
     }
     let bad = count(DeletionStatus::Failed)
         + count(DeletionStatus::Refused)
+        + count(DeletionStatus::Partial)
         + if waited {
             count(DeletionStatus::Queued)
         } else {
@@ -191,11 +233,15 @@ struct Target {
     leads: Vec<String>,
     window: DeleteWindow,
     webhook: Option<String>,
+    /// The results file, `--out` or its default.
+    out: PathBuf,
 }
 
 fn check_target(
+    operation: Operation<'_>,
     leads: &LeadsArgs,
     webhook: Option<&str>,
+    out: Option<&Path>,
     allow_insecure_http: bool,
 ) -> Result<Target, CommandError> {
     let usage = |e: &dyn std::fmt::Display| CommandError::Usage(e.to_string());
@@ -206,10 +252,14 @@ fn check_target(
         .map(|url| check_webhook(url, allow_insecure_http))
         .transpose()
         .map_err(|e| usage(&e))?;
+    let file = leads_file(&leads.leads);
+    let inputs: Vec<&Path> = file.into_iter().collect();
+    let out = results_path(out, file, operation.name(), &inputs)?;
     Ok(Target {
         leads: lead_ids,
         window,
         webhook,
+        out,
     })
 }
 
@@ -247,8 +297,10 @@ pub async fn delete_activities(
         ));
     }
     let target = check_target(
+        Operation::Activities(&codes),
         &args.leads,
         args.webhook.as_deref(),
+        args.confirm.out.as_deref(),
         settings.allow_insecure_http,
     )?;
     run_deletes(
@@ -266,8 +318,10 @@ pub async fn delete_owner_history(
     settings: Settings,
 ) -> Result<ExitStatus, CommandError> {
     let target = check_target(
+        Operation::OwnerHistory,
         &args.leads,
         args.webhook.as_deref(),
+        args.confirm.out.as_deref(),
         settings.allow_insecure_http,
     )?;
     run_deletes(
@@ -346,7 +400,7 @@ async fn run_deletes(
     .await?;
     // Opened after the confirmation, so a refusal leaves no empty file behind, and before the
     // first deletion, so an unwritable path stops the run while nothing is deleted.
-    let out = open_results(&confirm_args.out)?;
+    let out = open_results(&target.out)?;
 
     let abort: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let abort_ref = &abort;
@@ -412,7 +466,7 @@ async fn run_deletes(
     }
     finish_results(
         out,
-        &confirm_args.out,
+        &target.out,
         CellFormat::of(&settings),
         &lines,
         confirm_args.wait,
@@ -463,4 +517,45 @@ pub async fn wait_for(
 
 fn plural(n: u64) -> &'static str {
     if n == 1 { "y" } else { "ies" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_go_beside_the_input_unless_out_says_and_never_over_an_input() {
+        let path = |p: &str| PathBuf::from(p);
+        let chosen = |out: Option<&str>, beside: Option<&str>, command: &str| {
+            results_path(out.map(Path::new), beside.map(Path::new), command, &[])
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            chosen(None, Some("runs/report.csv"), "undo"),
+            Ok(path("runs/report.undo.csv"))
+        );
+        assert_eq!(
+            chosen(None, Some("leads.csv"), "delete-activities"),
+            Ok(path("leads.delete-activities.csv"))
+        );
+        assert_eq!(
+            chosen(None, None, "delete-owner-history"),
+            Ok(path("delete-owner-history.csv"))
+        );
+        assert_eq!(
+            chosen(Some("mine.csv"), Some("report.csv"), "undo"),
+            Ok(path("mine.csv"))
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report.csv");
+        std::fs::write(&report, "x").unwrap();
+        // The same file written another way is still the input.
+        let roundabout = dir.path().join(".").join("report.csv");
+        let refused = results_path(Some(&roundabout), Some(&report), "undo", &[&report])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("would overwrite"), "{refused}");
+        assert!(results_path(None, Some(&report), "undo", &[&report]).is_ok());
+    }
 }

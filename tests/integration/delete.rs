@@ -220,14 +220,13 @@ async fn delete_owner_history_removes_owner_changes_only() {
             "--wait",
             "--wait-timeout",
             "20s",
-            "--out",
-            "results.csv",
         ],
         &api_env(&url),
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let lines = read_csv(&dir.path().join("results.csv"));
+    // No --out and ids on the command line: the results are named after the command.
+    let lines = read_csv(&dir.path().join("delete-owner-history.csv"));
     assert_eq!(lines[0]["Status"], "confirmed", "{lines:?}");
     let of_lead = sim.sim.activities_of_lead(&lead);
     let owner_changes: Vec<_> = of_lead
