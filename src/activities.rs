@@ -188,9 +188,7 @@ impl Fetcher {
             };
             // Lookups share the account's quota: a 429 on one says as much about the window as
             // a 429 on a post, and the pacer counts their permits as ours.
-            if let Verdict::RateLimited { limit, .. } = &verdict {
-                self.pacer.rate_limited(sent_at, *limit);
-            }
+            self.pacer.answer(sent_at, &verdict);
             let (problem, retry_after) = match verdict {
                 Verdict::Success(response) => return Ok(response),
                 Verdict::RateLimited {

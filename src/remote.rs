@@ -296,6 +296,7 @@ impl Remote {
                 Ok(reply) => classify::<QueuedResponse>(&reply),
                 Err(e) => Verdict::from_call_error(&e),
             };
+            pacer.answer(sent_at, &verdict);
             let (problem, retry_after) = match verdict {
                 Verdict::Success(queued) => return Ok(queued.message.message),
                 Verdict::RateLimited {
@@ -304,8 +305,9 @@ impl Remote {
                     limit,
                 } => {
                     RunStats::add(&stats.rate_limited);
-                    // The quota is the account's: a 429 here slows every call of the run.
-                    pacer.rate_limited(sent_at, limit);
+                    // The quota is the account's: the 429 (given to the pacer above) slows every
+                    // call of the run.
+                    let _ = limit;
                     (format!("rate limited: {message}"), retry_after)
                 }
                 Verdict::Transient(message) => (message, None),

@@ -242,9 +242,7 @@ impl Sender {
                     Ok(reply) => classify::<BulkResponse>(&reply),
                     Err(e) => Verdict::from_call_error(&e),
                 };
-                if let Verdict::RateLimited { limit, .. } = &verdict
-                    && let Some(adopted) = self.pacer.rate_limited(sent_at, *limit)
-                {
+                if let Some(adopted) = self.pacer.answer(sent_at, &verdict) {
                     warn!(
                         "the account's limit is {adopted}, lower than the configured {}: using {adopted} for the rest of the run",
                         self.pacer.configured()

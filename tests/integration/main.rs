@@ -8,6 +8,7 @@ mod hostile;
 mod import;
 mod input;
 mod nightly;
+mod pacing;
 mod properties;
 mod responses;
 mod resume;
