@@ -22,7 +22,9 @@ const LAST_COMPLETED: &str = "lsq_sync_last_completed_timestamp_seconds";
 fn previous_value(previous: &str, metric: &str) -> Option<f64> {
     previous.lines().find_map(|line| {
         let (name, value) = line.split_once(' ')?;
-        (name == metric).then(|| value.trim().parse().ok()).flatten()
+        (name == metric)
+            .then(|| value.trim().parse().ok())
+            .flatten()
     })
 }
 
@@ -139,9 +141,15 @@ mod tests {
     #[test]
     fn timestamps_of_success_are_carried_over_a_failed_run() {
         let first = render(None, 0, 100.0, None);
-        assert!(first.contains("lsq_sync_last_success_timestamp_seconds 100\n"), "{first}");
+        assert!(
+            first.contains("lsq_sync_last_success_timestamp_seconds 100\n"),
+            "{first}"
+        );
         let second = render(None, 3, 200.0, Some(&first));
-        assert!(second.contains("lsq_sync_last_success_timestamp_seconds 100\n"), "{second}");
+        assert!(
+            second.contains("lsq_sync_last_success_timestamp_seconds 100\n"),
+            "{second}"
+        );
         assert!(second.contains("lsq_sync_last_completed_timestamp_seconds 100\n"));
         assert!(second.contains("lsq_sync_last_run_exit_code 3\n"));
         assert!(second.contains("lsq_sync_last_run_timestamp_seconds 200\n"));

@@ -125,7 +125,10 @@ pub async fn notify(
     }
     let Some(url) = url else { return };
     if !should_notify(on, end.status, end.exit_code, previous.as_deref()) {
-        info!("notify: not posted (--notify-on {on:?}, status {})", end.status);
+        info!(
+            "notify: not posted (--notify-on {on:?}, status {})",
+            end.status
+        );
         return;
     }
     let host = url::Url::parse(url)
@@ -153,7 +156,12 @@ mod tests {
         use NotifyOn::*;
         assert!(should_notify(Always, "ok", 0, Some("ok")));
         assert!(!should_notify(Failure, "ok", 0, Some("aborted")));
-        assert!(should_notify(Failure, "done_with_errors", 1, Some("done_with_errors")));
+        assert!(should_notify(
+            Failure,
+            "done_with_errors",
+            1,
+            Some("done_with_errors")
+        ));
         assert!(!should_notify(Change, "ok", 0, Some("ok")));
         assert!(!should_notify(Change, "ok", 0, None));
         assert!(should_notify(Change, "ok", 0, Some("done_with_errors")));

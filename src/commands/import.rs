@@ -15,13 +15,11 @@ use crate::config::{Secret, Settings};
 use crate::dry_run::validate_file;
 use crate::exit::ExitStatus;
 use crate::html_report::write_html_report;
+use crate::notify::{NotifyOn, RunEnd};
 use crate::pipeline::{ImportJob, InputKind, default_ledger_path, run_import};
 use crate::simulator::{RunningSimulator, SimConfig};
-use crate::notify::{NotifyOn, RunEnd};
 use crate::sources::postgres::PgSource;
-use crate::sources::{
-    InputFormat, SourceError, Stream, prepare_snapshot, snapshot_for_dry_run,
-};
+use crate::sources::{InputFormat, SourceError, Stream, prepare_snapshot, snapshot_for_dry_run};
 use crate::summary::{RunPaths, SummaryJson, ValidationSummaryJson};
 
 use super::CommandError;
@@ -107,9 +105,15 @@ async fn import(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus, 
         Input::File(path) => path,
         Input::Stream(stream) => {
             let renew = args.run.fresh || args.run.force || fresh_sim;
-            prepare_snapshot(&stream, &ledger, "import", renew, settings.ledger_durability)
-                .await?
-                .path
+            prepare_snapshot(
+                &stream,
+                &ledger,
+                "import",
+                renew,
+                settings.ledger_durability,
+            )
+            .await?
+            .path
         }
     };
     let simulator = if args.simulate {
@@ -270,8 +274,13 @@ impl Unattended {
     async fn finished(&self, summary: &SummaryJson) {
         self.write_metrics(Some(summary), summary.head.exit_code);
         let document = serde_json::to_value(summary).unwrap_or_default();
-        self.notify(document, summary.head.status, summary.head.exit_code, &summary.head.status_line)
-            .await;
+        self.notify(
+            document,
+            summary.head.status,
+            summary.head.exit_code,
+            &summary.head.status_line,
+        )
+        .await;
     }
 
     /// A run that stopped before it had a summary (bad input, a failing query, a ledger held
@@ -289,14 +298,18 @@ impl Unattended {
             "ledger": self.ledger.display().to_string(),
             "finished_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
-        self.notify(document, "error", exit_code, &status_line).await;
+        self.notify(document, "error", exit_code, &status_line)
+            .await;
     }
 
     fn write_metrics(&self, summary: Option<&SummaryJson>, exit_code: u8) {
         if let Some(path) = &self.metrics_file
             && let Err(e) = crate::metrics::write(path, summary, exit_code, chrono::Utc::now())
         {
-            eprintln!("lsq-sync: cannot write the metrics file {}: {e}", path.display());
+            eprintln!(
+                "lsq-sync: cannot write the metrics file {}: {e}",
+                path.display()
+            );
         }
     }
 

@@ -178,7 +178,9 @@ pub fn generated_output(command: &Command) -> Option<Vec<u8>> {
             clap_complete::generate(args.shell, &mut Cli::command(), "lsq-sync", &mut out);
         }
         // Rendering into memory cannot fail.
-        Command::Man => clap_mangen::Man::new(Cli::command()).render(&mut out).ok()?,
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut out)
+            .ok()?,
         _ => return None,
     }
     Some(out)

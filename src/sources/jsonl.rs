@@ -272,11 +272,15 @@ impl JsonlSource {
         let mut cells = vec![String::new(); self.headers.len()];
         for (key, cell) in object.0 {
             // The first pass saw every key; one missing now means the file changed under us.
-            let column = self.columns.get(&key).copied().ok_or_else(|| InputError::Read {
-                path: self.path.clone(),
-                line,
-                message: format!("column {key:?} was not in the file when it was first read"),
-            })?;
+            let column = self
+                .columns
+                .get(&key)
+                .copied()
+                .ok_or_else(|| InputError::Read {
+                    path: self.path.clone(),
+                    line,
+                    message: format!("column {key:?} was not in the file when it was first read"),
+                })?;
             if let Cell::Text(text) = cell {
                 cells[column] = text;
             }
@@ -351,8 +355,13 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("in.jsonl: cannot read line 2"), "{text}");
         let err = source("{\"a\":1}\n[1,2]\n").err().expect("refused");
-        assert!(err.to_string().contains("line 2: not a JSON object"), "{err}");
-        let err = source("{\"a\":1}\n\n{\"a\":{\"b\":1}}\n").err().expect("refused");
+        assert!(
+            err.to_string().contains("line 2: not a JSON object"),
+            "{err}"
+        );
+        let err = source("{\"a\":1}\n\n{\"a\":{\"b\":1}}\n")
+            .err()
+            .expect("refused");
         let text = err.to_string();
         assert!(
             text.contains("line 3") && text.contains("column \"a\"") && text.contains("an object"),

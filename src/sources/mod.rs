@@ -146,11 +146,9 @@ async fn unfinished_run_of(
         Ok(run)
     })
     .await
-    .map_err(|e| {
-        SourceError::Snapshot {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        }
+    .map_err(|e| SourceError::Snapshot {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
     })??;
     Ok(found)
 }
@@ -178,7 +176,9 @@ async fn take_snapshot(stream: &Stream, path: &Path) -> Result<u64, SourceError>
         }
         Stream::Postgres(pg) => pg.copy_csv(&mut file, path).await?,
     };
-    file.flush().and_then(|()| file.sync_all()).map_err(write_error)?;
+    file.flush()
+        .and_then(|()| file.sync_all())
+        .map_err(write_error)?;
     drop(file);
     if bytes == 0 {
         let _ = std::fs::remove_file(&partial);

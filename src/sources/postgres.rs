@@ -135,11 +135,10 @@ impl PgSource {
     }
 
     fn config(&self, password: Option<&str>) -> Result<tokio_postgres::Config, PgError> {
-        let mut config =
-            tokio_postgres::Config::from_str(&self.url).map_err(|e| PgError::Url {
-                url: self.shown_url(),
-                message: format!("not a PostgreSQL URL: {}", error_text(&e)),
-            })?;
+        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| PgError::Url {
+            url: self.shown_url(),
+            message: format!("not a PostgreSQL URL: {}", error_text(&e)),
+        })?;
         if config.get_password().is_none()
             && let Some(password) = password
         {
@@ -153,7 +152,9 @@ impl PgSource {
                 _ => {
                     return Err(PgError::Url {
                         url: self.shown_url(),
-                        message: "the URL names no user (postgres://USER@HOST/DB) and PGUSER is not set".into(),
+                        message:
+                            "the URL names no user (postgres://USER@HOST/DB) and PGUSER is not set"
+                                .into(),
                     });
                 }
             }
@@ -234,9 +235,7 @@ fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
     let config = match rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
     {
-        Ok(builder) => builder
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+        Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
         // ring supports the default versions; this arm only keeps a library change from
         // becoming a panic.
         Err(_) => rustls::ClientConfig::builder()
@@ -256,7 +255,10 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("etl:***@db.example.com"), "{shown}");
         let shown = redact_url("postgresql://db/crm?user=etl&password=hunter2");
-        assert!(!shown.contains("hunter2") && shown.contains("password=***"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("password=***"),
+            "{shown}"
+        );
         let shown = redact_url("host=db user=etl password=hunter2 dbname=crm");
         assert_eq!(shown, "host=db user=etl password=*** dbname=crm");
         let source = PgSource::new("postgres://etl:hunter2@db/crm", "select 1;").expect("valid");
