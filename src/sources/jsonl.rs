@@ -65,8 +65,8 @@ impl Lines {
         loop {
             self.buffer.clear();
             self.line += 1;
-            // One byte past the limit tells a line of exactly the limit from a longer one, and
-            // a line is never read past that: memory stays bounded whatever the file holds.
+            // Two bytes past the limit leave room for a line of exactly the limit and its CRLF,
+            // and a line is never read further: memory stays bounded whatever the file holds.
             let limit = self.max_row_bytes as u64 + 2;
             let read = (&mut self.reader)
                 .take(limit)
@@ -240,7 +240,7 @@ impl JsonlSource {
                 }
             }
         }
-        if first.line <= 1 || headers.is_empty() {
+        if headers.is_empty() {
             return Err(InputError::Empty {
                 path: path.to_path_buf(),
             });

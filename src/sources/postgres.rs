@@ -111,8 +111,8 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 }
 
 impl PgSource {
-    /// Checks the URL and the query; `password` (from the environment) is used when the URL
-    /// holds none.
+    /// Checks the URL and the query without connecting, so a typo is a usage error before
+    /// anything else happens.
     pub fn new(url: &str, query: &str) -> Result<PgSource, PgError> {
         let query = query.trim().trim_end_matches([';', ' ', '\n', '\r', '\t']);
         if query.is_empty() {
@@ -210,6 +210,8 @@ impl PgSource {
             let mut written = 0u64;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(query_error)?;
+                // A blocking write to a local file, chunk by chunk: the only other task of
+                // this runtime is the connection, which the write briefly delays.
                 out.write_all(&chunk).map_err(|source| PgError::Write {
                     path: out_path.to_path_buf(),
                     source,
