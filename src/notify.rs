@@ -103,8 +103,8 @@ pub struct RunEnd<'a> {
     pub status_line: &'a str,
 }
 
-/// Records the run's status beside the ledger, and posts its end to `url` if `on` says so.
-/// Never fails: whatever goes wrong is logged.
+/// With a `url`: records the run's status beside the ledger, and posts its end if `on` says
+/// so. Never fails: whatever goes wrong is logged.
 pub async fn notify(
     url: Option<&str>,
     on: NotifyOn,
@@ -112,6 +112,8 @@ pub async fn notify(
     ledger: &Path,
     end: RunEnd<'_>,
 ) {
+    // Without a webhook there is nobody to tell, and no file is left beside the ledger.
+    let Some(url) = url else { return };
     let state = state_path(ledger);
     let previous = std::fs::read_to_string(&state)
         .ok()
@@ -123,7 +125,6 @@ pub async fn notify(
     {
         warn!("cannot record the run's status in {}: {e}", state.display());
     }
-    let Some(url) = url else { return };
     if !should_notify(on, end.status, end.exit_code, previous.as_deref()) {
         info!(
             "notify: not posted (--notify-on {on:?}, status {})",

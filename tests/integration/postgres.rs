@@ -312,7 +312,14 @@ async fn a_failing_query_or_a_refused_connection_exits_2_sends_nothing_and_hides
     let host = sim.base_url();
     let url = format!("postgres://postgres:hunter2@127.0.0.1:{}/postgres", pg.port);
 
-    let args = import_args(&url, "SELECT * FROM no_such_table", &host, "25/1s");
+    // -vv: trace logs of lsq-sync, debug logs of the PostgreSQL client; no password in them.
+    let mut args = vec!["-vv"];
+    args.extend(import_args(
+        &url,
+        "SELECT * FROM no_such_table",
+        &host,
+        "25/1s",
+    ));
     let out = run_cli(dir.path(), &args, &[]).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");

@@ -248,3 +248,53 @@ async fn completions_parse_in_bash_and_the_man_page_is_roff() {
     assert!(page.contains(".TH lsq-sync 1"), "{page}");
     assert!(page.contains("import"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_cannot_start_is_posted_as_an_error_and_keeps_the_last_success() {
+    let (hook, mut bodies) = receiver().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metrics = dir.path().join("lsq.prom");
+    std::fs::write(
+        &metrics,
+        "# TYPE lsq_sync_last_success_timestamp_seconds gauge\n\
+         lsq_sync_last_success_timestamp_seconds 1700000000\n",
+    )
+    .expect("an earlier run's metrics");
+    let out = run_cli(
+        dir.path(),
+        &[
+            "import",
+            "missing.csv",
+            "--out",
+            "report.csv",
+            "--host",
+            "http://127.0.0.1:9",
+            "--notify-url",
+            &hook,
+            "--notify-on",
+            "failure",
+            "--metrics-file",
+            "lsq.prom",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let body = bodies.try_recv().expect("posted");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["status"], "error");
+    assert_eq!(json["exit_code"], 2);
+    assert!(
+        json["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("missing.csv")),
+        "{json}"
+    );
+    let parsed = parse_metrics(&std::fs::read_to_string(&metrics).expect("metrics"));
+    assert_eq!(parsed["lsq_sync_last_run_exit_code"], 2.0);
+    assert_eq!(
+        parsed["lsq_sync_last_success_timestamp_seconds"],
+        1_700_000_000.0
+    );
+    assert!(!parsed.contains_key("lsq_sync_last_run_calls"));
+}
