@@ -66,21 +66,27 @@ pub async fn run(args: ImportArgs, settings: Settings) -> Result<ExitStatus, Com
         .ledger
         .clone()
         .unwrap_or_else(|| default_ledger_path(&args.out));
-    let unattended = Unattended::of(&settings, &ledger, "import")?;
-    let result = import(args, settings).await;
-    if let Err(e) = &result {
+    // A dry run sends nothing and keeps no ledger: nothing to tell the unattended world.
+    let unattended = if args.dry_run {
+        None
+    } else {
+        Some(Unattended::of(&settings, &ledger, "import")?)
+    };
+    let result = import(args, settings, &ledger).await;
+    if let (Err(e), Some(unattended)) = (&result, unattended) {
         unattended.failed(e).await;
     }
     result
 }
 
-async fn import(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus, CommandError> {
+/// `run` without the notification of a run that could not start; `ledger` is the run's
+/// ledger (beside it go the snapshots of a streamed input).
+async fn import(
+    args: ImportArgs,
+    mut settings: Settings,
+    ledger: &Path,
+) -> Result<ExitStatus, CommandError> {
     let input = input_of(&args, &mut settings)?;
-    let ledger = args
-        .run
-        .ledger
-        .clone()
-        .unwrap_or_else(|| default_ledger_path(&args.out));
     if args.dry_run {
         if args.nightly.html_report.is_some() {
             return Err(CommandError::Usage(
@@ -92,7 +98,7 @@ async fn import(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus, 
             Input::File(path) => path,
             Input::Stream(stream) => {
                 // No ledger, no resume: a dry run reads the stream afresh into its snapshot.
-                let path = stream.snapshot_path(&ledger);
+                let path = stream.snapshot_path(ledger);
                 snapshot_for_dry_run(&stream, &path).await?;
                 path
             }
@@ -105,15 +111,9 @@ async fn import(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus, 
         Input::File(path) => path,
         Input::Stream(stream) => {
             let renew = args.run.fresh || args.run.force || fresh_sim;
-            prepare_snapshot(
-                &stream,
-                &ledger,
-                "import",
-                renew,
-                settings.ledger_durability,
-            )
-            .await?
-            .path
+            prepare_snapshot(&stream, ledger, "import", renew, settings.ledger_durability)
+                .await?
+                .path
         }
     };
     let simulator = if args.simulate {
@@ -347,11 +347,11 @@ async fn execute(
             ("--html-report", &nightly.html_report),
         ],
     )?;
-    let interrupt = Interrupt::default();
-    let watcher = tokio::spawn(watch_signals(interrupt.clone()));
     let ledger = run.ledger.unwrap_or_else(|| default_ledger_path(&report));
     let unattended = Unattended::of(&settings, &ledger, "import")?;
     let quiet = settings.quiet;
+    let interrupt = Interrupt::default();
+    let watcher = tokio::spawn(watch_signals(interrupt.clone()));
     let job = ImportJob {
         kind,
         ledger,
