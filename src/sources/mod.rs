@@ -163,7 +163,33 @@ async fn take_snapshot(stream: &Stream, path: &Path) -> Result<u64, SourceError>
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(write_error)?;
     }
-    let mut file = std::fs::File::create(&partial).map_err(write_error)?;
+    let file = std::fs::File::create(&partial).map_err(write_error)?;
+    // A stream that fails halfway (a query error at row 1,000, a broken pipe) leaves nothing
+    // behind that could pass for a snapshot.
+    let bytes = match read_stream(stream, file, path).await {
+        Ok(0) => Err(SourceError::Empty(stream.describe())),
+        other => other,
+    };
+    let bytes = bytes.inspect_err(|_| {
+        let _ = std::fs::remove_file(&partial);
+    })?;
+    if path.exists() {
+        warn!("replacing the earlier snapshot {}", path.display());
+    }
+    std::fs::rename(&partial, path).map_err(write_error)?;
+    Ok(bytes)
+}
+
+/// Copies the whole stream into `file`, synced; returns the bytes copied.
+async fn read_stream(
+    stream: &Stream,
+    mut file: std::fs::File,
+    path: &Path,
+) -> Result<u64, SourceError> {
+    let write_error = |source| SourceError::Snapshot {
+        path: path.to_path_buf(),
+        source,
+    };
     let bytes = match stream {
         Stream::Stdin(_) => {
             let mut out = file.try_clone().map_err(write_error)?;
@@ -179,15 +205,6 @@ async fn take_snapshot(stream: &Stream, path: &Path) -> Result<u64, SourceError>
     file.flush()
         .and_then(|()| file.sync_all())
         .map_err(write_error)?;
-    drop(file);
-    if bytes == 0 {
-        let _ = std::fs::remove_file(&partial);
-        return Err(SourceError::Empty(stream.describe()));
-    }
-    if path.exists() {
-        warn!("replacing the earlier snapshot {}", path.display());
-    }
-    std::fs::rename(&partial, path).map_err(write_error)?;
     Ok(bytes)
 }
 

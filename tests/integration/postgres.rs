@@ -330,6 +330,21 @@ async fn a_failing_query_or_a_refused_connection_exits_2_sends_nothing_and_hides
     assert!(!err.contains("hunter2"), "{err}");
     assert!(err.contains("postgres:***@127.0.0.1"), "{err}");
 
+    // A query that fails after rows have streamed: no snapshot is left that could pass for one.
+    let failing = "SELECT n AS \"ActivityNote\", 1 / (n - 30000) AS x \
+                   FROM generate_series(1, 40000) AS n";
+    let out = run_cli(dir.path(), &import_args(&url, failing, &host, "25/1s"), &[]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("ERROR: division by zero"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("postgres.csv"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
     // A port nobody listens on: connection refused.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
