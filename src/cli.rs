@@ -30,9 +30,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "LSQ_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Log format on stderr; verbosity is set with RUST_LOG (e.g. RUST_LOG=debug).
+    /// Log format on stderr; verbosity is set with RUST_LOG (e.g. RUST_LOG=debug), -q or -v.
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Quiet: print only errors and the final status line (RUST_LOG=error, no progress bar).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Verbose: debug logs (RUST_LOG=lsq_sync=debug); -vv for trace. Overrides RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 
     /// Allow http:// to a host that is not loopback (the keys then cross the network in clear
     /// text); also [api] allow_insecure_http or LSQ_ALLOW_INSECURE_HTTP.
@@ -45,7 +53,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Import activities from a CSV file, writing one report line per input row.
+    /// Import activities from a file (CSV, JSON Lines, spreadsheet), standard input or a
+    /// PostgreSQL query, writing one report line per input row.
     #[command(after_help = "Examples:
   lsq-sync import samples/activities.csv --out report.csv --simulate
   LSQ_ACCESS_KEY=... LSQ_SECRET_KEY=... lsq-sync import activities.csv --out report.csv \\
@@ -61,6 +70,14 @@ Other columns are carried into the report unchanged.
 Nightly, unattended (see the README's cron recipe):
   lsq-sync import export.csv --out report.csv --ledger nightly.ledger --skip-existing \\
       --max-invalid 5 --summary-json summary.json --html-report report.html
+  PGPASSWORD=... lsq-sync import --from-postgres postgres://etl@db.internal/crm \\
+      --query \"SELECT * FROM lsq_activities\" --out report.csv --ledger nightly.ledger \\
+      --notify-url https://hooks.slack.com/services/... --metrics-file /var/lib/node_exporter/lsq.prom
+  some-export | lsq-sync import - --format jsonl --out report.csv --ledger nightly.ledger
+
+A streamed input (-, --from-postgres) is first written to a snapshot beside the ledger
+(LEDGER.stdin.csv, LEDGER.postgres.csv); running the same command again after a stop resumes
+from the snapshot without reading the stream; --fresh takes a new one.
 
 Exit codes: 0 all created; 1 some rows failed or invalid; 2 usage or input error, or more
 invalid rows than --max-invalid (nothing sent); 3 aborted (bad keys, wrong host); 130/143
@@ -150,6 +167,41 @@ error.")]
   LSQ_HOST=http://127.0.0.1:8080 LSQ_ACCESS_KEY=sim-access-key LSQ_SECRET_KEY=sim-secret-key \\
       lsq-sync import samples/activities.csv --out report.csv")]
     Simulate(SimulateArgs),
+    /// Print a shell completion script for lsq-sync on stdout.
+    #[command(after_help = "Examples:
+  lsq-sync completions bash > /etc/bash_completion.d/lsq-sync
+  lsq-sync completions zsh > \"${fpath[1]}/_lsq-sync\"
+  lsq-sync completions fish > ~/.config/fish/completions/lsq-sync.fish")]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout.
+    #[command(after_help = "Example:
+  lsq-sync man > /usr/local/share/man/man1/lsq-sync.1 && man lsq-sync")]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Where rows come from when they are not in a file: a PostgreSQL query.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Reading from PostgreSQL")]
+pub struct SourceArgs {
+    /// Import the rows of --query from this database instead of a file:
+    /// postgres://USER@HOST:PORT/DB[?sslmode=disable|prefer|require]. The password comes from
+    /// LSQ_PG_PASSWORD or PGPASSWORD (not the command line, where ps shows it). [config:
+    /// [source] postgres_url]
+    #[arg(long, value_name = "URL")]
+    pub from_postgres: Option<String>,
+
+    /// The SELECT whose rows (columns named as the input's) are imported, e.g.
+    /// "SELECT lead_id AS \"RelatedProspectId\", 201 AS \"ActivityEvent\" FROM calls".
+    /// [config: [source] query]
+    #[arg(long, value_name = "SQL")]
+    pub query: Option<String>,
 }
 
 /// Flags that tune how requests are sent; shared by the commands that call the API.
@@ -206,9 +258,11 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The file to import: CSV, or a spreadsheet (.xlsx, .xlsm, .xlsb, .xls, .ods).
-    #[arg(value_name = "INPUT.csv")]
-    pub input: PathBuf,
+    /// The file to import: CSV, JSON Lines (.jsonl, .ndjson), or a spreadsheet (.xlsx, .xlsm,
+    /// .xlsb, .xls, .ods); `-` reads standard input (CSV, or --format jsonl). Leave it out with
+    /// --from-postgres.
+    #[arg(value_name = "INPUT.csv|-")]
+    pub input: Option<PathBuf>,
 
     /// Where to write the report (one line per input row).
     #[arg(long, short, value_name = "REPORT.csv")]
@@ -240,6 +294,9 @@ pub struct ImportArgs {
     pub nightly: NightlyArgs,
     #[command(flatten)]
     pub format: ReportFormatArgs,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 /// How the input is read: spreadsheets, their own column names, leads by e-mail, local times.
@@ -275,6 +332,11 @@ pub struct InputArgs {
     /// The worksheet of an .xlsx/.xls/.ods input, by name or position from 1 (default: the first).
     #[arg(long, value_name = "NAME|INDEX")]
     pub sheet: Option<String>,
+
+    /// How to read a non-spreadsheet input, whatever its name says: csv, or jsonl (one JSON
+    /// object per line). Default: by extension (.jsonl/.ndjson are JSON Lines), CSV otherwise.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<crate::sources::InputFormat>,
 }
 
 /// Flags for unattended runs: what the scheduler and people read afterwards, and when not to
@@ -295,6 +357,22 @@ pub struct NightlyArgs {
     /// grouped by message.
     #[arg(long, value_name = "FILE")]
     pub html_report: Option<PathBuf>,
+
+    /// POST the summary JSON (with a "text" line for Slack) to this https URL when the run ends;
+    /// a failure to post is logged and never changes the exit code [env: LSQ_NOTIFY_URL;
+    /// config: [notify] url].
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Option<String>,
+
+    /// When to post: failure (exit code not 0), change (failure, or a status other than the
+    /// previous run's; the default), always [config: [notify] on].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub notify_on: Option<crate::notify::NotifyOn>,
+
+    /// Write the run's figures in Prometheus text format here (node_exporter textfile
+    /// collector), atomically, at the end [env: LSQ_METRICS_FILE; config: [metrics] file].
+    #[arg(long, value_name = "FILE.prom")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// How report cells are written; shared by the commands that write a report.

@@ -514,7 +514,7 @@ impl LsqClient {
 }
 
 /// Mozilla's root certificates as bundled by `webpki-root-certs`.
-fn web_pki_roots() -> Vec<reqwest::Certificate> {
+pub(crate) fn web_pki_roots() -> Vec<reqwest::Certificate> {
     webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
         .filter_map(|der| reqwest::Certificate::from_der(der).ok())

@@ -107,6 +107,46 @@ pub struct Settings {
     pub allow_insecure_http: bool,
     /// How input files are read: sheet, column mapping, lead matching, dates.
     pub input: InputSettings,
+    /// A PostgreSQL query to import from instead of a file (`[source]`, `--from-postgres`).
+    pub source: SourceSettings,
+    /// Who hears about a run's end (`[notify]`, `--notify-url`).
+    pub notify: NotifySettings,
+    /// A Prometheus textfile written at the end of a run (`[metrics] file`, `--metrics-file`).
+    pub metrics_file: Option<PathBuf>,
+    /// `-q`: print only the final status line (and errors), no progress bar.
+    pub quiet: bool,
+}
+
+/// Where rows come from when no input file is named: `[source]` or `--from-postgres`.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSettings {
+    /// `postgres://USER@HOST:PORT/DB`; a `Secret` because it may hold a password, so no
+    /// `Debug` of the settings prints it.
+    pub postgres_url: Option<Secret>,
+    /// The `SELECT` whose rows are the input.
+    pub query: Option<String>,
+}
+
+/// The webhook told about a run's end.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// An https URL (http only to loopback, or with `allow_insecure_http`); a `Secret` because
+    /// webhook URLs (Slack's) carry their token in the path.
+    pub url: Option<Secret>,
+    /// When to post.
+    pub on: crate::notify::NotifyOn,
+    /// The whole POST, connect included; a webhook that hangs must not hold the job.
+    pub timeout: Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            url: None,
+            on: crate::notify::NotifyOn::default(),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// How import, retry and validate read their input (`[input]`, `[mapping]`, `[constants]`,
@@ -119,6 +159,8 @@ pub struct InputSettings {
     pub dates: DateReader,
     /// The worksheet of a spreadsheet input, by name or 1-based position; `None` for the first.
     pub sheet: Option<String>,
+    /// `--format`: how a non-spreadsheet input is read; `None` decides by the extension.
+    pub format: Option<crate::sources::InputFormat>,
 }
 
 impl Default for Settings {
@@ -143,6 +185,10 @@ impl Default for Settings {
             max_invalid: None,
             input_limits: InputLimits::default(),
             excel_safe: false,
+            source: SourceSettings::default(),
+            notify: NotifySettings::default(),
+            metrics_file: None,
+            quiet: false,
         }
     }
 }
@@ -173,6 +219,61 @@ pub struct FileConfig {
     pub nightly: FileNightly,
     #[serde(default)]
     pub report: FileReport,
+    #[serde(default)]
+    pub source: FileSource,
+    #[serde(default)]
+    pub notify: FileNotify,
+    #[serde(default)]
+    pub metrics: FileMetrics,
+}
+
+/// `[source]` section.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    pub postgres_url: Option<String>,
+    pub query: Option<String>,
+}
+
+impl fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSource")
+            .field(
+                "postgres_url",
+                &self
+                    .postgres_url
+                    .as_deref()
+                    .map(crate::sources::postgres::redact_url),
+            )
+            .field("query", &self.query)
+            .finish()
+    }
+}
+
+/// `[notify]` section.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNotify {
+    pub url: Option<String>,
+    pub on: Option<crate::notify::NotifyOn>,
+    pub timeout: Option<String>,
+}
+
+impl fmt::Debug for FileNotify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileNotify")
+            .field("url", &self.url.as_ref().map(|_| "***"))
+            .field("on", &self.on)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `[metrics]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMetrics {
+    pub file: Option<PathBuf>,
 }
 
 /// `[input]` section.
@@ -183,6 +284,7 @@ pub struct FileInput {
     pub timezone: Option<String>,
     pub date_format: Option<String>,
     pub sheet: Option<String>,
+    pub format: Option<crate::sources::InputFormat>,
     pub max_cell_bytes: Option<usize>,
     pub max_row_bytes: Option<usize>,
     pub max_columns: Option<usize>,
@@ -277,6 +379,15 @@ pub struct Overrides {
     /// `--allow-insecure-http`; `None` (flag absent) leaves the lower layers' value.
     pub allow_insecure_http: Option<bool>,
     pub input: InputOverrides,
+    /// `--from-postgres URL` and `--query SQL`.
+    pub postgres_url: Option<String>,
+    pub query: Option<String>,
+    /// `--notify-url`, `--notify-on`, `--metrics-file`.
+    pub notify_url: Option<String>,
+    pub notify_on: Option<crate::notify::NotifyOn>,
+    pub metrics_file: Option<PathBuf>,
+    /// `-q`.
+    pub quiet: bool,
 }
 
 /// Input flags (`cli::InputArgs`) as given; empty lists and `None` leave the lower layers' value.
@@ -290,6 +401,7 @@ pub struct InputOverrides {
     pub timezone: Option<String>,
     pub date_format: Option<String>,
     pub sheet: Option<String>,
+    pub format: Option<crate::sources::InputFormat>,
 }
 
 /// A bad setting, naming where it came from.
@@ -488,6 +600,20 @@ impl Settings {
             if let Some(excel_safe) = file.report.excel_safe {
                 s.excel_safe = excel_safe;
             }
+            if let Some(url) = &file.source.postgres_url {
+                s.source.postgres_url = Some(Secret::new(url.clone()));
+            }
+            s.source.query.clone_from(&file.source.query);
+            if let Some(url) = &file.notify.url {
+                s.notify.url = Some(Secret::new(url.clone()));
+            }
+            if let Some(on) = file.notify.on {
+                s.notify.on = on;
+            }
+            if let Some(t) = &file.notify.timeout {
+                s.notify.timeout = duration_from("config file [notify] timeout", t)?;
+            }
+            s.metrics_file.clone_from(&file.metrics.file);
         }
 
         if let Some(host) = env("LSQ_HOST").filter(|v| !v.trim().is_empty()) {
@@ -534,6 +660,12 @@ impl Settings {
                 .parse()
                 .map_err(|_| invalid("LSQ_MAX_INVALID", format!("{p:?} is not a percentage")))?;
             s.max_invalid = Some(percent_from("LSQ_MAX_INVALID", p)?);
+        }
+        if let Some(url) = env("LSQ_NOTIFY_URL").filter(|v| !v.trim().is_empty()) {
+            s.notify.url = Some(Secret::new(url));
+        }
+        if let Some(file) = env("LSQ_METRICS_FILE").filter(|v| !v.trim().is_empty()) {
+            s.metrics_file = Some(PathBuf::from(file));
         }
         if let Some(f) = env("LSQ_LOG_FORMAT") {
             s.log_format = match f.trim().to_ascii_lowercase().as_str() {
@@ -582,6 +714,22 @@ impl Settings {
         if let Some(excel_safe) = flags.excel_safe {
             s.excel_safe = excel_safe;
         }
+        if let Some(url) = &flags.postgres_url {
+            s.source.postgres_url = Some(Secret::new(url.clone()));
+        }
+        if let Some(query) = &flags.query {
+            s.source.query = Some(query.clone());
+        }
+        if let Some(url) = &flags.notify_url {
+            s.notify.url = Some(Secret::new(url.clone()));
+        }
+        if let Some(on) = flags.notify_on {
+            s.notify.on = on;
+        }
+        if let Some(file) = &flags.metrics_file {
+            s.metrics_file = Some(file.clone());
+        }
+        s.quiet = flags.quiet;
 
         s.input = resolve_input(file, env, &flags.input)?;
         s.check()?;
@@ -727,6 +875,7 @@ fn resolve_input(
         sheet: sheet
             .map(|(v, _)| v.trim().to_string())
             .filter(|v| !v.is_empty()),
+        format: flags.format.or(file.and_then(|f| f.input.format)),
     })
 }
 

@@ -118,8 +118,9 @@ pub fn validate_file(
     settings: &Settings,
 ) -> Result<Validation, DryRunError> {
     let started = Instant::now();
-    let source = InputSource::open(
+    let source = InputSource::open_as(
         input,
+        settings.input.format,
         settings.input.sheet.as_deref(),
         settings.input_limits,
     )?;

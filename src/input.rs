@@ -6,8 +6,9 @@
 //! CRLF or LF, RFC 4180 quoting, and ragged rows passed on (validation reports them) rather than
 //! aborting the file.
 //!
-//! [`InputSource::open`] picks the reader by file extension: spreadsheets go to `xlsx`, which
-//! yields the same [`SourceRow`]s; everything else is read as CSV.
+//! [`InputSource::open`] picks the reader by file extension: spreadsheets go to `xlsx`, JSON
+//! Lines (`.jsonl`, `.ndjson`) to `sources::jsonl`, each yielding the same [`SourceRow`]s;
+//! everything else is read as CSV. [`InputSource::open_as`] lets `--format` decide instead.
 //!
 //! Hostile files meet [`InputLimits`]: a row longer than `max_row_bytes` is refused while it is
 //! being read (a [`RowGuard`] between the file and the parser), a header wider than
@@ -196,6 +197,7 @@ pub enum InputSource {
     /// Boxed: a CSV reader carries its parser's state, several times a sheet's size.
     Csv(Box<CsvSource>),
     Sheet(crate::xlsx::SheetSource),
+    Jsonl(crate::sources::jsonl::JsonlSource),
 }
 
 impl InputSource {
@@ -206,6 +208,25 @@ impl InputSource {
         sheet: Option<&str>,
         limits: InputLimits,
     ) -> Result<InputSource, InputError> {
+        InputSource::open_as(path, None, sheet, limits)
+    }
+
+    /// As [`InputSource::open`], but `format` (from `--format` or `[input] format`), when
+    /// given, says how a file that is not a spreadsheet is read, whatever its extension.
+    pub fn open_as(
+        path: &Path,
+        format: Option<crate::sources::InputFormat>,
+        sheet: Option<&str>,
+        limits: InputLimits,
+    ) -> Result<InputSource, InputError> {
+        use crate::sources::{InputFormat, jsonl};
+        let jsonl = match format {
+            Some(format) => format == InputFormat::Jsonl,
+            None => jsonl::is_jsonl(path),
+        };
+        if jsonl && sheet.is_none() && !crate::xlsx::is_spreadsheet(path) {
+            return jsonl::JsonlSource::open(path, limits).map(InputSource::Jsonl);
+        }
         if crate::xlsx::is_spreadsheet(path) {
             return crate::xlsx::SheetSource::open(path, sheet).map(InputSource::Sheet);
         }
@@ -226,6 +247,7 @@ impl InputSource {
         match self {
             InputSource::Csv(csv) => csv.headers(),
             InputSource::Sheet(sheet) => sheet.headers(),
+            InputSource::Jsonl(jsonl) => jsonl.headers(),
         }
     }
 
@@ -233,7 +255,7 @@ impl InputSource {
     pub fn header_line(&self) -> u64 {
         match self {
             InputSource::Csv(csv) => csv.header_line(),
-            InputSource::Sheet(_) => 1,
+            InputSource::Sheet(_) | InputSource::Jsonl(_) => 1,
         }
     }
 }
@@ -243,7 +265,7 @@ impl InputSource {
     pub fn raw_row(&self) -> Option<&[u8]> {
         match self {
             InputSource::Csv(csv) => csv.raw_row(),
-            InputSource::Sheet(_) => None,
+            InputSource::Sheet(_) | InputSource::Jsonl(_) => None,
         }
     }
 
@@ -252,13 +274,8 @@ impl InputSource {
     pub fn read_into(&mut self, row: &mut SourceRow) -> Result<bool, InputError> {
         match self {
             InputSource::Csv(csv) => csv.read_into(row),
-            InputSource::Sheet(sheet) => match sheet.next() {
-                Some(read) => {
-                    *row = read?;
-                    Ok(true)
-                }
-                None => Ok(false),
-            },
+            InputSource::Sheet(sheet) => refill(sheet, row),
+            InputSource::Jsonl(jsonl) => refill(jsonl, row),
         }
     }
 }
@@ -270,7 +287,22 @@ impl Iterator for InputSource {
         match self {
             InputSource::Csv(csv) => csv.next(),
             InputSource::Sheet(sheet) => sheet.next(),
+            InputSource::Jsonl(jsonl) => jsonl.next(),
         }
+    }
+}
+
+/// `read_into` for a reader that yields whole rows.
+fn refill(
+    rows: &mut impl Iterator<Item = Result<SourceRow, InputError>>,
+    row: &mut SourceRow,
+) -> Result<bool, InputError> {
+    match rows.next() {
+        Some(read) => {
+            *row = read?;
+            Ok(true)
+        }
+        None => Ok(false),
     }
 }
 

@@ -32,6 +32,9 @@
 //! - [`api`]: LeadSquared's wire types, shared by the client and the simulator.
 //! - [`simulator`]: an in-process HTTP simulator of the LeadSquared API for tests and demos.
 //! - [`xlsx`]: reads XLSX, XLS and ODS sheets into the same rows as CSV.
+//! - [`sources`]: JSON Lines input, and standard input and PostgreSQL queries snapshotted to a
+//!   file beside the ledger so a run over them can resume.
+//! - [`notify`], [`metrics`]: a run's end posted to a webhook, and written for Prometheus.
 //! - [`mapping`]: the sheet's own headers and constants mapped to API fields; `--match-by`.
 //! - [`dates`]: spreadsheet date formats and time zones to the API's UTC date-times.
 //! - [`config`], [`cli`], [`quota`], [`stats`], [`progress`], [`abort`], [`exit`]: settings,
@@ -54,6 +57,8 @@ pub mod input;
 pub mod leads;
 pub mod ledger;
 pub mod mapping;
+pub mod metrics;
+pub mod notify;
 pub mod pace;
 pub mod pipeline;
 pub mod preflight;
@@ -64,6 +69,7 @@ pub mod report;
 pub mod resolve;
 pub mod send;
 pub mod simulator;
+pub mod sources;
 pub mod stats;
 pub mod summary;
 pub mod undo;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use lsq_sync::cli::Cli;
+use lsq_sync::cli::{Cli, Command};
 use lsq_sync::commands;
 use lsq_sync::config::LogFormat;
 use lsq_sync::exit::ExitStatus;
@@ -14,15 +14,18 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // clap exits with 2 on a usage error, as documented.
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Completions(_) | Command::Man) {
+        return ExitCode::from(commands::print_generated(&cli.command).code());
+    }
     let settings = match commands::settings_for(&cli) {
         Ok(settings) => settings,
         Err(e) => {
-            init_logging(commands::early_log_format(&cli));
+            init_logging(commands::early_log_format(&cli), &cli);
             eprintln!("lsq-sync: {e}");
             return ExitCode::from(ExitStatus::Usage.code());
         }
     };
-    init_logging(settings.log_format);
+    init_logging(settings.log_format, &cli);
     match run(cli, settings) {
         Ok(status) => ExitCode::from(status.code()),
         Err((status, e)) => {
@@ -50,16 +53,22 @@ fn run(
         .map_err(|e| (e.exit_status(), anyhow::Error::new(e)))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("lsq_sync=info,warn"));
+fn init_logging(format: LogFormat, cli: &Cli) {
+    // -q and -v are shorthands for RUST_LOG and, being flags, win over it.
+    let filter = match (cli.quiet, cli.verbose) {
+        (true, _) => EnvFilter::new("error"),
+        (false, 0) => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("lsq_sync=info,warn")),
+        (false, 1) => EnvFilter::new("lsq_sync=debug,info"),
+        (false, _) => EnvFilter::new("lsq_sync=trace,debug"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LogWriter)
         .with_target(false);
     let result = match format {
         LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_ansi(lsq_sync::progress::colour_allowed())
             .try_init(),
         LogFormat::Json => builder.json().try_init(),
     };

@@ -326,7 +326,11 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
         InputKind::Import => job.settings.input.sheet.as_deref(),
         InputKind::Retry => None,
     };
-    let source = InputSource::open(path, sheet, job.settings.input_limits)?;
+    let format = match job.kind {
+        InputKind::Import => job.settings.input.format,
+        InputKind::Retry => None,
+    };
+    let source = InputSource::open_as(path, format, sheet, job.settings.input_limits)?;
     let shape = RowShape::of(
         job.kind,
         source.headers(),
@@ -511,6 +515,8 @@ pub fn input_settings_from_options(
         columns,
         dates: crate::dates::DateReader { format, zone },
         sheet: recorded.sheet,
+        // What the ledger holds of a run is CSV whatever the input was.
+        format: None,
     })
 }
 

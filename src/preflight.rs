@@ -42,7 +42,12 @@ pub struct InputUsage {
 /// Reads `path` through the import's reader and validator, under the same input settings
 /// (sheet, mapping, constants, dates) an import of it would use.
 pub fn read_input_usage(path: &Path, settings: &Settings) -> Result<InputUsage, PreflightError> {
-    let source = InputSource::open(path, settings.input.sheet.as_deref(), settings.input_limits)?;
+    let source = InputSource::open_as(
+        path,
+        settings.input.format,
+        settings.input.sheet.as_deref(),
+        settings.input_limits,
+    )?;
     let schema = Schema::for_input(source.headers(), &settings.input)
         .map_err(|source| PreflightError::Schema {
             path: path.to_path_buf(),

@@ -12,6 +12,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
+/// Whether stderr may carry colour codes: it is a terminal and `NO_COLOR` is not set to
+/// anything (<https://no-color.org>).
+pub fn colour_allowed() -> bool {
+    io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// A progress bar, or nothing when stderr is not a terminal or progress is turned off.
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -24,18 +30,21 @@ impl Progress {
             return Progress { bar: None };
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "{bar:40.cyan/blue} {pos}/{len} rows  {rate}  ETA {eta}  {msg}",
-        )
-        .map(|style| {
-            style.with_key(
-                "rate",
-                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.0} rows/s", state.per_sec());
-                },
-            )
-        })
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let template = if colour_allowed() {
+            "{bar:40.cyan/blue} {pos}/{len} rows  {rate}  ETA {eta}  {msg}"
+        } else {
+            "{bar:40} {pos}/{len} rows  {rate}  ETA {eta}  {msg}"
+        };
+        let style = ProgressStyle::with_template(template)
+            .map(|style| {
+                style.with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0} rows/s", state.per_sec());
+                    },
+                )
+            })
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(250));
         *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());

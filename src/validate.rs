@@ -898,6 +898,7 @@ mod tests {
                 zone: zone.map(|z| crate::dates::parse_zone(z).unwrap()),
             },
             sheet: None,
+            format: None,
         }
     }
 

@@ -1,6 +1,8 @@
-//! `lsq-sync import` and `lsq-sync retry`: resolve where to send (a real host, or the embedded
-//! simulator with `--simulate`), watch for Ctrl-C and SIGTERM, run the pipeline, write the
-//! summary JSON and HTML report when asked, print the summary on stderr.
+//! `lsq-sync import` and `lsq-sync retry`: resolve what to read (a file, or a stream from
+//! standard input or PostgreSQL, snapshotted first) and where to send (a real host, or the
+//! embedded simulator with `--simulate`), watch for Ctrl-C and SIGTERM, run the pipeline, write
+//! the summary JSON and HTML report when asked, print the summary on stderr, and tell the
+//! unattended world (`--notify-url`, `--metrics-file`) how it ended.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,13 +15,78 @@ use crate::config::{Secret, Settings};
 use crate::dry_run::validate_file;
 use crate::exit::ExitStatus;
 use crate::html_report::write_html_report;
+use crate::notify::{NotifyOn, RunEnd};
 use crate::pipeline::{ImportJob, InputKind, default_ledger_path, run_import};
 use crate::simulator::{RunningSimulator, SimConfig};
+use crate::sources::postgres::PgSource;
+use crate::sources::{InputFormat, SourceError, Stream, prepare_snapshot, snapshot_for_dry_run};
 use crate::summary::{RunPaths, SummaryJson, ValidationSummaryJson};
 
 use super::CommandError;
 
-pub async fn run(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus, CommandError> {
+/// What the import reads: a file as named, or a stream to snapshot first.
+enum Input {
+    File(PathBuf),
+    Stream(Stream),
+}
+
+/// Decides the input from the positional INPUT (`-` is standard input) and the PostgreSQL
+/// source (flags, or `[source]` in the config file, which a named file overrides).
+fn input_of(args: &ImportArgs, settings: &mut Settings) -> Result<Input, CommandError> {
+    let usage = |m: &str| Err(CommandError::Usage(m.to_string()));
+    if args.input.is_some() && args.source.from_postgres.is_some() {
+        return usage("give either INPUT or --from-postgres, not both");
+    }
+    if args.input.is_some() && args.source.query.is_some() {
+        return usage("--query goes with --from-postgres (or [source] postgres_url), not a file");
+    }
+    match (&args.input, &settings.source.postgres_url) {
+        (Some(path), _) if path.as_os_str() == "-" => Ok(Input::Stream(Stream::Stdin(
+            settings.input.format.unwrap_or(InputFormat::Csv),
+        ))),
+        (Some(path), _) => Ok(Input::File(path.clone())),
+        (None, Some(url)) => {
+            let Some(query) = settings.source.query.as_deref() else {
+                return usage("--from-postgres needs --query \"SELECT ...\" (or [source] query)");
+            };
+            let source = PgSource::new(url.expose(), query).map_err(SourceError::from)?;
+            // COPY writes CSV, whatever --format says of files.
+            settings.input.format = Some(InputFormat::Csv);
+            Ok(Input::Stream(Stream::Postgres(source)))
+        }
+        (None, None) => usage(
+            "no input: give INPUT.csv, - for standard input, or --from-postgres URL --query SQL",
+        ),
+    }
+}
+
+pub async fn run(args: ImportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+    let ledger = args
+        .run
+        .ledger
+        .clone()
+        .unwrap_or_else(|| default_ledger_path(&args.out));
+    // A dry run sends nothing and keeps no ledger: nothing to tell the unattended world.
+    let unattended = if args.dry_run {
+        None
+    } else {
+        Some(Unattended::of(&settings, &ledger, "import")?)
+    };
+    let result = import(args, settings, &ledger).await;
+    if let (Err(e), Some(unattended)) = (&result, unattended) {
+        unattended.failed(e).await;
+    }
+    result
+}
+
+/// `run` without the notification of a run that could not start; `ledger` is the run's
+/// ledger (beside it go the snapshots of a streamed input).
+async fn import(
+    args: ImportArgs,
+    mut settings: Settings,
+    ledger: &Path,
+) -> Result<ExitStatus, CommandError> {
+    let input = input_of(&args, &mut settings)?;
     if args.dry_run {
         if args.nightly.html_report.is_some() {
             return Err(CommandError::Usage(
@@ -27,8 +94,28 @@ pub async fn run(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus,
                     .into(),
             ));
         }
-        return validate(args.input, args.out, args.nightly.summary_json, settings).await;
+        let input = match input {
+            Input::File(path) => path,
+            Input::Stream(stream) => {
+                // No ledger, no resume: a dry run reads the stream afresh into its snapshot.
+                let path = stream.snapshot_path(ledger);
+                snapshot_for_dry_run(&stream, &path).await?;
+                path
+            }
+        };
+        return validate(input, args.out, args.nightly.summary_json, settings).await;
     }
+    // A fresh simulator knows nothing of earlier runs: resuming one into it would be wrong.
+    let fresh_sim = args.simulate && args.run.ledger.is_none();
+    let input = match input {
+        Input::File(path) => path,
+        Input::Stream(stream) => {
+            let renew = args.run.fresh || args.run.force || fresh_sim;
+            prepare_snapshot(&stream, ledger, "import", renew, settings.ledger_durability)
+                .await?
+                .path
+        }
+    };
     let simulator = if args.simulate {
         let keys = (
             uuid::Uuid::new_v4().to_string(),
@@ -52,13 +139,12 @@ pub async fn run(args: ImportArgs, mut settings: Settings) -> Result<ExitStatus,
         None
     };
     let mut run_args = args.run;
-    if args.simulate && run_args.ledger.is_none() {
-        // A fresh simulator knows nothing of earlier runs: resuming one into it would be wrong.
+    if fresh_sim {
         run_args.fresh = true;
     }
     let result = execute(
         InputKind::Import,
-        args.input,
+        input,
         args.out,
         run_args,
         args.nightly,
@@ -80,6 +166,7 @@ pub async fn validate(
     settings: Settings,
 ) -> Result<ExitStatus, CommandError> {
     check_outputs(&input, &report, &[("--summary-json", &summary_json)])?;
+    let settings_quiet = settings.quiet;
     let started_at = chrono::Utc::now();
     let (input_for_task, report_for_task) = (input.clone(), report.clone());
     let validation = tokio::task::spawn_blocking(move || {
@@ -93,11 +180,15 @@ pub async fn validate(
     {
         eprintln!("lsq-sync: {e}");
     }
-    eprintln!(
-        "lsq-sync validate: {} -> {}\n{validation}",
-        input.display(),
-        report.display()
-    );
+    if settings_quiet {
+        eprintln!("{}", validation.status_line());
+    } else {
+        eprintln!(
+            "lsq-sync validate: {} -> {}\n{validation}",
+            input.display(),
+            report.display()
+        );
+    }
     Ok(validation.exit_status())
 }
 
@@ -124,7 +215,13 @@ fn check_outputs(
 }
 
 pub async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
-    execute(
+    let ledger = args
+        .run
+        .ledger
+        .clone()
+        .unwrap_or_else(|| default_ledger_path(&args.out));
+    let unattended = Unattended::of(&settings, &ledger, "retry")?;
+    let result = execute(
         InputKind::Retry,
         args.report,
         args.out,
@@ -132,7 +229,106 @@ pub async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitStatus, Co
         args.nightly,
         settings,
     )
-    .await
+    .await;
+    if let Err(e) = &result {
+        unattended.failed(e).await;
+    }
+    result
+}
+
+/// `--notify-url` and `--metrics-file`: what is told, and to whom, when a run ends.
+struct Unattended {
+    notify_url: Option<String>,
+    notify_on: NotifyOn,
+    timeout: std::time::Duration,
+    metrics_file: Option<PathBuf>,
+    ledger: PathBuf,
+    command: &'static str,
+}
+
+impl Unattended {
+    /// Checks the notify URL before anything is read or sent (a bad one is a usage error).
+    fn of(
+        settings: &Settings,
+        ledger: &Path,
+        command: &'static str,
+    ) -> Result<Unattended, CommandError> {
+        let notify_url = match &settings.notify.url {
+            Some(url) => Some(
+                crate::notify::check_url(url.expose(), settings.allow_insecure_http)
+                    .map_err(CommandError::Usage)?,
+            ),
+            None => None,
+        };
+        Ok(Unattended {
+            notify_url,
+            notify_on: settings.notify.on,
+            timeout: settings.notify.timeout,
+            metrics_file: settings.metrics_file.clone(),
+            ledger: ledger.to_path_buf(),
+            command,
+        })
+    }
+
+    /// A run that went as far as a summary.
+    async fn finished(&self, summary: &SummaryJson) {
+        self.write_metrics(Some(summary), summary.head.exit_code);
+        let document = serde_json::to_value(summary).unwrap_or_default();
+        self.notify(
+            document,
+            summary.head.status,
+            summary.head.exit_code,
+            &summary.head.status_line,
+        )
+        .await;
+    }
+
+    /// A run that stopped before it had a summary (bad input, a failing query, a ledger held
+    /// by another process): told as status `error`, with the message as its status line.
+    async fn failed(&self, error: &CommandError) {
+        let exit_code = error.exit_status().code();
+        let status_line = format!("ERROR: {error}");
+        self.write_metrics(None, exit_code);
+        let document = serde_json::json!({
+            "version": crate::summary::SUMMARY_VERSION,
+            "command": self.command,
+            "status": "error",
+            "exit_code": exit_code,
+            "status_line": status_line,
+            "ledger": self.ledger.display().to_string(),
+            "finished_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        });
+        self.notify(document, "error", exit_code, &status_line)
+            .await;
+    }
+
+    fn write_metrics(&self, summary: Option<&SummaryJson>, exit_code: u8) {
+        if let Some(path) = &self.metrics_file
+            && let Err(e) = crate::metrics::write(path, summary, exit_code, chrono::Utc::now())
+        {
+            eprintln!(
+                "lsq-sync: cannot write the metrics file {}: {e}",
+                path.display()
+            );
+        }
+    }
+
+    async fn notify(&self, document: serde_json::Value, status: &str, exit_code: u8, line: &str) {
+        let end = RunEnd {
+            document,
+            status,
+            exit_code,
+            status_line: line,
+        };
+        crate::notify::notify(
+            self.notify_url.as_deref(),
+            self.notify_on,
+            self.timeout,
+            &self.ledger,
+            end,
+        )
+        .await;
+    }
 }
 
 async fn execute(
@@ -151,15 +347,18 @@ async fn execute(
             ("--html-report", &nightly.html_report),
         ],
     )?;
+    let ledger = run.ledger.unwrap_or_else(|| default_ledger_path(&report));
+    let unattended = Unattended::of(&settings, &ledger, "import")?;
+    let quiet = settings.quiet;
     let interrupt = Interrupt::default();
     let watcher = tokio::spawn(watch_signals(interrupt.clone()));
     let job = ImportJob {
         kind,
-        ledger: run.ledger.unwrap_or_else(|| default_ledger_path(&report)),
+        ledger,
         input,
         report,
         settings,
-        progress: !run.no_progress,
+        progress: !run.no_progress && !quiet,
         fresh: run.fresh,
         force: run.force,
         skip_existing: run.skip_existing,
@@ -190,16 +389,28 @@ async fn execute(
     {
         eprintln!("lsq-sync: {e}");
     }
+    let document = SummaryJson::new(&summary, &paths);
     if let Some(path) = &nightly.summary_json
-        && let Err(e) = SummaryJson::new(&summary, &paths).write(path)
+        && let Err(e) = document.write(path)
     {
         eprintln!("lsq-sync: {e}");
     }
-    eprintln!(
-        "lsq-sync {command}: {} -> {}\n{summary}",
-        job.input.display(),
-        job.report.display()
-    );
+    Unattended {
+        command,
+        ..unattended
+    }
+    .finished(&document)
+    .await;
+    // The status line stays the last line on stderr, after anything the notifier logged.
+    if quiet {
+        eprintln!("{}", summary.status_line());
+    } else {
+        eprintln!(
+            "lsq-sync {command}: {} -> {}\n{summary}",
+            job.input.display(),
+            job.report.display()
+        );
+    }
     Ok(summary.exit_status())
 }
 

@@ -34,6 +34,8 @@ pub enum CommandError {
     Preflight(#[from] crate::preflight::PreflightError),
     #[error(transparent)]
     DryRun(#[from] crate::dry_run::DryRunError),
+    #[error(transparent)]
+    Source(#[from] crate::sources::SourceError),
 }
 
 impl CommandError {
@@ -64,7 +66,11 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
         Command::DeleteOwnerHistory(args) => args.send.clone(),
         Command::Undo(args) => args.send.clone(),
         Command::Check(args) => args.send.clone(),
-        Command::Simulate(_) | Command::Report(_) | Command::Validate(_) => SendArgs::default(),
+        Command::Simulate(_)
+        | Command::Report(_)
+        | Command::Validate(_)
+        | Command::Completions(_)
+        | Command::Man => SendArgs::default(),
     };
     let overrides = Overrides {
         host: send.host,
@@ -93,9 +99,34 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
             _ => false,
         }
         .then_some(true),
+        postgres_url: None,
+        query: None,
+        notify_url: None,
+        notify_on: None,
+        metrics_file: None,
+        quiet: cli.quiet,
+    };
+    let overrides = match &cli.command {
+        Command::Import(args) => Overrides {
+            postgres_url: args.source.from_postgres.clone(),
+            query: args.source.query.clone(),
+            ..nightly_overrides(&args.nightly, overrides)
+        },
+        Command::Retry(args) => nightly_overrides(&args.nightly, overrides),
+        _ => overrides,
     };
     let env = |name: &str| std::env::var(name).ok();
     Settings::resolve(file.as_ref().map(|(_, f)| f), &env, &overrides)
+}
+
+/// The notify and metrics flags of import and retry over `overrides`.
+fn nightly_overrides(nightly: &crate::cli::NightlyArgs, overrides: Overrides) -> Overrides {
+    Overrides {
+        notify_url: nightly.notify_url.clone(),
+        notify_on: nightly.notify_on,
+        metrics_file: nightly.metrics_file.clone(),
+        ..overrides
+    }
 }
 
 /// The input flags of the commands that read an input file.
@@ -114,6 +145,7 @@ fn input_overrides(command: &Command) -> InputOverrides {
         timezone: args.timezone,
         date_format: args.date_format,
         sheet: args.sheet,
+        format: args.format,
     }
 }
 
@@ -131,6 +163,42 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitStatus, CommandErro
         Command::Check(args) => check::run(args, settings).await,
         Command::Validate(args) => {
             import::validate(args.input, args.out, args.summary_json, settings).await
+        }
+        command @ (Command::Completions(_) | Command::Man) => Ok(print_generated(&command)),
+    }
+}
+
+/// `completions` and `man` need no settings (a broken config file must not stop them): the
+/// output of those two, printed on stdout; `None` for every other command.
+pub fn generated_output(command: &Command) -> Option<Vec<u8>> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    match command {
+        Command::Completions(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "lsq-sync", &mut out);
+        }
+        // Rendering into memory cannot fail.
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut out)
+            .ok()?,
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// Prints [`generated_output`]; a closed pipe (`| head`) is not an error.
+pub fn print_generated(command: &Command) -> ExitStatus {
+    use std::io::Write;
+    let Some(out) = generated_output(command) else {
+        return ExitStatus::Usage;
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&out).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitStatus::Success,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitStatus::Success,
+        Err(e) => {
+            eprintln!("lsq-sync: cannot write to stdout: {e}");
+            ExitStatus::Aborted
         }
     }
 }
