@@ -258,7 +258,7 @@ impl Budget {
         // doubling each window, claims it in a few windows.
         let step = match self.plateau {
             Some(level) if next <= level => 1,
-            _ => self.step.max(self.budget / 8),
+            _ => self.step.max(self.budget / 4),
         };
         let from = self.budget;
         self.budget = (self.budget + step).min(self.calls);
