@@ -159,9 +159,14 @@ pub struct SendArgs {
     #[arg(long, value_name = "CALLS/DURATION")]
     pub rate: Option<RateQuota>,
 
-    /// Attempts per batch, the first included.
+    /// Attempts per batch, the first included; failures during an API outage do not count.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
+
+    /// How long to wait for an API that fails across the board before stopping (resumable),
+    /// e.g. 15m [env: LSQ_OUTAGE_PATIENCE]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub outage_patience: Option<std::time::Duration>,
 
     /// Most requests in flight at once (the rate is set by --rate, not this).
     #[arg(long, value_name = "N")]

@@ -93,6 +93,9 @@ pub struct Settings {
     pub backoff_base: Duration,
     /// Longest single backoff delay.
     pub backoff_max: Duration,
+    /// How long the run waits for an API that fails across the board (outage mode) before it
+    /// stops cleanly, resumable.
+    pub outage_patience: Duration,
     pub log_format: LogFormat,
     /// How hard each ledger commit is pushed to disk.
     pub ledger_durability: Durability,
@@ -136,6 +139,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(60),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            outage_patience: Duration::from_secs(15 * 60),
             log_format: LogFormat::Text,
             ledger_durability: Durability::Full,
             allow_insecure_http: false,
@@ -251,6 +255,7 @@ pub struct FileRetry {
     pub max_attempts: Option<u32>,
     pub backoff_base: Option<String>,
     pub backoff_max: Option<String>,
+    pub outage_patience: Option<String>,
 }
 
 /// `[log]` section.
@@ -266,6 +271,8 @@ pub struct Overrides {
     pub host: Option<String>,
     pub rate: Option<RateQuota>,
     pub max_attempts: Option<u32>,
+    /// `--outage-patience`.
+    pub outage_patience: Option<Duration>,
     pub concurrency: Option<usize>,
     pub batch_size: Option<usize>,
     pub connect_timeout: Option<Duration>,
@@ -465,6 +472,9 @@ impl Settings {
             if let Some(t) = &file.retry.backoff_max {
                 s.backoff_max = duration_from("config file [retry] backoff_max", t)?;
             }
+            if let Some(t) = &file.retry.outage_patience {
+                s.outage_patience = duration_from("config file [retry] outage_patience", t)?;
+            }
             if let Some(format) = file.log.format {
                 s.log_format = format;
             }
@@ -506,6 +516,9 @@ impl Settings {
             let n: u32 = number_from("LSQ_MAX_ATTEMPTS", &n)?;
             s.max_attempts = NonZeroU32::new(n)
                 .ok_or_else(|| invalid("LSQ_MAX_ATTEMPTS", "must be at least 1"))?;
+        }
+        if let Some(t) = env("LSQ_OUTAGE_PATIENCE") {
+            s.outage_patience = duration_from("LSQ_OUTAGE_PATIENCE", &t)?;
         }
         if let Some(n) = env("LSQ_CONCURRENCY") {
             s.concurrency = number_from("LSQ_CONCURRENCY", &n)?;
@@ -557,6 +570,9 @@ impl Settings {
         if let Some(n) = flags.max_attempts {
             s.max_attempts = NonZeroU32::new(n)
                 .ok_or_else(|| invalid("--max-attempts", "must be at least 1"))?;
+        }
+        if let Some(t) = flags.outage_patience {
+            s.outage_patience = t;
         }
         if let Some(n) = flags.concurrency {
             s.concurrency = n;
