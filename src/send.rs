@@ -253,6 +253,8 @@ impl Sender {
             let mut pending = rows;
             let mut done: Vec<(u64, RowOutcome)> = Vec::new();
             let mut attempt = 0u32;
+            // Calls actually sent for these rows; attempts can be given back after an outage.
+            let mut sent = 0u32;
             let mut last_problem = String::new();
             while !pending.is_empty() {
                 if let Some(reason) = self.stopping() {
@@ -306,7 +308,8 @@ impl Sender {
                     }
                 };
                 RunStats::add(&self.stats.calls);
-                if attempt > 1 {
+                sent += 1;
+                if sent > 1 {
                     RunStats::add(&self.stats.retries);
                 }
                 if depth > 0 {
