@@ -830,6 +830,13 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
     };
     ledger.finish_run(run, status)?;
     ledger.close();
+    let late = RunStats::get(&stats.late_permits);
+    if late > 0 {
+        info!(
+            "{late} calls waited for a fresh permit: the ledger took too long to record them in \
+             flight, and leaving late could have put more than the quota in one window"
+        );
+    }
     let (outages, outage_time) = gate.outages();
     gate.close("the run is over");
 

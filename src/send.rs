@@ -233,6 +233,19 @@ impl Sender {
         }
     }
 
+    /// How late after its permit a call may still leave: half of what the pacer's margin leaves
+    /// over in one quota window (CALLS spacings minus the window).
+    fn steady_bound(&self) -> Duration {
+        let quota = self.pacer.quota();
+        let slack = self
+            .pacer
+            .spacing()
+            .saturating_mul(quota.calls.get())
+            .saturating_sub(quota.window);
+        // With no margin there is no slack to keep; a few ms is what a commit always costs.
+        (slack / 2).max(Duration::from_millis(5))
+    }
+
     /// Records an outcome in the ledger; if that fails, nothing more may be sent.
     async fn record(&self, call: Option<i64>, outcome: &str, rows: Vec<RowUpdate>) {
         if let Err(e) = self.ledger.settle(self.run, call, outcome, rows).await {
@@ -306,6 +319,26 @@ impl Sender {
                             .trigger(format!("the ledger cannot be written: {e}"));
                         continue;
                     }
+                };
+                // The server counts arrivals: a request that leaves later after its permit than
+                // the next one after its own shrinks the spacing the pacer kept. A commit slower
+                // than half the pacer's slack in a window (a busy disk) would risk CALLS+1
+                // arrivals in one window, so such a call waits for a fresh permit instead.
+                let sent_at = if sent_at.elapsed() > self.steady_bound() {
+                    RunStats::add(&self.stats.late_permits);
+                    let again = self.pacer.acquire().await;
+                    if self.stopping().is_some() {
+                        self.record(
+                            Some(call),
+                            "not sent: the run is stopping",
+                            updates(&pending, RowState::Pending, None),
+                        )
+                        .await;
+                        continue;
+                    }
+                    again
+                } else {
+                    sent_at
                 };
                 RunStats::add(&self.stats.calls);
                 sent += 1;

@@ -31,6 +31,9 @@ pub struct RunStats {
     pub lookup_calls: AtomicU64,
     /// Calls made only to learn whether the API is back during an outage.
     pub probes: AtomicU64,
+    /// Bulk calls whose in-flight record took too long to commit after the permit, and which
+    /// waited for a fresh permit so that arrivals stay paced.
+    pub late_permits: AtomicU64,
 }
 
 impl RunStats {
