@@ -796,6 +796,27 @@ mod tests {
     }
 
     #[test]
+    fn outage_patience_defaults_to_15_minutes_and_each_layer_overrides_it() {
+        let s = Settings::resolve(None, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.outage_patience, Duration::from_secs(900));
+        let f = file("[retry]\noutage_patience = \"2m\"");
+        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.outage_patience, Duration::from_secs(120));
+        let env = env_of(&[("LSQ_OUTAGE_PATIENCE", "30s")]);
+        let s = Settings::resolve(Some(&f), &env, &Overrides::default()).unwrap();
+        assert_eq!(s.outage_patience, Duration::from_secs(30));
+        let flags = Overrides {
+            outage_patience: Some(Duration::from_secs(5)),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
+        assert_eq!(s.outage_patience, Duration::from_secs(5));
+        let bad = file("[retry]\noutage_patience = \"soon\"");
+        let err = Settings::resolve(Some(&bad), &env_of(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("outage_patience"), "{err}");
+    }
+
+    #[test]
     fn bad_values_name_their_source() {
         let err = Settings::resolve(
             None,
