@@ -18,6 +18,7 @@ use crate::api::{
     PATH_RETRIEVE, Paging, ProspectActivity, RetrieveParameter, RetrieveRequest, RetrieveResponse,
 };
 use crate::client::{LsqClient, Verdict, classify};
+use crate::outage::Gate;
 use crate::pace::Pacer;
 use crate::send::RetryPolicy;
 use crate::stats::RunStats;
@@ -103,6 +104,9 @@ pub struct Fetcher {
     pub retry: RetryPolicy,
     /// `RowCount` of each page; [`DEFAULT_PAGE_SIZE`] unless configured. 0 is read as 1.
     pub page_size: u64,
+    /// The run's outage gate, when it has one: no page is asked for while the API is down, and
+    /// failures during an outage do not count against `retry.max_attempts`.
+    pub gate: Option<Arc<Gate>>,
 }
 
 impl Fetcher {
@@ -119,6 +123,15 @@ impl Fetcher {
             stats,
             retry,
             page_size: DEFAULT_PAGE_SIZE,
+            gate: None,
+        }
+    }
+
+    /// The same fetcher, waiting on `gate` while the API is down.
+    pub fn with_gate(self, gate: Arc<Gate>) -> Fetcher {
+        Fetcher {
+            gate: Some(gate),
+            ..self
         }
     }
 
@@ -177,12 +190,31 @@ impl Fetcher {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let epoch = self.gate.as_ref().map(|gate| gate.epoch());
+            if let Some(gate) = &self.gate {
+                gate.ready()
+                    .await
+                    .map_err(|closed| FetchError::Failed(closed.to_string()))?;
+            }
             let sent_at = self.pacer.acquire().await;
+            if self.gate.as_ref().is_some_and(|gate| !gate.open()) {
+                // The API went down while this call queued for its permit: wait, uncounted.
+                attempt -= 1;
+                continue;
+            }
             RunStats::add(&self.stats.calls);
+            RunStats::add(&self.stats.lookup_calls);
             if attempt > 1 {
                 RunStats::add(&self.stats.retries);
             }
-            let verdict = match self.client.post(PATH_RETRIEVE, &params, &body).await {
+            let result = self.client.post(PATH_RETRIEVE, &params, &body).await;
+            if let Some(gate) = &self.gate {
+                match crate::outage::failure_of(&result) {
+                    Some(problem) => gate.failed(&problem),
+                    None => gate.answered(),
+                }
+            }
+            let verdict = match result {
                 Ok(reply) => classify::<RetrieveResponse>(&reply),
                 Err(e) => Verdict::from_call_error(&e),
             };
@@ -210,6 +242,13 @@ impl Fetcher {
                 Verdict::Unauthorized(message) => return Err(FetchError::Unauthorized(message)),
                 Verdict::Fatal(message) => return Err(FetchError::Fatal(message)),
             };
+            if let (Some(gate), Some(epoch)) = (&self.gate, epoch)
+                && (gate.epoch() != epoch || !gate.open())
+            {
+                // Failed in an outage: the gate waits it out; this attempt does not count.
+                attempt -= 1;
+                continue;
+            }
             if attempt >= self.retry.max_attempts {
                 return Err(FetchError::Failed(format!(
                     "gave up after {attempt} attempts: {problem}"
@@ -672,6 +711,7 @@ mod tests {
                 max: Duration::from_millis(200),
             },
             page_size,
+            gate: None,
         }
     }
 

@@ -215,9 +215,14 @@ pub struct SendArgs {
     #[arg(long, value_name = "CALLS/DURATION")]
     pub rate: Option<RateQuota>,
 
-    /// Attempts per batch, the first included.
+    /// Attempts per batch, the first included; failures during an API outage do not count.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
+
+    /// How long to wait for an API that fails across the board before stopping (resumable),
+    /// e.g. 15m [env: LSQ_OUTAGE_PATIENCE]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub outage_patience: Option<std::time::Duration>,
 
     /// Most requests in flight at once (the rate is set by --rate, not this).
     #[arg(long, value_name = "N")]
@@ -756,6 +761,25 @@ pub struct SimulateArgs {
     /// URL), e.g. api-us11.leadsquared.com to try `lsq-sync check`'s wrong-host advice.
     #[arg(long, value_name = "HOST")]
     pub account_host: Option<String>,
+
+    /// Stage an API outage of this kind: "500" (every call answered HTTP 500 without an MX
+    /// body), "reset" (connections closed without an answer) or "refused" (the simulator stops
+    /// listening, then listens on the same port again).
+    #[arg(long, value_name = "KIND", value_parser = ["500", "reset", "refused"])]
+    pub outage: Option<String>,
+
+    /// When the outage starts, counted from the first API request, e.g. 2s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "0s")]
+    pub outage_after: std::time::Duration,
+
+    /// How long the outage lasts, e.g. 60s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "60s")]
+    pub outage_for: std::time::Duration,
+
+    /// Activities each demo lead already holds (code 201, dates over 2023-2024), so that
+    /// checking what an import created has to page.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed_activities: usize,
 }
 
 fn parse_other_load(text: &str) -> Result<crate::simulator::OtherLoad, String> {

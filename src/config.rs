@@ -93,6 +93,9 @@ pub struct Settings {
     pub backoff_base: Duration,
     /// Longest single backoff delay.
     pub backoff_max: Duration,
+    /// How long the run waits for an API that fails across the board (outage mode) before it
+    /// stops cleanly, resumable.
+    pub outage_patience: Duration,
     pub log_format: LogFormat,
     /// How hard each ledger commit is pushed to disk.
     pub ledger_durability: Durability,
@@ -178,6 +181,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(60),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            outage_patience: Duration::from_secs(15 * 60),
             log_format: LogFormat::Text,
             ledger_durability: Durability::Full,
             allow_insecure_http: false,
@@ -353,6 +357,7 @@ pub struct FileRetry {
     pub max_attempts: Option<u32>,
     pub backoff_base: Option<String>,
     pub backoff_max: Option<String>,
+    pub outage_patience: Option<String>,
 }
 
 /// `[log]` section.
@@ -368,6 +373,8 @@ pub struct Overrides {
     pub host: Option<String>,
     pub rate: Option<RateQuota>,
     pub max_attempts: Option<u32>,
+    /// `--outage-patience`.
+    pub outage_patience: Option<Duration>,
     pub concurrency: Option<usize>,
     pub batch_size: Option<usize>,
     pub connect_timeout: Option<Duration>,
@@ -577,6 +584,9 @@ impl Settings {
             if let Some(t) = &file.retry.backoff_max {
                 s.backoff_max = duration_from("config file [retry] backoff_max", t)?;
             }
+            if let Some(t) = &file.retry.outage_patience {
+                s.outage_patience = duration_from("config file [retry] outage_patience", t)?;
+            }
             if let Some(format) = file.log.format {
                 s.log_format = format;
             }
@@ -632,6 +642,9 @@ impl Settings {
             let n: u32 = number_from("LSQ_MAX_ATTEMPTS", &n)?;
             s.max_attempts = NonZeroU32::new(n)
                 .ok_or_else(|| invalid("LSQ_MAX_ATTEMPTS", "must be at least 1"))?;
+        }
+        if let Some(t) = env("LSQ_OUTAGE_PATIENCE") {
+            s.outage_patience = duration_from("LSQ_OUTAGE_PATIENCE", &t)?;
         }
         if let Some(n) = env("LSQ_CONCURRENCY") {
             s.concurrency = number_from("LSQ_CONCURRENCY", &n)?;
@@ -689,6 +702,9 @@ impl Settings {
         if let Some(n) = flags.max_attempts {
             s.max_attempts = NonZeroU32::new(n)
                 .ok_or_else(|| invalid("--max-attempts", "must be at least 1"))?;
+        }
+        if let Some(t) = flags.outage_patience {
+            s.outage_patience = t;
         }
         if let Some(n) = flags.concurrency {
             s.concurrency = n;
@@ -926,6 +942,27 @@ mod tests {
         let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
         assert_eq!(s.rate.to_string(), "25/1s");
         assert_eq!(s.host.as_deref(), Some("https://env.example"));
+    }
+
+    #[test]
+    fn outage_patience_defaults_to_15_minutes_and_each_layer_overrides_it() {
+        let s = Settings::resolve(None, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.outage_patience, Duration::from_secs(900));
+        let f = file("[retry]\noutage_patience = \"2m\"");
+        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.outage_patience, Duration::from_secs(120));
+        let env = env_of(&[("LSQ_OUTAGE_PATIENCE", "30s")]);
+        let s = Settings::resolve(Some(&f), &env, &Overrides::default()).unwrap();
+        assert_eq!(s.outage_patience, Duration::from_secs(30));
+        let flags = Overrides {
+            outage_patience: Some(Duration::from_secs(5)),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
+        assert_eq!(s.outage_patience, Duration::from_secs(5));
+        let bad = file("[retry]\noutage_patience = \"soon\"");
+        let err = Settings::resolve(Some(&bad), &env_of(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("outage_patience"), "{err}");
     }
 
     #[test]

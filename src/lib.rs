@@ -15,6 +15,8 @@
 //! - [`send`]: posts a batch, retries what is worth retrying.
 //! - [`client`]: the LeadSquared HTTP client and the one classifier of responses.
 //! - [`activities`]: reads every activity of a lead, page by page, whatever `Offset` counts.
+//! - [`outage`]: the run-wide health gate: an API failing across the board pauses the run, one
+//!   probe at a time, until it answers again or the patience runs out.
 //! - [`resolve`]: after a bulk post with an unknown outcome, finds which rows were created.
 //! - [`ledger`]: the SQLite record of every run, row and call; what makes resuming safe.
 //! - [`report`]: writes per-row results in input order.
@@ -59,6 +61,7 @@ pub mod ledger;
 pub mod mapping;
 pub mod metrics;
 pub mod notify;
+pub mod outage;
 pub mod pace;
 pub mod pipeline;
 pub mod preflight;

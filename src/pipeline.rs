@@ -29,6 +29,7 @@ use crate::input::{InputError, InputSource, SourceRow};
 use crate::ledger::{
     Ledger, LedgerError, NewRow, RowState, RowUpdate, RunStatus, StoredRow, fingerprint, hash_file,
 };
+use crate::outage::{ApiProbe, Gate, GatePolicy};
 use crate::pace::Pacer;
 use crate::progress::Progress;
 use crate::report::{
@@ -88,6 +89,17 @@ pub enum ImportError {
     Ledger(#[from] LedgerError),
     #[error("{0}")]
     Setup(String),
+    #[error(
+        "run {run} of this input was planned with {flag} {recorded}, and this command gives {given}; \
+         resuming must read the rows the way they were planned: give the same options as before \
+         (or none, to use the recorded ones), or --fresh to start a new run"
+    )]
+    OptionsConflict {
+        run: i64,
+        flag: &'static str,
+        recorded: String,
+        given: String,
+    },
     /// The run had started and had to stop; the report holds what was written.
     #[error("the run stopped: {0}")]
     Stopped(String),
@@ -136,6 +148,10 @@ pub fn default_ledger_path(report: &Path) -> PathBuf {
 struct Prepared {
     run: i64,
     resumed: bool,
+    /// How the run reads its input: the recorded description for a run that was planned
+    /// earlier (resume, retry and undo all read rows the one way they were planned), the
+    /// settings given now for a new run.
+    input: InputSettings,
 }
 
 /// Maps the input's header and rows to the run's: for a report, the first four columns are the
@@ -274,6 +290,7 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
             );
             ledger.finish_run(old.id, RunStatus::Abandoned)?;
         } else if old.input_hash == hash {
+            let input = recorded_input(ledger, old.id, &job.settings.input)?;
             info!(
                 run = old.id,
                 "resuming run {} (started {} UTC)", old.id, old.started_at
@@ -282,6 +299,7 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
             return Ok(Prepared {
                 run: old.id,
                 resumed: true,
+                input,
             });
         } else if job.force {
             warn!(
@@ -314,10 +332,12 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
             done.id,
             done.started_at
         );
+        let input = recorded_input(ledger, done.id, &job.settings.input)?;
         ledger.reopen_run(done.id)?;
         return Ok(Prepared {
             run: done.id,
             resumed: true,
+            input,
         });
     }
 
@@ -448,6 +468,55 @@ fn prepare(ledger: &Ledger, job: &ImportJob) -> Result<Prepared, ImportError> {
     Ok(Prepared {
         run,
         resumed: false,
+        input: job.settings.input.clone(),
+    })
+}
+
+/// The input description run `run` recorded, which a resumed run reads its rows with. Options
+/// given now that say otherwise are refused, naming the first that differs; none given (every
+/// input option at its default) means "as recorded".
+fn recorded_input(
+    ledger: &Ledger,
+    run: i64,
+    given: &InputSettings,
+) -> Result<InputSettings, ImportError> {
+    let recorded = input_settings_from_options(&ledger.options(run)?).map_err(|e| {
+        ImportError::Setup(format!(
+            "run {run}: cannot read its recorded input options: {e}"
+        ))
+    })?;
+    let recorded_view = input_options(&recorded, recorded.sheet.as_deref());
+    let given_view = input_options(given, given.sheet.as_deref());
+    let defaults = input_options(&InputSettings::default(), None);
+    if given_view == defaults || given_view == recorded_view {
+        if recorded_view != defaults {
+            info!("run {run} reads its input with the options it recorded: {recorded_view}");
+        }
+        return Ok(recorded);
+    }
+    const FLAGS: [(&str, &str); 6] = [
+        ("mapping", "--map"),
+        ("constants", "--set"),
+        ("match_by", "--match-by"),
+        ("timezone", "--timezone"),
+        ("date_format", "--date-format"),
+        ("sheet", "--sheet"),
+    ];
+    let (key, flag) = FLAGS
+        .iter()
+        .find(|(key, _)| recorded_view.get(key) != given_view.get(key))
+        .copied()
+        .unwrap_or(("mapping", "--map"));
+    let show = |view: &serde_json::Value| match view.get(key) {
+        None | Some(serde_json::Value::Null) => "nothing".to_string(),
+        Some(serde_json::Value::Array(a)) if a.is_empty() => "nothing".to_string(),
+        Some(value) => value.to_string(),
+    };
+    Err(ImportError::OptionsConflict {
+        run,
+        flag,
+        recorded: show(&recorded_view),
+        given: show(&given_view),
     })
 }
 
@@ -564,8 +633,7 @@ fn work_of(row: &StoredRow, schema: &Schema) -> RowWork {
 pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
     let started = Instant::now();
     let settings = &job.settings;
-    let client = LsqClient::new(&client_config(settings)?)?
-        .matching_leads_by(settings.input.columns.match_by());
+    let client = LsqClient::new(&client_config(settings)?)?;
     let ledger = {
         let path = job.ledger.clone();
         let durability = settings.ledger_durability;
@@ -583,7 +651,8 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
             .map_err(|e| ImportError::Internal(e.to_string()))??
     };
     let run = prepared.run;
-    let schema = Schema::for_input(&ledger.headers(run)?, &settings.input)
+    let client = client.matching_leads_by(prepared.input.columns.match_by());
+    let schema = Schema::for_input(&ledger.headers(run)?, &prepared.input)
         .map_err(|source| ImportError::Schema {
             path: job.input.clone(),
             line: 1,
@@ -619,7 +688,6 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
     );
 
     let stats = Arc::new(RunStats::default());
-    let lookup_stats = Arc::new(RunStats::default());
     let abort = Abort::new();
     let retry = RetryPolicy {
         max_attempts: settings.max_attempts.get(),
@@ -627,24 +695,32 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
         max: settings.backoff_max,
     };
     let pacer_for_summary = pacer.clone();
-    let sender = Arc::new(Sender {
-        client: client.clone(),
-        pacer: pacer.clone(),
-        stats: stats.clone(),
-        abort: abort.clone(),
-        interrupt: job.interrupt.clone(),
-        retry,
-        ledger: ledger.clone(),
-        run,
-        fetcher: Fetcher {
-            client,
-            pacer,
-            stats: lookup_stats.clone(),
-            retry,
-            page_size: 100,
+    let gate = Gate::new(
+        ApiProbe {
+            client: client.clone(),
+            pacer: pacer.clone(),
+            stats: stats.clone(),
         },
-        checking: tokio::sync::Mutex::new(()),
-    });
+        GatePolicy::new(
+            settings.backoff_base,
+            settings.backoff_max,
+            settings.outage_patience,
+        ),
+    );
+    let fetcher =
+        Fetcher::new(client.clone(), pacer.clone(), stats.clone(), retry).with_gate(gate.clone());
+    let sender = Arc::new(Sender::new(
+        client,
+        pacer,
+        stats.clone(),
+        abort.clone(),
+        job.interrupt.clone(),
+        retry,
+        ledger.clone(),
+        run,
+        fetcher,
+        gate.clone(),
+    ));
 
     if count(RowState::InFlight) > 0 {
         recover_in_flight(&sender, &ledger, run, &schema).await?;
@@ -760,18 +836,29 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
     };
     ledger.finish_run(run, status)?;
     ledger.close();
+    let late = RunStats::get(&stats.late_permits);
+    if late > 0 {
+        info!(
+            "{late} calls waited for a fresh permit: the ledger took too long to record them in \
+             flight, and leaving late could have put more than the quota in one window"
+        );
+    }
+    let (outages, outage_time) = gate.outages();
+    gate.close("the run is over");
 
     Ok(RunSummary {
         rows: counts.total(),
         counts,
-        calls: RunStats::get(&stats.calls) + RunStats::get(&lookup_stats.calls),
-        rate_limited: RunStats::get(&stats.rate_limited)
-            + RunStats::get(&lookup_stats.rate_limited),
-        retries: RunStats::get(&stats.retries) + RunStats::get(&lookup_stats.retries),
+        calls: RunStats::get(&stats.calls),
+        rate_limited: RunStats::get(&stats.rate_limited),
+        retries: RunStats::get(&stats.retries),
         ambiguous: RunStats::get(&stats.ambiguous),
         recovered: RunStats::get(&stats.recovered),
         isolation_calls: RunStats::get(&stats.isolation_calls),
-        lookup_calls: RunStats::get(&lookup_stats.calls),
+        lookup_calls: RunStats::get(&stats.lookup_calls),
+        probes: RunStats::get(&stats.probes),
+        outages,
+        outage_time,
         elapsed: started.elapsed(),
         aborted: abort.reason().map(|r| r.to_string()).or_else(|| {
             (interrupted.is_none() && unsettled > 0).then(|| {
@@ -840,8 +927,9 @@ async fn stop_before_sending(
 }
 
 /// Rows a killed run left in flight: their call may or may not have created them. Ask the
-/// server before anything is sent; found rows are settled as created, the rest go back to
-/// pending and are sent by the main pass.
+/// server before anything is sent, in one check of all of them (one paged read per lead, not
+/// per batch); found rows are settled as created, the rest go back to pending and are sent by
+/// the main pass.
 async fn recover_in_flight(
     sender: &Sender,
     ledger: &Ledger,
@@ -849,23 +937,28 @@ async fn recover_in_flight(
     schema: &Schema,
 ) -> Result<(), ImportError> {
     let rows = ledger.rows_in_state(run, RowState::InFlight)?;
-    info!(
-        rows = rows.len(),
-        "checking rows the previous run left in flight"
-    );
     let sendables: Vec<Sendable> = rows
         .iter()
         .filter_map(|r| sendable(r, schema).ok())
         .collect();
-    for chunk in sendables.chunks(crate::api::MAX_BATCH) {
-        let _ = sender
-            .check_server(
-                None,
-                "a call was in flight when the previous run stopped",
-                chunk.to_vec(),
-            )
-            .await;
-    }
+    let mut leads: Vec<&str> = sendables
+        .iter()
+        .map(|r| r.item.related_prospect_id.as_str())
+        .collect();
+    leads.sort_unstable();
+    leads.dedup();
+    info!(
+        rows = rows.len(),
+        leads = leads.len(),
+        "checking rows the previous run left in flight"
+    );
+    let _ = sender
+        .check_server(
+            None,
+            "a call was in flight when the previous run stopped",
+            sendables,
+        )
+        .await;
     Ok(())
 }
 

@@ -78,6 +78,15 @@ impl Drop for Progress {
     }
 }
 
+/// Shows `message` next to the bar while it is drawn (e.g. "waiting for the API"); an empty
+/// message clears it. Nothing happens without a bar.
+pub fn set_message(message: &str) {
+    let active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(bar) = active {
+        bar.set_message(message.to_string());
+    }
+}
+
 /// stderr for tracing, hiding the progress bar while a line is written.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogWriter;

@@ -23,6 +23,7 @@ use crate::api::{
 };
 use crate::client::{ClientConfig, ClientError, LsqClient, Verdict, classify};
 use crate::config::Settings;
+use crate::outage::{ApiProbe, Gate, GatePolicy};
 use crate::pace::Pacer;
 use crate::send::RetryPolicy;
 use crate::stats::RunStats;
@@ -234,8 +235,21 @@ impl Remote {
             base: settings.backoff_base,
             max: settings.backoff_max,
         };
+        // Deletes and the reads around them wait out an outage like an import does.
+        let gate = Gate::new(
+            ApiProbe {
+                client: client.clone(),
+                pacer: pacer.clone(),
+                stats: stats.clone(),
+            },
+            GatePolicy::new(
+                settings.backoff_base,
+                settings.backoff_max,
+                settings.outage_patience,
+            ),
+        );
         Ok(Remote {
-            fetcher: Fetcher::new(client, pacer, stats, retry),
+            fetcher: Fetcher::new(client, pacer, stats, retry).with_gate(gate),
         })
     }
 
@@ -281,18 +295,37 @@ impl Remote {
             pacer,
             stats,
             retry,
+            gate,
             ..
         } = &self.fetcher;
         let mut rng = fastrand::Rng::new();
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let epoch = gate.as_ref().map(|gate| gate.epoch());
+            if let Some(gate) = gate {
+                gate.ready()
+                    .await
+                    .map_err(|closed| DeleteError::Abort(closed.to_string()))?;
+            }
             let sent_at = pacer.acquire().await;
+            if gate.as_ref().is_some_and(|gate| !gate.open()) {
+                // The API went down while this call queued for its permit: wait, uncounted.
+                attempt -= 1;
+                continue;
+            }
             RunStats::add(&stats.calls);
             if attempt > 1 {
                 RunStats::add(&stats.retries);
             }
-            let verdict = match client.post(path, &[], body).await {
+            let result = client.post(path, &[], body).await;
+            if let Some(gate) = gate {
+                match crate::outage::failure_of(&result) {
+                    Some(problem) => gate.failed(&problem),
+                    None => gate.answered(),
+                }
+            }
+            let verdict = match result {
                 Ok(reply) => classify::<QueuedResponse>(&reply),
                 Err(e) => Verdict::from_call_error(&e),
             };
@@ -329,6 +362,13 @@ impl Remote {
                 return Err(DeleteError::Failed(format!(
                     "gave up after {attempt} attempts: {problem}"
                 )));
+            }
+            if let (Some(gate), Some(epoch)) = (gate, epoch)
+                && (gate.epoch() != epoch || !gate.open())
+            {
+                // Refused in an outage (nothing was acted on): waited out, not counted.
+                attempt -= 1;
+                continue;
             }
             let wait = retry.delay(attempt, retry_after, &mut rng);
             warn!(

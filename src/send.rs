@@ -1,13 +1,19 @@
 //! Send stage: a [`Batch`] in, its [`BatchOutcome`] out. Posts the batch's rows in one bulk
-//! call, every attempt through the pacer, every attempt recorded in the ledger before it leaves
-//! and settled after, so that a crash at any moment loses nothing and doubles nothing.
+//! call, every attempt through the outage gate and the pacer, every attempt recorded in the
+//! ledger once its permit is in hand (just before it leaves) and settled after, so that a crash
+//! at any moment loses nothing and doubles nothing, and a kill leaves in flight only the calls
+//! that could really have reached the server.
 //!
 //! What a response means is decided by `client::classify`; this module acts on the verdict:
 //! - success: map rows by `RowNumber`;
 //! - rate limited, or not sent at all: wait and retry;
 //! - outcome unknown (timeout, dropped connection, 5xx): ask Get Activities which rows exist
 //!   (`resolve`), record those, and re-send only the rest, because the bulk endpoint is not
-//!   idempotent;
+//!   idempotent. Such checks wait until the API answers again ([`crate::outage::Gate::healthy`])
+//!   and are pooled: one round reads back every lead of every batch in doubt at that moment,
+//!   once per lead ([`Sender::check_server`]);
+//! - the API failing across the board (an outage): the gate pauses every batch; failures in
+//!   an outage do not count against `--max-attempts`;
 //! - the batch refused as a whole for its data: split it in halves until the bad rows are alone
 //!   (about 2 x log2(25) extra calls per bad row);
 //! - bad credentials or wrong host: stop the whole run.
@@ -25,6 +31,7 @@ use crate::api::{ActivityItem, BulkResponse};
 use crate::batch::{Batch, RowWork};
 use crate::client::{LsqClient, RowResult, Verdict, bulk_row_results, classify};
 use crate::ledger::{Ledger, RowState, RowUpdate};
+use crate::outage::Gate;
 use crate::pace::Pacer;
 use crate::report::{BatchOutcome, NOT_SENT, OUTCOME_UNKNOWN, ReportedRow, RowOutcome};
 use crate::stats::RunStats;
@@ -93,9 +100,59 @@ pub struct Sender {
     pub run: i64,
     /// Get Activities, for checking calls whose outcome is unknown.
     pub fetcher: Fetcher,
-    /// One check at a time, held until its findings are in the ledger, so two checks cannot
-    /// claim the same server activity for two rows.
+    /// The run's outage gate: every call waits here while the API is down.
+    pub gate: Arc<Gate>,
+    /// Batches waiting for a check of their unknown outcome; the next round takes them all.
+    pub doubts: std::sync::Mutex<Vec<Doubt>>,
+    /// One check round at a time, held until its findings are in the ledger, so two checks
+    /// cannot claim the same server activity for two rows.
     pub checking: tokio::sync::Mutex<()>,
+}
+
+/// Rows of one call whose outcome is unknown, waiting for a check round.
+pub struct Doubt {
+    /// The call that left them in doubt (`None` for rows a previous run left in flight).
+    call: Option<i64>,
+    /// Why, for the ledger and the report.
+    why: String,
+    rows: Vec<Sendable>,
+    /// Where the round sends what it found: rows created, and rows to send again.
+    reply: tokio::sync::oneshot::Sender<Checked>,
+}
+
+/// What a check found: rows found created (settled), and rows not found (to send again).
+type Checked = (Vec<(u64, RowOutcome)>, Vec<Sendable>);
+
+impl Sender {
+    /// A sender with no check pending.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: LsqClient,
+        pacer: Arc<Pacer>,
+        stats: Arc<RunStats>,
+        abort: Abort,
+        interrupt: Interrupt,
+        retry: RetryPolicy,
+        ledger: Arc<Ledger>,
+        run: i64,
+        fetcher: Fetcher,
+        gate: Arc<Gate>,
+    ) -> Sender {
+        Sender {
+            client,
+            pacer,
+            stats,
+            abort,
+            interrupt,
+            retry,
+            ledger,
+            run,
+            fetcher,
+            gate,
+            doubts: std::sync::Mutex::new(Vec::new()),
+            checking: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 impl Sender {
@@ -160,6 +217,35 @@ impl Sender {
         }
     }
 
+    /// Waits while the API is down (or, with `answered`, until it has answered since its last
+    /// failure). A gate closed for good (patience exhausted, keys refused) stops the run.
+    async fn wait_for_api(&self, answered: bool) {
+        let gate = self.gate.clone();
+        let result = tokio::select! {
+            result = async move {
+                if answered { gate.healthy().await } else { gate.ready().await }
+            } => result,
+            () = self.abort.triggered() => Ok(()),
+            () = self.interrupt.flag().triggered() => Ok(()),
+        };
+        if let Err(closed) = result {
+            self.abort.trigger(closed.to_string());
+        }
+    }
+
+    /// How late after its permit a call may still leave: half of what the pacer's margin leaves
+    /// over in one quota window (CALLS spacings minus the window).
+    fn steady_bound(&self) -> Duration {
+        let quota = self.pacer.quota();
+        let slack = self
+            .pacer
+            .spacing()
+            .saturating_mul(quota.calls.get())
+            .saturating_sub(quota.window);
+        // With no margin there is no slack to keep; a few ms is what a commit always costs.
+        (slack / 2).max(Duration::from_millis(5))
+    }
+
     /// Records an outcome in the ledger; if that fails, nothing more may be sent.
     async fn record(&self, call: Option<i64>, outcome: &str, rows: Vec<RowUpdate>) {
         if let Err(e) = self.ledger.settle(self.run, call, outcome, rows).await {
@@ -180,6 +266,8 @@ impl Sender {
             let mut pending = rows;
             let mut done: Vec<(u64, RowOutcome)> = Vec::new();
             let mut attempt = 0u32;
+            // Calls actually sent for these rows; attempts can be given back after an outage.
+            let mut sent = 0u32;
             let mut last_problem = String::new();
             while !pending.is_empty() {
                 if let Some(reason) = self.stopping() {
@@ -203,10 +291,22 @@ impl Sender {
                     break;
                 }
                 attempt += 1;
-                // The rows are marked in flight before the permit is taken, so that the time
-                // between permit and request is not the (variable) time of an fsync: the server
-                // counts arrivals, and a late request followed by a prompt one could put CALLS+1
-                // of them in one window. A kill while waiting for the permit only costs a check.
+                self.wait_for_api(false).await;
+                let epoch = self.gate.epoch();
+                let sent_at = self.pacer.acquire().await;
+                if self.stopping().is_some() {
+                    continue;
+                }
+                if !self.gate.open() {
+                    // The API went down while this batch queued for its permit: nothing left,
+                    // nothing is in doubt, and the attempt does not count.
+                    attempt -= 1;
+                    continue;
+                }
+                // In flight only now, with the permit in hand: a kill while the batch was
+                // queued leaves nothing to check. The write is a group commit, so the time
+                // between permit and request stays short; bench_outage.py measures that the
+                // server still never sees more than the quota in a window.
                 let numbers = pending.iter().map(|r| r.number).collect();
                 let fills = pending
                     .iter()
@@ -220,25 +320,41 @@ impl Sender {
                         continue;
                     }
                 };
-                let sent_at = self.pacer.acquire().await;
-                if self.stopping().is_some() {
-                    self.record(
-                        Some(call),
-                        "not sent: the run is stopping",
-                        updates(&pending, RowState::Pending, None),
-                    )
-                    .await;
-                    continue;
-                }
+                // The server counts arrivals: a request that leaves later after its permit than
+                // the next one after its own shrinks the spacing the pacer kept. A commit slower
+                // than half the pacer's slack in a window (a busy disk) would risk CALLS+1
+                // arrivals in one window, so such a call waits for a fresh permit instead.
+                let sent_at = if sent_at.elapsed() > self.steady_bound() {
+                    RunStats::add(&self.stats.late_permits);
+                    let again = self.pacer.acquire().await;
+                    if self.stopping().is_some() {
+                        self.record(
+                            Some(call),
+                            "not sent: the run is stopping",
+                            updates(&pending, RowState::Pending, None),
+                        )
+                        .await;
+                        continue;
+                    }
+                    again
+                } else {
+                    sent_at
+                };
                 RunStats::add(&self.stats.calls);
-                if attempt > 1 {
+                sent += 1;
+                if sent > 1 {
                     RunStats::add(&self.stats.retries);
                 }
                 if depth > 0 {
                     RunStats::add(&self.stats.isolation_calls);
                 }
                 let items: Vec<&ActivityItem> = pending.iter().map(|r| &r.item).collect();
-                let verdict = match self.client.post_bulk(&items).await {
+                let result = self.client.post_bulk(&items).await;
+                match crate::outage::failure_of(&result) {
+                    Some(problem) => self.gate.failed(&problem),
+                    None => self.gate.answered(),
+                }
+                let verdict = match result {
                     Ok(reply) => classify::<BulkResponse>(&reply),
                     Err(e) => Verdict::from_call_error(&e),
                 };
@@ -299,9 +415,17 @@ impl Sender {
                     }
                     Verdict::Transient(message) => {
                         last_problem = message;
-                        let wait = self.retry.backoff(attempt, rng);
+                        let wait = if self.gate.open() {
+                            self.retry.backoff(attempt, rng)
+                        } else {
+                            Duration::ZERO
+                        };
                         self.retry_later(call, attempt, &last_problem, &pending, wait)
                             .await;
+                        if self.gate.epoch() != epoch || !self.gate.open() {
+                            // Failed in an outage, which the gate waits out for every batch.
+                            attempt -= 1;
+                        }
                     }
                     Verdict::Unknown(message) => {
                         last_problem = message;
@@ -309,7 +433,11 @@ impl Sender {
                             self.settle_in_doubt(call, &last_problem, pending).await;
                         done.extend(found);
                         pending = missing;
-                        if !pending.is_empty() && self.stopping().is_none() {
+                        if self.gate.epoch() != epoch {
+                            // In doubt because of an outage, now over and checked: not this
+                            // batch's failure, and no reason to wait before sending again.
+                            attempt -= 1;
+                        } else if !pending.is_empty() && self.stopping().is_none() {
                             self.pause(self.retry.backoff(attempt, rng)).await;
                         }
                     }
@@ -380,10 +508,6 @@ impl Sender {
         self.pause(wait).await;
     }
 
-    /// Asks the server which of `rows` exist after a call with an unknown outcome. Rows found are
-    /// settled as created; the rest go back to pending and are returned for re-sending. If the
-    /// check itself fails, the rows stay in flight in the ledger (the next run checks again) and
-    /// are reported with the reason.
     /// A call whose answer leaves `rows` in doubt (no answer, or one that does not say what
     /// became of them): counted, logged, and settled by asking the server what it created.
     async fn settle_in_doubt(
@@ -401,81 +525,150 @@ impl Sender {
         self.check_server(Some(call), why, rows).await
     }
 
-    pub async fn check_server(
-        &self,
-        call: Option<i64>,
-        why: &str,
-        rows: Vec<Sendable>,
-    ) -> (Vec<(u64, RowOutcome)>, Vec<Sendable>) {
-        let _one_at_a_time = self.checking.lock().await;
-        if let Some(field) = self.client.lead_match_field() {
-            // Get Activities needs lead ids, and these rows name leads by another field: there
-            // is no safe way to tell which were created, and re-sending could duplicate them.
-            return self.unresolved(
-                rows,
-                &format!("rows matched by {field} cannot be looked up; check them in LeadSquared"),
-            );
+    /// Asks the server which of `rows` exist after a call with an unknown outcome (`call`), or
+    /// after a run that stopped with them in flight (`call` = None). Rows found are settled as
+    /// created; the rest go back to pending and are returned for sending again. If the check
+    /// itself fails, the rows stay in flight in the ledger (the next run checks again) and are
+    /// reported with the reason.
+    ///
+    /// The rows join a queue; a round takes everything queued, once the API has answered since
+    /// its last failure (during an outage every batch in doubt waits here, and they are then
+    /// checked together): one paged Get Activities per lead across all of them.
+    pub async fn check_server(&self, call: Option<i64>, why: &str, rows: Vec<Sendable>) -> Checked {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.lock_doubts().push(Doubt {
+            call,
+            why: why.to_string(),
+            rows,
+            reply,
+        });
+        {
+            let _one_round_at_a_time = self.checking.lock().await;
+            // Queued before the lock was taken: either an earlier round took these rows and has
+            // answered, or they are still queued and this round takes them.
+            self.wait_for_api(true).await;
+            let doubts = std::mem::take(&mut *self.lock_doubts());
+            if !doubts.is_empty() {
+                self.check_round(doubts).await;
+            }
         }
-        let mut leads: Vec<String> = rows
+        answer.await.unwrap_or_else(|_| (Vec::new(), Vec::new()))
+    }
+
+    fn lock_doubts(&self) -> std::sync::MutexGuard<'_, Vec<Doubt>> {
+        self.doubts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One check of every row in `doubts`, answered to each doubt's caller.
+    async fn check_round(&self, doubts: Vec<Doubt>) {
+        let problem = if let Some(reason) = self.stopping() {
+            Some(format!("not checked, the run is stopping ({reason})"))
+        } else {
+            self.client.lead_match_field().map(|field| {
+                // Get Activities needs lead ids, and these rows name leads by another field:
+                // there is no safe way to tell which were created, and re-sending could
+                // duplicate them.
+                format!("rows matched by {field} cannot be looked up; check them in LeadSquared")
+            })
+        };
+        if let Some(problem) = problem {
+            for doubt in doubts {
+                let _ = doubt.reply.send(self.unresolved(doubt.rows, &problem));
+            }
+            return;
+        }
+        let all: Vec<&Sendable> = doubts.iter().flat_map(|d| d.rows.iter()).collect();
+        let mut leads: Vec<String> = all
             .iter()
-            .map(|r| r.item.related_prospect_id.clone())
+            .map(|r| r.item.related_prospect_id.trim().to_ascii_lowercase())
             .collect();
         leads.sort();
         leads.dedup();
-        let known = match self.ledger.known_activity_ids(&leads) {
-            Ok(known) => known,
-            Err(e) => return self.unresolved(rows, &e.to_string()),
+        let lookups_before = RunStats::get(&self.stats.lookup_calls);
+        let items: Vec<&ActivityItem> = all.iter().map(|r| &r.item).collect();
+        let matches = match self.ledger.known_activity_ids(&leads) {
+            Ok(known) => crate::resolve::resolve(&self.fetcher, &items, &known)
+                .await
+                .map_err(|e| {
+                    if let crate::activities::FetchError::Unauthorized(m)
+                    | crate::activities::FetchError::Fatal(m) = &e
+                    {
+                        self.abort.trigger(m.clone());
+                    }
+                    e.to_string()
+                }),
+            Err(e) => Err(e.to_string()),
         };
-        let items: Vec<&ActivityItem> = rows.iter().map(|r| &r.item).collect();
-        let matches = match crate::resolve::resolve(&self.fetcher, &items, &known).await {
+        let matches = match matches {
             Ok(matches) => matches,
-            Err(e) => {
-                if let crate::activities::FetchError::Unauthorized(m)
-                | crate::activities::FetchError::Fatal(m) = &e
-                {
-                    self.abort.trigger(m.clone());
+            Err(problem) => {
+                for doubt in doubts {
+                    let _ = doubt.reply.send(self.unresolved(doubt.rows, &problem));
                 }
-                return self.unresolved(rows, &e.to_string());
+                return;
             }
         };
-        let mut found = Vec::new();
-        let mut missing = Vec::new();
-        let mut settled = Vec::new();
-        for (row, matched) in rows.into_iter().zip(matches) {
-            match matched {
-                Some(id) => {
-                    RunStats::add(&self.stats.recovered);
-                    settled.push(RowUpdate {
-                        number: row.number,
-                        state: RowState::Created,
-                        activity_id: Some(id.clone()),
-                        error: None,
-                    });
-                    found.push((row.number, RowOutcome::created(id)));
-                }
-                None => {
-                    settled.push(RowUpdate {
-                        number: row.number,
-                        state: RowState::Pending,
-                        activity_id: None,
-                        error: None,
-                    });
-                    missing.push(row);
+        let lookups = RunStats::get(&self.stats.lookup_calls) - lookups_before;
+        let rows = all.len();
+        let resend_calls = rows.div_ceil(crate::api::MAX_BATCH) as u64;
+        let batches = doubts.len();
+        let mut matches = matches.into_iter();
+        let mut found_in_all = 0;
+        for doubt in doubts {
+            let mut found = Vec::new();
+            let mut missing = Vec::new();
+            let mut settled = Vec::new();
+            for (row, matched) in doubt.rows.into_iter().zip(matches.by_ref()) {
+                match matched {
+                    Some(id) => {
+                        RunStats::add(&self.stats.recovered);
+                        settled.push(RowUpdate {
+                            number: row.number,
+                            state: RowState::Created,
+                            activity_id: Some(id.clone()),
+                            error: None,
+                        });
+                        found.push((row.number, RowOutcome::created(id)));
+                    }
+                    None => {
+                        settled.push(RowUpdate {
+                            number: row.number,
+                            state: RowState::Pending,
+                            activity_id: None,
+                            error: None,
+                        });
+                        missing.push(row);
+                    }
                 }
             }
+            found_in_all += found.len();
+            self.record(
+                doubt.call,
+                &format!(
+                    "outcome unknown ({}): {} found created",
+                    doubt.why,
+                    found.len()
+                ),
+                settled,
+            )
+            .await;
+            let _ = doubt.reply.send((found, missing));
         }
         info!(
-            found = found.len(),
-            missing = missing.len(),
-            "checked the server after: {why}"
+            batches,
+            rows,
+            leads = leads.len(),
+            lookups,
+            found = found_in_all,
+            "checked what the server created"
         );
-        self.record(
-            call,
-            &format!("outcome unknown ({why}): {} found created", found.len()),
-            settled,
-        )
-        .await;
-        (found, missing)
+        if lookups > resend_calls {
+            info!(
+                "checking {rows} rows cost {lookups} Get Activities calls, more than the \
+                 {resend_calls} calls sending them again would; they are checked all the same, \
+                 because sending again could duplicate whatever the server created"
+            );
+        }
     }
 
     fn unresolved(

@@ -26,8 +26,14 @@ pub struct RunStats {
     pub recovered: AtomicU64,
     /// Calls made by splitting batches that the server refused as a whole, to isolate bad rows.
     pub isolation_calls: AtomicU64,
-    /// Get Activities calls made for those checks.
+    /// Get Activities calls (checks of unknown outcomes, and resumes checking what a killed run
+    /// left in flight).
     pub lookup_calls: AtomicU64,
+    /// Calls made only to learn whether the API is back during an outage.
+    pub probes: AtomicU64,
+    /// Bulk calls whose in-flight record took too long to commit after the permit, and which
+    /// waited for a fresh permit so that arrivals stay paced.
+    pub late_permits: AtomicU64,
 }
 
 impl RunStats {
@@ -55,6 +61,10 @@ pub struct RunSummary {
     /// Extra calls spent isolating bad rows in batches refused as a whole.
     pub isolation_calls: u64,
     pub lookup_calls: u64,
+    /// Probes sent during outages, outages the run waited out, and the time spent waiting.
+    pub probes: u64,
+    pub outages: u64,
+    pub outage_time: Duration,
     pub elapsed: Duration,
     /// Why the run stopped early, when it did.
     pub aborted: Option<String>,
@@ -105,6 +115,9 @@ impl RunSummary {
             recovered: 0,
             isolation_calls: 0,
             lookup_calls: 0,
+            probes: 0,
+            outages: 0,
+            outage_time: Duration::ZERO,
             elapsed,
             aborted: None,
             interrupted: None,
@@ -195,8 +208,24 @@ impl fmt::Display for RunSummary {
         if self.ambiguous > 0 {
             writeln!(
                 f,
-                "calls with unknown outcome {}: {} rows found already created by {} Get Activities calls, not re-sent",
-                self.ambiguous, self.recovered, self.lookup_calls
+                "calls with unknown outcome {}: {} rows found already created, not re-sent",
+                self.ambiguous, self.recovered
+            )?;
+        }
+        if self.lookup_calls > 0 {
+            writeln!(
+                f,
+                "lookups {} (Get Activities calls checking what the server created)",
+                self.lookup_calls
+            )?;
+        }
+        if self.outages > 0 {
+            writeln!(
+                f,
+                "API outages waited out {} ({:.1}s in all, {} probes)",
+                self.outages,
+                self.outage_time.as_secs_f64(),
+                self.probes
             )?;
         }
         if self.isolation_calls > 0 {
@@ -244,6 +273,9 @@ mod tests {
             recovered: 0,
             isolation_calls: 0,
             lookup_calls: 0,
+            probes: 0,
+            outages: 0,
+            outage_time: Duration::ZERO,
             elapsed: Duration::from_secs(2),
             aborted: aborted.map(str::to_string),
             interrupted: None,

@@ -78,8 +78,13 @@ pub struct SummaryJson {
     pub rows_found_created: u64,
     /// Extra calls spent isolating bad rows in batches refused as a whole.
     pub isolation_calls: u64,
-    /// Get Activities calls made by those checks.
+    /// Get Activities calls made by those checks (and by a resume checking what a killed run
+    /// left in flight): the run's lookups.
     pub lookup_calls: u64,
+    /// API outages the run paused for, the seconds spent waiting, and the probes sent.
+    pub outages: u64,
+    pub outage_seconds: f64,
+    pub probe_calls: u64,
     pub duration_seconds: f64,
     pub rows_per_second: f64,
     /// The quota configured (`25/5s`), and a lower one the server named during the run.
@@ -144,6 +149,9 @@ impl SummaryJson {
             rows_found_created: summary.recovered,
             isolation_calls: summary.isolation_calls,
             lookup_calls: summary.lookup_calls,
+            outages: summary.outages,
+            outage_seconds: (summary.outage_time.as_secs_f64() * 1000.0).round() / 1000.0,
+            probe_calls: summary.probes,
             duration_seconds: (summary.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             rows_per_second: (summary.rows_per_second() * 10.0).round() / 10.0,
             quota_configured: summary.quota.map(|q| q.to_string()),

@@ -76,6 +76,7 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
         host: send.host,
         rate: send.rate,
         max_attempts: send.max_attempts,
+        outage_patience: send.outage_patience,
         concurrency: send.concurrency,
         batch_size: send.batch_size,
         connect_timeout: send.connect_timeout,

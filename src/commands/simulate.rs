@@ -8,7 +8,8 @@ use crate::cli::{PagingArg, RateLimitStyleArg, RefusedCallsArg, RejectModeArg, S
 use crate::exit::ExitStatus;
 use crate::quota::RateQuota;
 use crate::simulator::{
-    FaultConfig, OtherClient, PagingMode, RateLimitStyle, RefusedCalls, RejectMode,
+    FaultConfig, OtherClient, OutageKind, OutageSchedule, PagingMode, RateLimitStyle,
+    RefusedCalls, RejectMode,
     RunningSimulator, SimConfig,
 };
 
@@ -87,6 +88,16 @@ pub fn sim_config(
         delete_delay: Duration::from_millis(args.delete_delay_ms),
         accept_any_lead: args.accept_any_lead,
         account_host: args.account_host.clone().unwrap_or_default(),
+        outage: args.outage.as_deref().map(|kind| OutageSchedule {
+            kind: match kind {
+                "reset" => OutageKind::Reset,
+                "refused" => OutageKind::Refused,
+                _ => OutageKind::Plain500,
+            },
+            after: args.outage_after,
+            lasts: args.outage_for,
+        }),
+        seeded_per_lead: args.seed_activities,
         ..defaults
     })
 }

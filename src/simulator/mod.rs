@@ -85,6 +85,37 @@ pub struct SimConfig {
     pub account_host: String,
     /// How every bulk post's answer is spoiled, to test clients against broken servers.
     pub bulk_answer: BulkAnswer,
+    /// An outage to stage, timed from the first `/v2` request (so a benchmark's outage starts
+    /// the same time into the import however long the client took to start). More can be
+    /// started at any time with [`Simulator::start_outage`] or `/_sim/outage`.
+    pub outage: Option<OutageSchedule>,
+    /// Activities each demo lead already holds (code 201, dates spread over 2023-2024, the
+    /// dates `gen_activities` draws from), so that checking what an import created has to page
+    /// through a long history, as on an old account.
+    pub seeded_per_lead: usize,
+}
+
+/// How the API is unavailable during an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutageKind {
+    /// Every `/v2` request is answered HTTP 500 with a proxy's HTML page; nothing is done.
+    Plain500,
+    /// Every `/v2` request's connection is closed without an answer; nothing is done.
+    Reset,
+    /// The simulator stops listening (connections are refused) and closes every open
+    /// connection; it listens on the same port again when the outage ends.
+    Refused,
+}
+
+/// An outage: how, when (after the first `/v2` request), and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutageSchedule {
+    pub kind: OutageKind,
+    /// From the first `/v2` request to the start of the outage.
+    pub after: Duration,
+    /// How long it lasts.
+    pub lasts: Duration,
 }
 
 impl Default for SimConfig {
@@ -108,6 +139,8 @@ impl Default for SimConfig {
             extra_leads: Vec::new(),
             account_host: "api-in21.leadsquared.com".to_string(),
             bulk_answer: BulkAnswer::default(),
+            outage: None,
+            seeded_per_lead: 0,
         }
     }
 }
@@ -134,6 +167,8 @@ impl fmt::Debug for SimConfig {
             .field("extra_leads", &self.extra_leads.len())
             .field("account_host", &self.account_host)
             .field("bulk_answer", &self.bulk_answer)
+            .field("outage", &self.outage)
+            .field("seeded_per_lead", &self.seeded_per_lead)
             .finish()
     }
 }
@@ -326,6 +361,8 @@ pub enum RequestOutcome {
     /// Injected HTTP 500 without an MX body; nothing created.
     #[serde(rename = "fault_500")]
     Fault500,
+    /// Answered HTTP 500 (or its connection closed) because of a staged outage; nothing done.
+    Outage,
     /// Injected dropped connection; nothing created.
     Dropped,
     /// Injected HTTP 500 after the rows were created.
@@ -360,6 +397,10 @@ pub struct RequestRecord {
     pub items: usize,
     /// What happened, more precisely than the status says.
     pub outcome: RequestOutcome,
+    /// When the answer left (or the connection was closed), since the simulator started; with
+    /// [`RequestRecord::at`] it tells how many requests were in flight at once.
+    #[serde(default)]
+    pub answered: Option<Duration>,
 }
 
 /// One activity as stored, for asserting what a client created or deleted.
@@ -456,6 +497,19 @@ struct Shared {
     deletes_applied: tokio::sync::watch::Sender<u64>,
     /// Counts answered `/v2` requests, so tests can wait for a run to be under way on a signal.
     requests_answered: tokio::sync::watch::Sender<u64>,
+    /// The staged outage: pending until the first request, then a window.
+    outage: Mutex<OutagePlan>,
+    /// Bumped when an outage is scheduled or ended early, to wake the accept loop.
+    outage_changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// The simulator's outage, as far as it is known.
+#[derive(Debug, Default)]
+struct OutagePlan {
+    /// Scheduled relative to the first `/v2` request, which has not come yet.
+    pending: Option<OutageSchedule>,
+    /// The outage's kind and `[start, end)`.
+    window: Option<(OutageKind, Instant, Instant)>,
 }
 
 /// A simulated LeadSquared account. Cheap to clone; clones share the account.
@@ -477,7 +531,12 @@ impl Simulator {
     /// `config.extra_leads`. The clock for [`RequestRecord::at`] starts now.
     pub fn new(config: SimConfig) -> Simulator {
         let started = Instant::now();
-        let state = state::State::new(&config, started);
+        let mut state = state::State::new(&config, started);
+        seed_history(&mut state, config.seeded_per_lead);
+        let outage = OutagePlan {
+            pending: config.outage,
+            window: None,
+        };
         Simulator {
             shared: Arc::new(Shared {
                 config,
@@ -485,8 +544,74 @@ impl Simulator {
                 state: Mutex::new(state),
                 deletes_applied: tokio::sync::watch::Sender::new(0),
                 requests_answered: tokio::sync::watch::Sender::new(0),
+                outage: Mutex::new(outage),
+                outage_changed: tokio::sync::watch::Sender::new(0),
             }),
         }
+    }
+
+    fn outage_plan(&self) -> MutexGuard<'_, OutagePlan> {
+        self.shared.outage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts an outage of `kind` now, lasting `lasts` (replacing any other).
+    pub fn start_outage(&self, kind: OutageKind, lasts: Duration) {
+        let now = Instant::now();
+        {
+            let mut plan = self.outage_plan();
+            plan.pending = None;
+            plan.window = Some((kind, now, now + lasts));
+        }
+        self.shared.outage_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Ends the outage now, if one is on or scheduled.
+    pub fn end_outage(&self) {
+        {
+            let mut plan = self.outage_plan();
+            plan.pending = None;
+            if let Some((kind, start, _)) = plan.window {
+                let now = Instant::now();
+                plan.window = Some((kind, start.min(now), now));
+            }
+        }
+        self.shared.outage_changed.send_modify(|n| *n += 1);
+    }
+
+    /// The outage under way at `now`, if any; the first `/v2` request starts the clock of a
+    /// scheduled one.
+    fn outage_at(&self, now: Instant, first_request: bool) -> Option<OutageKind> {
+        let mut plan = self.outage_plan();
+        if first_request && let Some(schedule) = plan.pending.take() {
+            let start = now + schedule.after;
+            plan.window = Some((schedule.kind, start, start + schedule.lasts));
+            drop(plan);
+            self.shared.outage_changed.send_modify(|n| *n += 1);
+            return None;
+        }
+        plan.window
+            .filter(|(_, start, end)| *start <= now && now < *end)
+            .map(|(kind, _, _)| kind)
+    }
+
+    /// The next refused-connections outage not yet over: its `[start, end)`.
+    fn next_refusal(&self) -> Option<(Instant, Instant)> {
+        match self.outage_plan().window {
+            Some((OutageKind::Refused, start, end)) if Instant::now() < end => Some((start, end)),
+            _ => None,
+        }
+    }
+
+    /// The staged outage's window in simulator time (`[start, end)` since the simulator
+    /// started), once it is known: for tests asserting what happened during it.
+    pub fn outage_window(&self) -> Option<(OutageKind, Duration, Duration)> {
+        self.outage_plan().window.map(|(kind, start, end)| {
+            (
+                kind,
+                self.arrived_since_start(start),
+                self.arrived_since_start(end),
+            )
+        })
     }
 
     /// The configuration this simulator runs with.
@@ -577,6 +702,33 @@ impl Simulator {
     #[cfg(test)]
     fn push_test_record(&self, record: RequestRecord) {
         self.lock().push_test_record(record);
+    }
+}
+
+/// Gives each demo lead `per_lead` activities of code 201 on dates spread over 2023-2024, each
+/// with its own note, as if years of history were already in the account.
+fn seed_history(state: &mut state::State, per_lead: usize) {
+    if per_lead == 0 {
+        return;
+    }
+    // 2023-01-01 00:00:00 UTC and the two years after it.
+    const FROM: i64 = 1_672_531_200;
+    const SPAN: i64 = 2 * 365 * 86_400;
+    let step = (SPAN / per_lead as i64).max(1);
+    for lead in 0..DEMO_LEADS {
+        let lead_id = demo_lead_id(lead);
+        for n in 0..per_lead {
+            let when = FROM + (n as i64 * step + lead as i64 * 37) % SPAN;
+            let item = api::ActivityItem {
+                related_prospect_id: lead_id.clone(),
+                activity_event: 201,
+                activity_note: Some(format!("history {n} of lead {lead}")),
+                activity_owner_email: None,
+                activity_date_time: Some(state::format_date(when)),
+                fields: Vec::new(),
+            };
+            state.seed(&item, when);
+        }
     }
 }
 

@@ -66,19 +66,50 @@ pub async fn serve(
         .other_client
         .map(|other| tokio::spawn(other_client(sim.clone(), other)));
     let mut connections = JoinSet::new();
+    // A refused-connections outage closes the listener and every open connection (`cut`), and
+    // binds the same address again when it ends.
+    let addr = listener.local_addr()?;
+    let mut listener = Some(listener);
+    let cut_tx = watch::Sender::new(0u64);
+    let mut outage_changes = sim.shared.outage_changed.subscribe();
     tokio::pin!(shutdown);
     loop {
+        let refusal = sim.next_refusal();
+        if let Some((start, end)) = refusal
+            && start <= Instant::now()
+        {
+            if listener.take().is_some() {
+                cut_tx.send_modify(|n| *n += 1);
+                tracing::info!("simulator outage: connections refused");
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep_until(end.into()) => {}
+                _ = outage_changes.changed() => {}
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+            continue;
+        }
+        if listener.is_none() {
+            listener = Some(rebind(addr).await?);
+            tracing::info!("simulator outage over: listening again");
+        }
+        let Some(open) = &listener else { continue };
+        let refusal_starts = refusal.map(|(start, _)| start);
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            accepted = open.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    connections.spawn(connection(stream, sim.clone(), stop_rx.clone()));
+                    // Subscribed now, so an earlier outage's cut does not close it.
+                    connections.spawn(connection(stream, sim.clone(), stop_rx.clone(), cut_tx.subscribe()));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "simulator accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
+            () = sleep_until_opt(refusal_starts), if refusal_starts.is_some() => {}
+            _ = outage_changes.changed() => {}
             // Reap finished connections so a long benchmark does not accumulate them.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -97,6 +128,30 @@ pub async fn serve(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// Binds `addr` again after a refused-connections outage; the old socket may take a moment to
+/// be released.
+async fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(error) if tries < 100 => {
+                tries += 1;
+                tracing::debug!(%error, "simulator: cannot listen again yet");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A simulator serving on a loopback port in the background, for tests and demos.
@@ -173,7 +228,12 @@ impl RunningSimulator {
 }
 
 /// Serves one connection until the client closes it, a fault kills it, or the server stops.
-async fn connection(stream: TcpStream, sim: Simulator, mut stop: watch::Receiver<bool>) {
+async fn connection(
+    stream: TcpStream,
+    sim: Simulator,
+    mut stop: watch::Receiver<bool>,
+    mut cut: watch::Receiver<u64>,
+) {
     // Responses are small and latency-sensitive; don't let Nagle hold them back.
     let _ = stream.set_nodelay(true);
     let kill = Arc::new(Notify::new());
@@ -194,6 +254,8 @@ async fn connection(stream: TcpStream, sim: Simulator, mut stop: watch::Receiver
             }
             // Returning drops `conn` and with it the socket: the client gets no response.
             () = kill.notified() => return,
+            // A refused-connections outage began: every connection goes, as the host went down.
+            _ = cut.changed() => return,
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
@@ -355,6 +417,9 @@ async fn handle(
     if !path.starts_with("/v2/") {
         return Ok(Answer::not_found().response);
     }
+    if let Some(kind) = sim.outage_at(Instant::now(), true) {
+        return Ok(outage_answer(&sim, request, kind, kill).await);
+    }
     let route = Route::find(request.method(), &path);
     let query = query_map(request.uri());
     let authorized = route.map(|_| is_authorized(&sim.shared.config, request.headers(), &query));
@@ -418,12 +483,60 @@ async fn handle(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    sim.lock()
+        .answered(seq, sim.arrived_since_start(Instant::now()));
     if answer.drop {
         kill.notify_one();
         // The connection task drops this future together with the connection.
         std::future::pending::<()>().await;
     }
     Ok(answer.response)
+}
+
+/// A `/v2` request during a staged outage: logged, then a proxy's HTTP 500 or a closed
+/// connection, after the configured latency; nothing is done.
+async fn outage_answer(
+    sim: &Simulator,
+    request: Request<Incoming>,
+    kind: super::OutageKind,
+    kill: Arc<Notify>,
+) -> Response<Body> {
+    let seq = {
+        let now = Instant::now();
+        sim.lock().arrive_in_outage(
+            sim.arrived_since_start(now),
+            request.method().as_str(),
+            request.uri().path(),
+        )
+    };
+    let route = Route::find(request.method(), request.uri().path());
+    // Read the body: closing a socket with unread input resets it, and a 500 must arrive.
+    let body = axum::body::to_bytes(Body::new(request.into_body()), MAX_BODY).await;
+    let items = route.map_or(0, |route| bulk_count(route, body.as_deref().ok()));
+    let drop = kind != super::OutageKind::Plain500;
+    let answer = if drop {
+        Answer::dropped(RequestOutcome::Outage)
+    } else {
+        Answer::plain_500(RequestOutcome::Outage)
+    };
+    sim.lock().finish(
+        seq,
+        if drop { 0 } else { 500 },
+        items,
+        RequestOutcome::Outage,
+    );
+    sim.shared.requests_answered.send_modify(|n| *n += 1);
+    let delay = response_delay(&sim.shared.config);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    sim.lock()
+        .answered(seq, sim.arrived_since_start(Instant::now()));
+    if drop {
+        kill.notify_one();
+        std::future::pending::<()>().await;
+    }
+    answer.response
 }
 
 /// Keys from the vendor's headers or, failing those, the query string.
@@ -1006,6 +1119,26 @@ fn admin_route(sim: &Simulator, method: &Method, route: &str, uri: &Uri) -> Resp
             }
         }
         "stats" => json(StatusCode::OK, &sim.stats()),
+        // `?kind=500|reset|refused&ms=N` starts an outage now; `?end=1` ends it; bare, it
+        // shows the outage's window.
+        "outage" => {
+            let query = query_map(uri);
+            if query_param(&query, "end").is_some() {
+                sim.end_outage();
+            } else if let Some(kind) = query_param(&query, "kind") {
+                let kind = match kind {
+                    "500" => super::OutageKind::Plain500,
+                    "reset" => super::OutageKind::Reset,
+                    "refused" => super::OutageKind::Refused,
+                    _ => return Answer::bad_request("kind: 500, reset or refused").response,
+                };
+                let ms = query_param(&query, "ms")
+                    .and_then(|ms| ms.parse().ok())
+                    .unwrap_or(0);
+                sim.start_outage(kind, Duration::from_millis(ms));
+            }
+            json(StatusCode::OK, &sim.outage_window())
+        }
         _ => Answer::not_found().response,
     }
 }

@@ -634,10 +634,38 @@ impl State {
                 status: 0,
                 items: 0,
                 outcome: provisional,
+                answered: None,
             },
             done: false,
         });
         (seq, admission)
+    }
+
+    /// Logs a request that arrived during a staged outage: not admitted by the rate limit (a
+    /// failing proxy answers before the limiter is reached) and acting on nothing.
+    pub(super) fn arrive_in_outage(&mut self, arrived: Duration, method: &str, path: &str) -> u64 {
+        let seq = self.log.len() as u64;
+        self.log.push(LogSlot {
+            record: RequestRecord {
+                seq,
+                at: arrived,
+                method: method.to_string(),
+                path: path.to_string(),
+                status: 0,
+                items: 0,
+                outcome: RequestOutcome::Outage,
+                answered: None,
+            },
+            done: false,
+        });
+        seq
+    }
+
+    /// Stamps when a request's answer left (or its connection closed).
+    pub(super) fn answered(&mut self, seq: u64, at: Duration) {
+        if let Some(slot) = self.log.get_mut(seq as usize) {
+            slot.record.answered = Some(at);
+        }
     }
 
     /// Records a request's final status once it is known.

@@ -1026,6 +1026,7 @@ fn max_requests_in_any_window_reads_a_hand_made_log() {
             status: if seq % 2 == 0 { 200 } else { 429 },
             items: 1,
             outcome: RequestOutcome::Ok,
+            answered: None,
         });
     }
     // [10, 1010) holds 10, 20, 400, 1005: 4; [400, 1400) holds 400 and the four after 1000: 5.

@@ -8,6 +8,7 @@ mod hostile;
 mod import;
 mod input;
 mod nightly;
+mod outage;
 mod pacing;
 mod postgres;
 mod properties;

@@ -138,6 +138,9 @@ async fn run_everything(host: &str, keys: &Keys, expected: &str) {
                         "1s",
                         "--request-timeout",
                         "2s",
+                        // A server that never answers properly is an outage: bound the wait.
+                        "--outage-patience",
+                        "1s",
                     ]
                     .map(String::from),
                 );

@@ -9,18 +9,21 @@ use lsq_sync::simulator::{SimConfig, demo_lead_id};
 use crate::stub::{drip_server, self_signed_tls_server, silent_server, url_of};
 use crate::support::*;
 
-/// Flags that keep a run against a broken server short.
-const IMPATIENT: [&str; 6] = [
+/// Flags that keep a run against a broken server short. A server that never answers is an
+/// outage to lsq-sync (every call times out), so the patience bounds the wait for it.
+const IMPATIENT: [&str; 8] = [
     "--max-attempts",
     "1",
     "--connect-timeout",
     "1s",
     "--request-timeout",
     "1s",
+    "--outage-patience",
+    "3s",
 ];
 
-/// Far above what a run with [`IMPATIENT`] needs (two 1 s timeouts: the post, then the look
-/// for what it created), far below "hung".
+/// Far above what a run with [`IMPATIENT`] needs (the post, two probes that time out, then the
+/// 3 s patience with probes of 1 s timeouts), far below "hung".
 const RUN_BOUND: Duration = Duration::from_secs(20);
 
 fn one_row_input() -> Input {
