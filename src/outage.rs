@@ -94,11 +94,11 @@ impl Probe for ApiProbe {
                 Ok(reply) => classify::<serde::de::IgnoredAny>(reply),
                 Err(e) => Verdict::from_call_error(e),
             };
+            self.pacer.answer(sent_at, &verdict);
             match verdict {
                 Verdict::Unauthorized(m) | Verdict::Fatal(m) => ProbeOutcome::Fatal(m),
-                Verdict::RateLimited { limit, .. } => {
+                Verdict::RateLimited { .. } => {
                     RunStats::add(&self.stats.rate_limited);
-                    self.pacer.rate_limited(sent_at, limit);
                     ProbeOutcome::Answered
                 }
                 _ => ProbeOutcome::Answered,
