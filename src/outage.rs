@@ -175,6 +175,28 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// The run's gate as the settings describe it, probing with `UserByAccessKey.Get` through
+    /// the run's client, pacer and counters.
+    pub fn for_api(
+        client: LsqClient,
+        pacer: Arc<Pacer>,
+        stats: Arc<RunStats>,
+        settings: &crate::config::Settings,
+    ) -> Arc<Gate> {
+        Gate::new(
+            ApiProbe {
+                client,
+                pacer,
+                stats,
+            },
+            GatePolicy::new(
+                settings.backoff_base,
+                settings.backoff_max,
+                settings.outage_patience,
+            ),
+        )
+    }
+
     pub fn new(probe: impl Probe, policy: GatePolicy) -> Arc<Gate> {
         Arc::new(Gate {
             state: Mutex::new(State {

@@ -29,7 +29,7 @@ use crate::input::{InputError, InputSource, SourceRow};
 use crate::ledger::{
     Ledger, LedgerError, NewRow, RowState, RowUpdate, RunStatus, StoredRow, fingerprint, hash_file,
 };
-use crate::outage::{ApiProbe, Gate, GatePolicy};
+use crate::outage::Gate;
 use crate::pace::Pacer;
 use crate::progress::Progress;
 use crate::report::{
@@ -689,24 +689,9 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
 
     let stats = Arc::new(RunStats::default());
     let abort = Abort::new();
-    let retry = RetryPolicy {
-        max_attempts: settings.max_attempts.get(),
-        base: settings.backoff_base,
-        max: settings.backoff_max,
-    };
+    let retry = RetryPolicy::from_settings(settings);
     let pacer_for_summary = pacer.clone();
-    let gate = Gate::new(
-        ApiProbe {
-            client: client.clone(),
-            pacer: pacer.clone(),
-            stats: stats.clone(),
-        },
-        GatePolicy::new(
-            settings.backoff_base,
-            settings.backoff_max,
-            settings.outage_patience,
-        ),
-    );
+    let gate = Gate::for_api(client.clone(), pacer.clone(), stats.clone(), settings);
     let fetcher =
         Fetcher::new(client.clone(), pacer.clone(), stats.clone(), retry).with_gate(gate.clone());
     let sender = Arc::new(Sender::new(

@@ -23,7 +23,7 @@ use crate::api::{
 };
 use crate::client::{ClientConfig, ClientError, LsqClient, Verdict, classify};
 use crate::config::Settings;
-use crate::outage::{ApiProbe, Gate, GatePolicy};
+use crate::outage::Gate;
 use crate::pace::Pacer;
 use crate::send::RetryPolicy;
 use crate::stats::RunStats;
@@ -230,24 +230,9 @@ impl Remote {
         })?;
         let pacer = Arc::new(Pacer::new(settings.rate, settings.pacing_margin));
         let stats = Arc::new(RunStats::default());
-        let retry = RetryPolicy {
-            max_attempts: settings.max_attempts.get(),
-            base: settings.backoff_base,
-            max: settings.backoff_max,
-        };
+        let retry = RetryPolicy::from_settings(settings);
         // Deletes and the reads around them wait out an outage like an import does.
-        let gate = Gate::new(
-            ApiProbe {
-                client: client.clone(),
-                pacer: pacer.clone(),
-                stats: stats.clone(),
-            },
-            GatePolicy::new(
-                settings.backoff_base,
-                settings.backoff_max,
-                settings.outage_patience,
-            ),
-        );
+        let gate = Gate::for_api(client.clone(), pacer.clone(), stats.clone(), settings);
         Ok(Remote {
             fetcher: Fetcher::new(client, pacer, stats, retry).with_gate(gate),
         })

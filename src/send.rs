@@ -51,6 +51,15 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The policy the settings describe.
+    pub fn from_settings(settings: &crate::config::Settings) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: settings.max_attempts.get(),
+            base: settings.backoff_base,
+            max: settings.backoff_max,
+        }
+    }
+
     /// Exponential backoff with jitter: between half and all of `base * 2^(attempt-1)`, capped.
     /// The jitter spreads the retries of batches that failed together.
     pub fn backoff(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {

@@ -8,9 +8,8 @@ use crate::cli::{PagingArg, RateLimitStyleArg, RefusedCallsArg, RejectModeArg, S
 use crate::exit::ExitStatus;
 use crate::quota::RateQuota;
 use crate::simulator::{
-    FaultConfig, OtherClient, OutageKind, OutageSchedule, PagingMode, RateLimitStyle,
-    RefusedCalls, RejectMode,
-    RunningSimulator, SimConfig,
+    FaultConfig, OtherClient, OutageKind, OutageSchedule, PagingMode, RateLimitStyle, RefusedCalls,
+    RejectMode, RunningSimulator, SimConfig,
 };
 
 use super::CommandError;
