@@ -38,6 +38,11 @@ use crate::stats::RunStats;
 
 /// The longest `Retry-After` obeyed.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// See [`RetryPolicy::max_rate_limited`].
+const RATE_LIMITED_PER_ATTEMPT: u32 = 5;
+/// See [`RetryPolicy::max_rate_limited`]: however few attempts are allowed for failures, a
+/// shared quota may refuse a call this many times five over before its rows fail.
+const RATE_LIMITED_MIN_ATTEMPTS: u32 = 10;
 
 /// How failed attempts are retried.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +73,23 @@ impl RetryPolicy {
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let capped = exp.min(self.max);
         capped.mul_f64(0.5 + 0.5 * rng.f64())
+    }
+
+    /// Refusals for the rate one call may meet before its rows fail. They are the account's
+    /// congestion, not the call's fault, so they do not use up `max_attempts`; but a quota that
+    /// never has room must still end the run.
+    pub fn max_rate_limited(&self) -> u32 {
+        self.max_attempts
+            .max(RATE_LIMITED_MIN_ATTEMPTS)
+            .saturating_mul(RATE_LIMITED_PER_ATTEMPT)
+    }
+
+    /// The wait after a refusal for the rate: the server's `Retry-After` if it sent one
+    /// (bounded), else none. The pacer, which every attempt goes through, already slows or
+    /// holds every caller; a per-call backoff on top would leave the quota unused while calls
+    /// sleep, and grow with each refusal a burst of the others' causes.
+    pub fn after_rate_limit(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after.map_or(Duration::ZERO, |wait| wait.min(MAX_RETRY_AFTER))
     }
 
     /// The wait before the next attempt: the server's `Retry-After` when it sent one (bounded,
@@ -275,6 +297,8 @@ impl Sender {
             let mut pending = rows;
             let mut done: Vec<(u64, RowOutcome)> = Vec::new();
             let mut attempt = 0u32;
+            // Refusals for the rate, which do not use up attempts (see `max_rate_limited`).
+            let mut rate_limited = 0u32;
             // Calls actually sent for these rows; attempts can be given back after an outage.
             let mut sent = 0u32;
             let mut last_problem = String::new();
@@ -287,8 +311,16 @@ impl Sender {
                     );
                     break;
                 }
-                if attempt >= self.retry.max_attempts {
-                    let message = format!("gave up after {attempt} attempts: {last_problem}");
+                if attempt >= self.retry.max_attempts
+                    || rate_limited >= self.retry.max_rate_limited()
+                {
+                    let message = if attempt >= self.retry.max_attempts {
+                        format!("gave up after {attempt} attempts: {last_problem}")
+                    } else {
+                        format!(
+                            "gave up after {rate_limited} refusals for the rate: {last_problem}"
+                        )
+                    };
                     warn!(rows = pending.len(), "{message}");
                     let updates = updates(&pending, RowState::Failed, Some(&message));
                     self.record(None, &message, updates).await;
@@ -418,7 +450,9 @@ impl Sender {
                     } => {
                         RunStats::add(&self.stats.rate_limited);
                         last_problem = format!("rate limited: {message}");
-                        let wait = self.retry.delay(attempt, retry_after, rng);
+                        attempt -= 1;
+                        rate_limited += 1;
+                        let wait = self.retry.after_rate_limit(retry_after);
                         self.retry_later(call, attempt, &last_problem, &pending, wait)
                             .await;
                     }
