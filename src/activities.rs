@@ -17,10 +17,10 @@ use tracing::{debug, warn};
 use crate::api::{
     PATH_RETRIEVE, Paging, ProspectActivity, RetrieveParameter, RetrieveRequest, RetrieveResponse,
 };
+use crate::calls::RetryPolicy;
 use crate::client::{LsqClient, Verdict, classify};
 use crate::outage::Gate;
 use crate::pace::Pacer;
-use crate::send::RetryPolicy;
 use crate::stats::RunStats;
 
 /// `RowCount` asked for when nothing else is configured: a tenth of the calls the vendor's
@@ -502,7 +502,7 @@ mod tests {
 
     use crate::api::ActivityItem;
     use crate::client::ClientConfig;
-    use crate::config::Secret;
+    use crate::secure::Secret;
     use crate::simulator::{OWNER_CHANGE_EVENT, PagingMode, RunningSimulator, SimConfig};
 
     // ---- Pager against an in-memory listing ----

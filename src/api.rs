@@ -43,6 +43,9 @@ pub const QUERY_SECRET_KEY: &str = "secretKey";
 
 /// The bulk endpoint takes at most this many activities per call.
 pub const MAX_BATCH: usize = 25;
+
+/// Highest custom field number the API defines (`mx_Custom_1` .. `mx_Custom_50`).
+pub const MAX_CUSTOM_FIELD: u32 = 50;
 /// Every date the API reads or writes: UTC, `yyyy-MM-dd HH:mm:ss`.
 pub const DATE_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 /// `ExceptionType` of the rate-limit error some accounts receive with HTTP 200.

@@ -7,8 +7,8 @@
 //! reorder buffer no larger than the batches in flight, however the invalid rows are spread.
 
 use crate::api::ActivityItem;
-use crate::input::SourceRow;
 use crate::report::RowOutcome;
+use crate::rows::SourceRow;
 
 /// What is to be done with a row.
 #[derive(Debug, Clone)]

@@ -372,7 +372,7 @@ pub struct NightlyArgs {
     /// When to post: failure (exit code not 0), change (failure, or a status other than the
     /// previous run's; the default), always [config: [notify] on].
     #[arg(long, value_enum, value_name = "WHEN")]
-    pub notify_on: Option<crate::notify::NotifyOn>,
+    pub notify_on: Option<crate::config::NotifyOn>,
 
     /// Write the run's figures in Prometheus text format here (node_exporter textfile
     /// collector), atomically, at the end [env: LSQ_METRICS_FILE; config: [metrics] file].

@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{self, ActivityItem, BulkResponse, ErrorBody};
-use crate::config::Secret;
 use crate::quota::RateQuota;
+use crate::secure::{HostError, Secret, check_host, web_pki_roots};
 
 /// What the client needs to talk to one account.
 #[derive(Debug, Clone)]
@@ -75,61 +75,6 @@ pub enum ClientError {
     KeyNotHeaderSafe,
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
-}
-
-/// Why a host setting is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostError {
-    #[error("{0:?} is not a URL (expected e.g. https://api-in21.leadsquared.com)")]
-    NotAUrl(String),
-    #[error(
-        "{0:?}: only https:// is allowed, or http:// to a loopback address (127.0.0.1, localhost); \
-         --allow-insecure-http (or [api] allow_insecure_http) lifts this, sending the keys in clear text"
-    )]
-    Insecure(String),
-    #[error("{0:?}: the host must not carry a user name, password, path or query")]
-    Extra(String),
-}
-
-/// Checks a host setting: https, or http to loopback (to any host with `allow_insecure_http`);
-/// scheme and authority only.
-pub fn check_host(host: &str, allow_insecure_http: bool) -> Result<Url, HostError> {
-    let url = Url::parse(host.trim()).map_err(|_| HostError::NotAUrl(host.to_string()))?;
-    if url.host_str().is_none() || !matches!(url.scheme(), "http" | "https") {
-        return Err(HostError::NotAUrl(host.to_string()));
-    }
-    if !url.username().is_empty()
-        || url.password().is_some()
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || !(url.path().is_empty() || url.path() == "/")
-    {
-        return Err(HostError::Extra(redact_userinfo(host)));
-    }
-    if url.scheme() == "http" && !allow_insecure_http && !is_loopback(&url) {
-        return Err(HostError::Insecure(host.to_string()));
-    }
-    Ok(url)
-}
-
-/// Whether `url` names this machine: `localhost` or a loopback address.
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
-/// A host string as it may be shown: any `user:password@` part removed.
-pub(crate) fn redact_userinfo(host: &str) -> String {
-    match (host.find("://"), host.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}***@{}", &host[..scheme_end + 3], &host[at + 1..])
-        }
-        _ => host.to_string(),
-    }
 }
 
 /// A response as it came back, before it is judged.
@@ -511,14 +456,6 @@ impl LsqClient {
             CallError::Transport(error_chain(&e))
         }
     }
-}
-
-/// Mozilla's root certificates as bundled by `webpki-root-certs`.
-pub(crate) fn web_pki_roots() -> Vec<reqwest::Certificate> {
-    webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .filter_map(|der| reqwest::Certificate::from_der(der).ok())
-        .collect()
 }
 
 /// The rustls error somewhere in a transport error's causes. `io::Error::source` skips the

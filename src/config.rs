@@ -16,40 +16,27 @@ use serde::Deserialize;
 
 use crate::api::MAX_BATCH;
 use crate::dates::{DateFormat, DateReader, parse_zone};
-use crate::input::InputLimits;
 use crate::ledger::Durability;
 use crate::mapping::{ColumnMap, parse_pair};
 use crate::quota::{RateQuota, parse_duration};
+use crate::rows::InputLimits;
+use crate::secure::Secret;
 
 /// Where the config file is looked for when neither `--config` nor `LSQ_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "config/lsq-sync.toml";
 
-/// A key that must never be printed. `Debug` and `Display` show only a short prefix of the
-/// access key's length class, never the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value itself, for the one place that puts it in a request header.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
+/// When a run's end is posted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOn {
+    /// Only runs that did not end with exit 0.
+    Failure,
+    /// Failures, and any run whose status differs from the previous run's (so a recovery to
+    /// `ok` is announced once, and quiet successes stay quiet).
+    #[default]
+    Change,
+    /// Every run.
+    Always,
 }
 
 /// How log lines are written to stderr.
@@ -137,7 +124,7 @@ pub struct NotifySettings {
     /// webhook URLs (Slack's) carry their token in the path.
     pub url: Option<Secret>,
     /// When to post.
-    pub on: crate::notify::NotifyOn,
+    pub on: NotifyOn,
     /// The whole POST, connect included; a webhook that hangs must not hold the job.
     pub timeout: Duration,
 }
@@ -146,7 +133,7 @@ impl Default for NotifySettings {
     fn default() -> Self {
         NotifySettings {
             url: None,
-            on: crate::notify::NotifyOn::default(),
+            on: NotifyOn::default(),
             timeout: Duration::from_secs(10),
         }
     }
@@ -259,7 +246,7 @@ impl fmt::Debug for FileSource {
 #[serde(deny_unknown_fields)]
 pub struct FileNotify {
     pub url: Option<String>,
-    pub on: Option<crate::notify::NotifyOn>,
+    pub on: Option<NotifyOn>,
     pub timeout: Option<String>,
 }
 
@@ -391,7 +378,7 @@ pub struct Overrides {
     pub query: Option<String>,
     /// `--notify-url`, `--notify-on`, `--metrics-file`.
     pub notify_url: Option<String>,
-    pub notify_on: Option<crate::notify::NotifyOn>,
+    pub notify_on: Option<NotifyOn>,
     pub metrics_file: Option<PathBuf>,
     /// `-q`.
     pub quiet: bool,
@@ -782,7 +769,7 @@ impl Settings {
             return Err(invalid("timeouts", "must be longer than zero"));
         }
         if let Some(host) = &self.host {
-            crate::client::check_host(host, self.allow_insecure_http)
+            crate::secure::check_host(host, self.allow_insecure_http)
                 .map_err(|e| invalid("host", e.to_string()))?;
         }
         Ok(())

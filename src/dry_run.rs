@@ -21,10 +21,11 @@ use csv::ByteRecord;
 
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::input::{InputError, InputSource, RowScan, SourceRow};
+use crate::input::InputSource;
 use crate::report::{
     CellFormat, ReportError, ReportLine, ReportWriter, RowStatus, StatusCounts, create_report_file,
 };
+use crate::rows::{InputError, RowScan, SourceRow};
 use crate::validate::{Schema, SchemaError};
 
 /// Rows handed from the reader to the checker at a time: large enough that the channel costs

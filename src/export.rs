@@ -17,9 +17,9 @@ use std::io::Write;
 use futures::StreamExt;
 
 use crate::activities::{ActivityQuery, FetchError, Fetcher};
+use crate::api::MAX_CUSTOM_FIELD;
 use crate::api::{DATA_KEY_NOTE, ProspectActivity};
 use crate::report::CellFormat;
-use crate::validate::MAX_CUSTOM_FIELD;
 
 /// The columns `lsq-sync import` reads, in its spelling, before the custom fields.
 pub const EXPORT_COLUMNS: [&str; 5] = [

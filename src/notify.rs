@@ -12,22 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tracing::{info, warn};
 
-/// When a run's end is posted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum NotifyOn {
-    /// Only runs that did not end with exit 0.
-    Failure,
-    /// Failures, and any run whose status differs from the previous run's (so a recovery to
-    /// `ok` is announced once, and quiet successes stay quiet).
-    #[default]
-    Change,
-    /// Every run.
-    Always,
-}
+use crate::config::NotifyOn;
 
 /// Whether a run that ended with `status` and `exit_code` is posted, given the status of the
 /// run before it (`None` when there was none).
@@ -75,7 +62,7 @@ pub async fn post(
         .user_agent(concat!("lsq-sync/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(timeout)
         .timeout(timeout)
-        .tls_certs_only(crate::client::web_pki_roots())
+        .tls_certs_only(crate::secure::web_pki_roots())
         .build()
         .map_err(|e| NotifyError::Client(e.without_url().to_string()))?;
     let response = client

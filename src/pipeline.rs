@@ -23,9 +23,10 @@ use crate::abort::{Abort, Interrupt};
 use crate::activities::Fetcher;
 use crate::api::{ActivityItem, DATE_TIME_FORMAT};
 use crate::batch::{Batch, BatchRow, Batcher, RowWork};
+use crate::calls::RetryPolicy;
 use crate::client::{ClientConfig, ClientError, LsqClient};
 use crate::config::{InputSettings, Settings};
-use crate::input::{InputError, InputSource, SourceRow};
+use crate::input::InputSource;
 use crate::ledger::{
     Ledger, LedgerError, NewRow, RowState, RowUpdate, RunStatus, StoredRow, fingerprint, hash_file,
 };
@@ -36,7 +37,8 @@ use crate::report::{
     CellFormat, REPORT_COLUMNS, ReportError, ReportWriter, RowOutcome, create_report_file,
     is_report_header, outcome_of, strip_excel_safe, write_from_ledger_as,
 };
-use crate::send::{RetryPolicy, Sendable, Sender};
+use crate::rows::{InputError, SourceRow};
+use crate::send::{Sendable, Sender};
 use crate::stats::{RunStats, RunSummary};
 use crate::validate::{Schema, SchemaError};
 

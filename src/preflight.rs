@@ -15,7 +15,8 @@ use crate::api::{ActivityType, UserByAccessKey};
 use crate::client::{LsqClient, Verdict};
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::input::{InputError, InputSource};
+use crate::input::InputSource;
+use crate::rows::InputError;
 use crate::validate::{Schema, SchemaError};
 
 /// The input could not be read as an import would read it.

@@ -21,11 +21,11 @@ use crate::api::{
     DATE_TIME_FORMAT, DeleteActivitiesRequest, DeleteOwnerHistoryRequest, PATH_DELETE_ACTIVITIES,
     PATH_DELETE_OWNER_HISTORY, QueuedResponse,
 };
+use crate::calls::RetryPolicy;
 use crate::client::{ClientConfig, ClientError, LsqClient, Verdict, classify};
 use crate::config::Settings;
 use crate::outage::Gate;
 use crate::pace::Pacer;
-use crate::send::RetryPolicy;
 use crate::stats::RunStats;
 
 /// Code of the system activity LeadSquared posts when a lead's owner changes. Delete Activities
@@ -162,7 +162,7 @@ pub fn check_webhook(text: &str, allow_insecure_http: bool) -> Result<String, Ar
     let url = url::Url::parse(text.trim()).map_err(|_| {
         ArgumentError::Webhook(format!(
             "{:?} is not a URL",
-            crate::client::redact_userinfo(text)
+            crate::secure::redact_userinfo(text)
         ))
     })?;
     // The URL parser reads "https:///x" as "https://x/"; a host the user did not write is no
@@ -182,7 +182,7 @@ pub fn check_webhook(text: &str, allow_insecure_http: bool) -> Result<String, Ar
     }
     match url.scheme() {
         "https" => Ok(url.to_string()),
-        "http" if allow_insecure_http || crate::client::is_loopback(&url) => Ok(url.to_string()),
+        "http" if allow_insecure_http || crate::secure::is_loopback(&url) => Ok(url.to_string()),
         "http" => Err(ArgumentError::Webhook(format!(
             "{host}: only https:// is allowed (or http:// to a loopback address); \
              --allow-insecure-http lifts this"

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use csv::ByteRecord;
 
-use crate::input::{RowScan, SourceRow};
 use crate::ledger::{Ledger, RowState, StoredRow};
+use crate::rows::{RowScan, SourceRow};
 
 /// The report's own leading columns.
 pub const REPORT_COLUMNS: [&str; 4] = ["RowNumber", "Status", "ProspectActivityId", "Error"];

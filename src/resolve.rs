@@ -298,10 +298,10 @@ mod tests {
     use std::time::Duration;
 
     use crate::api::{FieldValue, KeyValue};
+    use crate::calls::RetryPolicy;
     use crate::client::{ClientConfig, LsqClient};
-    use crate::config::Secret;
     use crate::pace::Pacer;
-    use crate::send::RetryPolicy;
+    use crate::secure::Secret;
     use crate::simulator::{FaultConfig, RunningSimulator, SimConfig, demo_lead_id};
     use crate::stats::RunStats;
 

@@ -21,11 +21,11 @@ use csv::ByteRecord;
 
 use crate::api::{DATE_TIME_FORMAT, ProspectActivity};
 use crate::config::InputSettings;
-use crate::input::SourceRow;
 use crate::ledger::{Ledger, LedgerError, RowState};
 use crate::pipeline::input_settings_from_options;
 use crate::remote::DeleteWindow;
 use crate::report::{REPORT_COLUMNS, is_report_header};
+use crate::rows::SourceRow;
 use crate::validate::Schema;
 
 /// One activity the import created.

@@ -24,14 +24,13 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDateTime;
 use csv::ByteRecord;
 
+use crate::api::MAX_CUSTOM_FIELD;
 use crate::api::{ActivityItem, FieldValue};
 use crate::config::InputSettings;
 use crate::dates::{DateProblem, DateReader, SENT_DATE_FORMAT, SentDate};
-use crate::input::{CsvSource, InputError, InputLimits, RowScan, SourceRow};
+use crate::input::CsvSource;
 use crate::mapping::SEARCH_BY_VALUE;
-
-/// Highest custom field number the API defines (`mx_Custom_1` .. `mx_Custom_50`).
-pub const MAX_CUSTOM_FIELD: u32 = 50;
+use crate::rows::{InputError, InputLimits, RowScan, SourceRow};
 
 /// Where a field's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use calamine::{Data, DataType, Range, Reader, open_workbook_auto};
 use csv::ByteRecord;
 
 use crate::api::DATE_TIME_FORMAT;
-use crate::input::{InputError, SourceRow};
+use crate::rows::{InputError, SourceRow};
 
 /// File name endings read as spreadsheets; everything else is CSV.
 pub const SPREADSHEET_EXTENSIONS: [&str; 5] = ["xlsx", "xlsm", "xlsb", "xls", "ods"];

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use lsq_sync::input::InputLimits;
+use lsq_sync::rows::InputLimits;
 use lsq_sync::validate::check_csv;
 
 fuzz_target!(|data: &[u8]| {

@@ -11,12 +11,14 @@ use tracing::info;
 
 use crate::abort::Interrupt;
 use crate::cli::{ImportArgs, NightlyArgs, RetryArgs, RunArgs};
-use crate::config::{Secret, Settings};
+use crate::config::NotifyOn;
+use crate::config::Settings;
 use crate::dry_run::validate_file;
 use crate::exit::ExitStatus;
 use crate::html_report::write_html_report;
-use crate::notify::{NotifyOn, RunEnd};
+use crate::notify::RunEnd;
 use crate::pipeline::{ImportJob, InputKind, default_ledger_path, run_import};
+use crate::secure::Secret;
 use crate::simulator::{RunningSimulator, SimConfig};
 use crate::sources::postgres::PgSource;
 use crate::sources::{InputFormat, SourceError, Stream, prepare_snapshot, snapshot_for_dry_run};

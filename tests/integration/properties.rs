@@ -12,11 +12,11 @@ use csv::ByteRecord;
 use lsq_sync::batch::{Batch, BatchRow, Batcher, RowWork};
 use lsq_sync::config::Settings;
 use lsq_sync::dry_run::validate_file;
-use lsq_sync::input::InputLimits;
 use lsq_sync::report::{
     BatchOutcome, CellFormat, ReportWriter, ReportedRow, RowOutcome, excel_safe_cell,
     strip_excel_safe,
 };
+use lsq_sync::rows::InputLimits;
 use lsq_sync::validate::check_csv;
 use proptest::prelude::*;
 
