@@ -5,23 +5,19 @@
 //! The vendor calls `Offset` "the page number" without saying whether the first page is 0 or 1,
 //! and some clients treat it as a row offset (`shared/leadsquared-api/README.md`). Rather than
 //! assume, [`Pager`] (pure, no I/O) works the meaning out from what the first two pages hold and
-//! then walks the rest; [`Fetcher`] (the I/O half) makes each call through the pacer, retries
-//! what is worth retrying, and maps the client's [`Verdict`]s to [`FetchError`]s. Calls are
-//! counted in [`RunStats`] like every other call of the run.
+//! then walks the rest; [`Fetcher`] (the I/O half) makes each call through the run's
+//! [`Api`] (paced, counted, retried, watched by the outage gate, like every other call of the
+//! run) and maps the client's [`Verdict`]s to [`FetchError`]s.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::api::{
     PATH_RETRIEVE, Paging, ProspectActivity, RetrieveParameter, RetrieveRequest, RetrieveResponse,
 };
-use crate::calls::RetryPolicy;
-use crate::client::{LsqClient, Verdict, classify};
-use crate::outage::Gate;
-use crate::pace::Pacer;
-use crate::stats::RunStats;
+use crate::calls::{Api, Judged};
+use crate::client::Verdict;
 
 /// `RowCount` asked for when nothing else is configured: a tenth of the calls the vendor's
 /// default of 25 would need, while keeping each answer small.
@@ -94,44 +90,18 @@ pub enum FetchError {
 
 /// Fetches activities of leads; cheap to share behind a reference, every call paced.
 pub struct Fetcher {
-    /// The HTTP client bound to the account.
-    pub client: LsqClient,
-    /// The run's one pacer: every call, retries included, waits here for a permit.
-    pub pacer: Arc<Pacer>,
-    /// The run's counters: calls, rate-limit answers and retries.
-    pub stats: Arc<RunStats>,
-    /// How rate-limited and transient calls are retried.
-    pub retry: RetryPolicy,
+    /// The run's client, pacer, counters, retry policy and outage gate.
+    pub api: Api,
     /// `RowCount` of each page; [`DEFAULT_PAGE_SIZE`] unless configured. 0 is read as 1.
     pub page_size: u64,
-    /// The run's outage gate, when it has one: no page is asked for while the API is down, and
-    /// failures during an outage do not count against `retry.max_attempts`.
-    pub gate: Option<Arc<Gate>>,
 }
 
 impl Fetcher {
     /// A fetcher with the default page size.
-    pub fn new(
-        client: LsqClient,
-        pacer: Arc<Pacer>,
-        stats: Arc<RunStats>,
-        retry: RetryPolicy,
-    ) -> Fetcher {
+    pub fn new(api: Api) -> Fetcher {
         Fetcher {
-            client,
-            pacer,
-            stats,
-            retry,
+            api,
             page_size: DEFAULT_PAGE_SIZE,
-            gate: None,
-        }
-    }
-
-    /// The same fetcher, waiting on `gate` while the API is down.
-    pub fn with_gate(self, gate: Arc<Gate>) -> Fetcher {
-        Fetcher {
-            gate: Some(gate),
-            ..self
         }
     }
 
@@ -186,83 +156,34 @@ impl Fetcher {
     ) -> Result<RetrieveResponse, FetchError> {
         let body = query.request(offset, row_count);
         let params = [("leadId", query.lead_id.as_str())];
-        let mut rng = fastrand::Rng::new();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let epoch = self.gate.as_ref().map(|gate| gate.epoch());
-            if let Some(gate) = &self.gate {
-                gate.ready()
-                    .await
-                    .map_err(|closed| FetchError::Failed(closed.to_string()))?;
-            }
-            let sent_at = self.pacer.acquire().await;
-            if self.gate.as_ref().is_some_and(|gate| !gate.open()) {
-                // The API went down while this call queued for its permit: wait, uncounted.
-                attempt -= 1;
-                continue;
-            }
-            RunStats::add(&self.stats.calls);
-            RunStats::add(&self.stats.lookup_calls);
-            if attempt > 1 {
-                RunStats::add(&self.stats.retries);
-            }
-            let result = self.client.post(PATH_RETRIEVE, &params, &body).await;
-            if let Some(gate) = &self.gate {
-                match crate::outage::failure_of(&result) {
-                    Some(problem) => gate.failed(&problem),
-                    None => gate.answered(),
-                }
-            }
-            let verdict = match result {
-                Ok(reply) => classify::<RetrieveResponse>(&reply),
-                Err(e) => Verdict::from_call_error(&e),
-            };
-            // Lookups share the account's quota: a 429 on one says as much about the window as
-            // a 429 on a post, and the pacer counts their permits as ours.
-            self.pacer.answer(sent_at, &verdict);
-            let (problem, retry_after) = match verdict {
-                Verdict::Success(response) => return Ok(response),
-                Verdict::RateLimited {
-                    retry_after,
-                    message,
-                    ..
-                } => {
-                    RunStats::add(&self.stats.rate_limited);
-                    (format!("rate limited: {message}"), retry_after)
-                }
-                // A read is safe to repeat whatever happened to the first attempt.
-                Verdict::Transient(message) | Verdict::Unknown(message) => (message, None),
-                Verdict::DataError(message) if names_missing_lead(&message) => {
-                    return Err(FetchError::LeadNotFound(message));
-                }
-                Verdict::DataError(message) | Verdict::Rejected(message) => {
-                    return Err(FetchError::Failed(message));
-                }
-                Verdict::Unauthorized(message) => return Err(FetchError::Unauthorized(message)),
-                Verdict::Fatal(message) => return Err(FetchError::Fatal(message)),
-            };
-            if let (Some(gate), Some(epoch)) = (&self.gate, epoch)
-                && (gate.epoch() != epoch || !gate.open())
-            {
-                // Failed in an outage: the gate waits it out; this attempt does not count.
-                attempt -= 1;
-                continue;
-            }
-            if attempt >= self.retry.max_attempts {
-                return Err(FetchError::Failed(format!(
-                    "gave up after {attempt} attempts: {problem}"
-                )));
-            }
-            let wait = self.retry.delay(attempt, retry_after, &mut rng);
-            warn!(
-                lead = %query.lead_id,
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                "get activities: {problem}; retrying"
-            );
-            tokio::time::sleep(wait).await;
-        }
+        self.api
+            .call(
+                "get activities",
+                Some(&self.api.stats.lookup_calls),
+                || self.api.client.post(PATH_RETRIEVE, &params, &body),
+                |verdict| match verdict {
+                    Verdict::Success(response) => Judged::Done(Ok(response)),
+                    // A read is safe to repeat whatever happened to the first attempt.
+                    Verdict::Unknown(message) => Judged::Retry(message),
+                    Verdict::DataError(message) if names_missing_lead(&message) => {
+                        Judged::Done(Err(FetchError::LeadNotFound(message)))
+                    }
+                    Verdict::Unauthorized(message) => {
+                        Judged::Done(Err(FetchError::Unauthorized(message)))
+                    }
+                    Verdict::Fatal(message) => Judged::Done(Err(FetchError::Fatal(message))),
+                    Verdict::DataError(message)
+                    | Verdict::Rejected(message)
+                    | Verdict::Transient(message)
+                    | Verdict::RateLimited { message, .. } => {
+                        Judged::Done(Err(FetchError::Failed(message)))
+                    }
+                },
+                |closed| FetchError::Failed(closed.to_string()),
+                FetchError::Failed,
+            )
+            .instrument(tracing::warn_span!("lookup", lead = %query.lead_id))
+            .await
     }
 }
 
@@ -498,12 +419,16 @@ impl Pager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use crate::api::ActivityItem;
-    use crate::client::ClientConfig;
+    use crate::calls::RetryPolicy;
+    use crate::client::{ClientConfig, LsqClient};
+    use crate::pace::Pacer;
     use crate::secure::Secret;
     use crate::simulator::{OWNER_CHANGE_EVENT, PagingMode, RunningSimulator, SimConfig};
+    use crate::stats::RunStats;
 
     // ---- Pager against an in-memory listing ----
 
@@ -702,16 +627,17 @@ mod tests {
         })
         .unwrap();
         Fetcher {
-            client,
-            pacer: Arc::new(Pacer::new(pace.parse().unwrap(), 0.0)),
-            stats: Arc::new(RunStats::default()),
-            retry: RetryPolicy {
-                max_attempts: 30,
-                base: Duration::from_millis(20),
-                max: Duration::from_millis(200),
-            },
+            api: Api::ungated(
+                client,
+                Arc::new(Pacer::new(pace.parse().unwrap(), 0.0)),
+                Arc::new(RunStats::default()),
+                RetryPolicy {
+                    max_attempts: 30,
+                    base: Duration::from_millis(20),
+                    max: Duration::from_millis(200),
+                },
+            ),
             page_size,
-            gate: None,
         }
     }
 
@@ -757,9 +683,9 @@ mod tests {
 
     /// Fetches, checks every expected id comes exactly once, and checks the number of calls.
     async fn check_fetch(fetcher: &Fetcher, query: &ActivityQuery, want: &HashSet<String>) {
-        let before = RunStats::get(&fetcher.stats.calls);
+        let before = RunStats::get(&fetcher.api.stats.calls);
         let got = fetcher.fetch_all(query).await.unwrap();
-        let calls = RunStats::get(&fetcher.stats.calls) - before;
+        let calls = RunStats::get(&fetcher.api.stats.calls) - before;
         let ids: Vec<String> = got.into_iter().map(|a| a.id).collect();
         let distinct: HashSet<String> = ids.iter().cloned().collect();
         assert_eq!(distinct.len(), ids.len(), "{query:?}: duplicates");
@@ -826,7 +752,7 @@ mod tests {
             let want = expected(&sim, exact, None, None);
             assert_eq!(want.len() as u64, page_size);
             check_fetch(&fetcher, &ActivityQuery::lead(exact.clone()), &want).await;
-            assert_eq!(RunStats::get(&fetcher.stats.retries), 0);
+            assert_eq!(RunStats::get(&fetcher.api.stats.retries), 0);
         }
         sim.shutdown().await;
     }
@@ -870,8 +796,8 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, FetchError::Unauthorized(_)), "{err:?}");
         // Neither is retried: one call each.
-        assert_eq!(RunStats::get(&fetcher.stats.calls), 1);
-        assert_eq!(RunStats::get(&bad_keys.stats.calls), 1);
+        assert_eq!(RunStats::get(&fetcher.api.stats.calls), 1);
+        assert_eq!(RunStats::get(&bad_keys.api.stats.calls), 1);
         sim.shutdown().await;
     }
 
@@ -895,7 +821,7 @@ mod tests {
         let ids: HashSet<String> = got.iter().map(|a| a.id.clone()).collect();
         assert_eq!(ids.len(), got.len());
         assert_eq!(ids, expected(&sim, &main, None, None));
-        let stats = &fetcher.stats;
+        let stats = &fetcher.api.stats;
         assert!(RunStats::get(&stats.rate_limited) > 0);
         assert_eq!(
             RunStats::get(&stats.rate_limited),

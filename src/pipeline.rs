@@ -20,18 +20,15 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::abort::{Abort, Interrupt};
-use crate::activities::Fetcher;
 use crate::api::{ActivityItem, DATE_TIME_FORMAT};
 use crate::batch::{Batch, BatchRow, Batcher, RowWork};
-use crate::calls::RetryPolicy;
+use crate::calls::Api;
 use crate::client::{ClientConfig, ClientError, LsqClient};
 use crate::config::{InputSettings, Settings};
 use crate::input::InputSource;
 use crate::ledger::{
     Ledger, LedgerError, NewRow, RowState, RowUpdate, RunStatus, StoredRow, fingerprint, hash_file,
 };
-use crate::outage::Gate;
-use crate::pace::Pacer;
 use crate::progress::Progress;
 use crate::report::{
     CellFormat, REPORT_COLUMNS, ReportError, ReportWriter, RowOutcome, create_report_file,
@@ -672,7 +669,7 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
         }
     }
 
-    let pacer = Arc::new(Pacer::new(settings.rate, settings.pacing_margin));
+    let api = Api::new(client, settings);
     let counts = ledger.counts(run)?;
     let count = |s: RowState| counts.get(&s).copied().unwrap_or(0);
     let total: u64 = counts.values().sum();
@@ -683,30 +680,22 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
         count(RowState::Invalid),
         count(RowState::Created) + count(RowState::Skipped),
         settings.rate,
-        pacer
+        api.pacer
             .spacing()
             .mul_f64(calls.saturating_sub(1) as f64)
             .as_secs_f64()
     );
 
-    let stats = Arc::new(RunStats::default());
+    let stats = api.stats.clone();
     let abort = Abort::new();
-    let retry = RetryPolicy::from_settings(settings);
-    let pacer_for_summary = pacer.clone();
-    let gate = Gate::for_api(client.clone(), pacer.clone(), stats.clone(), settings);
-    let fetcher =
-        Fetcher::new(client.clone(), pacer.clone(), stats.clone(), retry).with_gate(gate.clone());
+    let pacer_for_summary = api.pacer.clone();
+    let gate = api.gate.clone();
     let sender = Arc::new(Sender::new(
-        client,
-        pacer,
-        stats.clone(),
+        api,
         abort.clone(),
         job.interrupt.clone(),
-        retry,
         ledger.clone(),
         run,
-        fetcher,
-        gate.clone(),
     ));
 
     if count(RowState::InFlight) > 0 {
@@ -830,8 +819,10 @@ pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
              flight, and leaving late could have put more than the quota in one window"
         );
     }
-    let (outages, outage_time) = gate.outages();
-    gate.close("the run is over");
+    let (outages, outage_time) = gate.as_ref().map(|gate| gate.outages()).unwrap_or_default();
+    if let Some(gate) = &gate {
+        gate.close("the run is over");
+    }
 
     Ok(RunSummary {
         rows: counts.total(),

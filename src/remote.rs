@@ -9,23 +9,19 @@
 //! delete by lead, code and window, so a repeat could take activities created meanwhile; it is
 //! reported as failed with the reason, and `--wait` (a read) tells whether it happened.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 use serde::Serialize;
-use tracing::warn;
 
 use crate::activities::{ActivityQuery, FetchError, Fetcher};
 use crate::api::{
     DATE_TIME_FORMAT, DeleteActivitiesRequest, DeleteOwnerHistoryRequest, PATH_DELETE_ACTIVITIES,
     PATH_DELETE_OWNER_HISTORY, QueuedResponse,
 };
-use crate::calls::RetryPolicy;
-use crate::client::{ClientConfig, ClientError, LsqClient, Verdict, classify};
+use crate::calls::{Api, Judged};
+use crate::client::{ClientConfig, ClientError, LsqClient, Verdict};
 use crate::config::Settings;
-use crate::outage::Gate;
-use crate::pace::Pacer;
 use crate::stats::RunStats;
 
 /// Code of the system activity LeadSquared posts when a lead's owner changes. Delete Activities
@@ -214,8 +210,8 @@ impl From<FetchError> for DeleteError {
 }
 
 /// Everything needed to call the API for one run; every call paced and counted. The delete
-/// calls use the fetcher's client, pacer, counters and retry policy, so Get Activities polls and
-/// deletions share one quota and one set of figures.
+/// calls go through the fetcher's [`Api`] (client, pacer, counters, retry policy, outage gate),
+/// so Get Activities polls and deletions share one quota and one set of figures.
 pub struct Remote {
     /// Get Activities, and the client, pacer, counters and retry policy of every call.
     pub fetcher: Fetcher,
@@ -228,13 +224,8 @@ impl Remote {
         let client = LsqClient::new(&config).map_err(|e: ClientError| {
             ArgumentError::Setup(format!("cannot set up the API client: {e}"))
         })?;
-        let pacer = Arc::new(Pacer::new(settings.rate, settings.pacing_margin));
-        let stats = Arc::new(RunStats::default());
-        let retry = RetryPolicy::from_settings(settings);
-        // Deletes and the reads around them wait out an outage like an import does.
-        let gate = Gate::for_api(client.clone(), pacer.clone(), stats.clone(), settings);
         Ok(Remote {
-            fetcher: Fetcher::new(client, pacer, stats, retry).with_gate(gate),
+            fetcher: Fetcher::new(Api::new(client, settings)),
         })
     }
 
@@ -275,94 +266,34 @@ impl Remote {
     /// One queued-deletion call, through the pacer, retried only when the request cannot have
     /// been acted on (rate limited, connection not opened). Returns the server's message.
     async fn queue<B: Serialize>(&self, path: &str, body: &B) -> Result<String, DeleteError> {
-        let Fetcher {
-            client,
-            pacer,
-            stats,
-            retry,
-            gate,
-            ..
-        } = &self.fetcher;
-        let mut rng = fastrand::Rng::new();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let epoch = gate.as_ref().map(|gate| gate.epoch());
-            if let Some(gate) = gate {
-                gate.ready()
-                    .await
-                    .map_err(|closed| DeleteError::Abort(closed.to_string()))?;
-            }
-            let sent_at = pacer.acquire().await;
-            if gate.as_ref().is_some_and(|gate| !gate.open()) {
-                // The API went down while this call queued for its permit: wait, uncounted.
-                attempt -= 1;
-                continue;
-            }
-            RunStats::add(&stats.calls);
-            if attempt > 1 {
-                RunStats::add(&stats.retries);
-            }
-            let result = client.post(path, &[], body).await;
-            if let Some(gate) = gate {
-                match crate::outage::failure_of(&result) {
-                    Some(problem) => gate.failed(&problem),
-                    None => gate.answered(),
-                }
-            }
-            let verdict = match result {
-                Ok(reply) => classify::<QueuedResponse>(&reply),
-                Err(e) => Verdict::from_call_error(&e),
-            };
-            pacer.answer(sent_at, &verdict);
-            let (problem, retry_after) = match verdict {
-                Verdict::Success(queued) => return Ok(queued.message.message),
-                Verdict::RateLimited {
-                    retry_after,
-                    message,
-                    limit,
-                } => {
-                    RunStats::add(&stats.rate_limited);
-                    // The quota is the account's: the 429 (given to the pacer above) slows every
-                    // call of the run.
-                    let _ = limit;
-                    (format!("rate limited: {message}"), retry_after)
-                }
-                Verdict::Transient(message) => (message, None),
+        let api = &self.fetcher.api;
+        api.call::<QueuedResponse, _, _, _>(
+            "delete",
+            None,
+            || api.client.post(path, &[], body),
+            |verdict| match verdict {
+                Verdict::Success(queued) => Judged::Done(Ok(queued.message.message)),
                 Verdict::Unknown(message) => {
-                    RunStats::add(&stats.ambiguous);
-                    return Err(DeleteError::Failed(format!(
+                    RunStats::add(&api.stats.ambiguous);
+                    Judged::Done(Err(DeleteError::Failed(format!(
                         "outcome unknown ({message}); not repeated, since a deletion by window \
                          could take activities created meanwhile: check the lead, or run again"
-                    )));
-                }
-                Verdict::DataError(message) | Verdict::Rejected(message) => {
-                    return Err(DeleteError::Failed(message));
+                    ))))
                 }
                 Verdict::Unauthorized(message) | Verdict::Fatal(message) => {
-                    return Err(DeleteError::Abort(message));
+                    Judged::Done(Err(DeleteError::Abort(message)))
                 }
-            };
-            if attempt >= retry.max_attempts {
-                return Err(DeleteError::Failed(format!(
-                    "gave up after {attempt} attempts: {problem}"
-                )));
-            }
-            if let (Some(gate), Some(epoch)) = (gate, epoch)
-                && (gate.epoch() != epoch || !gate.open())
-            {
-                // Refused in an outage (nothing was acted on): waited out, not counted.
-                attempt -= 1;
-                continue;
-            }
-            let wait = retry.delay(attempt, retry_after, &mut rng);
-            warn!(
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                "delete: {problem}; retrying"
-            );
-            tokio::time::sleep(wait).await;
-        }
+                Verdict::DataError(message)
+                | Verdict::Rejected(message)
+                | Verdict::Transient(message)
+                | Verdict::RateLimited { message, .. } => {
+                    Judged::Done(Err(DeleteError::Failed(message)))
+                }
+            },
+            |closed| DeleteError::Abort(closed.to_string()),
+            DeleteError::Failed,
+        )
+        .await
     }
 
     /// How many activities match each query, summed: zero means a deletion is visible.

@@ -298,7 +298,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::api::{FieldValue, KeyValue};
-    use crate::calls::RetryPolicy;
+    use crate::calls::{Api, RetryPolicy};
     use crate::client::{ClientConfig, LsqClient};
     use crate::pace::Pacer;
     use crate::secure::Secret;
@@ -601,16 +601,17 @@ mod tests {
         })
         .unwrap();
         let fetcher = Fetcher {
-            client: client.clone(),
-            pacer: Arc::new(Pacer::new("1000/1s".parse().unwrap(), 0.0)),
-            stats: Arc::new(RunStats::default()),
-            retry: RetryPolicy {
-                max_attempts: 3,
-                base: Duration::from_millis(10),
-                max: Duration::from_millis(50),
-            },
+            api: Api::ungated(
+                client.clone(),
+                Arc::new(Pacer::new("1000/1s".parse().unwrap(), 0.0)),
+                Arc::new(RunStats::default()),
+                RetryPolicy {
+                    max_attempts: 3,
+                    base: Duration::from_millis(10),
+                    max: Duration::from_millis(50),
+                },
+            ),
             page_size: 25,
-            gate: None,
         };
         let (a, b) = (demo_lead_id(3), demo_lead_id(4));
         let batch = [
@@ -700,7 +701,7 @@ mod tests {
             vec![None; rows.len()]
         );
         // One read per lead, whatever codes its rows have: a (201 and 202) and b (203 and 201).
-        assert_eq!(RunStats::get(&fetcher.stats.calls), 3 * 2);
+        assert_eq!(RunStats::get(&fetcher.api.stats.calls), 3 * 2);
         sim.shutdown().await;
     }
 
@@ -713,7 +714,7 @@ mod tests {
         .await
         .unwrap();
         let config = sim.sim.config().clone();
-        let fetcher = Fetcher::new(
+        let fetcher = Fetcher::new(Api::ungated(
             LsqClient::new(&ClientConfig {
                 host: sim.base_url(),
                 access_key: Secret::new(config.access_key),
@@ -731,7 +732,7 @@ mod tests {
                 base: Duration::from_millis(10),
                 max: Duration::from_millis(50),
             },
-        );
+        ));
         let missing = row(
             "00000000-0000-4000-8000-000000000404",
             201,
@@ -745,7 +746,7 @@ mod tests {
             .unwrap();
         assert_eq!(resolved, vec![None, None]);
         // Only the dated row's lead was read.
-        assert_eq!(RunStats::get(&fetcher.stats.calls), 1);
+        assert_eq!(RunStats::get(&fetcher.api.stats.calls), 1);
         sim.shutdown().await;
     }
 }

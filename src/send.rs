@@ -29,11 +29,9 @@ use crate::abort::{Abort, Interrupt};
 use crate::activities::Fetcher;
 use crate::api::{ActivityItem, BulkResponse};
 use crate::batch::{Batch, RowWork};
-use crate::calls::RetryPolicy;
-use crate::client::{LsqClient, RowResult, Verdict, bulk_row_results, classify};
+use crate::calls::Api;
+use crate::client::{RowResult, Verdict, bulk_row_results};
 use crate::ledger::{Ledger, RowState, RowUpdate};
-use crate::outage::Gate;
-use crate::pace::Pacer;
 use crate::report::{BatchOutcome, NOT_SENT, OUTCOME_UNKNOWN, ReportedRow, RowOutcome};
 use crate::stats::RunStats;
 
@@ -49,20 +47,17 @@ pub struct Sendable {
 
 /// Everything a sender task needs; shared by all of them.
 pub struct Sender {
-    pub client: LsqClient,
-    pub pacer: Arc<Pacer>,
-    pub stats: Arc<RunStats>,
+    /// The run's client, pacer, counters, retry policy and outage gate: every call of the run
+    /// goes through it.
+    pub api: Api,
     /// Raised when nothing more can succeed (bad keys, wrong host, ledger unwritable).
     pub abort: Abort,
     /// Raised by Ctrl-C or SIGTERM.
     pub interrupt: Interrupt,
-    pub retry: RetryPolicy,
     pub ledger: Arc<Ledger>,
     pub run: i64,
-    /// Get Activities, for checking calls whose outcome is unknown.
+    /// Get Activities through the same [`Api`], for checking calls whose outcome is unknown.
     pub fetcher: Fetcher,
-    /// The run's outage gate: every call waits here while the API is down.
-    pub gate: Arc<Gate>,
     /// Batches waiting for a check of their unknown outcome; the next round takes them all.
     pub doubts: std::sync::Mutex<Vec<Doubt>>,
     /// One check round at a time, held until its findings are in the ledger, so two checks
@@ -86,30 +81,20 @@ type Checked = (Vec<(u64, RowOutcome)>, Vec<Sendable>);
 
 impl Sender {
     /// A sender with no check pending.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        client: LsqClient,
-        pacer: Arc<Pacer>,
-        stats: Arc<RunStats>,
+        api: Api,
         abort: Abort,
         interrupt: Interrupt,
-        retry: RetryPolicy,
         ledger: Arc<Ledger>,
         run: i64,
-        fetcher: Fetcher,
-        gate: Arc<Gate>,
     ) -> Sender {
         Sender {
-            client,
-            pacer,
-            stats,
+            fetcher: Fetcher::new(api.clone()),
+            api,
             abort,
             interrupt,
-            retry,
             ledger,
             run,
-            fetcher,
-            gate,
             doubts: std::sync::Mutex::new(Vec::new()),
             checking: tokio::sync::Mutex::new(()),
         }
@@ -181,7 +166,9 @@ impl Sender {
     /// Waits while the API is down (or, with `answered`, until it has answered since its last
     /// failure). A gate closed for good (patience exhausted, keys refused) stops the run.
     async fn wait_for_api(&self, answered: bool) {
-        let gate = self.gate.clone();
+        let Some(gate) = self.api.gate.clone() else {
+            return;
+        };
         let result = tokio::select! {
             result = async move {
                 if answered { gate.healthy().await } else { gate.ready().await }
@@ -197,8 +184,9 @@ impl Sender {
     /// How late after its permit a call may still leave: half of what the pacer's margin leaves
     /// over in one quota window (CALLS spacings minus the window).
     fn steady_bound(&self) -> Duration {
-        let quota = self.pacer.quota();
+        let quota = self.api.pacer.quota();
         let slack = self
+            .api
             .pacer
             .spacing()
             .saturating_mul(quota.calls.get())
@@ -239,7 +227,7 @@ impl Sender {
                     );
                     break;
                 }
-                if attempt >= self.retry.max_attempts {
+                if attempt >= self.api.retry.max_attempts {
                     let message = format!("gave up after {attempt} attempts: {last_problem}");
                     warn!(rows = pending.len(), "{message}");
                     let updates = updates(&pending, RowState::Failed, Some(&message));
@@ -253,12 +241,12 @@ impl Sender {
                 }
                 attempt += 1;
                 self.wait_for_api(false).await;
-                let epoch = self.gate.epoch();
-                let sent_at = self.pacer.acquire().await;
+                let epoch = self.api.epoch();
+                let sent_at = self.api.pacer.acquire().await;
                 if self.stopping().is_some() {
                     continue;
                 }
-                if !self.gate.open() {
+                if !self.api.gate_open() {
                     // The API went down while this batch queued for its permit: nothing left,
                     // nothing is in doubt, and the attempt does not count.
                     attempt -= 1;
@@ -286,8 +274,8 @@ impl Sender {
                 // than half the pacer's slack in a window (a busy disk) would risk CALLS+1
                 // arrivals in one window, so such a call waits for a fresh permit instead.
                 let sent_at = if sent_at.elapsed() > self.steady_bound() {
-                    RunStats::add(&self.stats.late_permits);
-                    let again = self.pacer.acquire().await;
+                    RunStats::add(&self.api.stats.late_permits);
+                    let again = self.api.pacer.acquire().await;
                     if self.stopping().is_some() {
                         self.record(
                             Some(call),
@@ -301,30 +289,18 @@ impl Sender {
                 } else {
                     sent_at
                 };
-                RunStats::add(&self.stats.calls);
                 sent += 1;
                 if sent > 1 {
-                    RunStats::add(&self.stats.retries);
+                    RunStats::add(&self.api.stats.retries);
                 }
                 if depth > 0 {
-                    RunStats::add(&self.stats.isolation_calls);
+                    RunStats::add(&self.api.stats.isolation_calls);
                 }
                 let items: Vec<&ActivityItem> = pending.iter().map(|r| &r.item).collect();
-                let result = self.client.post_bulk(&items).await;
-                match crate::outage::failure_of(&result) {
-                    Some(problem) => self.gate.failed(&problem),
-                    None => self.gate.answered(),
-                }
-                let verdict = match result {
-                    Ok(reply) => classify::<BulkResponse>(&reply),
-                    Err(e) => Verdict::from_call_error(&e),
-                };
-                if let Some(adopted) = self.pacer.answer(sent_at, &verdict) {
-                    warn!(
-                        "the account's limit is {adopted}, lower than the configured {}: using {adopted} for the rest of the run",
-                        self.pacer.configured()
-                    );
-                }
+                let verdict = self
+                    .api
+                    .exchange::<BulkResponse>(sent_at, self.api.client.post_bulk(&items))
+                    .await;
                 match verdict {
                     Verdict::Success(response) => {
                         let results = bulk_row_results(pending.len(), &response);
@@ -368,22 +344,22 @@ impl Sender {
                         message,
                         ..
                     } => {
-                        RunStats::add(&self.stats.rate_limited);
+                        RunStats::add(&self.api.stats.rate_limited);
                         last_problem = format!("rate limited: {message}");
-                        let wait = self.retry.delay(attempt, retry_after, rng);
+                        let wait = self.api.retry.delay(attempt, retry_after, rng);
                         self.retry_later(call, attempt, &last_problem, &pending, wait)
                             .await;
                     }
                     Verdict::Transient(message) => {
                         last_problem = message;
-                        let wait = if self.gate.open() {
-                            self.retry.backoff(attempt, rng)
+                        let wait = if self.api.gate_open() {
+                            self.api.retry.backoff(attempt, rng)
                         } else {
                             Duration::ZERO
                         };
                         self.retry_later(call, attempt, &last_problem, &pending, wait)
                             .await;
-                        if self.gate.epoch() != epoch || !self.gate.open() {
+                        if self.api.in_outage_since(epoch) {
                             // Failed in an outage, which the gate waits out for every batch.
                             attempt -= 1;
                         }
@@ -394,12 +370,12 @@ impl Sender {
                             self.settle_in_doubt(call, &last_problem, pending).await;
                         done.extend(found);
                         pending = missing;
-                        if self.gate.epoch() != epoch {
+                        if self.api.outage_began_since(epoch) {
                             // In doubt because of an outage, now over and checked: not this
                             // batch's failure, and no reason to wait before sending again.
                             attempt -= 1;
                         } else if !pending.is_empty() && self.stopping().is_none() {
-                            self.pause(self.retry.backoff(attempt, rng)).await;
+                            self.pause(self.api.retry.backoff(attempt, rng)).await;
                         }
                     }
                     Verdict::DataError(message) if pending.len() > 1 => {
@@ -477,7 +453,7 @@ impl Sender {
         why: &str,
         rows: Vec<Sendable>,
     ) -> (Vec<(u64, RowOutcome)>, Vec<Sendable>) {
-        RunStats::add(&self.stats.ambiguous);
+        RunStats::add(&self.api.stats.ambiguous);
         warn!(
             call,
             rows = rows.len(),
@@ -525,7 +501,7 @@ impl Sender {
         let problem = if let Some(reason) = self.stopping() {
             Some(format!("not checked, the run is stopping ({reason})"))
         } else {
-            self.client.lead_match_field().map(|field| {
+            self.api.client.lead_match_field().map(|field| {
                 // Get Activities needs lead ids, and these rows name leads by another field:
                 // there is no safe way to tell which were created, and re-sending could
                 // duplicate them.
@@ -545,7 +521,7 @@ impl Sender {
             .collect();
         leads.sort();
         leads.dedup();
-        let lookups_before = RunStats::get(&self.stats.lookup_calls);
+        let lookups_before = RunStats::get(&self.api.stats.lookup_calls);
         let items: Vec<&ActivityItem> = all.iter().map(|r| &r.item).collect();
         let matches = match self.ledger.known_activity_ids(&leads) {
             Ok(known) => crate::resolve::resolve(&self.fetcher, &items, &known)
@@ -569,7 +545,7 @@ impl Sender {
                 return;
             }
         };
-        let lookups = RunStats::get(&self.stats.lookup_calls) - lookups_before;
+        let lookups = RunStats::get(&self.api.stats.lookup_calls) - lookups_before;
         let rows = all.len();
         let resend_calls = rows.div_ceil(crate::api::MAX_BATCH) as u64;
         let batches = doubts.len();
@@ -582,7 +558,7 @@ impl Sender {
             for (row, matched) in doubt.rows.into_iter().zip(matches.by_ref()) {
                 match matched {
                     Some(id) => {
-                        RunStats::add(&self.stats.recovered);
+                        RunStats::add(&self.api.stats.recovered);
                         settled.push(RowUpdate {
                             number: row.number,
                             state: RowState::Created,

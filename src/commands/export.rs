@@ -104,7 +104,7 @@ pub async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStatus, Com
         tally("not_found"),
         tally("failed"),
         tally("aborted"),
-        crate::stats::RunStats::get(&remote.fetcher.stats.calls),
+        crate::stats::RunStats::get(&remote.fetcher.api.stats.calls),
     );
     Ok(if tally("aborted") > 0 {
         ExitStatus::Aborted

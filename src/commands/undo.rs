@@ -328,6 +328,7 @@ fn print_plan(pending: &[Pending], remote: &Remote, settings: &Settings, wait: b
         settings.rate,
         remote
             .fetcher
+            .api
             .pacer
             .spacing()
             .mul_f64(calls.saturating_sub(1) as f64)
