@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::LogFormat;
-use crate::quota::RateQuota;
+use crate::lsq::quota::RateQuota;
 
 const EXIT_CODES: &str = "\
 Examples:
@@ -341,7 +341,7 @@ pub struct InputArgs {
     /// How to read a non-spreadsheet input, whatever its name says: csv, or jsonl (one JSON
     /// object per line). Default: by extension (.jsonl/.ndjson are JSON Lines), CSV otherwise.
     #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<crate::sources::InputFormat>,
+    pub format: Option<crate::input::sources::InputFormat>,
 }
 
 /// Flags for unattended runs: what the scheduler and people read afterwards, and when not to
@@ -801,7 +801,7 @@ fn parse_rate_change(text: &str) -> Result<crate::simulator::RateChange, String>
 }
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
-    crate::quota::parse_duration(text.trim())
+    crate::lsq::quota::parse_duration(text.trim())
         .ok_or_else(|| format!("{text:?} is not a duration (use e.g. 500ms, 10s, 2m)"))
 }
 

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::MAX_BATCH;
-use crate::dates::{DateFormat, DateReader, parse_zone};
+use crate::input::dates::{DateFormat, DateReader, parse_zone};
+use crate::input::mapping::{ColumnMap, parse_pair};
+use crate::input::rows::InputLimits;
 use crate::ledger::Durability;
-use crate::mapping::{ColumnMap, parse_pair};
-use crate::quota::{RateQuota, parse_duration};
-use crate::rows::InputLimits;
-use crate::secure::Secret;
+use crate::lsq::api::MAX_BATCH;
+use crate::lsq::quota::{RateQuota, parse_duration};
+use crate::lsq::secure::Secret;
 
 /// Where the config file is looked for when neither `--config` nor `LSQ_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "config/lsq-sync.toml";
@@ -150,7 +150,7 @@ pub struct InputSettings {
     /// The worksheet of a spreadsheet input, by name or 1-based position; `None` for the first.
     pub sheet: Option<String>,
     /// `--format`: how a non-spreadsheet input is read; `None` decides by the extension.
-    pub format: Option<crate::sources::InputFormat>,
+    pub format: Option<crate::input::sources::InputFormat>,
 }
 
 impl Default for Settings {
@@ -234,7 +234,7 @@ impl fmt::Debug for FileSource {
                 &self
                     .postgres_url
                     .as_deref()
-                    .map(crate::sources::postgres::redact_url),
+                    .map(crate::input::sources::postgres::redact_url),
             )
             .field("query", &self.query)
             .finish()
@@ -275,7 +275,7 @@ pub struct FileInput {
     pub timezone: Option<String>,
     pub date_format: Option<String>,
     pub sheet: Option<String>,
-    pub format: Option<crate::sources::InputFormat>,
+    pub format: Option<crate::input::sources::InputFormat>,
     pub max_cell_bytes: Option<usize>,
     pub max_row_bytes: Option<usize>,
     pub max_columns: Option<usize>,
@@ -395,7 +395,7 @@ pub struct InputOverrides {
     pub timezone: Option<String>,
     pub date_format: Option<String>,
     pub sheet: Option<String>,
-    pub format: Option<crate::sources::InputFormat>,
+    pub format: Option<crate::input::sources::InputFormat>,
 }
 
 /// A bad setting, naming where it came from.
@@ -416,7 +416,7 @@ pub enum ConfigError {
     },
     /// A column mapping or constant that names no API field; the message names its source.
     #[error(transparent)]
-    Mapping(#[from] crate::mapping::MappingError),
+    Mapping(#[from] crate::input::mapping::MappingError),
 }
 
 impl FileConfig {
@@ -498,7 +498,7 @@ fn duration_from(source_name: &str, text: &str) -> Result<Duration, ConfigError>
 
 fn rate_from(source_name: &str, text: &str) -> Result<RateQuota, ConfigError> {
     text.parse()
-        .map_err(|e: crate::quota::RateQuotaError| invalid(source_name, e.to_string()))
+        .map_err(|e: crate::lsq::quota::RateQuotaError| invalid(source_name, e.to_string()))
 }
 
 fn percent_from(source_name: &str, value: f64) -> Result<f64, ConfigError> {
@@ -769,7 +769,7 @@ impl Settings {
             return Err(invalid("timeouts", "must be longer than zero"));
         }
         if let Some(host) = &self.host {
-            crate::secure::check_host(host, self.allow_insecure_http)
+            crate::lsq::secure::check_host(host, self.allow_insecure_http)
                 .map_err(|e| invalid("host", e.to_string()))?;
         }
         Ok(())

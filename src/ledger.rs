@@ -26,7 +26,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use crate::api::ActivityItem;
+use crate::lsq::api::ActivityItem;
 
 /// Bumped when the schema changes incompatibly.
 const SCHEMA_VERSION: i64 = 1;
@@ -1491,7 +1491,7 @@ mod tests {
             activity_date_time: Some("2024-01-01 10:00:00".into()),
             fields: fields
                 .iter()
-                .map(|(k, v)| crate::api::FieldValue {
+                .map(|(k, v)| crate::lsq::api::FieldValue {
                     schema_name: k.to_string(),
                     value: v.to_string(),
                 })

@@ -1,14 +1,14 @@
 //! `lsq-sync check`: verifies keys and host, and with `--input` the file's activity codes and
-//! custom fields, before a run. Thin: the checks live in [`crate::preflight`]; the list goes to
+//! custom fields, before a run. Thin: the checks live in [`crate::ops::check`]; the list goes to
 //! stdout (it is the command's output), one line per check.
 
 use std::io::Write;
 
 use crate::cli::CheckArgs;
-use crate::client::{ClientConfig, LsqClient};
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::preflight::{read_input_usage, run_checks};
+use crate::lsq::client::{ClientConfig, LsqClient};
+use crate::ops::check::{read_input_usage, run_checks};
 
 use super::CommandError;
 

@@ -11,15 +11,15 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 
-use crate::activities::ActivityQuery;
 use crate::cli::{ConfirmArgs, DeleteActivitiesArgs, DeleteOwnerHistoryArgs, LeadsArgs};
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::leads::{leads_file, parse_leads_arg};
-use crate::remote::{
+use crate::lsq::activities::ActivityQuery;
+use crate::ops::deletes::{
     DeleteError, DeleteWindow, OWNER_CHANGE_EVENT, Remote, WaitOutcome, WaitPolicy, check_webhook,
     parse_codes, wait_until_gone,
 };
+use crate::ops::leads::{leads_file, parse_leads_arg};
 use crate::report::CellFormat;
 
 use super::CommandError;
@@ -293,7 +293,7 @@ pub async fn delete_activities(
     let codes = parse_codes(&args.events).map_err(|e| CommandError::Usage(e.to_string()))?;
     if codes.contains(&OWNER_CHANGE_EVENT) {
         return Err(CommandError::Usage(
-            crate::remote::ArgumentError::OwnerChangeCode.to_string(),
+            crate::ops::deletes::ArgumentError::OwnerChangeCode.to_string(),
         ));
     }
     let target = check_target(
@@ -378,8 +378,8 @@ async fn run_deletes(
                     eprintln!("  {lead}: {n} activit{} in the window", plural(n));
                 }
                 Err(e) => {
-                    if let crate::activities::FetchError::Unauthorized(m)
-                    | crate::activities::FetchError::Fatal(m) = &e
+                    if let crate::lsq::activities::FetchError::Unauthorized(m)
+                    | crate::lsq::activities::FetchError::Fatal(m) = &e
                     {
                         eprintln!("lsq-sync: the run stopped: {m}");
                         return Ok(ExitStatus::Aborted);

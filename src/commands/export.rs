@@ -7,9 +7,9 @@ use std::path::Path;
 use crate::cli::ExportArgs;
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::export::{ExportFilter, LeadExport, export_leads};
-use crate::leads::parse_leads_arg;
-use crate::remote::{DeleteWindow, Remote, parse_codes};
+use crate::ops::deletes::{DeleteWindow, Remote, parse_codes};
+use crate::ops::export::{ExportFilter, LeadExport, export_leads};
+use crate::ops::leads::parse_leads_arg;
 use crate::report::CellFormat;
 
 use super::CommandError;
@@ -104,7 +104,7 @@ pub async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStatus, Com
         tally("not_found"),
         tally("failed"),
         tally("aborted"),
-        crate::stats::RunStats::get(&remote.fetcher.api.stats.calls),
+        crate::report::stats::RunStats::get(&remote.fetcher.api.stats.calls),
     );
     Ok(if tally("aborted") > 0 {
         ExitStatus::Aborted

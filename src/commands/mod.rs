@@ -12,7 +12,7 @@ pub mod undo;
 use crate::cli::{Cli, Command, SendArgs};
 use crate::config::{ConfigError, FileConfig, InputOverrides, LogFormat, Overrides, Settings};
 use crate::exit::ExitStatus;
-use crate::pipeline::ImportError;
+use crate::import::pipeline::ImportError;
 use crate::simulator::SimError;
 
 /// A command that could not run to its end.
@@ -31,11 +31,11 @@ pub enum CommandError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Preflight(#[from] crate::preflight::PreflightError),
+    Preflight(#[from] crate::ops::check::PreflightError),
     #[error(transparent)]
-    DryRun(#[from] crate::dry_run::DryRunError),
+    DryRun(#[from] crate::import::dry_run::DryRunError),
     #[error(transparent)]
-    Source(#[from] crate::sources::SourceError),
+    Source(#[from] crate::input::sources::SourceError),
 }
 
 impl CommandError {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cli::{PagingArg, RateLimitStyleArg, RefusedCallsArg, RejectModeArg, SimulateArgs};
 use crate::exit::ExitStatus;
-use crate::quota::RateQuota;
+use crate::lsq::quota::RateQuota;
 use crate::simulator::{
     FaultConfig, OtherClient, OutageKind, OutageSchedule, PagingMode, RateLimitStyle, RefusedCalls,
     RejectMode, RunningSimulator, SimConfig,

@@ -1,6 +1,6 @@
 //! `lsq-sync undo`: delete the activities an import created, and nothing else.
 //!
-//! The import's report or ledger run enters; `crate::undo` groups what it created by lead and
+//! The import's report or ledger run enters; `crate::ops::undo` groups what it created by lead and
 //! code with the span covering it. With a terminal or `--yes`, each span is listed (Get
 //! Activities) and judged: cut into the fewest windows that hold only the import's activities,
 //! leaving (`partial`) those that share a second with another activity, or refused when no
@@ -15,13 +15,13 @@ use std::io::IsTerminal;
 use crate::cli::UndoArgs;
 use crate::config::Settings;
 use crate::exit::ExitStatus;
+use crate::import::pipeline::default_ledger_path;
 use crate::ledger::{DeletionRecord, Ledger};
-use crate::pipeline::default_ledger_path;
-use crate::remote::{DeleteError, DeleteWindow, Remote};
-use crate::report::CellFormat;
-use crate::undo::{
+use crate::ops::deletes::{DeleteError, DeleteWindow, Remote};
+use crate::ops::undo::{
     Cut, Decision, Left, UndoGroup, from_ledger, from_report, group, is_ledger_file, judge,
 };
+use crate::report::CellFormat;
 
 use super::CommandError;
 use super::delete::{

@@ -5,7 +5,7 @@
 //! written elsewhere can name the same leads and owners the simulator knows. Data leaves through
 //! the public functions; nothing enters.
 
-use crate::api;
+use crate::lsq::api;
 
 /// How many leads the simulated account holds; [`demo_lead_id`] names them.
 pub const DEMO_LEADS: usize = 50;

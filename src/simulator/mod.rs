@@ -8,7 +8,7 @@
 //! limit answered with 429 or with HTTP 200 and an error body, validation errors as HTTP 500 with
 //! an `MX...Exception` body, per-row or whole-batch rejection, queued deletes, ambiguous paging,
 //! and injected faults (plain 500s and dropped connections, before or after the rows were
-//! committed). It shares the wire *types* with the client (`crate::api`) but none of its logic.
+//! committed). It shares the wire *types* with the client (`crate::lsq::api`) but none of its logic.
 //!
 //! - `demo`: the account's fixed leads, users and activity types.
 //! - `state`: stored activities, request log, limiter and the vendor's rules, free of I/O.
@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api;
-use crate::quota::RateQuota;
+use crate::lsq::api;
+use crate::lsq::quota::RateQuota;
 
 pub use demo::{
     DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT, demo_activity_types, demo_lead_email,

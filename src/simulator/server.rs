@@ -33,8 +33,8 @@ use super::{
     BulkAnswer, OtherClient, OtherLoad, PagingMode, RateLimitStyle, RejectMode, RequestOutcome,
     SimConfig, SimError, Simulator, rate_limit_message,
 };
-use crate::api::{self, MAX_BATCH};
-use crate::quota::RateQuota;
+use crate::lsq::api::{self, MAX_BATCH};
+use crate::lsq::quota::RateQuota;
 
 /// Bodies above this are refused; 25 activities with generous notes fit many times over.
 const MAX_BODY: usize = 8 * 1024 * 1024;

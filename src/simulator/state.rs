@@ -15,8 +15,8 @@ use super::demo::{self, DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT, is_guid};
 use super::{
     FaultConfig, RateChange, RefusedCalls, RequestOutcome, RequestRecord, SimConfig, StoredActivity,
 };
-use crate::api::{self, DATE_TIME_FORMAT};
-use crate::quota::RateQuota;
+use crate::lsq::api::{self, DATE_TIME_FORMAT};
+use crate::lsq::quota::RateQuota;
 
 /// `created_by` of activities no request created (seeded ones).
 const NO_REQUEST: u64 = u64::MAX;

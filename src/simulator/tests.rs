@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::api::{
+use crate::lsq::api::{
     HEADER_ACCESS_KEY, HEADER_SECRET_KEY, PATH_ACTIVITY_TYPES, PATH_BULK_ADD_BY_LEAD_ID,
     PATH_DELETE_ACTIVITIES, PATH_DELETE_OWNER_HISTORY, PATH_RETRIEVE, PATH_USER_BY_ACCESS_KEY,
 };

@@ -187,7 +187,7 @@ pub fn seed_activity(
     date: &str,
     note: &str,
 ) -> String {
-    sim.sim.add_activity(lsq_sync::api::ActivityItem {
+    sim.sim.add_activity(lsq_sync::lsq::api::ActivityItem {
         related_prospect_id: lead.to_string(),
         activity_event: code,
         activity_note: Some(note.to_string()),

@@ -21,12 +21,12 @@ use csv::ByteRecord;
 
 use crate::config::Settings;
 use crate::exit::ExitStatus;
+use crate::import::validate::{Schema, SchemaError};
 use crate::input::InputSource;
+use crate::input::rows::{InputError, RowScan, SourceRow};
 use crate::report::{
     CellFormat, ReportError, ReportLine, ReportWriter, RowStatus, StatusCounts, create_report_file,
 };
-use crate::rows::{InputError, RowScan, SourceRow};
-use crate::validate::{Schema, SchemaError};
 
 /// Rows handed from the reader to the checker at a time: large enough that the channel costs
 /// nothing per row, small enough that a few in flight are a few megabytes. On the million-row

@@ -19,14 +19,14 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDateTime;
 use csv::ByteRecord;
 
-use crate::api::{DATE_TIME_FORMAT, ProspectActivity};
 use crate::config::InputSettings;
+use crate::import::pipeline::input_settings_from_options;
+use crate::import::validate::Schema;
+use crate::input::rows::SourceRow;
 use crate::ledger::{Ledger, LedgerError, RowState};
-use crate::pipeline::input_settings_from_options;
-use crate::remote::DeleteWindow;
+use crate::lsq::api::{DATE_TIME_FORMAT, ProspectActivity};
+use crate::ops::deletes::DeleteWindow;
 use crate::report::{REPORT_COLUMNS, is_report_header};
-use crate::rows::SourceRow;
-use crate::validate::Schema;
 
 /// One activity the import created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -601,7 +601,7 @@ mod tests {
         assert_eq!(input.sheet.as_deref(), Some("Calls"));
         // A run recorded before the input options were kept read its columns by name.
         let old = input_settings_from_options(r#"{"kind":"import"}"#).unwrap();
-        assert_eq!(old.columns, crate::mapping::ColumnMap::default());
+        assert_eq!(old.columns, crate::input::mapping::ColumnMap::default());
         assert!(input_settings_from_options("not json").is_err());
     }
 

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::dry_run::Validation;
 use crate::exit::ExitStatus;
-use crate::stats::RunSummary;
+use crate::import::dry_run::Validation;
+use crate::report::stats::RunSummary;
 
 /// Bumped only when a field is removed or changes meaning.
 pub const SUMMARY_VERSION: u32 = 1;
@@ -303,7 +303,7 @@ mod tests {
             },
             Duration::from_millis(2500),
             ("report.csv.ledger".into(), 4),
-            crate::quota::RateQuota::DEFAULT,
+            crate::lsq::quota::RateQuota::DEFAULT,
         )
     }
 

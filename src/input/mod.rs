@@ -17,7 +17,13 @@
 //!
 //! For readers of millions of rows: [`InputSource::read_into`] refills a row in place,
 //! [`CsvSource::raw_row`] gives the text of the row just read as the file writes it (for a
-//! report to copy), and [`crate::rows::RowScan`] looks at all of a row's bytes in one pass.
+//! report to copy), and [`crate::input::rows::RowScan`] looks at all of a row's bytes in one pass.
+
+pub mod dates;
+pub mod mapping;
+pub mod rows;
+pub mod sources;
+pub mod xlsx;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -27,14 +33,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use csv::ByteRecord;
 
-use crate::rows::{InputError, InputLimits, SourceRow};
+use crate::input::rows::{InputError, InputLimits, SourceRow};
 
 /// An input file of either kind, iterated row by row.
 pub enum InputSource {
     /// Boxed: a CSV reader carries its parser's state, several times a sheet's size.
     Csv(Box<CsvSource>),
-    Sheet(crate::xlsx::SheetSource),
-    Jsonl(crate::sources::jsonl::JsonlSource),
+    Sheet(crate::input::xlsx::SheetSource),
+    Jsonl(crate::input::sources::jsonl::JsonlSource),
 }
 
 impl InputSource {
@@ -52,27 +58,27 @@ impl InputSource {
     /// given, says how a file that is not a spreadsheet is read, whatever its extension.
     pub fn open_as(
         path: &Path,
-        format: Option<crate::sources::InputFormat>,
+        format: Option<crate::input::sources::InputFormat>,
         sheet: Option<&str>,
         limits: InputLimits,
     ) -> Result<InputSource, InputError> {
-        use crate::sources::{InputFormat, jsonl};
+        use crate::input::sources::{InputFormat, jsonl};
         let jsonl = match format {
             Some(format) => format == InputFormat::Jsonl,
             None => jsonl::is_jsonl(path),
         };
-        if jsonl && sheet.is_none() && !crate::xlsx::is_spreadsheet(path) {
+        if jsonl && sheet.is_none() && !crate::input::xlsx::is_spreadsheet(path) {
             return jsonl::JsonlSource::open(path, limits).map(InputSource::Jsonl);
         }
-        if crate::xlsx::is_spreadsheet(path) {
-            return crate::xlsx::SheetSource::open(path, sheet).map(InputSource::Sheet);
+        if crate::input::xlsx::is_spreadsheet(path) {
+            return crate::input::xlsx::SheetSource::open(path, sheet).map(InputSource::Sheet);
         }
         if let Some(sheet) = sheet {
             return Err(InputError::Sheet {
                 path: path.to_path_buf(),
                 message: format!(
                     "--sheet {sheet:?} applies to spreadsheets ({}); this file is read as CSV",
-                    crate::xlsx::SPREADSHEET_EXTENSIONS.join(", ")
+                    crate::input::xlsx::SPREADSHEET_EXTENSIONS.join(", ")
                 ),
             });
         }

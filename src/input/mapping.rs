@@ -7,7 +7,7 @@
 //! gives the header `validate::Schema` recognises for each column of a file; the report keeps
 //! the file's own headers. Pure: no I/O.
 
-use crate::api::MAX_CUSTOM_FIELD;
+use crate::lsq::api::MAX_CUSTOM_FIELD;
 
 /// The target named when leads are found by a lead field (`--match-by`).
 pub const SEARCH_BY_VALUE: &str = "SearchByValue";

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::summary::SummaryJson;
+use crate::report::summary::SummaryJson;
 
 /// Metric holding when a run last created every row (exit 0).
 const LAST_SUCCESS: &str = "lsq_sync_last_success_timestamp_seconds";
@@ -131,7 +131,7 @@ pub fn write(
     let previous = std::fs::read_to_string(path).ok();
     let now_seconds = now.timestamp_millis() as f64 / 1000.0;
     let text = render(summary, exit_code, now_seconds, previous.as_deref());
-    crate::summary::write_atomically(path, text.as_bytes())
+    crate::report::summary::write_atomically(path, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use csv::ByteRecord;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::rows::{InputError, InputLimits, SourceRow};
+use crate::input::rows::{InputError, InputLimits, SourceRow};
 
 /// File name endings read as JSON Lines without `--format`.
 pub const JSONL_EXTENSIONS: [&str; 2] = ["jsonl", "ndjson"];

@@ -13,11 +13,11 @@ use std::collections::HashSet;
 
 use tracing::{Instrument, debug, warn};
 
-use crate::api::{
+use crate::lsq::api::{
     PATH_RETRIEVE, Paging, ProspectActivity, RetrieveParameter, RetrieveRequest, RetrieveResponse,
 };
-use crate::calls::{Api, Judged};
-use crate::client::Verdict;
+use crate::lsq::calls::{Api, Judged};
+use crate::lsq::client::Verdict;
 
 /// `RowCount` asked for when nothing else is configured: a tenth of the calls the vendor's
 /// default of 25 would need, while keeping each answer small.
@@ -422,13 +422,13 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::api::ActivityItem;
-    use crate::calls::RetryPolicy;
-    use crate::client::{ClientConfig, LsqClient};
-    use crate::pace::Pacer;
-    use crate::secure::Secret;
+    use crate::lsq::api::ActivityItem;
+    use crate::lsq::calls::RetryPolicy;
+    use crate::lsq::client::{ClientConfig, LsqClient};
+    use crate::lsq::pace::Pacer;
+    use crate::lsq::secure::Secret;
+    use crate::report::stats::RunStats;
     use crate::simulator::{OWNER_CHANGE_EVENT, PagingMode, RunningSimulator, SimConfig};
-    use crate::stats::RunStats;
 
     // ---- Pager against an in-memory listing ----
 

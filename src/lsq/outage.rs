@@ -26,9 +26,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::client::{CallError, LsqClient, Reply, Verdict, classify};
-use crate::pace::Pacer;
-use crate::stats::RunStats;
+use crate::lsq::client::{CallError, LsqClient, Reply, Verdict, classify};
+use crate::lsq::pace::Pacer;
+use crate::report::stats::RunStats;
 
 /// Failures in a row, with no answer between, that make an outage. One or two are what a
 /// healthy API does now and then (a proxy hiccup); three in a row at a paced rate are not.
@@ -86,7 +86,10 @@ impl Probe for ApiProbe {
             let sent_at = self.pacer.acquire().await;
             RunStats::add(&self.stats.calls);
             RunStats::add(&self.stats.probes);
-            let result = self.client.get(crate::api::PATH_USER_BY_ACCESS_KEY).await;
+            let result = self
+                .client
+                .get(crate::lsq::api::PATH_USER_BY_ACCESS_KEY)
+                .await;
             if let Some(problem) = failure_of(&result) {
                 return ProbeOutcome::Failed(problem);
             }
@@ -274,7 +277,7 @@ impl Gate {
         warn!(
             "the API is not answering ({problem}): the run pauses and probes it; \
              it gives up after {} (--outage-patience)",
-            crate::quota::format_duration(self.policy.patience)
+            crate::lsq::quota::format_duration(self.policy.patience)
         );
         crate::progress::set_message("waiting for the API");
         self.bump();
@@ -367,7 +370,7 @@ impl Gate {
             if Instant::now() >= deadline {
                 let reason = format!(
                     "the API has not answered for {} (--outage-patience); run the same command again to resume",
-                    crate::quota::format_duration(self.policy.patience)
+                    crate::lsq::quota::format_duration(self.policy.patience)
                 );
                 warn!("{reason}");
                 self.close(&reason);

@@ -9,7 +9,7 @@
 //! - rate limited, or not sent at all: wait and retry;
 //! - outcome unknown (timeout, dropped connection, 5xx): ask Get Activities which rows exist
 //!   (`resolve`), record those, and re-send only the rest, because the bulk endpoint is not
-//!   idempotent. Such checks wait until the API answers again ([`crate::outage::Gate::healthy`])
+//!   idempotent. Such checks wait until the API answers again ([`crate::lsq::outage::Gate::healthy`])
 //!   and are pooled: one round reads back every lead of every batch in doubt at that moment,
 //!   once per lead ([`Sender::check_server`]);
 //! - the API failing across the board (an outage): the gate pauses every batch; failures in
@@ -26,14 +26,14 @@ use futures::future::BoxFuture;
 use tracing::{debug, info, warn};
 
 use crate::abort::{Abort, Interrupt};
-use crate::activities::Fetcher;
-use crate::api::{ActivityItem, BulkResponse};
-use crate::batch::{Batch, RowWork};
-use crate::calls::Api;
-use crate::client::{RowResult, Verdict, bulk_row_results};
+use crate::import::batch::{Batch, RowWork};
 use crate::ledger::{Ledger, RowState, RowUpdate};
+use crate::lsq::activities::Fetcher;
+use crate::lsq::api::{ActivityItem, BulkResponse};
+use crate::lsq::calls::Api;
+use crate::lsq::client::{RowResult, Verdict, bulk_row_results};
+use crate::report::stats::RunStats;
 use crate::report::{BatchOutcome, NOT_SENT, OUTCOME_UNKNOWN, ReportedRow, RowOutcome};
-use crate::stats::RunStats;
 
 /// A row on its way to the server.
 #[derive(Debug, Clone)]
@@ -524,11 +524,11 @@ impl Sender {
         let lookups_before = RunStats::get(&self.api.stats.lookup_calls);
         let items: Vec<&ActivityItem> = all.iter().map(|r| &r.item).collect();
         let matches = match self.ledger.known_activity_ids(&leads) {
-            Ok(known) => crate::resolve::resolve(&self.fetcher, &items, &known)
+            Ok(known) => crate::import::resolve::resolve(&self.fetcher, &items, &known)
                 .await
                 .map_err(|e| {
-                    if let crate::activities::FetchError::Unauthorized(m)
-                    | crate::activities::FetchError::Fatal(m) = &e
+                    if let crate::lsq::activities::FetchError::Unauthorized(m)
+                    | crate::lsq::activities::FetchError::Fatal(m) = &e
                     {
                         self.abort.trigger(m.clone());
                     }
@@ -547,7 +547,7 @@ impl Sender {
         };
         let lookups = RunStats::get(&self.api.stats.lookup_calls) - lookups_before;
         let rows = all.len();
-        let resend_calls = rows.div_ceil(crate::api::MAX_BATCH) as u64;
+        let resend_calls = rows.div_ceil(crate::lsq::api::MAX_BATCH) as u64;
         let batches = doubts.len();
         let mut matches = matches.into_iter();
         let mut found_in_all = 0;

@@ -20,24 +20,24 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::abort::{Abort, Interrupt};
-use crate::api::{ActivityItem, DATE_TIME_FORMAT};
-use crate::batch::{Batch, BatchRow, Batcher, RowWork};
-use crate::calls::Api;
-use crate::client::{ClientConfig, ClientError, LsqClient};
 use crate::config::{InputSettings, Settings};
+use crate::import::batch::{Batch, BatchRow, Batcher, RowWork};
+use crate::import::send::{Sendable, Sender};
+use crate::import::validate::{Schema, SchemaError};
 use crate::input::InputSource;
+use crate::input::rows::{InputError, SourceRow};
 use crate::ledger::{
     Ledger, LedgerError, NewRow, RowState, RowUpdate, RunStatus, StoredRow, fingerprint, hash_file,
 };
+use crate::lsq::api::{ActivityItem, DATE_TIME_FORMAT};
+use crate::lsq::calls::Api;
+use crate::lsq::client::{ClientConfig, ClientError, LsqClient};
 use crate::progress::Progress;
+use crate::report::stats::{RunStats, RunSummary};
 use crate::report::{
     CellFormat, REPORT_COLUMNS, ReportError, ReportWriter, RowOutcome, create_report_file,
     is_report_header, outcome_of, strip_excel_safe, write_from_ledger_as,
 };
-use crate::rows::{InputError, SourceRow};
-use crate::send::{Sendable, Sender};
-use crate::stats::{RunStats, RunSummary};
-use crate::validate::{Schema, SchemaError};
 
 /// What the input file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -566,22 +566,24 @@ pub fn input_settings_from_options(
             .map(|(name, value)| (SOURCE.to_string(), name, value))
             .collect()
     };
-    let columns = crate::mapping::ColumnMap::new(
+    let columns = crate::input::mapping::ColumnMap::new(
         tagged(recorded.mapping),
         tagged(recorded.constants),
         recorded.match_by,
     )?;
     let format = match recorded.date_format {
-        Some(text) => crate::dates::DateFormat::parse(&text).map_err(|e| invalid(e.to_string()))?,
+        Some(text) => {
+            crate::input::dates::DateFormat::parse(&text).map_err(|e| invalid(e.to_string()))?
+        }
         None => None,
     };
     let zone = match recorded.timezone {
-        Some(name) => Some(crate::dates::parse_zone(&name).map_err(invalid)?),
+        Some(name) => Some(crate::input::dates::parse_zone(&name).map_err(invalid)?),
         None => None,
     };
     Ok(InputSettings {
         columns,
-        dates: crate::dates::DateReader { format, zone },
+        dates: crate::input::dates::DateReader { format, zone },
         sheet: recorded.sheet,
         // What the ledger holds of a run is CSV whatever the input was.
         format: None,

@@ -6,9 +6,9 @@
 //! of input rows. That keeps the report in input order with a
 //! reorder buffer no larger than the batches in flight, however the invalid rows are spread.
 
-use crate::api::ActivityItem;
+use crate::input::rows::SourceRow;
+use crate::lsq::api::ActivityItem;
 use crate::report::RowOutcome;
-use crate::rows::SourceRow;
 
 /// What is to be done with a row.
 #[derive(Debug, Clone)]

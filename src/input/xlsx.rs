@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use calamine::{Data, DataType, Range, Reader, open_workbook_auto};
 use csv::ByteRecord;
 
-use crate::api::DATE_TIME_FORMAT;
-use crate::rows::{InputError, SourceRow};
+use crate::input::rows::{InputError, SourceRow};
+use crate::lsq::api::DATE_TIME_FORMAT;
 
 /// File name endings read as spreadsheets; everything else is CSV.
 pub const SPREADSHEET_EXTENSIONS: [&str; 5] = ["xlsx", "xlsm", "xlsb", "xls", "ods"];

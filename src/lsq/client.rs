@@ -15,9 +15,9 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{self, ActivityItem, BulkResponse, ErrorBody};
-use crate::quota::RateQuota;
-use crate::secure::{HostError, Secret, check_host, web_pki_roots};
+use crate::lsq::api::{self, ActivityItem, BulkResponse, ErrorBody};
+use crate::lsq::quota::RateQuota;
+use crate::lsq::secure::{HostError, Secret, check_host, web_pki_roots};
 
 /// What the client needs to talk to one account.
 #[derive(Debug, Clone)]

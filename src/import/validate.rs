@@ -24,13 +24,13 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDateTime;
 use csv::ByteRecord;
 
-use crate::api::MAX_CUSTOM_FIELD;
-use crate::api::{ActivityItem, FieldValue};
 use crate::config::InputSettings;
-use crate::dates::{DateProblem, DateReader, SENT_DATE_FORMAT, SentDate};
 use crate::input::CsvSource;
-use crate::mapping::SEARCH_BY_VALUE;
-use crate::rows::{InputError, InputLimits, RowScan, SourceRow};
+use crate::input::dates::{DateProblem, DateReader, SENT_DATE_FORMAT, SentDate};
+use crate::input::mapping::SEARCH_BY_VALUE;
+use crate::input::rows::{InputError, InputLimits, RowScan, SourceRow};
+use crate::lsq::api::MAX_CUSTOM_FIELD;
+use crate::lsq::api::{ActivityItem, FieldValue};
 
 /// Where a field's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -886,15 +886,15 @@ mod tests {
                 .collect()
         };
         InputSettings {
-            columns: crate::mapping::ColumnMap::new(
+            columns: crate::input::mapping::ColumnMap::new(
                 triples(map),
                 triples(set),
                 match_by.map(str::to_string),
             )
             .unwrap(),
             dates: DateReader {
-                format: crate::dates::DateFormat::parse("dd/MM/yyyy HH:mm").unwrap(),
-                zone: zone.map(|z| crate::dates::parse_zone(z).unwrap()),
+                format: crate::input::dates::DateFormat::parse("dd/MM/yyyy HH:mm").unwrap(),
+                zone: zone.map(|z| crate::input::dates::parse_zone(z).unwrap()),
             },
             sheet: None,
             format: None,

@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::activities::{ActivityQuery, FetchError, Fetcher};
-use crate::api::{
+use crate::config::Settings;
+use crate::lsq::activities::{ActivityQuery, FetchError, Fetcher};
+use crate::lsq::api::{
     DATE_TIME_FORMAT, DeleteActivitiesRequest, DeleteOwnerHistoryRequest, PATH_DELETE_ACTIVITIES,
     PATH_DELETE_OWNER_HISTORY, QueuedResponse,
 };
-use crate::calls::{Api, Judged};
-use crate::client::{ClientConfig, ClientError, LsqClient, Verdict};
-use crate::config::Settings;
-use crate::stats::RunStats;
+use crate::lsq::calls::{Api, Judged};
+use crate::lsq::client::{ClientConfig, ClientError, LsqClient, Verdict};
+use crate::report::stats::RunStats;
 
 /// Code of the system activity LeadSquared posts when a lead's owner changes. Delete Activities
 /// cannot remove it; Delete Owner Change History does.
@@ -158,7 +158,7 @@ pub fn check_webhook(text: &str, allow_insecure_http: bool) -> Result<String, Ar
     let url = url::Url::parse(text.trim()).map_err(|_| {
         ArgumentError::Webhook(format!(
             "{:?} is not a URL",
-            crate::secure::redact_userinfo(text)
+            crate::lsq::secure::redact_userinfo(text)
         ))
     })?;
     // The URL parser reads "https:///x" as "https://x/"; a host the user did not write is no
@@ -178,7 +178,9 @@ pub fn check_webhook(text: &str, allow_insecure_http: bool) -> Result<String, Ar
     }
     match url.scheme() {
         "https" => Ok(url.to_string()),
-        "http" if allow_insecure_http || crate::secure::is_loopback(&url) => Ok(url.to_string()),
+        "http" if allow_insecure_http || crate::lsq::secure::is_loopback(&url) => {
+            Ok(url.to_string())
+        }
         "http" => Err(ArgumentError::Webhook(format!(
             "{host}: only https:// is allowed (or http:// to a loopback address); \
              --allow-insecure-http lifts this"

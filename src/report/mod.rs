@@ -10,6 +10,12 @@
 //! `'` ([`excel_safe_cell`]); [`strip_excel_safe`] is its exact inverse, which `retry` applies
 //! when it reads such a report back, so the values it re-posts are the ones first read.
 
+pub mod html;
+pub mod metrics;
+pub mod notify;
+pub mod stats;
+pub mod summary;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use csv::ByteRecord;
 
+use crate::input::rows::{RowScan, SourceRow};
 use crate::ledger::{Ledger, RowState, StoredRow};
-use crate::rows::{RowScan, SourceRow};
 
 /// The report's own leading columns.
 pub const REPORT_COLUMNS: [&str; 4] = ["RowNumber", "Status", "ProspectActivityId", "Error"];

@@ -75,8 +75,8 @@ pub struct RunSummary {
     /// This run continued an earlier, unfinished one.
     pub resumed: bool,
     /// The quota configured, and a lower one the server named during the run.
-    pub quota: Option<crate::quota::RateQuota>,
-    pub discovered_quota: Option<crate::quota::RateQuota>,
+    pub quota: Option<crate::lsq::quota::RateQuota>,
+    pub discovered_quota: Option<crate::lsq::quota::RateQuota>,
     /// Set when the run sent nothing because too many rows were invalid (`--max-invalid`).
     pub too_many_invalid: Option<String>,
 }
@@ -103,7 +103,7 @@ impl RunSummary {
         counts: StatusCounts,
         elapsed: Duration,
         ledger: (String, i64),
-        quota: crate::quota::RateQuota,
+        quota: crate::lsq::quota::RateQuota,
     ) -> RunSummary {
         RunSummary {
             rows: counts.total(),

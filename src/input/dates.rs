@@ -20,7 +20,7 @@ use chrono::offset::LocalResult;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 
-use crate::api::DATE_TIME_FORMAT;
+use crate::lsq::api::DATE_TIME_FORMAT;
 
 /// How a report shows a date that lsq-sync converted: UTC with an explicit `Z`, so that a
 /// `retry` of the report reads the same instant whatever its `--timezone`.

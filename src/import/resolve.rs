@@ -27,8 +27,8 @@ use chrono::{NaiveDateTime, TimeDelta};
 use futures::StreamExt;
 use tracing::debug;
 
-use crate::activities::{ActivityQuery, FetchError, Fetcher};
-use crate::api::{ActivityItem, DATA_KEY_NOTE, DATE_TIME_FORMAT, ProspectActivity};
+use crate::lsq::activities::{ActivityQuery, FetchError, Fetcher};
+use crate::lsq::api::{ActivityItem, DATA_KEY_NOTE, DATE_TIME_FORMAT, ProspectActivity};
 
 /// Prefix of custom field names; other `ActivityFields` entries (`Status`, `Owner`) are the
 /// server's own and take no part in matching.
@@ -297,13 +297,13 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::api::{FieldValue, KeyValue};
-    use crate::calls::{Api, RetryPolicy};
-    use crate::client::{ClientConfig, LsqClient};
-    use crate::pace::Pacer;
-    use crate::secure::Secret;
+    use crate::lsq::api::{FieldValue, KeyValue};
+    use crate::lsq::calls::{Api, RetryPolicy};
+    use crate::lsq::client::{ClientConfig, LsqClient};
+    use crate::lsq::pace::Pacer;
+    use crate::lsq::secure::Secret;
+    use crate::report::stats::RunStats;
     use crate::simulator::{FaultConfig, RunningSimulator, SimConfig, demo_lead_id};
-    use crate::stats::RunStats;
 
     const LEAD: &str = "3a6d5ea2-400e-4a2f-a728-fbfa0b0c1ddf";
     const WHEN: &str = "2025-03-01 10:00:00";

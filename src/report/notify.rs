@@ -29,8 +29,8 @@ pub fn should_notify(on: NotifyOn, status: &str, exit_code: u8, previous: Option
 /// Checks a notify URL as the delete commands check their webhook: https with a host and no
 /// credentials; http only to loopback, or with `allow_insecure_http`.
 pub fn check_url(text: &str, allow_insecure_http: bool) -> Result<String, String> {
-    crate::remote::check_webhook(text, allow_insecure_http).map_err(|e| match e {
-        crate::remote::ArgumentError::Webhook(message) => format!("--notify-url: {message}"),
+    crate::ops::deletes::check_webhook(text, allow_insecure_http).map_err(|e| match e {
+        crate::ops::deletes::ArgumentError::Webhook(message) => format!("--notify-url: {message}"),
         other => format!("--notify-url: {other}"),
     })
 }
@@ -62,7 +62,7 @@ pub async fn post(
         .user_agent(concat!("lsq-sync/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(timeout)
         .timeout(timeout)
-        .tls_certs_only(crate::secure::web_pki_roots())
+        .tls_certs_only(crate::lsq::secure::web_pki_roots())
         .build()
         .map_err(|e| NotifyError::Client(e.without_url().to_string()))?;
     let response = client
@@ -108,7 +108,7 @@ pub async fn notify(
         .filter(|s| !s.is_empty());
     // Kept whether or not anything is posted, so `change` compares with the last run.
     if ledger.exists()
-        && let Err(e) = crate::summary::write_atomically(&state, end.status.as_bytes())
+        && let Err(e) = crate::report::summary::write_atomically(&state, end.status.as_bytes())
     {
         warn!("cannot record the run's status in {}: {e}", state.display());
     }

@@ -1,7 +1,7 @@
 //! Export: the activities of many leads, from Get Activities to one CSV file that
 //! `lsq-sync import` reads as it is (a migration between accounts).
 //!
-//! Leads enter as checked ids; for each, [`crate::activities::Fetcher::fetch_all`] pages through
+//! Leads enter as checked ids; for each, [`crate::lsq::activities::Fetcher::fetch_all`] pages through
 //! its activities (every Offset meaning, de-duplicated by id, bounded), and
 //! [`activity_record`] (pure) turns each into one line. Lines leave through a `csv::Writer`
 //! lead by lead, so memory holds a few leads' activities, never the whole export. What happened
@@ -16,9 +16,9 @@ use std::io::Write;
 
 use futures::StreamExt;
 
-use crate::activities::{ActivityQuery, FetchError, Fetcher};
-use crate::api::MAX_CUSTOM_FIELD;
-use crate::api::{DATA_KEY_NOTE, ProspectActivity};
+use crate::lsq::activities::{ActivityQuery, FetchError, Fetcher};
+use crate::lsq::api::MAX_CUSTOM_FIELD;
+use crate::lsq::api::{DATA_KEY_NOTE, ProspectActivity};
 use crate::report::CellFormat;
 
 /// The columns `lsq-sync import` reads, in its spelling, before the custom fields.
@@ -211,7 +211,7 @@ pub async fn export_leads<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::KeyValue;
+    use crate::lsq::api::KeyValue;
 
     fn activity() -> ProspectActivity {
         let mut fields = serde_json::Map::new();

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
 
-use crate::stats::RunSummary;
-use crate::summary::{RunPaths, write_atomically};
+use crate::report::stats::RunSummary;
+use crate::report::summary::{RunPaths, write_atomically};
 
 /// Error groups shown; the rest are counted in one line.
 const MAX_GROUPS: usize = 50;

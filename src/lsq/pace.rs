@@ -33,7 +33,7 @@ use governor::{
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::quota::RateQuota;
+use crate::lsq::quota::RateQuota;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, governor::clock::DefaultClock, NoOpMiddleware>;
 
@@ -505,7 +505,7 @@ impl Pacer {
     }
 
     fn log_change(&self, change: &BudgetChange) {
-        let window = crate::quota::format_duration(self.quota().window);
+        let window = crate::lsq::quota::format_duration(self.quota().window);
         match change.hold {
             Some(hold) if !hold.is_zero() => info!(
                 from = change.from,
@@ -534,10 +534,12 @@ impl Pacer {
     pub fn answer<T>(
         &self,
         sent_at: Instant,
-        verdict: &crate::client::Verdict<T>,
+        verdict: &crate::lsq::client::Verdict<T>,
     ) -> Option<RateQuota> {
         match verdict {
-            crate::client::Verdict::RateLimited { limit, .. } => self.rate_limited(sent_at, *limit),
+            crate::lsq::client::Verdict::RateLimited { limit, .. } => {
+                self.rate_limited(sent_at, *limit)
+            }
             _ => None,
         }
     }

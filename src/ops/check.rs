@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::api::{ActivityType, UserByAccessKey};
-use crate::client::{LsqClient, Verdict};
 use crate::config::Settings;
 use crate::exit::ExitStatus;
+use crate::import::validate::{Schema, SchemaError};
 use crate::input::InputSource;
-use crate::rows::InputError;
-use crate::validate::{Schema, SchemaError};
+use crate::input::rows::InputError;
+use crate::lsq::api::{ActivityType, UserByAccessKey};
+use crate::lsq::client::{LsqClient, Verdict};
 
 /// The input could not be read as an import would read it.
 #[derive(Debug, thiserror::Error)]

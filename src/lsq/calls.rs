@@ -6,7 +6,7 @@
 //! - [`Api::permit`] waits while the API is down, takes a pacer permit, and looks at the gate
 //!   again (an outage can begin while a call queues);
 //! - [`Api::exchange`] counts the call, sends it, tells the gate how it went, classifies the
-//!   answer ([`crate::client::classify`]) and tells the pacer what the answer means for the pace;
+//!   answer ([`crate::lsq::client::classify`]) and tells the pacer what the answer means for the pace;
 //! - [`Api::call`] is the whole loop for lookups and deletes: permit, exchange, then retry what
 //!   is worth retrying (rate limits and transient failures, with backoff or the server's
 //!   `Retry-After`), failures in an outage not counted against `max_attempts`. What any other
@@ -23,11 +23,11 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::client::{CallError, LsqClient, Reply, Verdict, classify};
 use crate::config::Settings;
-use crate::outage::{Gate, GateClosed};
-use crate::pace::Pacer;
-use crate::stats::RunStats;
+use crate::lsq::client::{CallError, LsqClient, Reply, Verdict, classify};
+use crate::lsq::outage::{Gate, GateClosed};
+use crate::lsq::pace::Pacer;
+use crate::report::stats::RunStats;
 
 /// The longest `Retry-After` obeyed.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -203,7 +203,7 @@ impl Api {
         RunStats::add(&self.stats.calls);
         let result = request.await;
         if let Some(gate) = &self.gate {
-            match crate::outage::failure_of(&result) {
+            match crate::lsq::outage::failure_of(&result) {
                 Some(problem) => gate.failed(&problem),
                 None => gate.answered(),
             }
@@ -341,8 +341,8 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    use crate::client::ClientConfig;
-    use crate::secure::Secret;
+    use crate::lsq::client::ClientConfig;
+    use crate::lsq::secure::Secret;
 
     /// An API with a fast pacer and short backoffs; the client is never used by these tests.
     fn test_api(max_attempts: u32) -> Api {

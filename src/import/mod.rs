@@ -1,0 +1,17 @@
+//! The import, stage by stage: validate each input row, batch the valid ones, send each batch
+//! through the run's [`crate::lsq::calls::Api`], check calls whose outcome is unknown, and wire
+//! it all together with the ledger and the report.
+//!
+//! - [`validate`]: maps the header once, checks each row, builds the activity to post.
+//! - [`batch`]: groups rows into bulk calls of at most 25 valid rows.
+//! - [`send`]: posts a batch and acts on each answer (retry, split, check, stop).
+//! - [`resolve`]: after a bulk post with an unknown outcome, finds which rows were created.
+//! - [`pipeline`]: plans a run into the ledger, then runs it: ledger -> batch -> send -> report.
+//! - [`dry_run`]: `validate` / `import --dry-run`: read, validate and report, nothing sent.
+
+pub mod batch;
+pub mod dry_run;
+pub mod pipeline;
+pub mod resolve;
+pub mod send;
+pub mod validate;
