@@ -1,5 +1,13 @@
 //! The command line, as clap sees it. Raw flags only: `commands` turns them into `Settings`.
 
+// The doc comments below are clap's `--help` text, written for a terminal: `[api] host`,
+// `mx_Custom_<n>` and bare URLs there are meant as they stand, not as rustdoc links or HTML.
+#![allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::bare_urls,
+    rustdoc::invalid_html_tags
+)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -23,7 +23,7 @@ use crate::lsq::quota::{RateQuota, parse_duration};
 use crate::lsq::secure::Secret;
 
 /// Where the config file is looked for when neither `--config` nor `LSQ_CONFIG` names one.
-pub const DEFAULT_CONFIG_PATH: &str = "config/lsq-sync.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "config/lsq-sync.toml";
 
 /// When a run's end is posted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -187,7 +187,7 @@ impl Default for Settings {
 /// The config file as written (`config/lsq-sync.toml`); every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     #[serde(default)]
     pub api: FileApi,
     #[serde(default)]
@@ -221,7 +221,7 @@ pub struct FileConfig {
 /// `[source]` section.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileSource {
+pub(crate) struct FileSource {
     pub postgres_url: Option<String>,
     pub query: Option<String>,
 }
@@ -244,7 +244,7 @@ impl fmt::Debug for FileSource {
 /// `[notify]` section.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileNotify {
+pub(crate) struct FileNotify {
     pub url: Option<String>,
     pub on: Option<NotifyOn>,
     pub timeout: Option<String>,
@@ -263,14 +263,14 @@ impl fmt::Debug for FileNotify {
 /// `[metrics]` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileMetrics {
+pub(crate) struct FileMetrics {
     pub file: Option<PathBuf>,
 }
 
 /// `[input]` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileInput {
+pub(crate) struct FileInput {
     pub match_by: Option<String>,
     pub timezone: Option<String>,
     pub date_format: Option<String>,
@@ -284,28 +284,28 @@ pub struct FileInput {
 /// `[nightly]` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileNightly {
+pub(crate) struct FileNightly {
     pub max_invalid: Option<f64>,
 }
 
 /// `[report]` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileReport {
+pub(crate) struct FileReport {
     pub excel_safe: Option<bool>,
 }
 
 /// `[ledger]` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileLedger {
+pub(crate) struct FileLedger {
     pub durability: Option<Durability>,
 }
 
 /// `[api]` section.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileApi {
+pub(crate) struct FileApi {
     pub host: Option<String>,
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
@@ -330,7 +330,7 @@ impl fmt::Debug for FileApi {
 /// `[pacing]` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FilePacing {
+pub(crate) struct FilePacing {
     pub rate: Option<String>,
     pub margin: Option<f64>,
     pub concurrency: Option<usize>,
@@ -340,7 +340,7 @@ pub struct FilePacing {
 /// `[retry]` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRetry {
+pub(crate) struct FileRetry {
     pub max_attempts: Option<u32>,
     pub backoff_base: Option<String>,
     pub backoff_max: Option<String>,
@@ -350,13 +350,13 @@ pub struct FileRetry {
 /// `[log]` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileLog {
+pub(crate) struct FileLog {
     pub format: Option<LogFormat>,
 }
 
 /// Values given on the command line; `None` leaves the lower layers' value.
 #[derive(Debug, Default, Clone)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     pub host: Option<String>,
     pub rate: Option<RateQuota>,
     pub max_attempts: Option<u32>,
@@ -386,7 +386,7 @@ pub struct Overrides {
 
 /// Input flags (`cli::InputArgs`) as given; empty lists and `None` leave the lower layers' value.
 #[derive(Debug, Default, Clone)]
-pub struct InputOverrides {
+pub(crate) struct InputOverrides {
     /// `--map "HEADER=FIELD"`, in order.
     pub map: Vec<String>,
     /// `--set "FIELD=VALUE"`, in order.
@@ -410,7 +410,7 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{source_name}: {message}")]
     Invalid {
-        /// e.g. "LSQ_RATE", "--batch-size", "config file [pacing] rate".
+        /// e.g. `"LSQ_RATE"`, `"--batch-size"`, `"config file [pacing] rate"`.
         source_name: String,
         message: String,
     },
@@ -421,7 +421,7 @@ pub enum ConfigError {
 
 impl FileConfig {
     /// Reads and parses a config file; unknown keys are an error so typos do not pass silently.
-    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -433,13 +433,15 @@ impl FileConfig {
     }
 
     /// Whether this file holds an access key or a secret key.
-    pub fn holds_keys(&self) -> bool {
+    pub(crate) fn holds_keys(&self) -> bool {
         self.api.access_key.is_some() || self.api.secret_key.is_some()
     }
 
     /// The config file to use: `explicit` (from `--config` or `LSQ_CONFIG`) must exist; without
     /// it, [`DEFAULT_CONFIG_PATH`] is used when present.
-    pub fn discover(explicit: Option<&Path>) -> Result<Option<(PathBuf, FileConfig)>, ConfigError> {
+    pub(crate) fn discover(
+        explicit: Option<&Path>,
+    ) -> Result<Option<(PathBuf, FileConfig)>, ConfigError> {
         match explicit {
             Some(path) => Ok(Some((path.to_path_buf(), FileConfig::load(path)?))),
             None => {
@@ -456,7 +458,7 @@ impl FileConfig {
 
 /// A warning to show when `file` holds keys and `path` can be read by other users (group or
 /// others may read it); `None` when it holds no keys, is private, or this is not unix.
-pub fn key_file_warning(path: &Path, file: &FileConfig) -> Option<String> {
+pub(crate) fn key_file_warning(path: &Path, file: &FileConfig) -> Option<String> {
     if !file.holds_keys() {
         return None;
     }
@@ -521,7 +523,7 @@ fn number_from<T: std::str::FromStr>(source_name: &str, text: &str) -> Result<T,
 impl Settings {
     /// Layers defaults, the file, the environment (through `env`, so tests need not touch the
     /// process environment) and the flags, then checks the result.
-    pub fn resolve(
+    pub(crate) fn resolve(
         file: Option<&FileConfig>,
         env: &dyn Fn(&str) -> Option<String>,
         flags: &Overrides,

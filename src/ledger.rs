@@ -95,7 +95,7 @@ CREATE INDEX IF NOT EXISTS rows_by_lead ON rows(lead_id) WHERE activity_id IS NO
 
 /// Where a row stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RowState {
+pub(crate) enum RowState {
     /// Valid, not (yet) created; sent by the next attempt or run.
     Pending,
     /// A call carrying it left and its outcome is not known yet (or was lost).
@@ -110,7 +110,7 @@ pub enum RowState {
 }
 
 impl RowState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RowState::Pending => "pending",
             RowState::InFlight => "in_flight",
@@ -136,8 +136,12 @@ impl RowState {
 
 /// How a run ended, or that it has not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
+pub(crate) enum RunStatus {
     /// Its rows are being recorded; a run killed in this state is discarded, never resumed.
+    #[allow(
+        dead_code,
+        reason = "written as the literal 'planning' by the SQL of begin_run"
+    )]
     Planning,
     Running,
     Finished,
@@ -148,7 +152,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RunStatus::Planning => "planning",
             RunStatus::Running => "running",
@@ -162,7 +166,7 @@ impl RunStatus {
 
 /// A run as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunInfo {
+pub(crate) struct RunInfo {
     pub id: i64,
     pub kind: String,
     pub input_path: String,
@@ -174,7 +178,7 @@ pub struct RunInfo {
 
 /// A row to record when a run is planned.
 #[derive(Debug, Clone)]
-pub struct NewRow {
+pub(crate) struct NewRow {
     pub number: u64,
     pub line: u64,
     pub record: ByteRecord,
@@ -187,14 +191,12 @@ pub struct NewRow {
 
 /// A row as recorded.
 #[derive(Debug, Clone)]
-pub struct StoredRow {
+pub(crate) struct StoredRow {
     pub number: u64,
     pub line: u64,
     pub record: ByteRecord,
-    pub fingerprint: Option<String>,
     pub state: RowState,
     pub activity_id: Option<String>,
-    pub attempts: u32,
     pub error: Option<String>,
     /// The `ActivityDateTime` sent for a row that had none, so a re-send is identical.
     pub sent_date_time: Option<String>,
@@ -202,7 +204,7 @@ pub struct StoredRow {
 
 /// A row's new state after a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowUpdate {
+pub(crate) struct RowUpdate {
     pub number: u64,
     pub state: RowState,
     pub activity_id: Option<String>,
@@ -442,7 +444,7 @@ impl Ledger {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -451,7 +453,7 @@ impl Ledger {
     }
 
     /// The latest run of `kind` over `input_path` that did not finish, if any.
-    pub fn unfinished_run(
+    pub(crate) fn unfinished_run(
         &self,
         kind: &str,
         input_path: &str,
@@ -464,7 +466,7 @@ impl Ledger {
     }
 
     /// The latest finished run of `kind` over `input_path`, if any.
-    pub fn finished_run(
+    pub(crate) fn finished_run(
         &self,
         kind: &str,
         input_path: &str,
@@ -493,7 +495,8 @@ impl Ledger {
     }
 
     /// A run by id.
-    pub fn run(&self, id: i64) -> Result<Option<RunInfo>, LedgerError> {
+    #[cfg(test)]
+    pub(crate) fn run(&self, id: i64) -> Result<Option<RunInfo>, LedgerError> {
         Ok(self
             .conn()
             .query_row(
@@ -505,7 +508,7 @@ impl Ledger {
     }
 
     /// Every run, oldest first.
-    pub fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
+    pub(crate) fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, kind, input_path, input_hash, started_at, finished_at, status FROM runs ORDER BY id",
@@ -519,7 +522,7 @@ impl Ledger {
     /// Records a new run in the `planning` state and returns its id; [`Ledger::planned`] makes
     /// it resumable once all its rows are recorded. Runs an earlier process left half-planned
     /// are discarded first.
-    pub fn start_run(
+    pub(crate) fn start_run(
         &self,
         kind: &str,
         input_path: &str,
@@ -555,17 +558,17 @@ impl Ledger {
     }
 
     /// Every row of a new run is recorded: from now on it is resumed, not re-planned.
-    pub fn planned(&self, run: i64) -> Result<(), LedgerError> {
+    pub(crate) fn planned(&self, run: i64) -> Result<(), LedgerError> {
         self.set_status(run, RunStatus::Running, false)
     }
 
     /// Marks a run as running again (resume).
-    pub fn reopen_run(&self, run: i64) -> Result<(), LedgerError> {
+    pub(crate) fn reopen_run(&self, run: i64) -> Result<(), LedgerError> {
         self.set_status(run, RunStatus::Running, false)
     }
 
     /// Records how a run ended.
-    pub fn finish_run(&self, run: i64, status: RunStatus) -> Result<(), LedgerError> {
+    pub(crate) fn finish_run(&self, run: i64, status: RunStatus) -> Result<(), LedgerError> {
         self.set_status(run, status, true)
     }
 
@@ -579,7 +582,7 @@ impl Ledger {
     }
 
     /// The input header of a run.
-    pub fn headers(&self, run: i64) -> Result<ByteRecord, LedgerError> {
+    pub(crate) fn headers(&self, run: i64) -> Result<ByteRecord, LedgerError> {
         let bytes: Vec<u8> = self
             .conn()
             .query_row(
@@ -593,7 +596,7 @@ impl Ledger {
     }
 
     /// The options a run was started with (JSON, as given to [`Ledger::start_run`]).
-    pub fn options(&self, run: i64) -> Result<String, LedgerError> {
+    pub(crate) fn options(&self, run: i64) -> Result<String, LedgerError> {
         self.conn()
             .query_row(
                 "SELECT options FROM runs WHERE id = ?1",
@@ -605,7 +608,7 @@ impl Ledger {
     }
 
     /// Records a run's rows, in chunks of one transaction each.
-    pub fn insert_rows(
+    pub(crate) fn insert_rows(
         &self,
         run: i64,
         rows: impl IntoIterator<Item = NewRow>,
@@ -642,7 +645,12 @@ impl Ledger {
 
     /// Up to `limit` rows of a run after row number `after`, in row order: the report, or the
     /// send stage, walks a run in chunks so no read transaction stays open for long.
-    pub fn rows(&self, run: i64, after: u64, limit: usize) -> Result<Vec<StoredRow>, LedgerError> {
+    pub(crate) fn rows(
+        &self,
+        run: i64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRow>, LedgerError> {
         self.select_rows(
             "run = ?1 AND row_number > ?2 ORDER BY row_number LIMIT ?3",
             params![run, after as i64, limit as i64],
@@ -650,7 +658,11 @@ impl Ledger {
     }
 
     /// A run's rows in `state`, in row order.
-    pub fn rows_in_state(&self, run: i64, state: RowState) -> Result<Vec<StoredRow>, LedgerError> {
+    pub(crate) fn rows_in_state(
+        &self,
+        run: i64,
+        state: RowState,
+    ) -> Result<Vec<StoredRow>, LedgerError> {
         self.select_rows(
             "run = ?1 AND state = ?2 ORDER BY row_number",
             params![run, state.as_str()],
@@ -664,7 +676,7 @@ impl Ledger {
     ) -> Result<Vec<StoredRow>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT row_number, line, record, fingerprint, state, activity_id, attempts, error, sent_date_time \
+            "SELECT row_number, line, record, state, activity_id, error, sent_date_time \
              FROM rows WHERE {condition}"
         ))?;
         let raw = stmt
@@ -673,36 +685,22 @@ impl Ledger {
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
                     r.get::<_, Option<String>>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter()
             .map(
-                |(
-                    number,
-                    line,
-                    record,
-                    fingerprint,
-                    state,
-                    activity_id,
-                    attempts,
-                    error,
-                    sent_date_time,
-                )| {
+                |(number, line, record, state, activity_id, error, sent_date_time)| {
                     Ok(StoredRow {
                         number: number as u64,
                         line: line as u64,
                         record: decode_record(&record)?,
-                        fingerprint,
                         state: RowState::parse(&state)?,
                         activity_id,
-                        attempts: attempts as u32,
                         error,
                         sent_date_time,
                     })
@@ -712,7 +710,7 @@ impl Ledger {
     }
 
     /// Rows of a run by state.
-    pub fn counts(&self, run: i64) -> Result<HashMap<RowState, u64>, LedgerError> {
+    pub(crate) fn counts(&self, run: i64) -> Result<HashMap<RowState, u64>, LedgerError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached("SELECT state, COUNT(*) FROM rows WHERE run = ?1 GROUP BY state")?;
@@ -730,7 +728,7 @@ impl Ledger {
     /// Builds the lookup indexes if this ledger does not have them yet (once per process). Call
     /// it before [`Ledger::created_ids_with_fingerprint`], and not while this thread holds the
     /// ledger's connection (an insert in progress): it needs that connection.
-    pub fn ensure_lookup_indexes(&self) -> Result<(), LedgerError> {
+    pub(crate) fn ensure_lookup_indexes(&self) -> Result<(), LedgerError> {
         use std::sync::atomic::Ordering;
         if !self.indexed.load(Ordering::Acquire) {
             self.conn().execute_batch(LOOKUP_INDEXES)?;
@@ -741,7 +739,7 @@ impl Ledger {
 
     /// Activity ids of rows created by other runs with this fingerprint, oldest first: what
     /// `--skip-existing` may point a row at.
-    pub fn created_ids_with_fingerprint(
+    pub(crate) fn created_ids_with_fingerprint(
         &self,
         fingerprint: &str,
         except_run: i64,
@@ -759,7 +757,10 @@ impl Ledger {
 
     /// Every activity id the ledger attributes to a row of these leads, in any run: ids that an
     /// ambiguity resolution must not claim for another row.
-    pub fn known_activity_ids(&self, leads: &[String]) -> Result<HashSet<String>, LedgerError> {
+    pub(crate) fn known_activity_ids(
+        &self,
+        leads: &[String],
+    ) -> Result<HashSet<String>, LedgerError> {
         self.ensure_lookup_indexes()?;
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -776,7 +777,7 @@ impl Ledger {
 
     /// `(fingerprint, state, activity_id)` of a run's rows that are created or in flight, for
     /// carrying them over into a run over a changed file (`--force`).
-    pub fn settled_fingerprints(
+    pub(crate) fn settled_fingerprints(
         &self,
         run: i64,
     ) -> Result<Vec<(String, RowState, Option<String>)>, LedgerError> {
@@ -800,7 +801,8 @@ impl Ledger {
     }
 
     /// Calls recorded for a run: (made, still marked in flight).
-    pub fn call_counts(&self, run: i64) -> Result<(u64, u64), LedgerError> {
+    #[cfg(test)]
+    pub(crate) fn call_counts(&self, run: i64) -> Result<(u64, u64), LedgerError> {
         Ok(self.conn().query_row(
             "SELECT COUNT(*), COALESCE(SUM(outcome IS NULL), 0) FROM calls WHERE run = ?1",
             params![run],
@@ -819,7 +821,7 @@ impl Ledger {
 
     /// Marks `rows` in flight for a call that is about to leave, durably, and returns the call's
     /// id. `fills` records the `ActivityDateTime` chosen for rows that had none.
-    pub async fn begin_call(
+    pub(crate) async fn begin_call(
         &self,
         run: i64,
         rows: Vec<u64>,
@@ -836,7 +838,7 @@ impl Ledger {
     }
 
     /// Settles rows after a call (or a resolution, `call` = None), durably.
-    pub async fn settle(
+    pub(crate) async fn settle(
         &self,
         run: i64,
         call: Option<i64>,
@@ -856,7 +858,7 @@ impl Ledger {
 
     /// Records a deletion and returns its id. Written directly (not through the writer thread):
     /// deletions are few, and each must be on disk before the next is sent.
-    pub fn record_deletion(&self, record: &DeletionRecord) -> Result<i64, LedgerError> {
+    pub(crate) fn record_deletion(&self, record: &DeletionRecord) -> Result<i64, LedgerError> {
         let conn = self.conn();
         let at = now();
         conn.execute(
@@ -880,7 +882,7 @@ impl Ledger {
     }
 
     /// Sets a recorded deletion's status (after `--wait`).
-    pub fn update_deletion(
+    pub(crate) fn update_deletion(
         &self,
         id: i64,
         status: &str,
@@ -926,7 +928,10 @@ impl Ledger {
 
     /// `sent_date_time` by activity id, for created rows of any run that lsq-sync filled a date
     /// in for: the date an undo needs when the report's input had none.
-    pub fn sent_date_times(&self, ids: &[String]) -> Result<HashMap<String, String>, LedgerError> {
+    pub(crate) fn sent_date_times(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, String>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT sent_date_time FROM rows WHERE activity_id = ?1 AND sent_date_time IS NOT NULL LIMIT 1",
@@ -944,7 +949,7 @@ impl Ledger {
     }
 
     /// Stops the writer thread after it has committed everything queued.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = self
             .writer_thread
@@ -1080,7 +1085,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<i64, LedgerErro
 }
 
 /// A record as one CSV line (RFC 4180 quoting), readable with the `sqlite3` command.
-pub fn encode_record(record: &ByteRecord) -> Vec<u8> {
+pub(crate) fn encode_record(record: &ByteRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(record.as_slice().len() + record.len() + 2);
     if record.len() == 1 && record[0].is_empty() {
         // A lone empty field must not encode to nothing, which would decode as no field at all.
@@ -1113,7 +1118,7 @@ pub fn encode_record(record: &ByteRecord) -> Vec<u8> {
 /// The inverse of [`encode_record`]. Hand-written rather than a `csv::Reader` per row: building
 /// a reader costs more than the row itself (it was a quarter of an import's CPU), and the
 /// encoding is ours, so its few rules are all there is to read.
-pub fn decode_record(bytes: &[u8]) -> Result<ByteRecord, LedgerError> {
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<ByteRecord, LedgerError> {
     let corrupt = || LedgerError::Corrupt("a stored record cannot be read".to_string());
     let mut record = ByteRecord::new();
     if bytes.is_empty() {
@@ -1161,7 +1166,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<ByteRecord, LedgerError> {
 
 /// The identity of an activity, for finding the same row in another run: a hash of everything
 /// that is sent (lead, code, note, owner, date, custom fields in name order).
-pub fn fingerprint(item: &ActivityItem) -> String {
+pub(crate) fn fingerprint(item: &ActivityItem) -> String {
     let mut hasher = Sha256::new();
     let mut part = |bytes: &[u8]| {
         hasher.update((bytes.len() as u64).to_le_bytes());
@@ -1189,17 +1194,17 @@ pub fn fingerprint(item: &ActivityItem) -> String {
 }
 
 /// SHA-256 of everything read through it, for telling whether an input changed between runs.
-pub struct HashingReader<R> {
+pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: std::sync::Arc<Mutex<Sha256>>,
 }
 
 /// The finished digest of a [`HashingReader`], available once the reader is dropped or done.
 #[derive(Clone)]
-pub struct DigestHandle(std::sync::Arc<Mutex<Sha256>>);
+pub(crate) struct DigestHandle(std::sync::Arc<Mutex<Sha256>>);
 
 impl DigestHandle {
-    pub fn hex(&self) -> String {
+    pub(crate) fn hex(&self) -> String {
         let hasher = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         hasher
             .finalize()
@@ -1210,7 +1215,7 @@ impl DigestHandle {
 }
 
 impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> (HashingReader<R>, DigestHandle) {
+    pub(crate) fn new(inner: R) -> (HashingReader<R>, DigestHandle) {
         let hasher = std::sync::Arc::new(Mutex::new(Sha256::new()));
         (
             HashingReader {
@@ -1234,7 +1239,7 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// SHA-256 of a file's bytes.
-pub fn hash_file(path: &Path) -> std::io::Result<String> {
+pub(crate) fn hash_file(path: &Path) -> std::io::Result<String> {
     let file = File::open(path)?;
     let (mut reader, digest) =
         HashingReader::new(std::io::BufReader::with_capacity(256 * 1024, file));
@@ -1376,7 +1381,15 @@ mod tests {
         );
         assert_eq!(first[0].state, RowState::Created);
         assert_eq!(first[0].activity_id.as_deref(), Some("id-1"));
-        assert_eq!(first[0].attempts, 1);
+        let attempts: i64 = ledger
+            .conn()
+            .query_row(
+                "SELECT attempts FROM rows WHERE run = ?1 AND row_number = 1",
+                params![run],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(attempts, 1);
         assert_eq!(
             first[1].sent_date_time.as_deref(),
             Some("2024-01-01 00:00:00")

@@ -32,7 +32,11 @@
 //! - [`config`], [`cli`], [`progress`], [`abort`], [`exit`]: settings (defaults < file < env <
 //!   flags), flags, the progress bar, the stop signal, exit codes.
 
-pub mod abort;
+// The map above and the modules' own docs link to crate-private items; `cargo doc
+// --document-private-items` renders them.
+#![allow(rustdoc::private_intra_doc_links)]
+
+pub(crate) mod abort;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -41,7 +45,7 @@ pub mod import;
 pub mod input;
 pub mod ledger;
 pub mod lsq;
-pub mod ops;
+pub(crate) mod ops;
 pub mod progress;
 pub mod report;
 pub mod simulator;

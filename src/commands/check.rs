@@ -12,7 +12,7 @@ use crate::ops::check::{read_input_usage, run_checks};
 
 use super::CommandError;
 
-pub async fn run(args: CheckArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn run(args: CheckArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
     let config = ClientConfig::from_settings(&settings).map_err(CommandError::Usage)?;
     // The file is read first: a file that cannot be imported is a usage error before any call.
     let usage = match &args.input {

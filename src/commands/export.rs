@@ -14,7 +14,7 @@ use crate::report::CellFormat;
 
 use super::CommandError;
 
-pub async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
     let usage = |e: &dyn std::fmt::Display| CommandError::Usage(e.to_string());
     let leads = parse_leads_arg(&args.leads.leads).map_err(|e| usage(&e))?;
     let window = DeleteWindow::parse(args.leads.from.as_deref(), args.leads.to.as_deref())

@@ -64,7 +64,7 @@ fn input_of(args: &ImportArgs, settings: &mut Settings) -> Result<Input, Command
     }
 }
 
-pub async fn run(args: ImportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn run(args: ImportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
     let ledger = args
         .run
         .ledger
@@ -163,7 +163,7 @@ async fn import(
 
 /// `lsq-sync validate` and `import --dry-run`: every row checked, nothing sent, no ledger; the
 /// summary JSON when asked.
-pub async fn validate(
+pub(crate) async fn validate(
     input: PathBuf,
     report: PathBuf,
     summary_json: Option<PathBuf>,
@@ -218,7 +218,7 @@ fn check_outputs(
     Ok(())
 }
 
-pub async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
     let ledger = args
         .run
         .ledger

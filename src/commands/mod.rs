@@ -1,13 +1,13 @@
 //! The CLI commands. Each is thin: it turns flags into settings and wires library pieces
 //! together; the work happens in the pipeline stages and the simulator.
 
-pub mod check;
-pub mod delete;
-pub mod export;
-pub mod import;
-pub mod report;
-pub mod simulate;
-pub mod undo;
+pub(crate) mod check;
+pub(crate) mod delete;
+pub(crate) mod export;
+pub(crate) mod import;
+pub(crate) mod report;
+pub(crate) mod simulate;
+pub(crate) mod undo;
 
 use crate::cli::{Cli, Command, SendArgs};
 use crate::config::{ConfigError, FileConfig, InputOverrides, LogFormat, Overrides, Settings};
@@ -171,7 +171,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitStatus, CommandErro
 
 /// `completions` and `man` need no settings (a broken config file must not stop them): the
 /// output of those two, printed on stdout; `None` for every other command.
-pub fn generated_output(command: &Command) -> Option<Vec<u8>> {
+pub(crate) fn generated_output(command: &Command) -> Option<Vec<u8>> {
     use clap::CommandFactory;
     let mut out = Vec::new();
     match command {

@@ -42,7 +42,7 @@ struct Pending {
     ids: Vec<String>,
 }
 
-pub async fn run(args: UndoArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn run(args: UndoArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
     let usage = |e: &dyn std::fmt::Display| CommandError::Usage(e.to_string());
     if !args.source.exists() {
         return Err(CommandError::Usage(format!(

@@ -31,7 +31,7 @@ pub struct BatchRow {
 }
 
 impl BatchRow {
-    pub fn is_sendable(&self) -> bool {
+    pub(crate) fn is_sendable(&self) -> bool {
         matches!(self.work, RowWork::Send { .. })
     }
 }
@@ -75,7 +75,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// Rows a batch may carry in all, valid or not.
-    pub const MAX_ROWS: usize = 1000;
+    pub(crate) const MAX_ROWS: usize = 1000;
 
     pub fn new(batch_size: usize) -> Batcher {
         Batcher {

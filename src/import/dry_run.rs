@@ -60,7 +60,7 @@ pub struct Validation {
 }
 
 impl Validation {
-    pub fn rows_per_second(&self) -> f64 {
+    pub(crate) fn rows_per_second(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
             self.counts.total() as f64 / secs
@@ -70,7 +70,7 @@ impl Validation {
     }
 
     /// 0 when every row is valid, 1 when some are not.
-    pub fn exit_status(&self) -> ExitStatus {
+    pub(crate) fn exit_status(&self) -> ExitStatus {
         if self.counts.invalid == 0 {
             ExitStatus::Success
         } else {
@@ -79,7 +79,7 @@ impl Validation {
     }
 
     /// The last line of the output: what a person reading cron mail needs first.
-    pub fn status_line(&self) -> String {
+    pub(crate) fn status_line(&self) -> String {
         let total = self.counts.total();
         if self.counts.invalid == 0 {
             format!("OK: all {total} rows valid; nothing was sent")

@@ -11,7 +11,7 @@
 
 pub mod batch;
 pub mod dry_run;
-pub mod pipeline;
-pub mod resolve;
-pub mod send;
+pub(crate) mod pipeline;
+pub(crate) mod resolve;
+pub(crate) mod send;
 pub mod validate;

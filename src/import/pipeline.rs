@@ -41,7 +41,7 @@ use crate::report::{
 
 /// What the input file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputKind {
+pub(crate) enum InputKind {
     /// Activity rows as exported from a spreadsheet.
     Import,
     /// An lsq-sync report, possibly edited: `created` rows are carried over, the rest re-posted.
@@ -109,7 +109,7 @@ pub enum ImportError {
 impl ImportError {
     /// Problems found before anything was sent are usage errors (2); a run that had to stop
     /// after sending is aborted (3).
-    pub fn exit_status(&self) -> crate::exit::ExitStatus {
+    pub(crate) fn exit_status(&self) -> crate::exit::ExitStatus {
         match self {
             ImportError::Stopped(_) | ImportError::Internal(_) => crate::exit::ExitStatus::Aborted,
             _ => crate::exit::ExitStatus::Usage,
@@ -119,7 +119,7 @@ impl ImportError {
 
 /// What to import, where to, and how.
 #[derive(Debug, Clone)]
-pub struct ImportJob {
+pub(crate) struct ImportJob {
     pub kind: InputKind,
     pub input: PathBuf,
     pub report: PathBuf,
@@ -139,7 +139,7 @@ pub struct ImportJob {
 }
 
 /// The ledger that goes with a report when none is named: `REPORT.csv.ledger`.
-pub fn default_ledger_path(report: &Path) -> PathBuf {
+pub(crate) fn default_ledger_path(report: &Path) -> PathBuf {
     PathBuf::from(format!("{}.ledger", report.display()))
 }
 
@@ -535,7 +535,7 @@ fn input_options(input: &InputSettings, sheet: Option<&str>) -> serde_json::Valu
 /// The input settings a run recorded with [`input_options`] (the `"input"` key of its ledger
 /// options JSON), rebuilt so that `undo` reads the run's rows as the run read them. A run
 /// recorded without them (older ledgers) was read with the plain column names: the defaults.
-pub fn input_settings_from_options(
+pub(crate) fn input_settings_from_options(
     options: &str,
 ) -> Result<InputSettings, crate::config::ConfigError> {
     /// The shape [`input_options`] writes; every key optional so older records still read.
@@ -631,7 +631,7 @@ fn work_of(row: &StoredRow, schema: &Schema) -> RowWork {
 
 /// Runs an import to the end and returns its summary. An `Err` means nothing was sent (or, for a
 /// report that cannot be written, that the run had to stop).
-pub async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
+pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportError> {
     let started = Instant::now();
     let settings = &job.settings;
     let client = LsqClient::new(&client_config(settings)?)?;

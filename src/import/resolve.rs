@@ -140,7 +140,7 @@ fn parse_date(text: &str) -> Option<NaiveDateTime> {
 /// are served in order, each taking the first unclaimed activity with the same content in the
 /// order `found` lists them; each activity is claimed at most once, so `k` identical rows need
 /// `k` identical activities. A row without `ActivityDateTime` is always `None`.
-pub fn match_rows(
+pub(crate) fn match_rows(
     rows: &[&ActivityItem],
     found: &[ProspectActivity],
     known_ids: &HashSet<String>,
@@ -197,7 +197,7 @@ struct Group {
 /// A lead the server does not know holds no activities, so its rows are `None` rather than an
 /// error. Any other fetch error is returned as is; the caller then leaves the rows unresolved
 /// (and stops the run on `Unauthorized` or `Fatal`).
-pub async fn resolve(
+pub(crate) async fn resolve(
     fetcher: &Fetcher,
     rows: &[&ActivityItem],
     known_ids: &HashSet<String>,

@@ -37,7 +37,7 @@ use crate::report::{BatchOutcome, NOT_SENT, OUTCOME_UNKNOWN, ReportedRow, RowOut
 
 /// A row on its way to the server.
 #[derive(Debug, Clone)]
-pub struct Sendable {
+pub(crate) struct Sendable {
     /// The row's number in the run (ledger key, report `RowNumber`).
     pub number: u64,
     pub item: ActivityItem,
@@ -46,7 +46,7 @@ pub struct Sendable {
 }
 
 /// Everything a sender task needs; shared by all of them.
-pub struct Sender {
+pub(crate) struct Sender {
     /// The run's client, pacer, counters, retry policy and outage gate: every call of the run
     /// goes through it.
     pub api: Api,
@@ -66,7 +66,7 @@ pub struct Sender {
 }
 
 /// Rows of one call whose outcome is unknown, waiting for a check round.
-pub struct Doubt {
+pub(crate) struct Doubt {
     /// The call that left them in doubt (`None` for rows a previous run left in flight).
     call: Option<i64>,
     /// Why, for the ledger and the report.
@@ -81,7 +81,7 @@ type Checked = (Vec<(u64, RowOutcome)>, Vec<Sendable>);
 
 impl Sender {
     /// A sender with no check pending.
-    pub fn new(
+    pub(crate) fn new(
         api: Api,
         abort: Abort,
         interrupt: Interrupt,
@@ -103,7 +103,7 @@ impl Sender {
 
 impl Sender {
     /// Sends one batch and returns the outcome of each of its rows, in row order.
-    pub async fn send(&self, batch: Batch) -> BatchOutcome {
+    pub(crate) async fn send(&self, batch: Batch) -> BatchOutcome {
         let mut sendables = Vec::new();
         for row in &batch.rows {
             if let RowWork::Send { item, filled_date } = &row.work {
@@ -471,7 +471,12 @@ impl Sender {
     /// The rows join a queue; a round takes everything queued, once the API has answered since
     /// its last failure (during an outage every batch in doubt waits here, and they are then
     /// checked together): one paged Get Activities per lead across all of them.
-    pub async fn check_server(&self, call: Option<i64>, why: &str, rows: Vec<Sendable>) -> Checked {
+    pub(crate) async fn check_server(
+        &self,
+        call: Option<i64>,
+        why: &str,
+        rows: Vec<Sendable>,
+    ) -> Checked {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.lock_doubts().push(Doubt {
             call,

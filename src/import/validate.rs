@@ -52,7 +52,7 @@ enum LeadKey {
 
 /// Where each field lsq-sync sends comes from, and how dates are read.
 #[derive(Debug, Clone)]
-pub struct Schema {
+pub(crate) struct Schema {
     /// Header names as written in the file, for messages.
     names: Vec<String>,
     lead_key: LeadKey,
@@ -181,13 +181,16 @@ fn custom_field_name(header: &str) -> Option<Result<String, ()>> {
 
 impl Schema {
     /// The schema of a file read as it is: no mapping, constants or time zone.
-    pub fn from_headers(headers: &ByteRecord) -> Result<Schema, SchemaError> {
+    pub(crate) fn from_headers(headers: &ByteRecord) -> Result<Schema, SchemaError> {
         Schema::for_input(headers, &InputSettings::default())
     }
 
     /// The schema of a file under the run's input settings: mapped headers, constants, lead
     /// matching and date reading.
-    pub fn for_input(headers: &ByteRecord, input: &InputSettings) -> Result<Schema, SchemaError> {
+    pub(crate) fn for_input(
+        headers: &ByteRecord,
+        input: &InputSettings,
+    ) -> Result<Schema, SchemaError> {
         let mut names = Vec::with_capacity(headers.len());
         for (i, raw) in headers.iter().enumerate() {
             let name =
@@ -311,31 +314,31 @@ impl Schema {
     }
 
     /// The same schema with another cell size limit.
-    pub fn with_max_cell_bytes(mut self, max_cell_bytes: usize) -> Schema {
+    pub(crate) fn with_max_cell_bytes(mut self, max_cell_bytes: usize) -> Schema {
         self.max_cell_bytes = max_cell_bytes;
         self
     }
 
     /// Number of columns in the header.
-    pub fn width(&self) -> usize {
+    pub(crate) fn width(&self) -> usize {
         self.names.len()
     }
 
     /// Checks one row and builds the activity to post.
-    pub fn check(&self, row: &SourceRow) -> Result<ActivityItem, RowProblem> {
+    pub(crate) fn check(&self, row: &SourceRow) -> Result<ActivityItem, RowProblem> {
         self.inspect(row).map(|valid| valid.to_item())
     }
 
     /// Checks one row without building anything: the valid row borrows its text from `row`.
     /// [`Schema::check`] is this plus [`ValidRow::to_item`]; `validate` stops here, so judging a
     /// million rows allocates nothing for the rows that pass.
-    pub fn inspect<'r>(&'r self, row: &'r SourceRow) -> Result<ValidRow<'r>, RowProblem> {
+    pub(crate) fn inspect<'r>(&'r self, row: &'r SourceRow) -> Result<ValidRow<'r>, RowProblem> {
         self.inspect_scanned(row, RowScan::of(&row.record))
     }
 
     /// [`Schema::inspect`] of a row whose bytes are already scanned ([`RowScan::of`], or
     /// [`RowScan::text_of`]), as the dry run does once per row for its writer as well.
-    pub fn inspect_scanned<'r>(
+    pub(crate) fn inspect_scanned<'r>(
         &'r self,
         row: &'r SourceRow,
         scan: RowScan,
@@ -529,7 +532,7 @@ enum Lead<'r> {
 
 /// A row that passed every check ([`Schema::inspect`]), its values still in the row.
 #[derive(Debug, Clone, Copy)]
-pub struct ValidRow<'r> {
+pub(crate) struct ValidRow<'r> {
     schema: &'r Schema,
     record: &'r ByteRecord,
     lead: Lead<'r>,
@@ -540,7 +543,7 @@ pub struct ValidRow<'r> {
 
 impl ValidRow<'_> {
     /// The activity to post.
-    pub fn to_item(&self) -> ActivityItem {
+    pub(crate) fn to_item(self) -> ActivityItem {
         let related_prospect_id = match self.lead {
             Lead::Id(id) => id.hyphenated().to_string(),
             Lead::Value(value) => value.to_string(),
@@ -577,7 +580,7 @@ impl ValidRow<'_> {
     /// Where the report must show something other than the cell as read: the column of
     /// `ActivityDateTime` and the UTC value sent, when a time zone or date format converted it,
     /// written with a `Z` so that a `retry` of the report reads the same instant.
-    pub fn shown_date(&self) -> Option<(usize, String)> {
+    pub(crate) fn shown_date(&self) -> Option<(usize, String)> {
         let date = self.date.filter(|date| !date.as_written)?;
         match self.schema.date_time {
             Some(Cell::Column(column)) => Some((column, shown_date(date.utc))),
@@ -587,7 +590,7 @@ impl ValidRow<'_> {
 
     /// The row as the report should show it ([`ValidRow::shown_date`] in place); `None` when
     /// it is shown as read.
-    pub fn as_sent(&self) -> Option<ByteRecord> {
+    pub(crate) fn as_sent(&self) -> Option<ByteRecord> {
         let (column, shown) = self.shown_date()?;
         Some(
             self.record

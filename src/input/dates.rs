@@ -1,7 +1,7 @@
 //! Dates as spreadsheets write them, turned into the UTC `yyyy-MM-dd HH:mm:ss` the API reads.
 //!
 //! A [`DateReader`] is built once from the settings (`--date-format`, `--timezone`) and then
-//! reads cell text: [`DateReader::read`] returns the UTC date-time to send or a [`DateProblem`]
+//! reads cell text: [`DateReader::read_utc`] returns the UTC date-time to send or a [`DateProblem`]
 //! saying why the cell cannot be one. Pure: no I/O, no clock.
 //!
 //! Which texts are accepted, in this order:
@@ -24,7 +24,7 @@ use crate::lsq::api::DATE_TIME_FORMAT;
 
 /// How a report shows a date that lsq-sync converted: UTC with an explicit `Z`, so that a
 /// `retry` of the report reads the same instant whatever its `--timezone`.
-pub const SENT_DATE_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+pub(crate) const SENT_DATE_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
 
 /// A date format in the notation spreadsheets and most people use (`dd/MM/yyyy HH:mm`),
 /// translated once to chrono's.
@@ -42,7 +42,7 @@ pub struct DateFormat {
 
 /// Why a `--date-format` cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DateFormatError {
+pub(crate) enum DateFormatError {
     #[error(
         "date format {format:?}: {token:?} is not understood (use yyyy, yy, MM, MMM, dd, HH, hh, mm, ss, tt, zzz; put other letters in 'quotes')"
     )]
@@ -56,7 +56,7 @@ pub enum DateFormatError {
 impl DateFormat {
     /// Translates a user format. `ISO8601` (or `ISO 8601`) names the ISO forms that are always
     /// accepted, so it adds nothing and yields `None`.
-    pub fn parse(written: &str) -> Result<Option<DateFormat>, DateFormatError> {
+    pub(crate) fn parse(written: &str) -> Result<Option<DateFormat>, DateFormatError> {
         let trimmed = written.trim();
         let squashed: String = trimmed.chars().filter(|c| !c.is_whitespace()).collect();
         if squashed.eq_ignore_ascii_case("iso8601") || squashed.eq_ignore_ascii_case("iso") {
@@ -136,7 +136,7 @@ impl DateFormat {
     }
 
     /// The format as the user wrote it.
-    pub fn as_written(&self) -> &str {
+    pub(crate) fn as_written(&self) -> &str {
         &self.written
     }
 
@@ -190,7 +190,7 @@ enum Reading {
 
 /// Why a cell is not a date-time lsq-sync can send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DateProblem {
+pub(crate) enum DateProblem {
     /// The text is in none of the accepted forms, or names no real date (30 February).
     NotADate { expected: String },
     /// The local time does not exist in the zone: the clocks skip it.
@@ -239,27 +239,28 @@ pub struct DateReader {
 /// A date cell as read: the UTC instant to send, and whether the cell already says exactly that
 /// in the API's form (then a report shows the cell as it is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SentDate {
+pub(crate) struct SentDate {
     pub utc: NaiveDateTime,
     pub as_written: bool,
 }
 
 impl SentDate {
     /// The text sent, `yyyy-MM-dd HH:mm:ss`.
-    pub fn api_text(&self) -> String {
+    pub(crate) fn api_text(&self) -> String {
         api_text(self.utc)
     }
 }
 
 impl DateReader {
     /// The UTC date-time to send, as `yyyy-MM-dd HH:mm:ss`, for a trimmed, non-empty cell.
-    pub fn read(&self, value: &str) -> Result<String, DateProblem> {
+    #[cfg(test)]
+    pub(crate) fn read(&self, value: &str) -> Result<String, DateProblem> {
         self.read_utc(value).map(|date| date.api_text())
     }
 
     /// The UTC date-time to send for a trimmed, non-empty cell, as a value: what `validate`
     /// uses, so that a million rows need no million strings.
-    pub fn read_utc(&self, value: &str) -> Result<SentDate, DateProblem> {
+    pub(crate) fn read_utc(&self, value: &str) -> Result<SentDate, DateProblem> {
         let by_format = self.format.as_ref().and_then(|f| f.read(value));
         // The usual cell, in the API's form and with no zone to convert it, is sent as written;
         // knowing that here spares writing the text out to compare it.
@@ -369,7 +370,7 @@ fn iso_form(value: &str) -> Option<Reading> {
 }
 
 /// A time zone by its IANA name (`Asia/Kolkata`, `Europe/London`, `UTC`).
-pub fn parse_zone(name: &str) -> Result<Tz, String> {
+pub(crate) fn parse_zone(name: &str) -> Result<Tz, String> {
     name.trim().parse::<Tz>().map_err(|_| {
         format!(
             "{name:?} is not an IANA time zone name (examples: Asia/Kolkata, Europe/London, America/New_York, UTC)"

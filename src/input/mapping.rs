@@ -10,7 +10,7 @@
 use crate::lsq::api::MAX_CUSTOM_FIELD;
 
 /// The target named when leads are found by a lead field (`--match-by`).
-pub const SEARCH_BY_VALUE: &str = "SearchByValue";
+pub(crate) const SEARCH_BY_VALUE: &str = "SearchByValue";
 
 /// The API fields a column or constant may fill, besides `mx_Custom_<n>` and, with
 /// `--match-by`, `SearchByValue`.
@@ -67,7 +67,7 @@ pub struct ColumnMap {
 }
 
 /// Splits `NAME=VALUE` at the first `=` (sheet headers may not contain one; values may).
-pub fn parse_pair(source_name: &str, text: &str) -> Result<(String, String), MappingError> {
+pub(crate) fn parse_pair(source_name: &str, text: &str) -> Result<(String, String), MappingError> {
     match text.split_once('=') {
         Some((name, value)) if !name.trim().is_empty() => {
             Ok((name.trim().to_string(), value.trim().to_string()))
@@ -83,7 +83,7 @@ impl ColumnMap {
     /// Checks the targets. `renames` and `constants` carry the name of their source (a flag or
     /// a config table) for messages; a later pair for the same header or field wins, so flags
     /// given after the config's pairs override them.
-    pub fn new(
+    pub(crate) fn new(
         renames: Vec<(String, String, String)>,
         constants: Vec<(String, String, String)>,
         match_by: Option<String>,
@@ -121,23 +121,23 @@ impl ColumnMap {
     }
 
     /// The lead field leads are matched by, if not by id.
-    pub fn match_by(&self) -> Option<&str> {
+    pub(crate) fn match_by(&self) -> Option<&str> {
         self.match_by.as_deref()
     }
 
     /// Constant fields, `(API field, value)`.
-    pub fn constants(&self) -> &[(String, String)] {
+    pub(crate) fn constants(&self) -> &[(String, String)] {
         &self.constants
     }
 
     /// Renamed headers, `(sheet header, API field)`.
-    pub fn renames(&self) -> &[(String, String)] {
+    pub(crate) fn renames(&self) -> &[(String, String)] {
         &self.renames
     }
 
     /// Whether `name` (a column's field name after mapping) is the lead key under `--match-by`:
     /// `SearchByValue` or the match field's own name.
-    pub fn is_search_key(&self, name: &str) -> bool {
+    pub(crate) fn is_search_key(&self, name: &str) -> bool {
         self.match_by.as_deref().is_some_and(|field| {
             name.eq_ignore_ascii_case(SEARCH_BY_VALUE) || name.eq_ignore_ascii_case(field)
         })
@@ -145,7 +145,7 @@ impl ColumnMap {
 
     /// The field name of each header, as `Schema` should read it: mapped headers renamed to
     /// their target, the others unchanged. A mapped header the file lacks is an `Err` naming it.
-    pub fn field_names(&self, headers: &[String]) -> Result<Vec<String>, String> {
+    pub(crate) fn field_names(&self, headers: &[String]) -> Result<Vec<String>, String> {
         if let Some((missing, _)) = self
             .renames
             .iter()

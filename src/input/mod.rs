@@ -6,9 +6,9 @@
 //! CRLF or LF, RFC 4180 quoting, and ragged rows passed on (validation reports them) rather than
 //! aborting the file.
 //!
-//! [`InputSource::open`] picks the reader by file extension: spreadsheets go to `xlsx`, JSON
+//! [`InputSource::open_as`] picks the reader by file extension: spreadsheets go to `xlsx`, JSON
 //! Lines (`.jsonl`, `.ndjson`) to `sources::jsonl`, each yielding the same [`SourceRow`]s;
-//! everything else is read as CSV. [`InputSource::open_as`] lets `--format` decide instead.
+//! everything else is read as CSV. `--format` can decide instead.
 //!
 //! Hostile files meet [`InputLimits`]: a row longer than `max_row_bytes` is refused while it is
 //! being read (a [`RowGuard`] between the file and the parser), a header wider than
@@ -19,11 +19,11 @@
 //! [`CsvSource::raw_row`] gives the text of the row just read as the file writes it (for a
 //! report to copy), and [`crate::input::rows::RowScan`] looks at all of a row's bytes in one pass.
 
-pub mod dates;
-pub mod mapping;
+pub(crate) mod dates;
+pub(crate) mod mapping;
 pub mod rows;
-pub mod sources;
-pub mod xlsx;
+pub(crate) mod sources;
+pub(crate) mod xlsx;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -36,7 +36,7 @@ use csv::ByteRecord;
 use crate::input::rows::{InputError, InputLimits, SourceRow};
 
 /// An input file of either kind, iterated row by row.
-pub enum InputSource {
+pub(crate) enum InputSource {
     /// Boxed: a CSV reader carries its parser's state, several times a sheet's size.
     Csv(Box<CsvSource>),
     Sheet(crate::input::xlsx::SheetSource),
@@ -45,18 +45,10 @@ pub enum InputSource {
 
 impl InputSource {
     /// Opens `path` as a spreadsheet when its extension says so (`sheet` chooses the worksheet),
-    /// else as CSV, where naming a sheet is a mistake worth saying.
-    pub fn open(
-        path: &Path,
-        sheet: Option<&str>,
-        limits: InputLimits,
-    ) -> Result<InputSource, InputError> {
-        InputSource::open_as(path, None, sheet, limits)
-    }
-
-    /// As [`InputSource::open`], but `format` (from `--format` or `[input] format`), when
-    /// given, says how a file that is not a spreadsheet is read, whatever its extension.
-    pub fn open_as(
+    /// else as CSV, where naming a sheet is a mistake worth saying; `format` (from `--format` or
+    /// `[input] format`), when given, says how a file that is not a spreadsheet is read, whatever
+    /// its extension.
+    pub(crate) fn open_as(
         path: &Path,
         format: Option<crate::input::sources::InputFormat>,
         sheet: Option<&str>,
@@ -86,7 +78,7 @@ impl InputSource {
     }
 
     /// The header row.
-    pub fn headers(&self) -> &ByteRecord {
+    pub(crate) fn headers(&self) -> &ByteRecord {
         match self {
             InputSource::Csv(csv) => csv.headers(),
             InputSource::Sheet(sheet) => sheet.headers(),
@@ -95,7 +87,7 @@ impl InputSource {
     }
 
     /// The line (or sheet row) the header is on, for messages about it.
-    pub fn header_line(&self) -> u64 {
+    pub(crate) fn header_line(&self) -> u64 {
         match self {
             InputSource::Csv(csv) => csv.header_line(),
             InputSource::Sheet(_) | InputSource::Jsonl(_) => 1,
@@ -105,7 +97,7 @@ impl InputSource {
 
 impl InputSource {
     /// See [`CsvSource::raw_row`]; `None` for a spreadsheet.
-    pub fn raw_row(&self) -> Option<&[u8]> {
+    pub(crate) fn raw_row(&self) -> Option<&[u8]> {
         match self {
             InputSource::Csv(csv) => csv.raw_row(),
             InputSource::Sheet(_) | InputSource::Jsonl(_) => None,
@@ -114,7 +106,7 @@ impl InputSource {
 
     /// Reads the next row into `row`, reusing its memory; `Ok(false)` at the end. What a reader
     /// of millions of rows uses instead of the iterator, which allocates each row anew.
-    pub fn read_into(&mut self, row: &mut SourceRow) -> Result<bool, InputError> {
+    pub(crate) fn read_into(&mut self, row: &mut SourceRow) -> Result<bool, InputError> {
         match self {
             InputSource::Csv(csv) => csv.read_into(row),
             InputSource::Sheet(sheet) => refill(sheet, row),
@@ -150,7 +142,7 @@ fn refill(
 }
 
 /// An open CSV file, iterated row by row.
-pub struct CsvSource {
+pub(crate) struct CsvSource {
     path: PathBuf,
     reader: csv::Reader<RowGuard>,
     guard: Arc<GuardState>,
@@ -266,12 +258,13 @@ impl Read for RowGuard {
 
 impl CsvSource {
     /// Opens `path` and reads its header, with the default limits.
-    pub fn open(path: &Path) -> Result<CsvSource, InputError> {
+    #[cfg(test)]
+    pub(crate) fn open(path: &Path) -> Result<CsvSource, InputError> {
         CsvSource::open_limited(path, InputLimits::default())
     }
 
     /// Opens `path` and reads its header.
-    pub fn open_limited(path: &Path, limits: InputLimits) -> Result<CsvSource, InputError> {
+    pub(crate) fn open_limited(path: &Path, limits: InputLimits) -> Result<CsvSource, InputError> {
         let file = File::open(path).map_err(|source| InputError::Open {
             path: path.to_path_buf(),
             source,
@@ -282,12 +275,16 @@ impl CsvSource {
 
     /// Reads CSV from any reader, with the default limits; `name` is used in messages as the
     /// file's name.
-    pub fn from_reader(name: &Path, read: Box<dyn Read + Send>) -> Result<CsvSource, InputError> {
+    #[cfg(test)]
+    pub(crate) fn from_reader(
+        name: &Path,
+        read: Box<dyn Read + Send>,
+    ) -> Result<CsvSource, InputError> {
         CsvSource::from_reader_limited(name, read, InputLimits::default())
     }
 
     /// Reads CSV from any reader; `name` is used in messages as the file's name.
-    pub fn from_reader_limited(
+    pub(crate) fn from_reader_limited(
         name: &Path,
         read: Box<dyn Read + Send>,
         limits: InputLimits,
@@ -355,7 +352,7 @@ impl CsvSource {
     }
 
     /// The header row, BOM removed.
-    pub fn headers(&self) -> &ByteRecord {
+    pub(crate) fn headers(&self) -> &ByteRecord {
         &self.headers
     }
 
@@ -379,7 +376,7 @@ impl CsvSource {
     /// strict RFC 4180 (`strictly_quoted`). `None` for a row written loosely (a quote inside
     /// an unquoted cell, text after a closing quote), which the parser reads leniently and a
     /// copy would pass on; its cells must be written out one by one.
-    pub fn raw_row(&self) -> Option<&[u8]> {
+    pub(crate) fn raw_row(&self) -> Option<&[u8]> {
         let (from, to) = self.last_row;
         let raw = self.reader.get_ref().kept(from, to)?;
         let is_break = |b: &u8| matches!(b, b'\r' | b'\n');
@@ -390,13 +387,8 @@ impl CsvSource {
     }
 
     /// The line the header row is on (1 unless blank lines come first).
-    pub fn header_line(&self) -> u64 {
+    pub(crate) fn header_line(&self) -> u64 {
         self.header_line
-    }
-
-    /// The name the file is reported under.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The record just read is the end mark itself, ending where the stream ends: the file is
@@ -444,7 +436,7 @@ impl CsvSource {
     /// Reads the next row into `row`, reusing its memory; `Ok(false)` at the end of the file.
     /// After an error the file is finished: past a read error the parser's place in it cannot
     /// be trusted.
-    pub fn read_into(&mut self, row: &mut SourceRow) -> Result<bool, InputError> {
+    pub(crate) fn read_into(&mut self, row: &mut SourceRow) -> Result<bool, InputError> {
         if self.finished {
             return Ok(false);
         }

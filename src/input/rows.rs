@@ -25,7 +25,7 @@ pub struct SourceRow {
 /// cell for it: whether the row is plain ASCII, holds a NUL byte, and holds a byte that CSV must
 /// quote (comma, quote, CR or LF).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RowScan {
+pub(crate) struct RowScan {
     pub ascii: bool,
     pub nul: bool,
     pub needs_quotes: bool,
@@ -33,19 +33,19 @@ pub struct RowScan {
 
 impl RowScan {
     /// What a row is assumed to be when it was not scanned: anything.
-    pub const UNKNOWN: RowScan = RowScan {
+    pub(crate) const UNKNOWN: RowScan = RowScan {
         ascii: false,
         nul: true,
         needs_quotes: true,
     };
 
     /// Scans the row's bytes, eight at a time.
-    pub fn of(record: &ByteRecord) -> RowScan {
+    pub(crate) fn of(record: &ByteRecord) -> RowScan {
         RowScan::of_bytes(record.as_slice())
     }
 
     /// The scan of any bytes (one cell, a whole row).
-    pub fn of_bytes(bytes: &[u8]) -> RowScan {
+    pub(crate) fn of_bytes(bytes: &[u8]) -> RowScan {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
         // Hacker's Delight's zero-byte test: a high bit survives where a byte of `word` is 0.
@@ -89,7 +89,7 @@ impl RowScan {
 
     /// Only whether the row is ASCII and holds a NUL: half the work of [`RowScan::of`], for a
     /// row that will not be quoted cell by cell (`needs_quotes` is taken to be true).
-    pub fn text_of(record: &ByteRecord) -> RowScan {
+    pub(crate) fn text_of(record: &ByteRecord) -> RowScan {
         let bytes = record.as_slice();
         RowScan {
             ascii: bytes.is_ascii(),
@@ -99,7 +99,7 @@ impl RowScan {
     }
 
     /// Every cell of the row is text (UTF-8 without NUL) without looking at each.
-    pub fn all_text(&self) -> bool {
+    pub(crate) fn all_text(&self) -> bool {
         self.ascii && !self.nul
     }
 }

@@ -10,7 +10,7 @@
 //! skipped (spreadsheets keep formatted but empty rows at the end). Row numbers are the sheet's
 //! own, so the report and messages point at the row a person sees in the spreadsheet program.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use calamine::{Data, DataType, Range, Reader, open_workbook_auto};
 use csv::ByteRecord;
@@ -19,10 +19,10 @@ use crate::input::rows::{InputError, SourceRow};
 use crate::lsq::api::DATE_TIME_FORMAT;
 
 /// File name endings read as spreadsheets; everything else is CSV.
-pub const SPREADSHEET_EXTENSIONS: [&str; 5] = ["xlsx", "xlsm", "xlsb", "xls", "ods"];
+pub(crate) const SPREADSHEET_EXTENSIONS: [&str; 5] = ["xlsx", "xlsm", "xlsb", "xls", "ods"];
 
 /// Whether `path` is read as a spreadsheet, by its extension.
-pub fn is_spreadsheet(path: &Path) -> bool {
+pub(crate) fn is_spreadsheet(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
         SPREADSHEET_EXTENSIONS
             .iter()
@@ -31,8 +31,7 @@ pub fn is_spreadsheet(path: &Path) -> bool {
 }
 
 /// One worksheet, iterated row by row.
-pub struct SheetSource {
-    path: PathBuf,
+pub(crate) struct SheetSource {
     range: Range<Data>,
     headers: ByteRecord,
     /// Sheet row number (1-based) of the range's first row.
@@ -44,7 +43,7 @@ pub struct SheetSource {
 impl SheetSource {
     /// Opens `path` and reads the header of the chosen sheet: by name, else by position from 1;
     /// the first sheet when `sheet` is `None`.
-    pub fn open(path: &Path, sheet: Option<&str>) -> Result<SheetSource, InputError> {
+    pub(crate) fn open(path: &Path, sheet: Option<&str>) -> Result<SheetSource, InputError> {
         let fail = |message: String| InputError::Sheet {
             path: path.to_path_buf(),
             message,
@@ -65,10 +64,9 @@ impl SheetSource {
     }
 
     /// Reads from a loaded sheet; `name` is used in messages as the file's name.
-    pub fn from_range(name: &Path, range: Range<Data>) -> Result<SheetSource, InputError> {
+    pub(crate) fn from_range(name: &Path, range: Range<Data>) -> Result<SheetSource, InputError> {
         let first_row = range.start().map_or(1, |(row, _)| u64::from(row) + 1);
         let mut source = SheetSource {
-            path: name.to_path_buf(),
             range,
             headers: ByteRecord::new(),
             first_row,
@@ -88,13 +86,8 @@ impl SheetSource {
     }
 
     /// The header row.
-    pub fn headers(&self) -> &ByteRecord {
+    pub(crate) fn headers(&self) -> &ByteRecord {
         &self.headers
-    }
-
-    /// The name the file is reported under.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The next row with any value, and its sheet row number.

@@ -21,7 +21,7 @@ use crate::lsq::client::Verdict;
 
 /// `RowCount` asked for when nothing else is configured: a tenth of the calls the vendor's
 /// default of 25 would need, while keeping each answer small.
-pub const DEFAULT_PAGE_SIZE: u64 = 100;
+pub(crate) const DEFAULT_PAGE_SIZE: u64 = 100;
 
 /// Pages allowed in one walk beyond `ceil(RecordCount / page size)`: one for the probe that
 /// tells the paging modes apart, and slack for activities added while we walk. The cap exists so
@@ -34,7 +34,7 @@ const MAX_WALKS: u32 = 2;
 
 /// Which activities of which lead to fetch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ActivityQuery {
+pub(crate) struct ActivityQuery {
     /// The lead's id, sent as the `leadId` query parameter.
     pub lead_id: String,
     /// Only this activity type (`Parameter.ActivityEvent`); `None` for every type, system ones
@@ -48,7 +48,8 @@ pub struct ActivityQuery {
 
 impl ActivityQuery {
     /// Every activity of `lead_id`, any type, any date.
-    pub fn lead(lead_id: impl Into<String>) -> ActivityQuery {
+    #[cfg(test)]
+    pub(crate) fn lead(lead_id: impl Into<String>) -> ActivityQuery {
         ActivityQuery {
             lead_id: lead_id.into(),
             ..ActivityQuery::default()
@@ -72,7 +73,7 @@ impl ActivityQuery {
 
 /// Why a lead's activities could not be fetched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// The server does not know the lead (`MXInvalidEntityException`); carries its message.
     #[error("lead not found: {0}")]
     LeadNotFound(String),
@@ -89,7 +90,7 @@ pub enum FetchError {
 }
 
 /// Fetches activities of leads; cheap to share behind a reference, every call paced.
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     /// The run's client, pacer, counters, retry policy and outage gate.
     pub api: Api,
     /// `RowCount` of each page; [`DEFAULT_PAGE_SIZE`] unless configured. 0 is read as 1.
@@ -98,7 +99,7 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// A fetcher with the default page size.
-    pub fn new(api: Api) -> Fetcher {
+    pub(crate) fn new(api: Api) -> Fetcher {
         Fetcher {
             api,
             page_size: DEFAULT_PAGE_SIZE,
@@ -107,7 +108,7 @@ impl Fetcher {
 
     /// Every activity of the lead matching the query, each exactly once, in the order the
     /// server lists them (newest first).
-    pub async fn fetch_all(
+    pub(crate) async fn fetch_all(
         &self,
         query: &ActivityQuery,
     ) -> Result<Vec<ProspectActivity>, FetchError> {
@@ -142,7 +143,7 @@ impl Fetcher {
     }
 
     /// Just `RecordCount`: how many activities match, from one call asking for a single row.
-    pub async fn count(&self, query: &ActivityQuery) -> Result<u64, FetchError> {
+    pub(crate) async fn count(&self, query: &ActivityQuery) -> Result<u64, FetchError> {
         Ok(self.call(query, 0, 1).await?.record_count)
     }
 

@@ -9,47 +9,47 @@
 use serde::{Deserialize, Serialize};
 
 /// Post up to [`MAX_BATCH`] activities, each naming its lead by id.
-pub const PATH_BULK_ADD_BY_LEAD_ID: &str =
+pub(crate) const PATH_BULK_ADD_BY_LEAD_ID: &str =
     "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId";
 /// Post up to [`MAX_BATCH`] activities, each naming its lead by the value of a unique lead
 /// field; the field goes in the [`QUERY_SEARCH_BY`] query parameter.
-pub const PATH_BULK_ADD_BY_LEAD_FIELD: &str =
+pub(crate) const PATH_BULK_ADD_BY_LEAD_FIELD: &str =
     "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadField";
 /// Query parameter of [`PATH_BULK_ADD_BY_LEAD_FIELD`]: the lead field searched
 /// (`EmailAddress`, `Phone`, `Mobile`, ...).
-pub const QUERY_SEARCH_BY: &str = "searchBy";
+pub(crate) const QUERY_SEARCH_BY: &str = "searchBy";
 /// Get a lead's activities, paged; the lead goes in the `leadId` query parameter.
 pub const PATH_RETRIEVE: &str = "/v2/ProspectActivity.svc/Retrieve";
 /// Queue the deletion of a lead's custom activities of some codes.
-pub const PATH_DELETE_ACTIVITIES: &str = "/v2/ProspectActivity.svc/DeleteActivities";
+pub(crate) const PATH_DELETE_ACTIVITIES: &str = "/v2/ProspectActivity.svc/DeleteActivities";
 /// Queue the deletion of a lead's owner change history.
-pub const PATH_DELETE_OWNER_HISTORY: &str =
+pub(crate) const PATH_DELETE_OWNER_HISTORY: &str =
     "/v2/LeadManagement.svc/DeleteUserAssignmentChangeHistory";
 /// List the account's activity types.
-pub const PATH_ACTIVITY_TYPES: &str = "/v2/ProspectActivity.svc/ActivityTypes.Get";
+pub(crate) const PATH_ACTIVITY_TYPES: &str = "/v2/ProspectActivity.svc/ActivityTypes.Get";
 /// Who owns these keys, and which regional host serves the account.
 pub const PATH_USER_BY_ACCESS_KEY: &str = "/v2/Authentication.svc/UserByAccessKey.Get";
 
 /// Header carrying the access key (HTTP header names are case-insensitive; the vendor writes
 /// `x-LSQ-AccessKey`).
-pub const HEADER_ACCESS_KEY: &str = "x-lsq-accesskey";
+pub(crate) const HEADER_ACCESS_KEY: &str = "x-lsq-accesskey";
 /// Header carrying the secret key.
-pub const HEADER_SECRET_KEY: &str = "x-lsq-secretkey";
+pub(crate) const HEADER_SECRET_KEY: &str = "x-lsq-secretkey";
 /// Query parameter alternative to [`HEADER_ACCESS_KEY`]; the simulator accepts it, the client
 /// never sends it (a key in a URL ends up in logs).
-pub const QUERY_ACCESS_KEY: &str = "accessKey";
+pub(crate) const QUERY_ACCESS_KEY: &str = "accessKey";
 /// Query parameter alternative to [`HEADER_SECRET_KEY`].
-pub const QUERY_SECRET_KEY: &str = "secretKey";
+pub(crate) const QUERY_SECRET_KEY: &str = "secretKey";
 
 /// The bulk endpoint takes at most this many activities per call.
-pub const MAX_BATCH: usize = 25;
+pub(crate) const MAX_BATCH: usize = 25;
 
 /// Highest custom field number the API defines (`mx_Custom_1` .. `mx_Custom_50`).
-pub const MAX_CUSTOM_FIELD: u32 = 50;
+pub(crate) const MAX_CUSTOM_FIELD: u32 = 50;
 /// Every date the API reads or writes: UTC, `yyyy-MM-dd HH:mm:ss`.
-pub const DATE_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+pub(crate) const DATE_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 /// `ExceptionType` of the rate-limit error some accounts receive with HTTP 200.
-pub const RATE_LIMIT_EXCEPTION: &str = "MXAPIRateLimitExceededException";
+pub(crate) const RATE_LIMIT_EXCEPTION: &str = "MXAPIRateLimitExceededException";
 
 /// One activity in the bulk post body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +78,7 @@ pub struct ActivityItem {
 /// the rest is an [`ActivityItem`] with an empty `RelatedProspectId` (left out of the JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ByFieldItem {
+pub(crate) struct ByFieldItem {
     /// The value of the `searchBy` lead field that names the lead.
     pub search_by_value: String,
     #[serde(flatten)]
@@ -87,7 +87,7 @@ pub struct ByFieldItem {
 
 impl ByFieldItem {
     /// The ByLeadField form of an item whose `related_prospect_id` holds the search value.
-    pub fn from_item(item: &ActivityItem) -> ByFieldItem {
+    pub(crate) fn from_item(item: &ActivityItem) -> ByFieldItem {
         ByFieldItem {
             search_by_value: item.related_prospect_id.clone(),
             activity: ActivityItem {
@@ -98,7 +98,7 @@ impl ByFieldItem {
     }
 
     /// The same activity addressed to the lead with id `lead_id`.
-    pub fn for_lead(self, lead_id: String) -> ActivityItem {
+    pub(crate) fn for_lead(self, lead_id: String) -> ActivityItem {
         ActivityItem {
             related_prospect_id: lead_id,
             ..self.activity
@@ -117,14 +117,14 @@ pub struct FieldValue {
 /// The bulk post's answer: one item per posted activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct BulkResponse {
+pub(crate) struct BulkResponse {
     pub response: Vec<BulkResultItem>,
 }
 
 /// The outcome of one posted activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct BulkResultItem {
+pub(crate) struct BulkResultItem {
     /// Set when the activity was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prospect_activity_id: Option<String>,
@@ -143,7 +143,7 @@ pub struct BulkResultItem {
 /// The error body of every endpoint, whatever the HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// `"Error"`; any response saying so is an error, even with HTTP 200.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,7 +155,7 @@ pub struct ErrorBody {
 /// Body of Get Activities of a Lead. An empty body (`{}`) asks for every type, first page.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RetrieveRequest {
+pub(crate) struct RetrieveRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameter: Option<RetrieveParameter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,7 +165,7 @@ pub struct RetrieveRequest {
 /// Filters of Get Activities of a Lead.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RetrieveParameter {
+pub(crate) struct RetrieveParameter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity_event: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,7 +178,7 @@ pub struct RetrieveParameter {
 /// page, 1-based page, or rows) is unconfirmed, see `shared/leadsquared-api/README.md`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Paging {
+pub(crate) struct Paging {
     #[serde(with = "string_or_number")]
     pub offset: u64,
     #[serde(with = "string_or_number")]
@@ -188,7 +188,7 @@ pub struct Paging {
 /// Answer of Get Activities of a Lead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RetrieveResponse {
+pub(crate) struct RetrieveResponse {
     /// How many activities match in all, across pages.
     pub record_count: u64,
     pub prospect_activities: Vec<ProspectActivity>,
@@ -197,7 +197,7 @@ pub struct RetrieveResponse {
 /// One activity as Get Activities returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ProspectActivity {
+pub(crate) struct ProspectActivity {
     pub id: String,
     pub event_code: i64,
     #[serde(default)]
@@ -229,18 +229,18 @@ pub struct ProspectActivity {
 /// A `{Key, Value}` pair of [`ProspectActivity::data`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct KeyValue {
+pub(crate) struct KeyValue {
     pub key: String,
     pub value: String,
 }
 
 /// `Data` key holding an activity's note.
-pub const DATA_KEY_NOTE: &str = "NotableEventDescription";
+pub(crate) const DATA_KEY_NOTE: &str = "NotableEventDescription";
 
 /// Body of Delete Activities of a Lead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct DeleteActivitiesRequest {
+pub(crate) struct DeleteActivitiesRequest {
     pub prospect_id: String,
     /// Activity codes, as strings (as the vendor's example writes them).
     pub activity_event_list: Vec<String>,
@@ -259,7 +259,7 @@ pub struct DeleteActivitiesRequest {
 /// Body of Delete a Lead's Owner Change History.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct DeleteOwnerHistoryRequest {
+pub(crate) struct DeleteOwnerHistoryRequest {
     pub prospect_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_date: Option<String>,
@@ -276,7 +276,7 @@ pub struct DeleteOwnerHistoryRequest {
 /// Answer of both delete endpoints: the deletion is only queued.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct QueuedResponse {
+pub(crate) struct QueuedResponse {
     /// `"Success"`.
     pub status: String,
     pub message: QueuedMessage,
@@ -285,7 +285,7 @@ pub struct QueuedResponse {
 /// The nested `Message` of [`QueuedResponse`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct QueuedMessage {
+pub(crate) struct QueuedMessage {
     pub message: String,
 }
 
@@ -303,7 +303,7 @@ pub struct ActivityType {
 /// Answer of UserByAccessKey.Get, reduced to what lsq-sync uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct UserByAccessKey {
+pub(crate) struct UserByAccessKey {
     pub id: String,
     #[serde(default)]
     pub email_address: String,
@@ -318,11 +318,11 @@ pub struct UserByAccessKey {
 mod string_or_number {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-    pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&value.to_string())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Either {

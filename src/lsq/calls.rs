@@ -34,7 +34,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// How failed attempts are retried.
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Attempts per batch, the first included.
     pub max_attempts: u32,
     /// Delay before the second attempt; doubles each time.
@@ -45,7 +45,7 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The policy the settings describe.
-    pub fn from_settings(settings: &Settings) -> RetryPolicy {
+    pub(crate) fn from_settings(settings: &Settings) -> RetryPolicy {
         RetryPolicy {
             max_attempts: settings.max_attempts.get(),
             base: settings.backoff_base,
@@ -55,7 +55,7 @@ impl RetryPolicy {
 
     /// Exponential backoff with jitter: between half and all of `base * 2^(attempt-1)`, capped.
     /// The jitter spreads the retries of batches that failed together.
-    pub fn backoff(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
         let exp = self
             .base
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
@@ -65,7 +65,7 @@ impl RetryPolicy {
 
     /// The wait before the next attempt: the server's `Retry-After` when it sent one (bounded,
     /// so a hostile value cannot park the run for hours), else [`RetryPolicy::backoff`].
-    pub fn delay(
+    pub(crate) fn delay(
         &self,
         attempt: u32,
         retry_after: Option<Duration>,
@@ -81,7 +81,7 @@ impl RetryPolicy {
 /// The run's one way to the API: every call, first or retry, paced, counted and watched by the
 /// outage gate. Cheap to clone (the pacer, counters and gate are shared).
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     /// The HTTP client bound to the account.
     pub client: LsqClient,
     /// The run's one pacer: every call, retries included, waits here for a permit.
@@ -98,7 +98,7 @@ pub struct Api {
 
 /// A pacer permit in hand: the call may leave now.
 #[derive(Debug, Clone, Copy)]
-pub struct Permit {
+pub(crate) struct Permit {
     /// When the permit was granted, which the pacer needs to judge the answer.
     pub sent_at: Instant,
     /// The gate's outage count when the call started waiting, to tell afterwards whether a
@@ -108,7 +108,7 @@ pub struct Permit {
 
 /// What the caller of [`Api::call`] makes of an answer that is neither a rate limit nor a
 /// transient failure (those the loop retries itself).
-pub enum Judged<R, E> {
+pub(crate) enum Judged<R, E> {
     /// The call is over, with this result.
     Done(Result<R, E>),
     /// Worth another attempt (after the backoff), failing for this reason.
@@ -118,7 +118,7 @@ pub enum Judged<R, E> {
 impl Api {
     /// The client, pacer, counters, retry policy and outage gate the settings describe: built
     /// once per run, shared by every call of it.
-    pub fn new(client: LsqClient, settings: &Settings) -> Api {
+    pub(crate) fn new(client: LsqClient, settings: &Settings) -> Api {
         let pacer = Arc::new(Pacer::new(settings.rate, settings.pacing_margin));
         let stats = Arc::new(RunStats::default());
         // Every run waits out an outage: imports, lookups, deletes and the reads around them.
@@ -132,8 +132,9 @@ impl Api {
         }
     }
 
-    /// An API without an outage gate (for tests and one-off tools).
-    pub fn ungated(
+    /// An API without an outage gate, for tests.
+    #[cfg(test)]
+    pub(crate) fn ungated(
         client: LsqClient,
         pacer: Arc<Pacer>,
         stats: Arc<RunStats>,
@@ -148,39 +149,31 @@ impl Api {
         }
     }
 
-    /// The same API, waiting on `gate` while the API is down.
-    pub fn with_gate(self, gate: Arc<Gate>) -> Api {
-        Api {
-            gate: Some(gate),
-            ..self
-        }
-    }
-
     /// The gate's count of outages so far ([`Gate::epoch`]); `None` without a gate.
-    pub fn epoch(&self) -> Option<u64> {
+    pub(crate) fn epoch(&self) -> Option<u64> {
         self.gate.as_ref().map(|gate| gate.epoch())
     }
 
     /// Whether calls may leave now: the gate is not in an outage (always, without a gate).
-    pub fn gate_open(&self) -> bool {
+    pub(crate) fn gate_open(&self) -> bool {
         self.gate.as_ref().is_none_or(|gate| gate.open())
     }
 
     /// Whether an outage began since the gate's count was `epoch`.
-    pub fn outage_began_since(&self, epoch: Option<u64>) -> bool {
+    pub(crate) fn outage_began_since(&self, epoch: Option<u64>) -> bool {
         matches!((&self.gate, epoch), (Some(gate), Some(epoch)) if gate.epoch() != epoch)
     }
 
     /// Whether an outage began since the gate's count was `epoch`, or one is on now: a failure
     /// then is the outage's, not the call's.
-    pub fn in_outage_since(&self, epoch: Option<u64>) -> bool {
+    pub(crate) fn in_outage_since(&self, epoch: Option<u64>) -> bool {
         self.outage_began_since(epoch) || (epoch.is_some() && !self.gate_open())
     }
 
     /// Waits while the API is down, then for a pacer permit. `Ok(None)` when the API went down
     /// while the call queued for its permit: the caller waits again, and the attempt does not
     /// count. An error when the gate closed for good (patience exhausted, keys refused).
-    pub async fn permit(&self) -> Result<Option<Permit>, GateClosed> {
+    pub(crate) async fn permit(&self) -> Result<Option<Permit>, GateClosed> {
         let epoch = self.epoch();
         if let Some(gate) = &self.gate {
             gate.ready().await?;
@@ -195,7 +188,7 @@ impl Api {
     /// One attempt with its permit in hand: counts the call, sends `request`, tells the gate
     /// whether the API answered, classifies the answer and tells the pacer what it means for the
     /// pace (announcing a lower limit the server named).
-    pub async fn exchange<T: DeserializeOwned>(
+    pub(crate) async fn exchange<T: DeserializeOwned>(
         &self,
         sent_at: Instant,
         request: impl Future<Output = Result<Reply, CallError>>,
@@ -229,7 +222,7 @@ impl Api {
     /// Attempts that failed in an outage are not counted. `what` names the call in log lines;
     /// `closed` and `gave_up` make the caller's error of a gate closed for good and of attempts
     /// run out.
-    pub async fn call<T, R, E, F>(
+    pub(crate) async fn call<T, R, E, F>(
         &self,
         what: &str,
         counter: Option<&AtomicU64>,

@@ -21,7 +21,7 @@ use crate::lsq::secure::{HostError, Secret, check_host, web_pki_roots};
 
 /// What the client needs to talk to one account.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub(crate) struct ClientConfig {
     /// `https://api-in21.leadsquared.com` or `http://127.0.0.1:PORT`.
     pub host: String,
     pub access_key: Secret,
@@ -37,7 +37,9 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// The client settings of a run, or a message naming the one that is missing and where to
     /// set it.
-    pub fn from_settings(settings: &crate::config::Settings) -> Result<ClientConfig, String> {
+    pub(crate) fn from_settings(
+        settings: &crate::config::Settings,
+    ) -> Result<ClientConfig, String> {
         let host = settings.host.clone().ok_or_else(|| {
             "no API host: set --host, LSQ_HOST or [api] host in the config file".to_string()
         })?;
@@ -79,7 +81,7 @@ pub enum ClientError {
 
 /// A response as it came back, before it is judged.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     /// `Retry-After` in seconds, when the server sent one.
     pub retry_after: Option<Duration>,
@@ -88,7 +90,7 @@ pub struct Reply {
 
 /// A request that got no HTTP response.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
+pub(crate) enum CallError {
     #[error("no answer within {0:?} (request timeout)")]
     Timeout(Duration),
     #[error("cannot connect: {0}")]
@@ -102,7 +104,7 @@ pub enum CallError {
 
 /// What a response means, decided in one place.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict<T> {
+pub(crate) enum Verdict<T> {
     /// HTTP 2xx with the expected body.
     Success(T),
     /// HTTP 429, or any status with `MXAPIRateLimitExceededException`: wait and retry.
@@ -131,7 +133,7 @@ pub enum Verdict<T> {
 impl<T> Verdict<T> {
     /// A connection that could not be opened carried nothing; a timeout or a broken connection
     /// may have delivered the request and lost only the answer.
-    pub fn from_call_error(err: &CallError) -> Verdict<T> {
+    pub(crate) fn from_call_error(err: &CallError) -> Verdict<T> {
         match err {
             CallError::Connect(_) => Verdict::Transient(err.to_string()),
             CallError::Certificate(_) => Verdict::Fatal(err.to_string()),
@@ -141,7 +143,7 @@ impl<T> Verdict<T> {
 }
 
 /// Judges a reply. `T` is the endpoint's success body.
-pub fn classify<T: DeserializeOwned>(reply: &Reply) -> Verdict<T> {
+pub(crate) fn classify<T: DeserializeOwned>(reply: &Reply) -> Verdict<T> {
     let status = reply.status;
     let error_body = serde_json::from_slice::<ErrorBody>(&reply.body)
         .ok()
@@ -208,7 +210,7 @@ pub fn classify<T: DeserializeOwned>(reply: &Reply) -> Verdict<T> {
 }
 
 /// Reads "API calls exceeded the limit of 10 in 5 second(s)" as 10/5s.
-pub fn parse_limit(message: &str) -> Option<RateQuota> {
+pub(crate) fn parse_limit(message: &str) -> Option<RateQuota> {
     let rest = &message[message.find("limit of ")? + "limit of ".len()..];
     let (calls, rest) = rest.split_once(" in ")?;
     let seconds = rest.split_whitespace().next()?;
@@ -237,7 +239,7 @@ fn body_excerpt(body: &[u8]) -> String {
 
 /// Per-row result of a bulk post, by position in the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RowResult {
+pub(crate) enum RowResult {
     Created(String),
     Rejected(String),
     /// The answer does not say clearly what happened to this row (no result, two results,
@@ -251,7 +253,7 @@ pub enum RowResult {
 /// with a message saying so: a row is never taken as created without an id, and never taken as
 /// not created on the word of an answer that is broken. Results for rows that were not sent
 /// (RowNumber missing or out of range) are ignored.
-pub fn bulk_row_results(sent: usize, response: &BulkResponse) -> Vec<RowResult> {
+pub(crate) fn bulk_row_results(sent: usize, response: &BulkResponse) -> Vec<RowResult> {
     let mut seen: Vec<Vec<&api::BulkResultItem>> = vec![Vec::new(); sent];
     for item in &response.response {
         if let Some(n) = item.row_number.map(|n| n as usize)
@@ -287,7 +289,7 @@ pub fn bulk_row_results(sent: usize, response: &BulkResponse) -> Vec<RowResult> 
 
 /// An HTTP client bound to one host and one pair of keys.
 #[derive(Debug, Clone)]
-pub struct LsqClient {
+pub(crate) struct LsqClient {
     http: reqwest::Client,
     base: Url,
     request_timeout: Duration,
@@ -298,7 +300,7 @@ pub struct LsqClient {
 static INSTALL_CRYPTO: Once = Once::new();
 
 impl LsqClient {
-    pub fn new(config: &ClientConfig) -> Result<LsqClient, ClientError> {
+    pub(crate) fn new(config: &ClientConfig) -> Result<LsqClient, ClientError> {
         INSTALL_CRYPTO.call_once(|| {
             // Another part of the process may have installed one already; either is fine.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -337,13 +339,13 @@ impl LsqClient {
 
     /// Makes [`LsqClient::post_bulk`] name leads by the value of `field` (ByLeadField) instead
     /// of by id; `None` keeps posting by id.
-    pub fn matching_leads_by(mut self, field: Option<&str>) -> LsqClient {
+    pub(crate) fn matching_leads_by(mut self, field: Option<&str>) -> LsqClient {
         self.match_by = field.map(str::to_string);
         self
     }
 
     /// The lead field bulk posts search by, if they do not name leads by id.
-    pub fn lead_match_field(&self) -> Option<&str> {
+    pub(crate) fn lead_match_field(&self) -> Option<&str> {
         self.match_by.as_deref()
     }
 
@@ -357,7 +359,7 @@ impl LsqClient {
     }
 
     /// POSTs `body` as JSON to `path`.
-    pub async fn post<B: Serialize + ?Sized>(
+    pub(crate) async fn post<B: Serialize + ?Sized>(
         &self,
         path: &str,
         query: &[(&str, &str)],
@@ -368,13 +370,13 @@ impl LsqClient {
     }
 
     /// GETs `path`.
-    pub async fn get(&self, path: &str) -> Result<Reply, CallError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Reply, CallError> {
         self.execute(self.http.get(self.url(path, &[]))).await
     }
 
     /// Posts one batch to the bulk endpoint: by lead id, or by lead field under `--match-by`
     /// (both answer the same way, so one classifier reads both).
-    pub async fn post_bulk(&self, items: &[&ActivityItem]) -> Result<Reply, CallError> {
+    pub(crate) async fn post_bulk(&self, items: &[&ActivityItem]) -> Result<Reply, CallError> {
         match &self.match_by {
             None => self.post(api::PATH_BULK_ADD_BY_LEAD_ID, &[], items).await,
             Some(field) => {
@@ -390,12 +392,12 @@ impl LsqClient {
     }
 
     /// Who owns the keys, and which regional host serves the account (answered on any host).
-    pub async fn user_by_access_key(&self) -> Verdict<api::UserByAccessKey> {
+    pub(crate) async fn user_by_access_key(&self) -> Verdict<api::UserByAccessKey> {
         self.get_json(api::PATH_USER_BY_ACCESS_KEY).await
     }
 
     /// The account's activity types, with the custom fields each defines.
-    pub async fn activity_types(&self) -> Verdict<Vec<api::ActivityType>> {
+    pub(crate) async fn activity_types(&self) -> Verdict<Vec<api::ActivityType>> {
         self.get_json(api::PATH_ACTIVITY_TYPES).await
     }
 

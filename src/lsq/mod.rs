@@ -11,11 +11,14 @@
 //! - [`calls`]: [`calls::Api`], built once per run: permit, send, classify, retry.
 //! - [`activities`]: Get Activities of a lead, every page, whatever `Offset` counts.
 
-pub mod activities;
+pub(crate) mod activities;
 pub mod api;
-pub mod calls;
-pub mod client;
+pub(crate) mod calls;
+pub(crate) mod client;
 pub mod outage;
+// Public, with its items, until the concurrent change to the pacer's internals is merged; then
+// pub(crate) like its neighbours.
+#[allow(private_interfaces, unreachable_pub)]
 pub mod pace;
 pub mod quota;
-pub mod secure;
+pub(crate) mod secure;

@@ -36,13 +36,13 @@ pub const OUTAGE_AFTER: u32 = 3;
 
 /// The longest wait between two probes, whatever `backoff_max` says: the run must notice the
 /// API is back within seconds, and a probe every few seconds costs nothing against a quota.
-pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What one call says about the API: `Some(problem)` when it failed the way an unavailable API
 /// fails (no connection, no answer, or a 5xx without an `MX...` body), `None` when the server
 /// answered (success, rate limit, refused data: all signs of life). A certificate error is not
 /// an outage either: it is fatal on its own.
-pub fn failure_of(result: &Result<Reply, CallError>) -> Option<String> {
+pub(crate) fn failure_of(result: &Result<Reply, CallError>) -> Option<String> {
     match result {
         Err(CallError::Certificate(_)) => None,
         Err(e) => Some(e.to_string()),
@@ -58,7 +58,7 @@ pub fn failure_of(result: &Result<Reply, CallError>) -> Option<String> {
 
 /// What a probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeOutcome {
+pub(crate) enum ProbeOutcome {
     /// The server answered: the outage is over.
     Answered,
     /// Still unavailable, and why.
@@ -68,13 +68,13 @@ pub enum ProbeOutcome {
 }
 
 /// One cheap call that tells whether the API is back.
-pub trait Probe: Send + Sync + 'static {
+pub(crate) trait Probe: Send + Sync + 'static {
     fn probe(&self) -> BoxFuture<'_, ProbeOutcome>;
 }
 
 /// The probe of an import: `UserByAccessKey.Get`, a read that creates nothing (so a probe lost
 /// mid-way adds no uncertainty), through the run's pacer like every call.
-pub struct ApiProbe {
+pub(crate) struct ApiProbe {
     pub client: LsqClient,
     pub pacer: Arc<Pacer>,
     pub stats: Arc<RunStats>,
@@ -112,7 +112,7 @@ impl Probe for ApiProbe {
 
 /// How the gate probes and how long it waits.
 #[derive(Debug, Clone, Copy)]
-pub struct GatePolicy {
+pub(crate) struct GatePolicy {
     /// First wait before a probe; doubles per failed probe, with jitter.
     pub base: Duration,
     /// Longest wait between probes.
@@ -123,7 +123,7 @@ pub struct GatePolicy {
 
 impl GatePolicy {
     /// The run's retry backoff, capped at [`MAX_PROBE_INTERVAL`], and its patience.
-    pub fn new(base: Duration, max: Duration, patience: Duration) -> GatePolicy {
+    pub(crate) fn new(base: Duration, max: Duration, patience: Duration) -> GatePolicy {
         GatePolicy {
             base,
             max: max.min(MAX_PROBE_INTERVAL),
@@ -145,7 +145,7 @@ impl GatePolicy {
 /// Why the gate will never open again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct GateClosed(pub String);
+pub(crate) struct GateClosed(pub String);
 
 #[derive(Debug, Clone)]
 enum Phase {
@@ -169,7 +169,7 @@ struct State {
 }
 
 /// The run-wide health gate; share it behind an `Arc`.
-pub struct Gate {
+pub(crate) struct Gate {
     state: Mutex<State>,
     /// Bumped at every change of phase, so waiters wake without polling.
     changed: watch::Sender<u64>,
@@ -180,7 +180,7 @@ pub struct Gate {
 impl Gate {
     /// The run's gate as the settings describe it, probing with `UserByAccessKey.Get` through
     /// the run's client, pacer and counters.
-    pub fn for_api(
+    pub(crate) fn for_api(
         client: LsqClient,
         pacer: Arc<Pacer>,
         stats: Arc<RunStats>,
@@ -200,7 +200,7 @@ impl Gate {
         )
     }
 
-    pub fn new(probe: impl Probe, policy: GatePolicy) -> Arc<Gate> {
+    pub(crate) fn new(probe: impl Probe, policy: GatePolicy) -> Arc<Gate> {
         Arc::new(Gate {
             state: Mutex::new(State {
                 phase: Phase::Healthy,
@@ -224,12 +224,12 @@ impl Gate {
 
     /// Outages begun so far: a call that failed under another epoch than it left under failed in
     /// an outage.
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.lock().epoch
     }
 
     /// Outages begun, and the time spent in them (the current one included).
-    pub fn outages(&self) -> (u64, Duration) {
+    pub(crate) fn outages(&self) -> (u64, Duration) {
         let state = self.lock();
         let current = match state.phase {
             Phase::Outage { since } => since.elapsed(),
@@ -239,12 +239,12 @@ impl Gate {
     }
 
     /// Whether a call may leave now (checked again after the pacer's permit).
-    pub fn open(&self) -> bool {
+    pub(crate) fn open(&self) -> bool {
         matches!(self.lock().phase, Phase::Healthy | Phase::Suspect(_))
     }
 
     /// The server answered a call.
-    pub fn answered(&self) {
+    pub(crate) fn answered(&self) {
         let mut state = self.lock();
         match state.phase {
             Phase::Healthy | Phase::Closed(_) => return,
@@ -257,7 +257,7 @@ impl Gate {
     }
 
     /// A call failed the way an unavailable API fails.
-    pub fn failed(self: &Arc<Self>, problem: &str) {
+    pub(crate) fn failed(self: &Arc<Self>, problem: &str) {
         let mut state = self.lock();
         let failures = match state.phase {
             Phase::Healthy => 1,
@@ -286,7 +286,7 @@ impl Gate {
     }
 
     /// Closes the gate for good (the run is over, or cannot go on): waiters return.
-    pub fn close(&self, reason: &str) {
+    pub(crate) fn close(&self, reason: &str) {
         let mut state = self.lock();
         if let Phase::Outage { since } = state.phase {
             state.waited += since.elapsed();
@@ -299,7 +299,7 @@ impl Gate {
     }
 
     /// Waits while an outage lasts; `Err` once the gate has closed.
-    pub async fn ready(&self) -> Result<(), GateClosed> {
+    pub(crate) async fn ready(&self) -> Result<(), GateClosed> {
         let mut changes = self.changed.subscribe();
         loop {
             match &self.lock().phase {
@@ -316,7 +316,7 @@ impl Gate {
     /// Waits until the API has answered since its last failure, probing it if nothing else
     /// will tell: a check of unknown outcomes made any earlier would fail, or see the server
     /// before it finished what it was doing.
-    pub async fn healthy(self: &Arc<Self>) -> Result<(), GateClosed> {
+    pub(crate) async fn healthy(self: &Arc<Self>) -> Result<(), GateClosed> {
         let mut changes = self.changed.subscribe();
         loop {
             let probe_now = {

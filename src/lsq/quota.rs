@@ -29,7 +29,7 @@ pub struct RateQuotaError {
 
 impl RateQuota {
     /// LeadSquared's documented default: 25 calls in 5 seconds.
-    pub const DEFAULT: RateQuota = RateQuota {
+    pub(crate) const DEFAULT: RateQuota = RateQuota {
         calls: NonZeroU32::new(25).expect("25 is not zero"),
         window: Duration::from_secs(5),
     };
@@ -39,7 +39,7 @@ impl RateQuota {
     }
 
     /// Calls per second this quota allows on average, for ETAs and ratios.
-    pub fn per_second(&self) -> f64 {
+    pub(crate) fn per_second(&self) -> f64 {
         f64::from(self.calls.get()) / self.window.as_secs_f64()
     }
 }
@@ -80,7 +80,7 @@ impl FromStr for RateQuota {
 }
 
 /// Parses `500ms`, `5s`, `2m`, `1h`; a bare number means seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -96,7 +96,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 }
 
 /// The shortest of `parse_duration`'s forms that says exactly this duration.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if !ms.is_multiple_of(1000) {
         format!("{ms}ms")

@@ -16,12 +16,12 @@ use reqwest::Url;
 pub struct Secret(String);
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
     /// The value itself, for the one place that puts it in a request header.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -54,7 +54,7 @@ pub enum HostError {
 
 /// Checks a host setting: https, or http to loopback (to any host with `allow_insecure_http`);
 /// scheme and authority only.
-pub fn check_host(host: &str, allow_insecure_http: bool) -> Result<Url, HostError> {
+pub(crate) fn check_host(host: &str, allow_insecure_http: bool) -> Result<Url, HostError> {
     let url = Url::parse(host.trim()).map_err(|_| HostError::NotAUrl(host.to_string()))?;
     if url.host_str().is_none() || !matches!(url.scheme(), "http" | "https") {
         return Err(HostError::NotAUrl(host.to_string()));
@@ -74,7 +74,7 @@ pub fn check_host(host: &str, allow_insecure_http: bool) -> Result<Url, HostErro
 }
 
 /// Whether `url` names this machine: `localhost` or a loopback address.
-pub fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -30,7 +30,7 @@ pub enum PreflightError {
 
 /// What an input file asks of the account.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InputUsage {
+pub(crate) struct InputUsage {
     pub path: PathBuf,
     /// Data rows read.
     pub rows: u64,
@@ -42,7 +42,10 @@ pub struct InputUsage {
 
 /// Reads `path` through the import's reader and validator, under the same input settings
 /// (sheet, mapping, constants, dates) an import of it would use.
-pub fn read_input_usage(path: &Path, settings: &Settings) -> Result<InputUsage, PreflightError> {
+pub(crate) fn read_input_usage(
+    path: &Path,
+    settings: &Settings,
+) -> Result<InputUsage, PreflightError> {
     let source = InputSource::open_as(
         path,
         settings.input.format,
@@ -75,7 +78,7 @@ pub fn read_input_usage(path: &Path, settings: &Settings) -> Result<InputUsage, 
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckStatus {
+pub(crate) enum CheckStatus {
     Ok,
     Fail,
     /// Not run, because an earlier check makes it meaningless.
@@ -94,7 +97,7 @@ impl CheckStatus {
 
 /// One line of the check list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckLine {
+pub(crate) struct CheckLine {
     pub status: CheckStatus,
     /// What was checked: `keys`, `host`, `input`, `activity code 201`.
     pub subject: String,
@@ -104,7 +107,7 @@ pub struct CheckLine {
 
 /// Every check that ran, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CheckReport {
+pub(crate) struct CheckReport {
     pub lines: Vec<CheckLine>,
     /// The keys were refused (exit 3): nothing else could be checked.
     pub unauthorized: bool,
@@ -119,7 +122,7 @@ impl CheckReport {
         });
     }
 
-    pub fn failures(&self) -> usize {
+    pub(crate) fn failures(&self) -> usize {
         self.lines
             .iter()
             .filter(|l| l.status == CheckStatus::Fail)
@@ -127,7 +130,7 @@ impl CheckReport {
     }
 
     /// 0 all passed, 1 a check failed, 3 the keys were refused.
-    pub fn exit_status(&self) -> ExitStatus {
+    pub(crate) fn exit_status(&self) -> ExitStatus {
         if self.unauthorized {
             ExitStatus::Aborted
         } else if self.failures() > 0 {
@@ -160,7 +163,7 @@ impl fmt::Display for CheckReport {
 
 /// The account's API host as UserByAccessKey.Get names it (`LSQCommonServiceURLs.api`), as a
 /// URL to pass to `--host`.
-pub fn account_api_host(user: &UserByAccessKey) -> Option<String> {
+pub(crate) fn account_api_host(user: &UserByAccessKey) -> Option<String> {
     let value = user
         .lsq_common_service_urls
         .iter()
@@ -186,7 +189,7 @@ pub fn account_api_host(user: &UserByAccessKey) -> Option<String> {
 
 /// Whether two host settings name the same server (scheme, case, a trailing slash or `/v2`
 /// aside): host name and port.
-pub fn same_host(configured: &str, account: &str) -> bool {
+pub(crate) fn same_host(configured: &str, account: &str) -> bool {
     let key = |text: &str| {
         let text = text.trim();
         let with_scheme = if text.contains("://") {
@@ -206,7 +209,7 @@ pub fn same_host(configured: &str, account: &str) -> bool {
 
 /// Runs the checks against `client` (bound to `configured_host`), and with `input` the checks of
 /// its codes and fields.
-pub async fn run_checks(
+pub(crate) async fn run_checks(
     client: &LsqClient,
     configured_host: &str,
     input: Option<&InputUsage>,

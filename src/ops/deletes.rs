@@ -3,8 +3,9 @@
 //!
 //! Arguments enter as text (codes, dates, webhook URL) and leave as checked values
 //! ([`DeleteWindow`], codes, [`check_webhook`]) before anything is sent. A [`Remote`] is built
-//! from the run's [`Settings`]; each call takes a permit from the run's one [`Pacer`], is judged
-//! by `client::classify`, and is retried on rate limits and on failures that carried nothing.
+//! from the run's [`Settings`]; each call goes through the run's one
+//! [`Api`] (a pacer permit, `client::classify`), and is retried on rate
+//! limits and on failures that carried nothing.
 //! A deletion whose answer was lost (`Verdict::Unknown`) is not repeated blindly: the endpoints
 //! delete by lead, code and window, so a repeat could take activities created meanwhile; it is
 //! reported as failed with the reason, and `--wait` (a read) tells whether it happened.
@@ -26,11 +27,11 @@ use crate::report::stats::RunStats;
 
 /// Code of the system activity LeadSquared posts when a lead's owner changes. Delete Activities
 /// cannot remove it; Delete Owner Change History does.
-pub const OWNER_CHANGE_EVENT: i64 = 22;
+pub(crate) const OWNER_CHANGE_EVENT: i64 = 22;
 
 /// An argument that cannot be used; found before anything is sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ArgumentError {
+pub(crate) enum ArgumentError {
     /// A date not in the API's one format.
     #[error("{flag} {value:?}: expected a date and time as yyyy-MM-dd HH:mm:ss (UTC)")]
     Date {
@@ -69,7 +70,7 @@ pub enum ArgumentError {
 
 /// An optional `FromDate`..`ToDate` window, both inclusive, checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DeleteWindow {
+pub(crate) struct DeleteWindow {
     /// Earliest activity date, `yyyy-MM-dd HH:mm:ss` UTC.
     pub from: Option<String>,
     /// Latest activity date, `yyyy-MM-dd HH:mm:ss` UTC.
@@ -78,7 +79,10 @@ pub struct DeleteWindow {
 
 impl DeleteWindow {
     /// Checks `--from` and `--to`: the API's format, dates that exist, from <= to.
-    pub fn parse(from: Option<&str>, to: Option<&str>) -> Result<DeleteWindow, ArgumentError> {
+    pub(crate) fn parse(
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<DeleteWindow, ArgumentError> {
         let from = from.map(|v| parse_date("--from", v)).transpose()?;
         let to = to.map(|v| parse_date("--to", v)).transpose()?;
         if let (Some((f, ft)), Some((t, tt))) = (&from, &to)
@@ -96,7 +100,7 @@ impl DeleteWindow {
     }
 
     /// The window for people: `any date`, `from X`, `until Y` or `X .. Y`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match (&self.from, &self.to) {
             (None, None) => "any date".to_string(),
             (Some(f), None) => format!("from {f}"),
@@ -106,7 +110,7 @@ impl DeleteWindow {
     }
 
     /// A Get Activities query over this window.
-    pub fn query(&self, lead: &str, event: i64) -> ActivityQuery {
+    pub(crate) fn query(&self, lead: &str, event: i64) -> ActivityQuery {
         ActivityQuery {
             lead_id: lead.to_string(),
             event: Some(event),
@@ -131,7 +135,7 @@ fn parse_date(flag: &'static str, value: &str) -> Result<(NaiveDateTime, String)
 }
 
 /// `201,202` -> `[201, 202]`, each a positive whole number, in order, each once.
-pub fn parse_codes(text: &str) -> Result<Vec<i64>, ArgumentError> {
+pub(crate) fn parse_codes(text: &str) -> Result<Vec<i64>, ArgumentError> {
     let mut codes = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let code = item
@@ -154,7 +158,10 @@ pub fn parse_codes(text: &str) -> Result<Vec<i64>, ArgumentError> {
 /// store and call it, so a credential in it would leak). `http://` is allowed to a loopback
 /// address (what the simulator calls and tests use), elsewhere only with `allow_insecure_http`,
 /// the rule the API host follows too.
-pub fn check_webhook(text: &str, allow_insecure_http: bool) -> Result<String, ArgumentError> {
+pub(crate) fn check_webhook(
+    text: &str,
+    allow_insecure_http: bool,
+) -> Result<String, ArgumentError> {
     let url = url::Url::parse(text.trim()).map_err(|_| {
         ArgumentError::Webhook(format!(
             "{:?} is not a URL",
@@ -193,7 +200,7 @@ pub fn check_webhook(text: &str, allow_insecure_http: bool) -> Result<String, Ar
 
 /// Why a deletion was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeleteError {
+pub(crate) enum DeleteError {
     /// Refused or failed for this lead; other leads may still succeed.
     #[error("{0}")]
     Failed(String),
@@ -214,14 +221,14 @@ impl From<FetchError> for DeleteError {
 /// Everything needed to call the API for one run; every call paced and counted. The delete
 /// calls go through the fetcher's [`Api`] (client, pacer, counters, retry policy, outage gate),
 /// so Get Activities polls and deletions share one quota and one set of figures.
-pub struct Remote {
+pub(crate) struct Remote {
     /// Get Activities, and the client, pacer, counters and retry policy of every call.
     pub fetcher: Fetcher,
 }
 
 impl Remote {
     /// Builds the client, pacer and fetcher from the settings; fails without host or keys.
-    pub fn from_settings(settings: &Settings) -> Result<Remote, ArgumentError> {
+    pub(crate) fn from_settings(settings: &Settings) -> Result<Remote, ArgumentError> {
         let config = client_config(settings)?;
         let client = LsqClient::new(&config).map_err(|e: ClientError| {
             ArgumentError::Setup(format!("cannot set up the API client: {e}"))
@@ -232,7 +239,7 @@ impl Remote {
     }
 
     /// Queues the deletion of a lead's activities of `codes` in `window`.
-    pub async fn delete_activities(
+    pub(crate) async fn delete_activities(
         &self,
         lead: &str,
         codes: &[i64],
@@ -250,7 +257,7 @@ impl Remote {
     }
 
     /// Queues the deletion of a lead's owner change history in `window`.
-    pub async fn delete_owner_history(
+    pub(crate) async fn delete_owner_history(
         &self,
         lead: &str,
         window: &DeleteWindow,
@@ -299,7 +306,7 @@ impl Remote {
     }
 
     /// How many activities match each query, summed: zero means a deletion is visible.
-    pub async fn count_all(&self, queries: &[ActivityQuery]) -> Result<u64, FetchError> {
+    pub(crate) async fn count_all(&self, queries: &[ActivityQuery]) -> Result<u64, FetchError> {
         let mut total = 0;
         for query in queries {
             total += self.fetcher.count(query).await?;
@@ -310,7 +317,7 @@ impl Remote {
 
 /// How `--wait` polls.
 #[derive(Debug, Clone, Copy)]
-pub struct WaitPolicy {
+pub(crate) struct WaitPolicy {
     /// Give up (the deletion stays `queued`) after this long.
     pub timeout: Duration,
     /// First pause between polls of a lead; doubles up to [`WaitPolicy::max_interval`].
@@ -321,7 +328,7 @@ pub struct WaitPolicy {
 
 impl WaitPolicy {
     /// Polls with `timeout`, starting at 100 ms between rounds, at most 5 s.
-    pub fn with_timeout(timeout: Duration) -> WaitPolicy {
+    pub(crate) fn with_timeout(timeout: Duration) -> WaitPolicy {
         WaitPolicy {
             timeout,
             first_interval: Duration::from_millis(100),
@@ -332,7 +339,7 @@ impl WaitPolicy {
 
 /// What polling found for one item.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WaitOutcome {
+pub(crate) enum WaitOutcome {
     /// No matching activity is left.
     Confirmed,
     /// Activities still matched when the time ran out; how many.
@@ -346,7 +353,7 @@ pub enum WaitOutcome {
 /// Polls Get Activities for each item (its queries) in rounds until every one has no matching
 /// activity left, or `policy.timeout` passes. Returns one outcome per item, in order. Bounded:
 /// at most `timeout / first_interval` rounds, each paced.
-pub async fn wait_until_gone(
+pub(crate) async fn wait_until_gone(
     remote: &Remote,
     items: &[Vec<ActivityQuery>],
     policy: WaitPolicy,

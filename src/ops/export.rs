@@ -22,7 +22,7 @@ use crate::lsq::api::{DATA_KEY_NOTE, ProspectActivity};
 use crate::report::CellFormat;
 
 /// The columns `lsq-sync import` reads, in its spelling, before the custom fields.
-pub const EXPORT_COLUMNS: [&str; 5] = [
+pub(crate) const EXPORT_COLUMNS: [&str; 5] = [
     "RelatedProspectId",
     "ActivityEvent",
     "ActivityNote",
@@ -32,10 +32,11 @@ pub const EXPORT_COLUMNS: [&str; 5] = [
 
 /// The activity's identity on the source account, after the custom fields; the import carries
 /// these into its report unchanged.
-pub const IDENTITY_COLUMNS: [&str; 5] = ["Id", "EventName", "CreatedOn", "ModifiedOn", "Owner"];
+pub(crate) const IDENTITY_COLUMNS: [&str; 5] =
+    ["Id", "EventName", "CreatedOn", "ModifiedOn", "Owner"];
 
 /// The whole header of an export.
-pub fn export_header() -> Vec<String> {
+pub(crate) fn export_header() -> Vec<String> {
     EXPORT_COLUMNS
         .iter()
         .map(|c| c.to_string())
@@ -49,7 +50,7 @@ pub fn export_header() -> Vec<String> {
 /// `ActivityDateTime` is `CreatedOn`: Get Activities reports the date the activity was posted
 /// with there. The owner goes to `ActivityOwnerEmail` only when it is an e-mail address (the
 /// import would refuse anything else); the raw value is always in `Owner`.
-pub fn activity_record(activity: &ProspectActivity) -> Vec<String> {
+pub(crate) fn activity_record(activity: &ProspectActivity) -> Vec<String> {
     let note = activity
         .data
         .iter()
@@ -89,7 +90,7 @@ pub fn activity_record(activity: &ProspectActivity) -> Vec<String> {
 
 /// What the export did for one lead.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeadExport {
+pub(crate) enum LeadExport {
     /// Every matching activity written; how many.
     Exported(u64),
     /// The account has no such lead.
@@ -102,7 +103,7 @@ pub enum LeadExport {
 
 impl LeadExport {
     /// The status file's `Status` cell.
-    pub fn status(&self) -> &'static str {
+    pub(crate) fn status(&self) -> &'static str {
         match self {
             LeadExport::Exported(_) => "exported",
             LeadExport::NotFound(_) => "not_found",
@@ -114,7 +115,7 @@ impl LeadExport {
 
 /// The export could not go on writing.
 #[derive(Debug, thiserror::Error)]
-pub enum ExportError {
+pub(crate) enum ExportError {
     /// The output file could not be written.
     #[error("cannot write {path}: {message}")]
     Write {
@@ -127,7 +128,7 @@ pub enum ExportError {
 
 /// What to export.
 #[derive(Debug, Clone)]
-pub struct ExportFilter {
+pub(crate) struct ExportFilter {
     /// Only this activity code.
     pub event: Option<i64>,
     /// Earliest activity date, inclusive.
@@ -143,7 +144,7 @@ const LEADS_IN_FLIGHT: usize = 4;
 /// Exports `leads` in order into `out` (header first, then lines in `format`), calling
 /// `on_lead` after each lead with its outcome. A lead that fails is reported and the export goes on; a 401 or 404 marks every
 /// lead not yet fetched as aborted. Returns the outcome per lead, in order.
-pub async fn export_leads<W: Write>(
+pub(crate) async fn export_leads<W: Write>(
     fetcher: &Fetcher,
     leads: &[String],
     filter: &ExportFilter,

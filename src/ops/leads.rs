@@ -16,7 +16,7 @@ const LEAD_COLUMNS: [&str; 4] = ["RelatedProspectId", "ProspectId", "LeadId", "I
 
 /// Why the `--leads` input cannot be used. Raised before anything is sent.
 #[derive(Debug, thiserror::Error)]
-pub enum LeadsError {
+pub(crate) enum LeadsError {
     /// The file named by `--leads` could not be read.
     #[error("cannot read leads file {path}: {message}")]
     Read {
@@ -65,7 +65,7 @@ pub enum LeadsError {
 
 /// The file the `--leads` argument names, or `None` when it is a list of ids: an existing
 /// path, a `.csv` name or anything with a path separator is a file.
-pub fn leads_file(arg: &str) -> Option<&Path> {
+pub(crate) fn leads_file(arg: &str) -> Option<&Path> {
     let path = Path::new(arg.trim());
     let looks_like_file = path.exists()
         || arg.trim().to_ascii_lowercase().ends_with(".csv")
@@ -74,7 +74,7 @@ pub fn leads_file(arg: &str) -> Option<&Path> {
 }
 
 /// Reads the `--leads` argument: an existing file, or a comma-separated list of ids.
-pub fn parse_leads_arg(arg: &str) -> Result<Vec<String>, LeadsError> {
+pub(crate) fn parse_leads_arg(arg: &str) -> Result<Vec<String>, LeadsError> {
     if let Some(path) = leads_file(arg) {
         let file = std::fs::File::open(path).map_err(|e| LeadsError::Read {
             path: path.to_path_buf(),
@@ -86,7 +86,7 @@ pub fn parse_leads_arg(arg: &str) -> Result<Vec<String>, LeadsError> {
 }
 
 /// A comma-separated list of lead ids.
-pub fn parse_lead_list(text: &str) -> Result<Vec<String>, LeadsError> {
+pub(crate) fn parse_lead_list(text: &str) -> Result<Vec<String>, LeadsError> {
     let mut leads = Distinct::default();
     for (i, item) in text.split(',').enumerate() {
         let item = item.trim();
@@ -105,7 +105,7 @@ pub fn parse_lead_list(text: &str) -> Result<Vec<String>, LeadsError> {
 /// A CSV file of leads: either one column of ids without a header, or a header naming the id
 /// column (`RelatedProspectId`, `ProspectId`, `LeadId` or `Id`); other columns are ignored, so
 /// an import or export file can be used as it is. Empty cells are skipped.
-pub fn parse_lead_reader(path: &Path, read: impl Read) -> Result<Vec<String>, LeadsError> {
+pub(crate) fn parse_lead_reader(path: &Path, read: impl Read) -> Result<Vec<String>, LeadsError> {
     let read_error = |e: csv::Error| LeadsError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -178,7 +178,7 @@ pub fn parse_lead_reader(path: &Path, read: impl Read) -> Result<Vec<String>, Le
 }
 
 /// The id in the form lsq-sync sends: lowercase, hyphenated; `None` if it is not a GUID.
-pub fn normalise(text: &str) -> Option<String> {
+pub(crate) fn normalise(text: &str) -> Option<String> {
     uuid::Uuid::try_parse(text.trim())
         .ok()
         .map(|id| id.hyphenated().to_string())

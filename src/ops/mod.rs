@@ -8,8 +8,8 @@
 //!   what else is there.
 //! - [`check`]: `lsq-sync check`: keys, host, the input's activity codes and fields.
 
-pub mod check;
-pub mod deletes;
-pub mod export;
-pub mod leads;
-pub mod undo;
+pub(crate) mod check;
+pub(crate) mod deletes;
+pub(crate) mod export;
+pub(crate) mod leads;
+pub(crate) mod undo;

@@ -30,7 +30,7 @@ use crate::report::{REPORT_COLUMNS, is_report_header};
 
 /// One activity the import created.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreatedActivity {
+pub(crate) struct CreatedActivity {
     /// The report's `RowNumber`.
     pub row: u64,
     /// The lead, lowercase.
@@ -45,7 +45,7 @@ pub struct CreatedActivity {
 
 /// The created activities of one lead and code, and the window that covers them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UndoGroup {
+pub(crate) struct UndoGroup {
     /// The lead.
     pub lead: String,
     /// The activity code.
@@ -61,7 +61,7 @@ pub struct UndoGroup {
 /// One delete call of an undo: a window holding only activities the import created (or, with
 /// `--force`, the group's whole window).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cut {
+pub(crate) struct Cut {
     /// The call's `FromDate`..`ToDate`, both inclusive, to the second.
     pub window: DeleteWindow,
     /// The import's ids the listing found in the window, lowercase, in date order.
@@ -73,7 +73,7 @@ pub struct Cut {
 /// Imported activities left in place because a foreign activity shares their second: no window
 /// can take one without the other.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Left {
+pub(crate) struct Left {
     /// The shared second, `yyyy-MM-dd HH:mm:ss` UTC.
     pub at: String,
     /// The import's ids at that second.
@@ -84,7 +84,7 @@ pub struct Left {
 
 /// What to do with one group, once its window has been listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Delete with these calls (possibly none, when everything of the import shares a second
     /// with a foreign activity), and leave `left` in place.
     Delete {
@@ -106,7 +106,7 @@ pub enum Decision {
 
 /// The windows of one group in epoch seconds: see [`plan_windows`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecondsPlan {
+pub(crate) struct SecondsPlan {
     /// `(from, to)`, both inclusive, in order, disjoint; each holds imported seconds only.
     pub windows: Vec<(i64, i64)>,
     /// Imported seconds that a foreign activity shares, in order: left alone.
@@ -122,7 +122,7 @@ pub struct SecondsPlan {
 /// second of its run), not stretched to the foreign neighbours: what is deleted is then only
 /// what the listing showed to be the import's, even if activities arrive in the gaps meanwhile.
 /// An imported second that is also a foreign one cannot be covered and is returned in `shared`.
-pub fn plan_windows(ours: &[i64], foreign: &[i64]) -> SecondsPlan {
+pub(crate) fn plan_windows(ours: &[i64], foreign: &[i64]) -> SecondsPlan {
     let foreign: BTreeSet<i64> = foreign.iter().copied().collect();
     let ours: BTreeSet<i64> = ours.iter().copied().collect();
     let mut plan = SecondsPlan::default();
@@ -166,7 +166,7 @@ fn format_second(second: i64) -> String {
 
 /// The undo cannot be planned.
 #[derive(Debug, thiserror::Error)]
-pub enum UndoError {
+pub(crate) enum UndoError {
     /// The report cannot be read.
     #[error("cannot read {path}: {message}")]
     Read {
@@ -206,7 +206,7 @@ pub enum UndoError {
 }
 
 /// Whether `path` is an SQLite database (a ledger), by its 16-byte magic header.
-pub fn is_ledger_file(path: &Path) -> bool {
+pub(crate) fn is_ledger_file(path: &Path) -> bool {
     let mut head = [0u8; 16];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
@@ -216,7 +216,7 @@ pub fn is_ledger_file(path: &Path) -> bool {
 
 /// The `created` lines of an import's report. The date of a line whose input had no
 /// `ActivityDateTime` is looked up in `ledger` (what lsq-sync filled in), if given.
-pub fn from_report(
+pub(crate) fn from_report(
     path: &Path,
     ledger: Option<&Ledger>,
 ) -> Result<Vec<CreatedActivity>, UndoError> {
@@ -312,7 +312,7 @@ pub fn from_report(
 }
 
 /// The created rows of a ledger run (`None`: the latest import or retry run), with the run's id.
-pub fn from_ledger(
+pub(crate) fn from_ledger(
     ledger: &Ledger,
     run: Option<i64>,
 ) -> Result<(i64, Vec<CreatedActivity>), UndoError> {
@@ -387,7 +387,7 @@ fn report_input(
 
 /// Groups created activities by lead and code, in first-seen order, each with the smallest
 /// window covering their dates. Dates in the API's format sort as text.
-pub fn group(created: &[CreatedActivity]) -> Vec<UndoGroup> {
+pub(crate) fn group(created: &[CreatedActivity]) -> Vec<UndoGroup> {
     let mut order: Vec<(String, i64)> = Vec::new();
     let mut groups: BTreeMap<(String, i64), UndoGroup> = BTreeMap::new();
     for activity in created {
@@ -425,7 +425,7 @@ pub fn group(created: &[CreatedActivity]) -> Vec<UndoGroup> {
 /// listing): which windows to delete, and what to leave. Without `--force` the windows go
 /// around every foreign activity ([`plan_windows`], on the listed dates, which are what the
 /// delete call filters on); with it, one call takes the group's whole window.
-pub fn judge(group: &UndoGroup, found: &[ProspectActivity], force: bool) -> Decision {
+pub(crate) fn judge(group: &UndoGroup, found: &[ProspectActivity], force: bool) -> Decision {
     // (second, id) of each distinct listed activity, the import's and the others apart; the
     // second is `None` when the listed date cannot be read.
     let mut ours: Vec<(Option<i64>, String)> = Vec::new();

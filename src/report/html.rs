@@ -27,14 +27,14 @@ const MAX_BARS: i64 = 60;
 /// The page could not be written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write the HTML report {path}: {message}")]
-pub struct HtmlReportError {
+pub(crate) struct HtmlReportError {
     pub path: PathBuf,
     pub message: String,
 }
 
 /// Rows that share a Status and an Error message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorGroup {
+pub(crate) struct ErrorGroup {
     pub status: String,
     pub message: String,
     pub count: u64,
@@ -44,7 +44,7 @@ pub struct ErrorGroup {
 
 /// Rows created per time bucket.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Throughput {
+pub(crate) struct Throughput {
     /// Width of a bucket in milliseconds (short runs get sub-second bars).
     pub bucket_ms: i64,
     /// Start of the first bucket (UTC).
@@ -55,7 +55,7 @@ pub struct Throughput {
 
 /// Everything the page shows.
 #[derive(Debug, Clone)]
-pub struct PageData {
+pub(crate) struct PageData {
     pub title: String,
     pub status_line: String,
     pub exit_code: u8,
@@ -71,7 +71,7 @@ pub struct PageData {
 }
 
 /// Gathers the data of a finished run and writes the page to `path` atomically.
-pub fn write_html_report(
+pub(crate) fn write_html_report(
     path: &Path,
     summary: &RunSummary,
     paths: &RunPaths,
@@ -251,7 +251,7 @@ fn bucket(points: Vec<(NaiveDateTime, u64)>) -> Throughput {
 }
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -280,7 +280,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 ";
 
 /// The page, from its data. Every value from the data is escaped.
-pub fn render(data: &PageData) -> String {
+pub(crate) fn render(data: &PageData) -> String {
     let mut html = String::new();
     let ok = data.exit_code == 0;
     let _ = write!(

@@ -3,7 +3,7 @@
 //! file `*.prom`).
 //!
 //! The run's summary document enters (or, for a run that could not start, only its exit code);
-//! [`render`] (pure) turns it into text; [`write`] puts it in place atomically (a temporary
+//! [`render`] (pure) turns it into text; [`write()`] puts it in place atomically (a temporary
 //! file renamed over the old one), so the collector never reads half a file. Every metric is a
 //! gauge describing the last run, except the two timestamps of the last successful and the last
 //! completed run, which are carried over from the previous file when this run was not one.
@@ -30,7 +30,7 @@ fn previous_value(previous: &str, metric: &str) -> Option<f64> {
 
 /// The file's text. `summary` is `None` for a run that stopped before it started (a bad flag,
 /// an unreadable input, a query that failed); `previous` is the old file's text, if any.
-pub fn render(
+pub(crate) fn render(
     summary: Option<&SummaryJson>,
     exit_code: u8,
     now_seconds: f64,
@@ -122,7 +122,7 @@ pub fn render(
 
 /// Renders the metrics of this run (keeping the old file's timestamps where they still hold)
 /// and puts them at `path` atomically.
-pub fn write(
+pub(crate) fn write(
     path: &Path,
     summary: Option<&SummaryJson>,
     exit_code: u8,

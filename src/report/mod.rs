@@ -10,11 +10,11 @@
 //! `'` ([`excel_safe_cell`]); [`strip_excel_safe`] is its exact inverse, which `retry` applies
 //! when it reads such a report back, so the values it re-posts are the ones first read.
 
-pub mod html;
-pub mod metrics;
-pub mod notify;
-pub mod stats;
-pub mod summary;
+pub(crate) mod html;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod stats;
+pub(crate) mod summary;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -30,11 +30,11 @@ use crate::input::rows::{RowScan, SourceRow};
 use crate::ledger::{Ledger, RowState, StoredRow};
 
 /// The report's own leading columns.
-pub const REPORT_COLUMNS: [&str; 4] = ["RowNumber", "Status", "ProspectActivityId", "Error"];
+pub(crate) const REPORT_COLUMNS: [&str; 4] = ["RowNumber", "Status", "ProspectActivityId", "Error"];
 
 /// Whether `headers` begin with the report's own columns ([`REPORT_COLUMNS`], any case): the
 /// test `retry` and `undo` apply before reading a file as a report.
-pub fn is_report_header(headers: &ByteRecord) -> bool {
+pub(crate) fn is_report_header(headers: &ByteRecord) -> bool {
     headers.len() >= REPORT_COLUMNS.len()
         && headers
             .iter()
@@ -58,7 +58,7 @@ pub enum RowStatus {
 }
 
 impl RowStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RowStatus::Created => "created",
             RowStatus::Failed => "failed",
@@ -92,7 +92,7 @@ impl RowOutcome {
         }
     }
 
-    pub fn failed(error: impl Into<String>) -> Self {
+    pub(crate) fn failed(error: impl Into<String>) -> Self {
         RowOutcome {
             status: RowStatus::Failed,
             activity_id: None,
@@ -108,15 +108,7 @@ impl RowOutcome {
         }
     }
 
-    pub fn valid() -> Self {
-        RowOutcome {
-            status: RowStatus::Valid,
-            activity_id: None,
-            error: None,
-        }
-    }
-
-    pub fn skipped(id: Option<String>) -> Self {
+    pub(crate) fn skipped(id: Option<String>) -> Self {
         RowOutcome {
             status: RowStatus::Skipped,
             activity_id: id,
@@ -190,7 +182,7 @@ pub enum CellFormat {
 
 impl CellFormat {
     /// The format the settings ask for (`--excel-safe`, `[report] excel_safe`).
-    pub fn of(settings: &crate::config::Settings) -> CellFormat {
+    pub(crate) fn of(settings: &crate::config::Settings) -> CellFormat {
         if settings.excel_safe {
             CellFormat::ExcelSafe
         } else {
@@ -200,7 +192,7 @@ impl CellFormat {
 
     /// Writes one line of a CSV file other than the report (export, results), each cell in
     /// this format.
-    pub fn write_record<W: Write, T: AsRef<[u8]>>(
+    pub(crate) fn write_record<W: Write, T: AsRef<[u8]>>(
         self,
         out: &mut csv::Writer<W>,
         record: impl IntoIterator<Item = T>,
@@ -288,7 +280,7 @@ pub fn strip_excel_safe(cell: &[u8]) -> &[u8] {
 
 /// One line of the report as [`ReportWriter::write_line`] takes it, borrowed from the caller.
 #[derive(Debug, Clone, Copy)]
-pub struct ReportLine<'a> {
+pub(crate) struct ReportLine<'a> {
     pub number: u64,
     pub status: RowStatus,
     pub activity_id: &'a str,
@@ -320,7 +312,7 @@ pub struct ReportWriter<W: Write> {
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 /// Opens `path` for writing the report, creating missing parent folders.
-pub fn create_report_file(path: &Path) -> Result<BufWriter<File>, ReportError> {
+pub(crate) fn create_report_file(path: &Path) -> Result<BufWriter<File>, ReportError> {
     let create = |source| ReportError::Create {
         path: path.to_path_buf(),
         source,
@@ -334,7 +326,12 @@ pub fn create_report_file(path: &Path) -> Result<BufWriter<File>, ReportError> {
 
 impl<W: Write> ReportWriter<W> {
     /// Starts a report: writes the header, the report's columns then the input's.
-    pub fn new(path: &Path, out: W, input_headers: &ByteRecord) -> Result<Self, ReportError> {
+    #[cfg(test)]
+    pub(crate) fn new(
+        path: &Path,
+        out: W,
+        input_headers: &ByteRecord,
+    ) -> Result<Self, ReportError> {
         ReportWriter::with_format(path, out, input_headers, CellFormat::AsRead)
     }
 
@@ -400,7 +397,7 @@ impl<W: Write> ReportWriter<W> {
     /// Writes one row straight away, with no batch and no reorder buffer: for a caller that
     /// produces rows in input order itself (a dry run), which then needs no [`ReportedRow`]
     /// built per row.
-    pub fn write_line(&mut self, line: ReportLine<'_>) -> Result<(), ReportError> {
+    pub(crate) fn write_line(&mut self, line: ReportLine<'_>) -> Result<(), ReportError> {
         let ReportLine {
             number,
             status,
@@ -449,7 +446,7 @@ impl<W: Write> ReportWriter<W> {
 
     /// Pushes written lines to the file when the last push is a while ago, so a person (or
     /// `tail -f`) sees progress; what [`ReportWriter::accept`] does after each batch.
-    pub fn flush_now_and_then(&mut self) -> Result<(), ReportError> {
+    pub(crate) fn flush_now_and_then(&mut self) -> Result<(), ReportError> {
         if self.last_flush.elapsed() >= FLUSH_EVERY {
             self.flush()?;
         }
@@ -457,12 +454,13 @@ impl<W: Write> ReportWriter<W> {
     }
 
     /// Rows written so far, by status.
-    pub fn counts(&self) -> StatusCounts {
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> StatusCounts {
         self.counts
     }
 
     /// Pushes written lines to the file.
-    pub fn flush(&mut self) -> Result<(), ReportError> {
+    pub(crate) fn flush(&mut self) -> Result<(), ReportError> {
         self.last_flush = Instant::now();
         self.out.flush().map_err(|e| ReportError::Write {
             path: self.path.clone(),
@@ -600,15 +598,15 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Error of a row the run stopped before sending.
-pub const NOT_SENT: &str =
+pub(crate) const NOT_SENT: &str =
     "not sent: the run stopped before this row; run the same import again to resume";
 /// Error of a row whose call got no clear answer and could not be checked.
-pub const OUTCOME_UNKNOWN: &str = "outcome unknown: the call carrying this row got no clear answer and it could not be \
+pub(crate) const OUTCOME_UNKNOWN: &str = "outcome unknown: the call carrying this row got no clear answer and it could not be \
      checked yet; run the same import again: it checks the server before sending anything";
 
 /// What the report says of a row as the ledger holds it; `None` for a row that is still to be
 /// sent in this run.
-pub fn outcome_of(row: &StoredRow) -> Option<RowOutcome> {
+pub(crate) fn outcome_of(row: &StoredRow) -> Option<RowOutcome> {
     let error = || row.error.clone().unwrap_or_default();
     match row.state {
         RowState::Pending => None,
@@ -622,18 +620,9 @@ pub fn outcome_of(row: &StoredRow) -> Option<RowOutcome> {
     }
 }
 
-/// Writes the whole report of a run from the ledger: the report is a view of the ledger and can
-/// be regenerated at any time (`lsq-sync report`).
-pub fn write_from_ledger(
-    ledger: &Ledger,
-    run: i64,
-    path: &Path,
-) -> Result<StatusCounts, ReportError> {
-    write_from_ledger_as(ledger, run, path, CellFormat::AsRead)
-}
-
-/// [`write_from_ledger`], with the cells written in `format`.
-pub fn write_from_ledger_as(
+/// Writes the whole report of a run from the ledger, the cells written in `format`: the report
+/// is a view of the ledger and can be regenerated at any time (`lsq-sync report`).
+pub(crate) fn write_from_ledger_as(
     ledger: &Ledger,
     run: i64,
     path: &Path,

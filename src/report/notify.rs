@@ -18,7 +18,12 @@ use crate::config::NotifyOn;
 
 /// Whether a run that ended with `status` and `exit_code` is posted, given the status of the
 /// run before it (`None` when there was none).
-pub fn should_notify(on: NotifyOn, status: &str, exit_code: u8, previous: Option<&str>) -> bool {
+pub(crate) fn should_notify(
+    on: NotifyOn,
+    status: &str,
+    exit_code: u8,
+    previous: Option<&str>,
+) -> bool {
     match on {
         NotifyOn::Always => true,
         NotifyOn::Failure => exit_code != 0,
@@ -28,7 +33,7 @@ pub fn should_notify(on: NotifyOn, status: &str, exit_code: u8, previous: Option
 
 /// Checks a notify URL as the delete commands check their webhook: https with a host and no
 /// credentials; http only to loopback, or with `allow_insecure_http`.
-pub fn check_url(text: &str, allow_insecure_http: bool) -> Result<String, String> {
+pub(crate) fn check_url(text: &str, allow_insecure_http: bool) -> Result<String, String> {
     crate::ops::deletes::check_webhook(text, allow_insecure_http).map_err(|e| match e {
         crate::ops::deletes::ArgumentError::Webhook(message) => format!("--notify-url: {message}"),
         other => format!("--notify-url: {other}"),
@@ -36,13 +41,13 @@ pub fn check_url(text: &str, allow_insecure_http: bool) -> Result<String, String
 }
 
 /// Where the status of the last run is kept, beside the ledger.
-pub fn state_path(ledger: &Path) -> PathBuf {
+pub(crate) fn state_path(ledger: &Path) -> PathBuf {
     PathBuf::from(format!("{}.last-status", ledger.display()))
 }
 
 /// A POST that did not get a 2xx answer.
 #[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
+pub(crate) enum NotifyError {
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
     #[error("{0}")]
@@ -52,7 +57,7 @@ pub enum NotifyError {
 }
 
 /// Posts `document` as JSON to `url`, giving up after `timeout`.
-pub async fn post(
+pub(crate) async fn post(
     url: &str,
     document: &serde_json::Value,
     timeout: Duration,
@@ -80,7 +85,7 @@ pub async fn post(
 }
 
 /// What a run's end looks like to the notifier.
-pub struct RunEnd<'a> {
+pub(crate) struct RunEnd<'a> {
     /// The summary document to post.
     pub document: serde_json::Value,
     /// Its `status` and `exit_code`.
@@ -92,7 +97,7 @@ pub struct RunEnd<'a> {
 
 /// With a `url`: records the run's status beside the ledger, and posts its end if `on` says
 /// so. Never fails: whatever goes wrong is logged.
-pub async fn notify(
+pub(crate) async fn notify(
     url: Option<&str>,
     on: NotifyOn,
     timeout: Duration,

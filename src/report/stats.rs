@@ -12,7 +12,7 @@ use crate::report::StatusCounts;
 
 /// Live counters of a run.
 #[derive(Debug, Default)]
-pub struct RunStats {
+pub(crate) struct RunStats {
     /// HTTP calls made, retries included.
     pub calls: AtomicU64,
     /// Calls answered with a rate-limit error (HTTP 429 or the HTTP 200 body).
@@ -37,18 +37,18 @@ pub struct RunStats {
 }
 
 impl RunStats {
-    pub fn add(counter: &AtomicU64) {
+    pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 }
 
 /// What a finished (or aborted) import did.
 #[derive(Debug, Clone)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     /// Data rows read from the input.
     pub rows: u64,
     pub counts: StatusCounts,
@@ -84,7 +84,7 @@ pub struct RunSummary {
 impl RunSummary {
     /// 0 all created, 1 some rows failed or invalid, 2 stopped by `--max-invalid` before
     /// sending, 3 aborted.
-    pub fn exit_status(&self) -> ExitStatus {
+    pub(crate) fn exit_status(&self) -> ExitStatus {
         if self.too_many_invalid.is_some() {
             ExitStatus::Usage
         } else if let Some(signal) = self.interrupted {
@@ -99,7 +99,7 @@ impl RunSummary {
     }
 
     /// A run that ended before its first call: only the counts of the report.
-    pub fn unsent(
+    pub(crate) fn unsent(
         counts: StatusCounts,
         elapsed: Duration,
         ledger: (String, i64),
@@ -129,7 +129,7 @@ impl RunSummary {
         }
     }
 
-    pub fn rows_per_second(&self) -> f64 {
+    pub(crate) fn rows_per_second(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
             self.rows as f64 / secs
@@ -139,7 +139,7 @@ impl RunSummary {
     }
 
     /// The last line, for cron mail and CI logs.
-    pub fn status_line(&self) -> String {
+    pub(crate) fn status_line(&self) -> String {
         let c = &self.counts;
         if let Some(reason) = &self.too_many_invalid {
             return format!("STOPPED: {reason}; nothing was sent, the report lists every row");

@@ -19,11 +19,11 @@ use crate::import::dry_run::Validation;
 use crate::report::stats::RunSummary;
 
 /// Bumped only when a field is removed or changes meaning.
-pub const SUMMARY_VERSION: u32 = 1;
+pub(crate) const SUMMARY_VERSION: u32 = 1;
 
 /// Where a run read and wrote, and when it ran.
 #[derive(Debug, Clone)]
-pub struct RunPaths {
+pub(crate) struct RunPaths {
     /// `import` or `retry`.
     pub command: &'static str,
     pub input: PathBuf,
@@ -36,7 +36,7 @@ pub struct RunPaths {
 
 /// Rows by report Status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StatusCountsJson {
+pub(crate) struct StatusCountsJson {
     pub created: u64,
     pub failed: u64,
     pub invalid: u64,
@@ -45,7 +45,7 @@ pub struct StatusCountsJson {
 
 /// The fields every summary document starts with, whatever the command.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SummaryHead {
+pub(crate) struct SummaryHead {
     /// Format version, [`SUMMARY_VERSION`].
     pub version: u32,
     pub command: &'static str,
@@ -62,7 +62,7 @@ pub struct SummaryHead {
 
 /// The summary document, field by field as written.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SummaryJson {
+pub(crate) struct SummaryJson {
     #[serde(flatten)]
     pub head: SummaryHead,
     pub counts: StatusCountsJson,
@@ -108,13 +108,13 @@ pub struct SummaryJson {
 /// Could not write the summary file.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write the summary {path}: {message}")]
-pub struct SummaryError {
+pub(crate) struct SummaryError {
     pub path: PathBuf,
     pub message: String,
 }
 
 impl SummaryJson {
-    pub fn new(summary: &RunSummary, paths: &RunPaths) -> SummaryJson {
+    pub(crate) fn new(summary: &RunSummary, paths: &RunPaths) -> SummaryJson {
         let exit = summary.exit_status();
         let status = match exit {
             ExitStatus::Success => "ok",
@@ -172,14 +172,14 @@ impl SummaryJson {
     }
 
     /// Writes the document to `path` atomically: a temporary file beside it, renamed over it.
-    pub fn write(&self, path: &Path) -> Result<(), SummaryError> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), SummaryError> {
         write_json(path, self)
     }
 }
 
 /// Rows of a dry run by report Status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ValidationCountsJson {
+pub(crate) struct ValidationCountsJson {
     pub valid: u64,
     pub invalid: u64,
 }
@@ -187,7 +187,7 @@ pub struct ValidationCountsJson {
 /// The summary of `validate` / `import --dry-run`. Nothing was sent and no ledger written, so
 /// it holds the fields of [`SummaryJson`] that mean something here, under the same names.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ValidationSummaryJson {
+pub(crate) struct ValidationSummaryJson {
     /// `command` is `validate`, also for `import --dry-run` (which is the same check).
     #[serde(flatten)]
     pub head: SummaryHead,
@@ -202,7 +202,7 @@ pub struct ValidationSummaryJson {
 }
 
 impl ValidationSummaryJson {
-    pub fn new(
+    pub(crate) fn new(
         validation: &Validation,
         started_at: DateTime<Utc>,
         finished_at: DateTime<Utc>,
@@ -236,7 +236,7 @@ impl ValidationSummaryJson {
     }
 
     /// Writes the document to `path` atomically, as [`SummaryJson::write`] does.
-    pub fn write(&self, path: &Path) -> Result<(), SummaryError> {
+    pub(crate) fn write(&self, path: &Path) -> Result<(), SummaryError> {
         write_json(path, self)
     }
 }
@@ -253,7 +253,7 @@ fn write_json(path: &Path, document: &impl Serialize) -> Result<(), SummaryError
 
 /// Writes `bytes` to a temporary file beside `path`, flushed to disk, then renames it over
 /// `path`, so a reader sees the old file or the new one, never a part.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -23,17 +23,17 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use crate::input::rows::{InputError, InputLimits, SourceRow};
 
 /// File name endings read as JSON Lines without `--format`.
-pub const JSONL_EXTENSIONS: [&str; 2] = ["jsonl", "ndjson"];
+pub(crate) const JSONL_EXTENSIONS: [&str; 2] = ["jsonl", "ndjson"];
 
 /// Whether `path` is read as JSON Lines, by its extension.
-pub fn is_jsonl(path: &Path) -> bool {
+pub(crate) fn is_jsonl(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| JSONL_EXTENSIONS.iter().any(|j| j.eq_ignore_ascii_case(e)))
 }
 
 /// An open JSON Lines file, iterated row by row.
-pub struct JsonlSource {
+pub(crate) struct JsonlSource {
     path: PathBuf,
     lines: Lines,
     headers: ByteRecord,
@@ -212,7 +212,7 @@ fn parse_line(path: &Path, line: u64, text: &[u8]) -> Result<Object, InputError>
 
 impl JsonlSource {
     /// Opens `path`, checks every line and collects the header.
-    pub fn open(path: &Path, limits: InputLimits) -> Result<JsonlSource, InputError> {
+    pub(crate) fn open(path: &Path, limits: InputLimits) -> Result<JsonlSource, InputError> {
         let open = || {
             File::open(path)
                 .map(|f| Box::new(f) as Box<dyn Read + Send>)
@@ -255,13 +255,8 @@ impl JsonlSource {
     }
 
     /// Every key of the file, in the order first seen.
-    pub fn headers(&self) -> &ByteRecord {
+    pub(crate) fn headers(&self) -> &ByteRecord {
         &self.headers
-    }
-
-    /// The name the file is reported under.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn read(&mut self) -> Result<Option<SourceRow>, InputError> {

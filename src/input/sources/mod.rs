@@ -11,8 +11,8 @@
 //! snapshot is reused and the stream is not read at all: that is the resume. `--fresh` (or
 //! `--force`) takes a new snapshot.
 
-pub mod jsonl;
-pub mod postgres;
+pub(crate) mod jsonl;
+pub(crate) mod postgres;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ pub enum InputFormat {
 
 /// A source read once, to be snapshotted before the run.
 #[derive(Debug, Clone)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// Standard input, in the given format.
     Stdin(InputFormat),
     /// The CSV a query's `COPY ... TO STDOUT` writes.
@@ -61,7 +61,7 @@ pub enum SourceError {
 
 impl Stream {
     /// What the stream is, for messages (a URL without its password).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Stream::Stdin(_) => "standard input".to_string(),
             Stream::Postgres(pg) => format!("PostgreSQL {}", pg.shown_url()),
@@ -69,7 +69,7 @@ impl Stream {
     }
 
     /// Where the snapshot of this stream lives, beside `ledger`.
-    pub fn snapshot_path(&self, ledger: &Path) -> PathBuf {
+    pub(crate) fn snapshot_path(&self, ledger: &Path) -> PathBuf {
         let suffix = match self {
             Stream::Stdin(InputFormat::Csv) => "stdin.csv",
             Stream::Stdin(InputFormat::Jsonl) => "stdin.jsonl",
@@ -81,7 +81,7 @@ impl Stream {
 
 /// What [`prepare_snapshot`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub path: PathBuf,
     /// `false` when an unfinished run's snapshot was kept for a resume.
     pub taken: bool,
@@ -91,7 +91,7 @@ pub struct Snapshot {
 
 /// Makes the snapshot the run will read: reuses the one an unfinished run of `kind` in the
 /// ledger was working from (unless `renew`), else reads the stream into a new one.
-pub async fn prepare_snapshot(
+pub(crate) async fn prepare_snapshot(
     stream: &Stream,
     ledger_path: &Path,
     kind: &str,
@@ -210,6 +210,6 @@ async fn read_stream(
 
 /// Takes a snapshot of `stream` at `path` whatever exists there, for a dry run (which keeps no
 /// ledger and so never resumes).
-pub async fn snapshot_for_dry_run(stream: &Stream, path: &Path) -> Result<u64, SourceError> {
+pub(crate) async fn snapshot_for_dry_run(stream: &Stream, path: &Path) -> Result<u64, SourceError> {
     take_snapshot(stream, path).await
 }

@@ -37,7 +37,7 @@ pub enum PgError {
 
 /// Where the rows come from.
 #[derive(Clone)]
-pub struct PgSource {
+pub(crate) struct PgSource {
     /// As given, password included if it was written there: only ever shown redacted.
     url: String,
     /// A `SELECT` (or anything `COPY (...) TO STDOUT` takes), without a trailing `;`.
@@ -55,7 +55,7 @@ impl std::fmt::Debug for PgSource {
 
 /// The URL (or `key=value` connection string) with any password replaced by `***`, for
 /// messages and logs.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     if let Ok(mut parsed) = url::Url::parse(url)
         && parsed.has_host()
     {
@@ -113,7 +113,7 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 impl PgSource {
     /// Checks the URL and the query without connecting, so a typo is a usage error before
     /// anything else happens.
-    pub fn new(url: &str, query: &str) -> Result<PgSource, PgError> {
+    pub(crate) fn new(url: &str, query: &str) -> Result<PgSource, PgError> {
         let query = query.trim().trim_end_matches([';', ' ', '\n', '\r', '\t']);
         if query.is_empty() {
             return Err(PgError::Url {
@@ -130,7 +130,7 @@ impl PgSource {
     }
 
     /// The URL as it may be shown.
-    pub fn shown_url(&self) -> String {
+    pub(crate) fn shown_url(&self) -> String {
         redact_url(&self.url)
     }
 
@@ -169,7 +169,7 @@ impl PgSource {
     /// Runs the query and writes its result, as CSV with a header, to `out`; returns the
     /// number of bytes written. The password, when the URL holds none, comes from
     /// `LSQ_PG_PASSWORD` or `PGPASSWORD`.
-    pub async fn copy_csv(
+    pub(crate) async fn copy_csv(
         &self,
         out: &mut std::fs::File,
         out_path: &std::path::Path,
