@@ -12,7 +12,7 @@ pub(crate) mod undo;
 use crate::cli::{Cli, Command, SendArgs};
 use crate::config::{ConfigError, FileConfig, InputOverrides, LogFormat, Overrides, Settings};
 use crate::exit::ExitStatus;
-use crate::import::pipeline::ImportError;
+use crate::import::plan::ImportError;
 use crate::simulator::SimError;
 
 /// A command that could not run to its end.

@@ -15,7 +15,7 @@ use std::io::IsTerminal;
 use crate::cli::UndoArgs;
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::import::pipeline::default_ledger_path;
+use crate::import::plan::default_ledger_path;
 use crate::ledger::{DeletionRecord, Ledger};
 use crate::ops::deletes::{DeleteError, DeleteWindow, Remote};
 use crate::ops::undo::{

@@ -6,12 +6,15 @@
 //! - [`batch`]: groups rows into bulk calls of at most 25 valid rows.
 //! - [`send`]: posts a batch and acts on each answer (retry, split, check, stop).
 //! - [`resolve`]: after a bulk post with an unknown outcome, finds which rows were created.
-//! - [`pipeline`]: plans a run into the ledger, then runs it: ledger -> batch -> send -> report.
+//! - [`plan`]: plans a run into the ledger: every row read, validated and recorded, or the run
+//!   to resume found.
+//! - [`pipeline`]: runs the plan: ledger -> batch -> send -> report.
 //! - [`dry_run`]: `validate` / `import --dry-run`: read, validate and report, nothing sent.
 
 pub mod batch;
 pub mod dry_run;
 pub(crate) mod pipeline;
+pub(crate) mod plan;
 pub(crate) mod resolve;
 pub(crate) mod send;
 pub mod validate;

@@ -20,7 +20,7 @@ use chrono::NaiveDateTime;
 use csv::ByteRecord;
 
 use crate::config::InputSettings;
-use crate::import::pipeline::input_settings_from_options;
+use crate::import::plan::input_settings_from_options;
 use crate::import::validate::Schema;
 use crate::input::rows::SourceRow;
 use crate::ledger::{Ledger, LedgerError, RowState};
@@ -544,7 +544,7 @@ mod tests {
     }
 
     /// A ledger with one import run of `headers`, recorded with the given `"input"` options
-    /// (the shape `pipeline::input_options` writes).
+    /// (the shape `plan::input_options` writes).
     fn ledger_with_run(
         dir: &tempfile::TempDir,
         headers: &[&str],
