@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::input::dates::{DateFormat, DateReader, parse_zone};
 use crate::input::mapping::{ColumnMap, parse_pair};
 use crate::input::rows::InputLimits;
-use crate::ledger::Durability;
+use crate::ledger::{Durability, InputRecord};
 use crate::lsq::api::MAX_BATCH;
 use crate::lsq::quota::{RateQuota, parse_duration};
 use crate::lsq::secure::Secret;
@@ -151,6 +151,60 @@ pub struct InputSettings {
     pub sheet: Option<String>,
     /// `--format`: how a non-spreadsheet input is read; `None` decides by the extension.
     pub format: Option<crate::input::sources::InputFormat>,
+}
+
+impl InputSettings {
+    /// What the ledger records of how a run reads its input; `sheet` is the worksheet actually
+    /// read (none for a report, whatever the settings say).
+    pub(crate) fn record(&self, sheet: Option<&str>) -> InputRecord {
+        InputRecord {
+            sheet: sheet.map(str::to_string),
+            mapping: self.columns.renames().to_vec(),
+            constants: self.columns.constants().to_vec(),
+            match_by: self.columns.match_by().map(str::to_string),
+            timezone: self.dates.zone.map(|z| z.name().to_string()),
+            date_format: self
+                .dates
+                .format
+                .as_ref()
+                .map(|f| f.as_written().to_string()),
+        }
+    }
+
+    /// The settings a run recorded, rebuilt so that its rows are read as the run read them.
+    pub(crate) fn from_record(record: InputRecord) -> Result<InputSettings, ConfigError> {
+        const SOURCE: &str = "the run's recorded input options";
+        let invalid = |message: String| ConfigError::Invalid {
+            source_name: SOURCE.to_string(),
+            message,
+        };
+        let tagged = |pairs: Vec<(String, String)>| {
+            pairs
+                .into_iter()
+                .map(|(name, value)| (SOURCE.to_string(), name, value))
+                .collect()
+        };
+        let columns = ColumnMap::new(
+            tagged(record.mapping),
+            tagged(record.constants),
+            record.match_by,
+        )?;
+        let format = match record.date_format {
+            Some(text) => DateFormat::parse(&text).map_err(|e| invalid(e.to_string()))?,
+            None => None,
+        };
+        let zone = match record.timezone {
+            Some(name) => Some(parse_zone(&name).map_err(invalid)?),
+            None => None,
+        };
+        Ok(InputSettings {
+            columns,
+            dates: DateReader { format, zone },
+            sheet: record.sheet,
+            // What the ledger holds of a run is CSV whatever the input was.
+            format: None,
+        })
+    }
 }
 
 impl Default for Settings {

@@ -26,6 +26,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+use crate::input::rows::SourceRow;
 use crate::lsq::api::ActivityItem;
 
 /// Bumped when the schema changes incompatibly.
@@ -189,6 +190,39 @@ pub(crate) struct NewRow {
     pub error: Option<String>,
 }
 
+/// How a run reads its input (`--map`, `--set`, `--match-by`, `--timezone`, `--date-format`,
+/// `--sheet`), recorded with the run (the `"input"` key of its options): a resume, a retry and
+/// an undo all read the run's rows this one way. Every key is optional, so that records written
+/// before a key existed still read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct InputRecord {
+    /// The worksheet read, by name or position; `None` for the first (and for CSV).
+    pub sheet: Option<String>,
+    /// `(header, field)` pairs: the sheet's columns read as API fields.
+    pub mapping: Vec<(String, String)>,
+    /// `(field, value)` pairs: fields given the same value on every row.
+    pub constants: Vec<(String, String)>,
+    /// The unique lead field leads are found by, instead of their id.
+    pub match_by: Option<String>,
+    /// The IANA time zone local times were read in.
+    pub timezone: Option<String>,
+    /// The date format, in spreadsheet notation, as given.
+    pub date_format: Option<String>,
+}
+
+impl InputRecord {
+    /// The record in a run's options JSON; the defaults (columns read by name, UTC dates) for a
+    /// run recorded without one.
+    pub(crate) fn from_options(options: &str) -> Result<InputRecord, serde_json::Error> {
+        let options: serde_json::Value = serde_json::from_str(options)?;
+        match options.get("input") {
+            None | Some(serde_json::Value::Null) => Ok(InputRecord::default()),
+            Some(input) => serde_json::from_value(input.clone()),
+        }
+    }
+}
+
 /// A row as recorded.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredRow {
@@ -200,6 +234,27 @@ pub(crate) struct StoredRow {
     pub error: Option<String>,
     /// The `ActivityDateTime` sent for a row that had none, so a re-send is identical.
     pub sent_date_time: Option<String>,
+}
+
+impl StoredRow {
+    /// The row as the input held it (number, line, fields): the one way a recorded row goes back
+    /// to the stages that read input rows (validation, the report).
+    pub(crate) fn source(&self) -> SourceRow {
+        SourceRow {
+            number: self.number,
+            line: self.line,
+            record: self.record.clone(),
+        }
+    }
+
+    /// [`StoredRow::source`], without copying the fields.
+    pub(crate) fn into_source(self) -> SourceRow {
+        SourceRow {
+            number: self.number,
+            line: self.line,
+            record: self.record,
+        }
+    }
 }
 
 /// A row's new state after a call.

@@ -21,7 +21,6 @@ use crate::import::batch::{Batch, BatchRow, Batcher, RowWork};
 use crate::import::plan::{ImportError, ImportJob, plan_run};
 use crate::import::send::{Sendable, Sender};
 use crate::import::validate::Schema;
-use crate::input::rows::SourceRow;
 use crate::ledger::{Ledger, LedgerError, RowState, RowUpdate, RunStatus, StoredRow};
 use crate::lsq::api::{ActivityItem, DATE_TIME_FORMAT};
 use crate::lsq::calls::Api;
@@ -35,12 +34,7 @@ use crate::report::{
 /// The activity to send for a pending row, with the `ActivityDateTime` chosen for a row that
 /// has none (kept in the ledger, so every attempt and every run sends the same value).
 fn sendable(row: &StoredRow, schema: &Schema) -> Result<Sendable, String> {
-    let source = SourceRow {
-        number: row.number,
-        line: row.line,
-        record: row.record.clone(),
-    };
-    let mut item: ActivityItem = schema.check(&source).map_err(|p| p.to_string())?;
+    let mut item: ActivityItem = schema.check(&row.source()).map_err(|p| p.to_string())?;
     let filled_date = if item.activity_date_time.is_none() {
         let date = row
             .sent_date_time
@@ -170,11 +164,7 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
                 after = last.number;
                 for row in chunk {
                     let work = work_of(&row, &schema);
-                    let source = SourceRow {
-                        number: row.number,
-                        line: row.line,
-                        record: row.record,
-                    };
+                    let source = row.into_source();
                     if let Some(batch) = batcher.push(BatchRow { source, work })
                         && batch_tx.blocking_send(batch).is_err()
                     {

@@ -19,7 +19,9 @@ use crate::config::{InputSettings, Settings};
 use crate::import::validate::{Schema, SchemaError};
 use crate::input::InputSource;
 use crate::input::rows::{InputError, SourceRow};
-use crate::ledger::{Ledger, LedgerError, NewRow, RowState, RunStatus, fingerprint, hash_file};
+use crate::ledger::{
+    InputRecord, Ledger, LedgerError, NewRow, RowState, RunStatus, fingerprint, hash_file,
+};
 use crate::lsq::client::ClientError;
 use crate::report::{REPORT_COLUMNS, ReportError, is_report_header, strip_excel_safe};
 
@@ -470,12 +472,15 @@ fn recorded_input(
             "run {run}: cannot read its recorded input options: {e}"
         ))
     })?;
-    let recorded_view = input_options(&recorded, recorded.sheet.as_deref());
-    let given_view = input_options(given, given.sheet.as_deref());
-    let defaults = input_options(&InputSettings::default(), None);
+    let recorded_view = recorded.record(recorded.sheet.as_deref());
+    let given_view = given.record(given.sheet.as_deref());
+    let defaults = InputRecord::default();
     if given_view == defaults || given_view == recorded_view {
         if recorded_view != defaults {
-            info!("run {run} reads its input with the options it recorded: {recorded_view}");
+            info!(
+                "run {run} reads its input with the options it recorded: {}",
+                json_of(&recorded_view)
+            );
         }
         return Ok(recorded);
     }
@@ -487,6 +492,7 @@ fn recorded_input(
         ("date_format", "--date-format"),
         ("sheet", "--sheet"),
     ];
+    let (recorded_view, given_view) = (json_of(&recorded_view), json_of(&given_view));
     let (key, flag) = FLAGS
         .iter()
         .find(|(key, _)| recorded_view.get(key) != given_view.get(key))
@@ -505,75 +511,30 @@ fn recorded_input(
     })
 }
 
+/// A record as JSON, for the ledger's options and for messages.
+fn json_of(record: &InputRecord) -> serde_json::Value {
+    serde_json::to_value(record).unwrap_or_default()
+}
+
 /// How the input was read, for the ledger's record of the run (a later `undo` or a person
 /// reading the ledger needs the mapping to make sense of the rows).
 fn input_options(input: &InputSettings, sheet: Option<&str>) -> serde_json::Value {
-    serde_json::json!({
-        "sheet": sheet,
-        "mapping": input.columns.renames(),
-        "constants": input.columns.constants(),
-        "match_by": input.columns.match_by(),
-        "timezone": input.dates.zone.map(|z| z.name()),
-        "date_format": input.dates.format.as_ref().map(|f| f.as_written()),
-    })
+    json_of(&input.record(sheet))
 }
 
-/// The input settings a run recorded with [`input_options`] (the `"input"` key of its ledger
-/// options JSON), rebuilt so that `undo` reads the run's rows as the run read them. A run
-/// recorded without them (older ledgers) was read with the plain column names: the defaults.
+/// The input settings a run recorded (the `"input"` key of its ledger options JSON, an
+/// [`InputRecord`]), rebuilt so that a resume and an undo read the run's rows as the run read
+/// them. A run recorded without them (older ledgers) was read with the plain column names: the
+/// defaults.
 pub(crate) fn input_settings_from_options(
     options: &str,
 ) -> Result<InputSettings, crate::config::ConfigError> {
-    /// The shape [`input_options`] writes; every key optional so older records still read.
-    #[derive(Default, serde::Deserialize)]
-    #[serde(default)]
-    struct Recorded {
-        sheet: Option<String>,
-        mapping: Vec<(String, String)>,
-        constants: Vec<(String, String)>,
-        match_by: Option<String>,
-        timezone: Option<String>,
-        date_format: Option<String>,
-    }
-    const SOURCE: &str = "the run's recorded input options";
-    let invalid = |message: String| crate::config::ConfigError::Invalid {
-        source_name: SOURCE.to_string(),
-        message,
-    };
-    let options: serde_json::Value =
-        serde_json::from_str(options).map_err(|e| invalid(e.to_string()))?;
-    let recorded: Recorded = match options.get("input") {
-        None | Some(serde_json::Value::Null) => Recorded::default(),
-        Some(input) => serde_json::from_value(input.clone()).map_err(|e| invalid(e.to_string()))?,
-    };
-    let tagged = |pairs: Vec<(String, String)>| {
-        pairs
-            .into_iter()
-            .map(|(name, value)| (SOURCE.to_string(), name, value))
-            .collect()
-    };
-    let columns = crate::input::mapping::ColumnMap::new(
-        tagged(recorded.mapping),
-        tagged(recorded.constants),
-        recorded.match_by,
-    )?;
-    let format = match recorded.date_format {
-        Some(text) => {
-            crate::input::dates::DateFormat::parse(&text).map_err(|e| invalid(e.to_string()))?
-        }
-        None => None,
-    };
-    let zone = match recorded.timezone {
-        Some(name) => Some(crate::input::dates::parse_zone(&name).map_err(invalid)?),
-        None => None,
-    };
-    Ok(InputSettings {
-        columns,
-        dates: crate::input::dates::DateReader { format, zone },
-        sheet: recorded.sheet,
-        // What the ledger holds of a run is CSV whatever the input was.
-        format: None,
-    })
+    let record =
+        InputRecord::from_options(options).map_err(|e| crate::config::ConfigError::Invalid {
+            source_name: "the run's recorded input options".to_string(),
+            message: e.to_string(),
+        })?;
+    InputSettings::from_record(record)
 }
 
 #[cfg(test)]

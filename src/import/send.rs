@@ -33,7 +33,9 @@ use crate::lsq::api::{ActivityItem, BulkResponse};
 use crate::lsq::calls::Api;
 use crate::lsq::client::{RowResult, Verdict, bulk_row_results};
 use crate::report::stats::RunStats;
-use crate::report::{BatchOutcome, NOT_SENT, OUTCOME_UNKNOWN, ReportedRow, RowOutcome};
+use crate::report::{
+    BatchOutcome, NOT_SENT, OUTCOME_UNKNOWN, ReportedRow, RowOutcome, outcome_of_state,
+};
 
 /// A row on its way to the server.
 #[derive(Debug, Clone)]
@@ -643,10 +645,13 @@ fn updates(rows: &[Sendable], state: RowState, error: Option<&str>) -> Vec<RowUp
         .collect()
 }
 
+/// What the report says of a row just settled (created or failed).
 fn outcome_of_update(update: &RowUpdate) -> (u64, RowOutcome) {
-    let outcome = match update.state {
-        RowState::Created => RowOutcome::created(update.activity_id.clone().unwrap_or_default()),
-        _ => RowOutcome::failed(update.error.clone().unwrap_or_default()),
-    };
+    let outcome = outcome_of_state(
+        update.state,
+        update.activity_id.as_deref(),
+        update.error.as_deref(),
+    )
+    .unwrap_or_else(|| RowOutcome::failed(update.error.clone().unwrap_or_default()));
     (update.number, outcome)
 }

@@ -336,12 +336,7 @@ pub(crate) fn from_ledger(
         let Some(id) = row.activity_id.clone() else {
             continue;
         };
-        let source = SourceRow {
-            number: row.number,
-            line: row.line,
-            record: row.record.clone(),
-        };
-        let item = schema.check(&source).map_err(|problem| {
+        let item = schema.check(&row.source()).map_err(|problem| {
             UndoError::NoRun(format!("run {}, row {}: {problem}", run.id, row.number))
         })?;
         created.push(CreatedActivity {

@@ -607,13 +607,21 @@ pub(crate) const OUTCOME_UNKNOWN: &str = "outcome unknown: the call carrying thi
 /// What the report says of a row as the ledger holds it; `None` for a row that is still to be
 /// sent in this run.
 pub(crate) fn outcome_of(row: &StoredRow) -> Option<RowOutcome> {
-    let error = || row.error.clone().unwrap_or_default();
-    match row.state {
+    outcome_of_state(row.state, row.activity_id.as_deref(), row.error.as_deref())
+}
+
+/// The one mapping from a ledger state (with the row's activity id and error) to what the
+/// report says; `None` for a row still to be sent.
+pub(crate) fn outcome_of_state(
+    state: RowState,
+    activity_id: Option<&str>,
+    error: Option<&str>,
+) -> Option<RowOutcome> {
+    let error = || error.unwrap_or_default().to_string();
+    match state {
         RowState::Pending => None,
-        RowState::Created => Some(RowOutcome::created(
-            row.activity_id.clone().unwrap_or_default(),
-        )),
-        RowState::Skipped => Some(RowOutcome::skipped(row.activity_id.clone())),
+        RowState::Created => Some(RowOutcome::created(activity_id.unwrap_or_default())),
+        RowState::Skipped => Some(RowOutcome::skipped(activity_id.map(str::to_string))),
         RowState::Failed => Some(RowOutcome::failed(error())),
         RowState::Invalid => Some(RowOutcome::invalid(error())),
         RowState::InFlight => Some(RowOutcome::failed(OUTCOME_UNKNOWN)),
@@ -644,11 +652,7 @@ pub(crate) fn write_from_ledger_as(
             .into_iter()
             .map(|row| ReportedRow {
                 outcome: outcome_of(&row).unwrap_or_else(|| RowOutcome::failed(NOT_SENT)),
-                source: SourceRow {
-                    number: row.number,
-                    line: row.line,
-                    record: row.record,
-                },
+                source: row.into_source(),
             })
             .collect();
         writer.accept(BatchOutcome { seq, rows })?;
