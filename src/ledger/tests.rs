@@ -1,6 +1,9 @@
 //! Unit tests of `ledger`.
 
 use super::*;
+use std::collections::HashSet;
+
+use crate::lsq::api::ActivityItem;
 
 fn ledger() -> (tempfile::TempDir, Ledger) {
     let dir = tempfile::tempdir().unwrap();

@@ -187,20 +187,8 @@ fn error_groups(report: &Path) -> Result<(Vec<ErrorGroup>, usize), String> {
 
 /// When each created row's call came back, from the ledger, bucketed.
 fn created_over_time(ledger: &Path, run: i64) -> Result<Throughput, String> {
-    let read = || -> rusqlite::Result<Vec<(String, u64)>> {
-        let conn = rusqlite::Connection::open_with_flags(
-            ledger,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        let mut stmt = conn.prepare(
-            "SELECT COALESCE(c.finished_at, c.started_at), COUNT(*) FROM rows r \
-             JOIN calls c ON c.id = r.last_call \
-             WHERE r.run = ?1 AND r.state = 'created' GROUP BY c.id",
-        )?;
-        stmt.query_map([run], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
-            .collect()
-    };
-    let rows = read().map_err(|e| format!("cannot read the ledger {}: {e}", ledger.display()))?;
+    let rows = crate::ledger::created_per_call(ledger, run)
+        .map_err(|e| format!("cannot read the ledger {}: {e}", ledger.display()))?;
     let points = rows
         .into_iter()
         .filter_map(|(at, n)| {
