@@ -13,15 +13,17 @@
 //!   ([`input::xlsx`]), JSON Lines, standard input and PostgreSQL snapshots
 //!   ([`input::sources`]), the row types ([`input::rows`]), the sheet's headers and constants
 //!   mapped to API fields ([`input::mapping`]), date formats and time zones ([`input::dates`]).
-//! - [`import`]: the import's own stages: [`import::validate`], [`import::batch`],
-//!   [`import::send`], [`import::resolve`] (which rows of an unknown-outcome call exist), the
-//!   [`import::pipeline`] that plans and runs them, and [`import::dry_run`].
+//! - [`import`]: the import's own stages: [`import::plan`] (every row validated and recorded
+//!   in the ledger before anything is sent, or the run to resume), [`import::validate`],
+//!   [`import::batch`], [`import::send`], [`import::resolve`] (which rows of an unknown-outcome
+//!   call exist), the [`import::pipeline`] that runs the plan, and [`import::dry_run`].
 //! - [`lsq`]: talking to LeadSquared: wire types ([`lsq::api`]), the client and its one
 //!   classifier ([`lsq::client`]), the rate quota and the pacer ([`lsq::quota`],
 //!   [`lsq::pace`]), the outage gate ([`lsq::outage`]), keys and hosts ([`lsq::secure`]), Get
 //!   Activities ([`lsq::activities`]) and [`lsq::calls::Api`], the one paced, counted, retried
 //!   call every command makes.
-//! - [`ledger`]: the SQLite record of every run, row and call; what makes resuming safe.
+//! - [`ledger`]: the SQLite record of every run, row and call; what makes resuming safe. All
+//!   the program's SQL is there.
 //! - [`report`]: per-row results in input order, and a run's end: counters ([`report::stats`]),
 //!   the JSON summary ([`report::summary`]), the HTML page ([`report::html`]), Prometheus
 //!   metrics ([`report::metrics`]) and the webhook ([`report::notify`]).
@@ -31,6 +33,9 @@
 //! - [`simulator`]: an in-process HTTP simulator of the LeadSquared API for tests and demos.
 //! - [`config`], [`cli`], [`progress`], [`abort`], [`exit`]: settings (defaults < file < env <
 //!   flags), flags, the progress bar, the stop signal, exit codes.
+//!
+//! Modules import each other without a circle: `scripts/module_graph.py` prints the graph and
+//! fails on one. Only what the binary and the tests use is `pub`.
 
 // The map above and the modules' own docs link to crate-private items; `cargo doc
 // --document-private-items` renders them.
