@@ -655,3 +655,6 @@ fn outcome_of_update(update: &RowUpdate) -> (u64, RowOutcome) {
     .unwrap_or_else(|| RowOutcome::failed(update.error.clone().unwrap_or_default()));
     (update.number, outcome)
 }
+
+#[cfg(test)]
+mod tests;
