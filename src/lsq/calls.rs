@@ -132,18 +132,14 @@ impl Api {
         }
     }
 
-    /// An API without an outage gate, for tests.
+    /// An API for tests: no outage gate, a pacer of `pace` (`"1000/1s"`) without margin, fresh
+    /// counters.
     #[cfg(test)]
-    pub(crate) fn ungated(
-        client: LsqClient,
-        pacer: Arc<Pacer>,
-        stats: Arc<RunStats>,
-        retry: RetryPolicy,
-    ) -> Api {
+    pub(crate) fn for_tests(client: LsqClient, pace: &str, retry: RetryPolicy) -> Api {
         Api {
             client,
-            pacer,
-            stats,
+            pacer: Arc::new(Pacer::new(pace.parse().unwrap(), 0.0)),
+            stats: Arc::new(RunStats::default()),
             retry,
             gate: None,
         }
@@ -334,25 +330,12 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    use crate::lsq::client::ClientConfig;
-    use crate::lsq::secure::Secret;
-
     /// An API with a fast pacer and short backoffs; the client is never used by these tests.
     fn test_api(max_attempts: u32) -> Api {
-        let client = LsqClient::new(&ClientConfig {
-            host: "http://127.0.0.1:9".to_string(),
-            access_key: Secret::new("a"),
-            secret_key: Secret::new("s"),
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-            max_idle_connections: 1,
-            allow_insecure_http: false,
-        })
-        .unwrap();
-        Api::ungated(
+        let client = LsqClient::for_tests("http://127.0.0.1:9", "a", "s");
+        Api::for_tests(
             client,
-            Arc::new(Pacer::new("1000/1s".parse().unwrap(), 0.0)),
-            Arc::new(RunStats::default()),
+            "1000/1s",
             RetryPolicy {
                 max_attempts,
                 base: Duration::from_millis(1),

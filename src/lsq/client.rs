@@ -287,6 +287,27 @@ pub(crate) fn bulk_row_results(sent: usize, response: &BulkResponse) -> Vec<RowR
         .collect()
 }
 
+/// A client for tests: `host` with these keys, the timeouts of a loopback simulator.
+#[cfg(test)]
+impl LsqClient {
+    pub(crate) fn for_tests(
+        host: &str,
+        access: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> LsqClient {
+        LsqClient::new(&ClientConfig {
+            host: host.to_string(),
+            access_key: Secret::new(access),
+            secret_key: Secret::new(secret),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            max_idle_connections: 4,
+            allow_insecure_http: false,
+        })
+        .unwrap()
+    }
+}
+
 /// An HTTP client bound to one host and one pair of keys.
 #[derive(Debug, Clone)]
 pub(crate) struct LsqClient {

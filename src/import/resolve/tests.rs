@@ -1,14 +1,11 @@
 //! Unit tests of `resolve`.
 
 use super::*;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::lsq::api::{FieldValue, KeyValue};
 use crate::lsq::calls::{Api, RetryPolicy};
-use crate::lsq::client::{ClientConfig, LsqClient};
-use crate::lsq::pace::Pacer;
-use crate::lsq::secure::Secret;
+use crate::lsq::client::LsqClient;
 use crate::report::stats::RunStats;
 use crate::simulator::{FaultConfig, RunningSimulator, SimConfig, demo_lead_id};
 
@@ -297,21 +294,11 @@ async fn rows_committed_behind_a_dropped_connection_are_found_and_not_claimed_tw
     };
     let (access, secret) = (config.access_key.clone(), config.secret_key.clone());
     let sim = RunningSimulator::start(config).await.unwrap();
-    let client = LsqClient::new(&ClientConfig {
-        host: sim.base_url(),
-        access_key: Secret::new(access),
-        secret_key: Secret::new(secret),
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(5),
-        max_idle_connections: 4,
-        allow_insecure_http: false,
-    })
-    .unwrap();
+    let client = LsqClient::for_tests(&sim.base_url(), access, secret);
     let fetcher = Fetcher {
-        api: Api::ungated(
+        api: Api::for_tests(
             client.clone(),
-            Arc::new(Pacer::new("1000/1s".parse().unwrap(), 0.0)),
-            Arc::new(RunStats::default()),
+            "1000/1s",
             RetryPolicy {
                 max_attempts: 3,
                 base: Duration::from_millis(10),
@@ -421,19 +408,9 @@ async fn unknown_leads_and_undated_rows_resolve_to_none_without_error() {
     .await
     .unwrap();
     let config = sim.sim.config().clone();
-    let fetcher = Fetcher::new(Api::ungated(
-        LsqClient::new(&ClientConfig {
-            host: sim.base_url(),
-            access_key: Secret::new(config.access_key),
-            secret_key: Secret::new(config.secret_key),
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(5),
-            max_idle_connections: 4,
-            allow_insecure_http: false,
-        })
-        .unwrap(),
-        Arc::new(Pacer::new("1000/1s".parse().unwrap(), 0.0)),
-        Arc::new(RunStats::default()),
+    let fetcher = Fetcher::new(Api::for_tests(
+        LsqClient::for_tests(&sim.base_url(), config.access_key, config.secret_key),
+        "1000/1s",
         RetryPolicy {
             max_attempts: 3,
             base: Duration::from_millis(10),

@@ -11,9 +11,7 @@ use crate::input::rows::SourceRow;
 use crate::ledger::{Durability, NewRow, StoredRow};
 use crate::lsq::api::ActivityItem;
 use crate::lsq::calls::RetryPolicy;
-use crate::lsq::client::{ClientConfig, LsqClient};
-use crate::lsq::pace::Pacer;
-use crate::lsq::secure::Secret;
+use crate::lsq::client::LsqClient;
 use crate::report::RowStatus;
 use crate::simulator::{DEMO_OWNERS, RejectMode, RunningSimulator, SimConfig, demo_lead_id};
 
@@ -90,20 +88,10 @@ async fn rig(config: SimConfig, keys: Option<(&str, &str)>, items: Vec<ActivityI
         )
         .unwrap();
     ledger.planned(run).unwrap();
-    let client = LsqClient::new(&ClientConfig {
-        host: sim.base_url(),
-        access_key: Secret::new(access),
-        secret_key: Secret::new(secret),
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(5),
-        max_idle_connections: 4,
-        allow_insecure_http: false,
-    })
-    .unwrap();
-    let api = Api::ungated(
+    let client = LsqClient::for_tests(&sim.base_url(), access, secret);
+    let api = Api::for_tests(
         client,
-        Arc::new(Pacer::new("1000/1s".parse().unwrap(), 0.0)),
-        Arc::new(RunStats::default()),
+        "1000/1s",
         RetryPolicy {
             max_attempts: 5,
             base: Duration::from_millis(5),

@@ -1,14 +1,11 @@
 //! Unit tests of `activities`.
 
 use super::*;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::lsq::api::ActivityItem;
 use crate::lsq::calls::RetryPolicy;
-use crate::lsq::client::{ClientConfig, LsqClient};
-use crate::lsq::pace::Pacer;
-use crate::lsq::secure::Secret;
+use crate::lsq::client::LsqClient;
 use crate::report::stats::RunStats;
 use crate::simulator::{OWNER_CHANGE_EVENT, PagingMode, RunningSimulator, SimConfig};
 
@@ -193,21 +190,11 @@ const SECRET: &str = "sim-secret-key";
 const MAIN_ACTIVITIES: usize = 237;
 
 fn make_fetcher(sim: &RunningSimulator, page_size: u64, pace: &str, keys: (&str, &str)) -> Fetcher {
-    let client = LsqClient::new(&ClientConfig {
-        host: sim.base_url(),
-        access_key: Secret::new(keys.0),
-        secret_key: Secret::new(keys.1),
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(5),
-        max_idle_connections: 4,
-        allow_insecure_http: false,
-    })
-    .unwrap();
+    let client = LsqClient::for_tests(&sim.base_url(), keys.0, keys.1);
     Fetcher {
-        api: Api::ungated(
+        api: Api::for_tests(
             client,
-            Arc::new(Pacer::new(pace.parse().unwrap(), 0.0)),
-            Arc::new(RunStats::default()),
+            pace,
             RetryPolicy {
                 max_attempts: 30,
                 base: Duration::from_millis(20),
