@@ -10,6 +10,7 @@ modules. Usage:
     python3 scripts/module_graph.py --folders  # the same with each folder of src/ as one node
     python3 scripts/module_graph.py --quiet    # circles only
     python3 scripts/module_graph.py --strict   # count a child's paths to its ancestors too
+    python3 scripts/module_graph.py --no-tests # leave out unit tests (tests.rs, #[cfg(test)] mod)
 
 Exits 1 when there is a circle, so CI or a hook can call it. By default a path from a module to
 one of its own ancestors (a child of a folder using the items its `mod.rs` shares with the
@@ -23,6 +24,7 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 STRICT = "--strict" in sys.argv
+NO_TESTS = "--no-tests" in sys.argv
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -169,6 +171,19 @@ def edges_of(mods, mod, text):
     return out
 
 
+def without_tests(text):
+    """The text with its `#[cfg(test)] mod name { ... }` blocks left out."""
+    while True:
+        m = re.search(r"#\[cfg\(test\)\]\s*mod\s+[A-Za-z_][A-Za-z0-9_]*\s*\{", text)
+        if not m:
+            return text
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        text = text[: m.start()] + text[i:]
+
+
 def folder(mod):
     return mod.split("::")[0]
 
@@ -213,8 +228,12 @@ def main():
     for mod, rel in mods.items():
         if mod == "":
             continue
+        if NO_TESTS and "tests" in mod.split("::"):
+            continue
         with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
             text = strip(f.read())
+        if NO_TESTS:
+            text = without_tests(text)
         targets = edges_of(mods, mod, text)
         if folders:
             src = folder(mod)

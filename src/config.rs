@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod file;
+mod lsq;
 
 use file::FileInput;
 pub(crate) use file::{FileConfig, key_file_warning};

@@ -34,8 +34,10 @@
 //! - [`config`], [`cli`], [`progress`], [`abort`], [`exit`]: settings (defaults < file < env <
 //!   flags), flags, the progress bar, the stop signal, exit codes.
 //!
-//! Modules import each other without a circle: `scripts/module_graph.py` prints the graph and
-//! fails on one. Only what the binary and the tests use is `pub`.
+//! Modules import each other without a circle, and so do the folders (unit tests aside, which
+//! use the simulator), from the bottom up: `lsq` < `ledger` < `input` < `config` < `report` <
+//! `import` < `ops` < `commands`. `scripts/module_graph.py` prints the graph and fails on a
+//! circle. Only what the binary and the tests use is `pub`.
 
 // The map above and the modules' own docs link to crate-private items; `cargo doc
 // --document-private-items` renders them.

@@ -7,13 +7,13 @@ use std::io::Write;
 use crate::cli::CheckArgs;
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::lsq::client::{ClientConfig, LsqClient};
+use crate::lsq::client::LsqClient;
 use crate::ops::check::{read_input_usage, run_checks};
 
 use super::CommandError;
 
 pub(crate) async fn run(args: CheckArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
-    let config = ClientConfig::from_settings(&settings).map_err(CommandError::Usage)?;
+    let config = settings.client_config().map_err(CommandError::Usage)?;
     // The file is read first: a file that cannot be imported is a usage error before any call.
     let usage = match &args.input {
         Some(path) => Some(read_input_usage(path, &settings)?),

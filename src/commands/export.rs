@@ -104,7 +104,7 @@ pub(crate) async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStat
         tally("not_found"),
         tally("failed"),
         tally("aborted"),
-        crate::report::stats::RunStats::get(&remote.fetcher.api.stats.calls),
+        crate::lsq::counters::RunStats::get(&remote.fetcher.api.stats.calls),
     );
     Ok(if tally("aborted") > 0 {
         ExitStatus::Aborted

@@ -15,17 +15,17 @@ use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use csv::ByteRecord;
 
 use crate::config::Settings;
-use crate::exit::ExitStatus;
 use crate::import::validate::{Schema, SchemaError};
 use crate::input::InputSource;
 use crate::input::rows::{InputError, RowScan, SourceRow};
+pub use crate::report::stats::Validation;
 use crate::report::{
-    CellFormat, ReportError, ReportLine, ReportWriter, RowStatus, StatusCounts, create_report_file,
+    CellFormat, ReportError, ReportLine, ReportWriter, RowStatus, create_report_file,
 };
 
 /// Rows handed from the reader to the checker at a time: large enough that the channel costs
@@ -47,69 +47,6 @@ pub enum DryRunError {
     Report(#[from] ReportError),
     #[error("internal error: a reading or checking thread stopped unexpectedly")]
     ReaderLost,
-}
-
-/// What a dry run found.
-#[derive(Debug, Clone)]
-pub struct Validation {
-    pub input: PathBuf,
-    pub report: PathBuf,
-    /// `valid` and `invalid` rows; nothing else occurs in a dry run.
-    pub counts: StatusCounts,
-    pub elapsed: Duration,
-}
-
-impl Validation {
-    pub(crate) fn rows_per_second(&self) -> f64 {
-        let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.counts.total() as f64 / secs
-        } else {
-            0.0
-        }
-    }
-
-    /// 0 when every row is valid, 1 when some are not.
-    pub(crate) fn exit_status(&self) -> ExitStatus {
-        if self.counts.invalid == 0 {
-            ExitStatus::Success
-        } else {
-            ExitStatus::RowsNotCreated
-        }
-    }
-
-    /// The last line of the output: what a person reading cron mail needs first.
-    pub(crate) fn status_line(&self) -> String {
-        let total = self.counts.total();
-        if self.counts.invalid == 0 {
-            format!("OK: all {total} rows valid; nothing was sent")
-        } else {
-            format!(
-                "INVALID: {} of {total} rows invalid (see {}); nothing was sent",
-                self.counts.invalid,
-                self.report.display()
-            )
-        }
-    }
-}
-
-impl std::fmt::Display for Validation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "rows read {}: valid {}, invalid {}",
-            self.counts.total(),
-            self.counts.valid,
-            self.counts.invalid
-        )?;
-        writeln!(
-            f,
-            "elapsed {:.2}s, {:.0} rows/s",
-            self.elapsed.as_secs_f64(),
-            self.rows_per_second()
-        )?;
-        write!(f, "{}", self.status_line())
-    }
 }
 
 /// Validates every row of `input` and writes the report to `report`.

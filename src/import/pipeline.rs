@@ -21,12 +21,13 @@ use crate::import::batch::{Batch, BatchRow, Batcher, RowWork};
 use crate::import::plan::{ImportError, ImportJob, plan_run};
 use crate::import::send::{Sendable, Sender};
 use crate::import::validate::Schema;
+use crate::input::rows::SourceRow;
 use crate::ledger::{Ledger, LedgerError, RowState, RowUpdate, RunStatus, StoredRow};
 use crate::lsq::api::{ActivityItem, DATE_TIME_FORMAT};
-use crate::lsq::calls::Api;
 use crate::lsq::client::{ClientConfig, LsqClient};
+use crate::lsq::counters::RunStats;
 use crate::progress::Progress;
-use crate::report::stats::{RunStats, RunSummary};
+use crate::report::stats::RunSummary;
 use crate::report::{
     CellFormat, ReportWriter, RowOutcome, create_report_file, outcome_of, write_from_ledger_as,
 };
@@ -34,7 +35,9 @@ use crate::report::{
 /// The activity to send for a pending row, with the `ActivityDateTime` chosen for a row that
 /// has none (kept in the ledger, so every attempt and every run sends the same value).
 fn sendable(row: &StoredRow, schema: &Schema) -> Result<Sendable, String> {
-    let mut item: ActivityItem = schema.check(&row.source()).map_err(|p| p.to_string())?;
+    let mut item: ActivityItem = schema
+        .check(&SourceRow::of(row))
+        .map_err(|p| p.to_string())?;
     let filled_date = if item.activity_date_time.is_none() {
         let date = row
             .sent_date_time
@@ -107,7 +110,7 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
         }
     }
 
-    let api = Api::new(client, settings);
+    let api = settings.api(client);
     let counts = ledger.counts(run)?;
     let count = |s: RowState| counts.get(&s).copied().unwrap_or(0);
     let total: u64 = counts.values().sum();
@@ -164,7 +167,7 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
                 after = last.number;
                 for row in chunk {
                     let work = work_of(&row, &schema);
-                    let source = row.into_source();
+                    let source = SourceRow::from(row);
                     if let Some(batch) = batcher.push(BatchRow { source, work })
                         && batch_tx.blocking_send(batch).is_err()
                     {
@@ -375,5 +378,5 @@ async fn recover_in_flight(
 }
 
 fn client_config(settings: &Settings) -> Result<ClientConfig, ImportError> {
-    ClientConfig::from_settings(settings).map_err(ImportError::Setup)
+    settings.client_config().map_err(ImportError::Setup)
 }

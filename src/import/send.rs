@@ -32,7 +32,7 @@ use crate::lsq::activities::Fetcher;
 use crate::lsq::api::{ActivityItem, BulkResponse};
 use crate::lsq::calls::Api;
 use crate::lsq::client::{RowResult, Verdict, bulk_row_results};
-use crate::report::stats::RunStats;
+use crate::lsq::counters::RunStats;
 use crate::report::{
     BatchOutcome, NOT_SENT, OUTCOME_UNKNOWN, ReportedRow, RowOutcome, outcome_of_state,
 };

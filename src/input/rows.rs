@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use csv::ByteRecord;
 
+use crate::ledger::StoredRow;
+
 /// One data row as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceRow {
@@ -19,6 +21,29 @@ pub struct SourceRow {
     pub line: u64,
     /// The fields as read.
     pub record: ByteRecord,
+}
+
+impl SourceRow {
+    /// A row the ledger recorded, as the input held it (number, line, fields): the one way a
+    /// recorded row goes back to the stages that read input rows (validation, the report).
+    pub(crate) fn of(row: &StoredRow) -> SourceRow {
+        SourceRow {
+            number: row.number,
+            line: row.line,
+            record: row.record.clone(),
+        }
+    }
+}
+
+impl From<StoredRow> for SourceRow {
+    /// [`SourceRow::of`], without copying the fields.
+    fn from(row: StoredRow) -> SourceRow {
+        SourceRow {
+            number: row.number,
+            line: row.line,
+            record: row.record,
+        }
+    }
 }
 
 /// What one pass over all of a row's bytes found, so that later stages need not look at each

@@ -5,7 +5,6 @@
 use csv::ByteRecord;
 
 use super::LedgerError;
-use crate::input::rows::SourceRow;
 
 /// Where a row stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,27 +146,6 @@ pub(crate) struct StoredRow {
     pub error: Option<String>,
     /// The `ActivityDateTime` sent for a row that had none, so a re-send is identical.
     pub sent_date_time: Option<String>,
-}
-
-impl StoredRow {
-    /// The row as the input held it (number, line, fields): the one way a recorded row goes back
-    /// to the stages that read input rows (validation, the report).
-    pub(crate) fn source(&self) -> SourceRow {
-        SourceRow {
-            number: self.number,
-            line: self.line,
-            record: self.record.clone(),
-        }
-    }
-
-    /// [`StoredRow::source`], without copying the fields.
-    pub(crate) fn into_source(self) -> SourceRow {
-        SourceRow {
-            number: self.number,
-            line: self.line,
-            record: self.record,
-        }
-    }
 }
 
 /// A row's new state after a call.

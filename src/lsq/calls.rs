@@ -1,6 +1,6 @@
 //! The paced, counted, retried API call: what every call of a run shares, whatever it posts.
 //!
-//! [`Api`] is built once per run from the settings ([`Api::new`]): the HTTP client, the one
+//! [`Api`] is built once per run from the settings ([`crate::config::Settings::api`]): the HTTP client, the one
 //! pacer, the run's counters, the [`RetryPolicy`] and the outage gate. Every call of the run,
 //! posts of the send stage, Get Activities lookups and queued deletes, goes through it:
 //! - [`Api::permit`] waits while the API is down, takes a pacer permit, and looks at the gate
@@ -23,11 +23,11 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::config::Settings;
 use crate::lsq::client::{CallError, LsqClient, Reply, Verdict, classify};
-use crate::lsq::outage::{Gate, GateClosed};
+use crate::lsq::counters::RunStats;
+use crate::lsq::outage::{Gate, GateClosed, GatePolicy};
 use crate::lsq::pace::Pacer;
-use crate::report::stats::RunStats;
+use crate::lsq::quota::RateQuota;
 
 /// The longest `Retry-After` obeyed.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -44,15 +44,6 @@ pub(crate) struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The policy the settings describe.
-    pub(crate) fn from_settings(settings: &Settings) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: settings.max_attempts.get(),
-            base: settings.backoff_base,
-            max: settings.backoff_max,
-        }
-    }
-
     /// Exponential backoff with jitter: between half and all of `base * 2^(attempt-1)`, capped.
     /// The jitter spreads the retries of batches that failed together.
     pub(crate) fn backoff(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
@@ -116,18 +107,25 @@ pub(crate) enum Judged<R, E> {
 }
 
 impl Api {
-    /// The client, pacer, counters, retry policy and outage gate the settings describe: built
-    /// once per run, shared by every call of it.
-    pub(crate) fn new(client: LsqClient, settings: &Settings) -> Api {
-        let pacer = Arc::new(Pacer::new(settings.rate, settings.pacing_margin));
+    /// The client, a pacer keeping to `quota` (stretched by `margin`), fresh counters, the retry
+    /// policy and an outage gate: built once per run (from the settings,
+    /// [`crate::config::Settings::api`]), shared by every call of it.
+    pub(crate) fn new(
+        client: LsqClient,
+        quota: RateQuota,
+        margin: f64,
+        retry: RetryPolicy,
+        outage: GatePolicy,
+    ) -> Api {
+        let pacer = Arc::new(Pacer::new(quota, margin));
         let stats = Arc::new(RunStats::default());
         // Every run waits out an outage: imports, lookups, deletes and the reads around them.
-        let gate = Gate::for_api(client.clone(), pacer.clone(), stats.clone(), settings);
+        let gate = Gate::for_api(client.clone(), pacer.clone(), stats.clone(), outage);
         Api {
             client,
             pacer,
             stats,
-            retry: RetryPolicy::from_settings(settings),
+            retry,
             gate: Some(gate),
         }
     }

@@ -34,40 +34,6 @@ pub(crate) struct ClientConfig {
     pub allow_insecure_http: bool,
 }
 
-impl ClientConfig {
-    /// The client settings of a run, or a message naming the one that is missing and where to
-    /// set it.
-    pub(crate) fn from_settings(
-        settings: &crate::config::Settings,
-    ) -> Result<ClientConfig, String> {
-        let host = settings.host.clone().ok_or_else(|| {
-            "no API host: set --host, LSQ_HOST or [api] host in the config file".to_string()
-        })?;
-        let missing = |name: &str| {
-            format!(
-                "no {name}: set LSQ_{} in the environment or [api] {} in the config file",
-                name.to_ascii_uppercase().replace(' ', "_"),
-                name.replace(' ', "_")
-            )
-        };
-        Ok(ClientConfig {
-            host,
-            access_key: settings
-                .access_key
-                .clone()
-                .ok_or_else(|| missing("access key"))?,
-            secret_key: settings
-                .secret_key
-                .clone()
-                .ok_or_else(|| missing("secret key"))?,
-            connect_timeout: settings.connect_timeout,
-            request_timeout: settings.request_timeout,
-            max_idle_connections: settings.concurrency,
-            allow_insecure_http: settings.allow_insecure_http,
-        })
-    }
-}
-
 /// The client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

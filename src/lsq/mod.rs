@@ -8,6 +8,7 @@
 //! - [`quota`]: a rate quota (`25/5s`) and durations as people write them.
 //! - [`pace`]: the pacer: every call waits for a permit, a 429 slows the run.
 //! - [`outage`]: the run-wide gate: an API failing across the board pauses every call.
+//! - [`counters`]: the run's counters of calls, retries, rate limits, lookups.
 //! - [`calls`]: [`calls::Api`], built once per run: permit, send, classify, retry.
 //! - [`activities`]: Get Activities of a lead, every page, whatever `Offset` counts.
 
@@ -15,6 +16,7 @@ pub(crate) mod activities;
 pub mod api;
 pub(crate) mod calls;
 pub(crate) mod client;
+pub(crate) mod counters;
 pub mod outage;
 // Public, with its items, until the concurrent change to the pacer's internals is merged; then
 // pub(crate) like its neighbours.

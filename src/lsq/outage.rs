@@ -27,8 +27,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::lsq::client::{CallError, LsqClient, Reply, Verdict, classify};
+use crate::lsq::counters::RunStats;
 use crate::lsq::pace::Pacer;
-use crate::report::stats::RunStats;
 
 /// Failures in a row, with no answer between, that make an outage. One or two are what a
 /// healthy API does now and then (a proxy hiccup); three in a row at a paced rate are not.
@@ -178,13 +178,13 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    /// The run's gate as the settings describe it, probing with `UserByAccessKey.Get` through
-    /// the run's client, pacer and counters.
+    /// The run's gate, probing with `UserByAccessKey.Get` through the run's client, pacer and
+    /// counters.
     pub(crate) fn for_api(
         client: LsqClient,
         pacer: Arc<Pacer>,
         stats: Arc<RunStats>,
-        settings: &crate::config::Settings,
+        policy: GatePolicy,
     ) -> Arc<Gate> {
         Gate::new(
             ApiProbe {
@@ -192,11 +192,7 @@ impl Gate {
                 pacer,
                 stats,
             },
-            GatePolicy::new(
-                settings.backoff_base,
-                settings.backoff_max,
-                settings.outage_patience,
-            ),
+            policy,
         )
     }
 

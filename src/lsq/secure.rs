@@ -100,3 +100,37 @@ pub(crate) fn web_pki_roots() -> Vec<reqwest::Certificate> {
         .filter_map(|der| reqwest::Certificate::from_der(der).ok())
         .collect()
 }
+
+/// Checks a URL LeadSquared or a webhook receiver is to call (a delete's status webhook,
+/// `--notify-url`): https with a host, no user name or password (the vendor would
+/// store and call it, so a credential in it would leak). `http://` is allowed to a loopback
+/// address (what the simulator calls and tests use), elsewhere only with `allow_insecure_http`,
+/// the rule the API host follows too.
+pub(crate) fn check_webhook_url(text: &str, allow_insecure_http: bool) -> Result<String, String> {
+    let url = url::Url::parse(text.trim())
+        .map_err(|_| format!("{:?} is not a URL", redact_userinfo(text)))?;
+    // The URL parser reads "https:///x" as "https://x/"; a host the user did not write is no
+    // host.
+    let written_host = text
+        .trim()
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.starts_with('/'));
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty() && written_host)
+        .ok_or_else(|| "the URL has no host".to_string())?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the URL must not carry a user name or password".into());
+    }
+    match url.scheme() {
+        "https" => Ok(url.to_string()),
+        "http" if allow_insecure_http || is_loopback(&url) => Ok(url.to_string()),
+        "http" => Err(format!(
+            "{host}: only https:// is allowed (or http:// to a loopback address); \
+             --allow-insecure-http lifts this"
+        )),
+        _ => Err(format!(
+            "{host}: only https:// is allowed (or http:// to a loopback address)"
+        )),
+    }
+}

@@ -4,7 +4,7 @@
 //! Arguments enter as text (codes, dates, webhook URL) and leave as checked values
 //! ([`DeleteWindow`], codes, [`check_webhook`]) before anything is sent. A [`Remote`] is built
 //! from the run's [`Settings`]; each call goes through the run's one
-//! [`Api`] (a pacer permit, `client::classify`), and is retried on rate
+//! [`Api`](crate::lsq::calls::Api) (a pacer permit, `client::classify`), and is retried on rate
 //! limits and on failures that carried nothing.
 //! A deletion whose answer was lost (`Verdict::Unknown`) is not repeated blindly: the endpoints
 //! delete by lead, code and window, so a repeat could take activities created meanwhile; it is
@@ -21,9 +21,9 @@ use crate::lsq::api::{
     DATE_TIME_FORMAT, DeleteActivitiesRequest, DeleteOwnerHistoryRequest, PATH_DELETE_ACTIVITIES,
     PATH_DELETE_OWNER_HISTORY, QueuedResponse,
 };
-use crate::lsq::calls::{Api, Judged};
+use crate::lsq::calls::Judged;
 use crate::lsq::client::{ClientConfig, ClientError, LsqClient, Verdict};
-use crate::report::stats::RunStats;
+use crate::lsq::counters::RunStats;
 
 /// Code of the system activity LeadSquared posts when a lead's owner changes. Delete Activities
 /// cannot remove it; Delete Owner Change History does.
@@ -154,48 +154,13 @@ pub(crate) fn parse_codes(text: &str) -> Result<Vec<i64>, ArgumentError> {
     Ok(codes)
 }
 
-/// Checks a status webhook URL: https with a host, no user name or password (the vendor would
-/// store and call it, so a credential in it would leak). `http://` is allowed to a loopback
-/// address (what the simulator calls and tests use), elsewhere only with `allow_insecure_http`,
-/// the rule the API host follows too.
+/// Checks a status webhook URL ([`crate::lsq::secure::check_webhook_url`]): https with a host,
+/// no user name or password; `http://` to loopback, elsewhere only with `allow_insecure_http`.
 pub(crate) fn check_webhook(
     text: &str,
     allow_insecure_http: bool,
 ) -> Result<String, ArgumentError> {
-    let url = url::Url::parse(text.trim()).map_err(|_| {
-        ArgumentError::Webhook(format!(
-            "{:?} is not a URL",
-            crate::lsq::secure::redact_userinfo(text)
-        ))
-    })?;
-    // The URL parser reads "https:///x" as "https://x/"; a host the user did not write is no
-    // host.
-    let written_host = text
-        .trim()
-        .split_once("://")
-        .is_some_and(|(_, rest)| !rest.starts_with('/'));
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty() && written_host)
-        .ok_or_else(|| ArgumentError::Webhook("the URL has no host".into()))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ArgumentError::Webhook(
-            "the URL must not carry a user name or password".into(),
-        ));
-    }
-    match url.scheme() {
-        "https" => Ok(url.to_string()),
-        "http" if allow_insecure_http || crate::lsq::secure::is_loopback(&url) => {
-            Ok(url.to_string())
-        }
-        "http" => Err(ArgumentError::Webhook(format!(
-            "{host}: only https:// is allowed (or http:// to a loopback address); \
-             --allow-insecure-http lifts this"
-        ))),
-        _ => Err(ArgumentError::Webhook(format!(
-            "{host}: only https:// is allowed (or http:// to a loopback address)"
-        ))),
-    }
+    crate::lsq::secure::check_webhook_url(text, allow_insecure_http).map_err(ArgumentError::Webhook)
 }
 
 /// Why a deletion was not queued.
@@ -219,7 +184,7 @@ impl From<FetchError> for DeleteError {
 }
 
 /// Everything needed to call the API for one run; every call paced and counted. The delete
-/// calls go through the fetcher's [`Api`] (client, pacer, counters, retry policy, outage gate),
+/// calls go through the fetcher's [`Api`](crate::lsq::calls::Api) (client, pacer, counters, retry policy, outage gate),
 /// so Get Activities polls and deletions share one quota and one set of figures.
 pub(crate) struct Remote {
     /// Get Activities, and the client, pacer, counters and retry policy of every call.
@@ -234,7 +199,7 @@ impl Remote {
             ArgumentError::Setup(format!("cannot set up the API client: {e}"))
         })?;
         Ok(Remote {
-            fetcher: Fetcher::new(Api::new(client, settings)),
+            fetcher: Fetcher::new(settings.api(client)),
         })
     }
 
@@ -394,7 +359,7 @@ pub(crate) async fn wait_until_gone(
 }
 
 fn client_config(settings: &Settings) -> Result<ClientConfig, ArgumentError> {
-    ClientConfig::from_settings(settings).map_err(ArgumentError::Setup)
+    settings.client_config().map_err(ArgumentError::Setup)
 }
 
 #[cfg(test)]

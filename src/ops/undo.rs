@@ -336,7 +336,7 @@ pub(crate) fn from_ledger(
         let Some(id) = row.activity_id.clone() else {
             continue;
         };
-        let item = schema.check(&row.source()).map_err(|problem| {
+        let item = schema.check(&SourceRow::of(&row)).map_err(|problem| {
             UndoError::NoRun(format!("run {}, row {}: {problem}", run.id, row.number))
         })?;
         created.push(CreatedActivity {

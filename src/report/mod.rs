@@ -652,7 +652,7 @@ pub(crate) fn write_from_ledger_as(
             .into_iter()
             .map(|row| ReportedRow {
                 outcome: outcome_of(&row).unwrap_or_else(|| RowOutcome::failed(NOT_SENT)),
-                source: row.into_source(),
+                source: SourceRow::from(row),
             })
             .collect();
         writer.accept(BatchOutcome { seq, rows })?;

@@ -34,10 +34,8 @@ pub(crate) fn should_notify(
 /// Checks a notify URL as the delete commands check their webhook: https with a host and no
 /// credentials; http only to loopback, or with `allow_insecure_http`.
 pub(crate) fn check_url(text: &str, allow_insecure_http: bool) -> Result<String, String> {
-    crate::ops::deletes::check_webhook(text, allow_insecure_http).map_err(|e| match e {
-        crate::ops::deletes::ArgumentError::Webhook(message) => format!("--notify-url: {message}"),
-        other => format!("--notify-url: {other}"),
-    })
+    crate::lsq::secure::check_webhook_url(text, allow_insecure_http)
+        .map_err(|message| format!("--notify-url: {message}"))
 }
 
 /// Where the status of the last run is kept, beside the ledger.

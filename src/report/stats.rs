@@ -1,50 +1,16 @@
-//! Run counters and the end-of-run summary.
+//! Run counters and the end-of-run summary (of an import, [`RunSummary`], and of a dry run,
+//! [`Validation`]).
 //!
-//! [`RunStats`] is shared by the stages (atomics, no locks on the hot path); [`RunSummary`] is
-//! the frozen picture at the end, rendered for a person on stderr and mapped to an exit code.
+//! [`RunSummary`] is the frozen picture at the end of a run (its counters,
+//! [`crate::lsq::counters::RunStats`], among it), rendered for a person on stderr and mapped to
+//! an exit code.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::exit::ExitStatus;
 use crate::report::StatusCounts;
-
-/// Live counters of a run.
-#[derive(Debug, Default)]
-pub(crate) struct RunStats {
-    /// HTTP calls made, retries included.
-    pub calls: AtomicU64,
-    /// Calls answered with a rate-limit error (HTTP 429 or the HTTP 200 body).
-    pub rate_limited: AtomicU64,
-    /// Calls that were second or later attempts.
-    pub retries: AtomicU64,
-    /// Calls whose outcome was unknown (timeout, dropped connection, 5xx): checked with Get
-    /// Activities before anything was re-sent.
-    pub ambiguous: AtomicU64,
-    /// Rows such a check found already created (each would have been a duplicate).
-    pub recovered: AtomicU64,
-    /// Calls made by splitting batches that the server refused as a whole, to isolate bad rows.
-    pub isolation_calls: AtomicU64,
-    /// Get Activities calls (checks of unknown outcomes, and resumes checking what a killed run
-    /// left in flight).
-    pub lookup_calls: AtomicU64,
-    /// Calls made only to learn whether the API is back during an outage.
-    pub probes: AtomicU64,
-    /// Bulk calls whose in-flight record took too long to commit after the permit, and which
-    /// waited for a fresh permit so that arrivals stay paced.
-    pub late_permits: AtomicU64,
-}
-
-impl RunStats {
-    pub(crate) fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
 
 /// What a finished (or aborted) import did.
 #[derive(Debug, Clone)]
@@ -245,6 +211,69 @@ impl fmt::Display for RunSummary {
         writeln!(
             f,
             "elapsed {:.1}s, {:.1} rows/s",
+            self.elapsed.as_secs_f64(),
+            self.rows_per_second()
+        )?;
+        write!(f, "{}", self.status_line())
+    }
+}
+
+/// What a dry run found.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub input: PathBuf,
+    pub report: PathBuf,
+    /// `valid` and `invalid` rows; nothing else occurs in a dry run.
+    pub counts: StatusCounts,
+    pub elapsed: Duration,
+}
+
+impl Validation {
+    pub(crate) fn rows_per_second(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.counts.total() as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// 0 when every row is valid, 1 when some are not.
+    pub(crate) fn exit_status(&self) -> ExitStatus {
+        if self.counts.invalid == 0 {
+            ExitStatus::Success
+        } else {
+            ExitStatus::RowsNotCreated
+        }
+    }
+
+    /// The last line of the output: what a person reading cron mail needs first.
+    pub(crate) fn status_line(&self) -> String {
+        let total = self.counts.total();
+        if self.counts.invalid == 0 {
+            format!("OK: all {total} rows valid; nothing was sent")
+        } else {
+            format!(
+                "INVALID: {} of {total} rows invalid (see {}); nothing was sent",
+                self.counts.invalid,
+                self.report.display()
+            )
+        }
+    }
+}
+
+impl std::fmt::Display for Validation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "rows read {}: valid {}, invalid {}",
+            self.counts.total(),
+            self.counts.valid,
+            self.counts.invalid
+        )?;
+        writeln!(
+            f,
+            "elapsed {:.2}s, {:.0} rows/s",
             self.elapsed.as_secs_f64(),
             self.rows_per_second()
         )?;

@@ -15,8 +15,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::exit::ExitStatus;
-use crate::import::dry_run::Validation;
-use crate::report::stats::RunSummary;
+use crate::report::stats::{RunSummary, Validation};
 
 /// Bumped only when a field is removed or changes meaning.
 pub(crate) const SUMMARY_VERSION: u32 = 1;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::lsq::api::{FieldValue, KeyValue};
 use crate::lsq::calls::{Api, RetryPolicy};
 use crate::lsq::client::LsqClient;
-use crate::report::stats::RunStats;
+use crate::lsq::counters::RunStats;
 use crate::simulator::{FaultConfig, RunningSimulator, SimConfig, demo_lead_id};
 
 const LEAD: &str = "3a6d5ea2-400e-4a2f-a728-fbfa0b0c1ddf";

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::lsq::api::ActivityItem;
 use crate::lsq::calls::RetryPolicy;
 use crate::lsq::client::LsqClient;
-use crate::report::stats::RunStats;
+use crate::lsq::counters::RunStats;
 use crate::simulator::{OWNER_CHANGE_EVENT, PagingMode, RunningSimulator, SimConfig};
 
 // ---- Pager against an in-memory listing ----
