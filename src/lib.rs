@@ -16,7 +16,7 @@
 //! - [`import`]: the import's own stages: [`import::plan`] (every row validated and recorded
 //!   in the ledger before anything is sent, or the run to resume), [`import::validate`],
 //!   [`import::batch`], [`import::send`], [`import::resolve`] (which rows of an unknown-outcome
-//!   call exist), the [`import::pipeline`] that runs the plan, and [`import::dry_run`].
+//!   call exist), the [`import::run`] that runs the plan, and [`import::dry_run`].
 //! - [`lsq`]: talking to LeadSquared: wire types ([`lsq::api`]), the client and its one
 //!   classifier ([`lsq::client`]), the rate quota and the pacer ([`lsq::quota`],
 //!   [`lsq::pace`]), the outage gate ([`lsq::outage`]), keys and hosts ([`lsq::secure`]), Get

@@ -15,8 +15,8 @@ use crate::config::NotifyOn;
 use crate::config::Settings;
 use crate::exit::ExitStatus;
 use crate::import::dry_run::validate_file;
-use crate::import::pipeline::run_import;
 use crate::import::plan::{ImportJob, InputKind, default_ledger_path};
+use crate::import::run::run_import;
 use crate::input::sources::postgres::PgSource;
 use crate::input::sources::{
     InputFormat, SourceError, Stream, prepare_snapshot, snapshot_for_dry_run,

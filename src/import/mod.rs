@@ -8,13 +8,13 @@
 //! - [`resolve`]: after a bulk post with an unknown outcome, finds which rows were created.
 //! - [`plan`]: plans a run into the ledger: every row read, validated and recorded, or the run
 //!   to resume found.
-//! - [`pipeline`]: runs the plan: ledger -> batch -> send -> report.
+//! - [`run`]: runs the plan: ledger -> batch -> send -> report.
 //! - [`dry_run`]: `validate` / `import --dry-run`: read, validate and report, nothing sent.
 
 pub mod batch;
 pub mod dry_run;
-pub(crate) mod pipeline;
 pub(crate) mod plan;
 pub(crate) mod resolve;
+pub(crate) mod run;
 pub(crate) mod send;
 pub mod validate;

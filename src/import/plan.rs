@@ -6,7 +6,7 @@
 //! one again, or plans a new one: reads the whole input once, validates every row, and records
 //! each with its state (pending, invalid, or created/skipped as an edited report or an earlier
 //! run says), so that file-level problems surface before the first call and the plan (rows,
-//! calls, minimum time) is known. Running the plan is [`crate::import::pipeline`]'s job.
+//! calls, minimum time) is known. Running the plan is [`crate::import::run`]'s job.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};

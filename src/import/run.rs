@@ -1,4 +1,4 @@
-//! The import pipeline, wired: `input -> validate -> ledger -> batch -> pace -> send -> report`.
+//! Running an import: the pipeline, wired: `ledger -> batch -> pace -> send -> report`.
 //!
 //! [`crate::import::plan`] reads and validates the whole input once and records every row in
 //! the ledger before anything is sent (or finds the unfinished run to resume). Running the plan
