@@ -56,7 +56,9 @@ pub(crate) struct Sender {
     pub abort: Abort,
     /// Raised by Ctrl-C or SIGTERM.
     pub interrupt: Interrupt,
+    /// Where every attempt is recorded, in flight before it leaves and settled after.
     pub ledger: Arc<Ledger>,
+    /// The run whose rows are sent.
     pub run: i64,
     /// Get Activities through the same [`Api`], for checking calls whose outcome is unknown.
     pub fetcher: Fetcher,

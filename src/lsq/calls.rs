@@ -12,20 +12,22 @@
 //!   `Retry-After`), failures in an outage not counted against `max_attempts`. What any other
 //!   answer means is the caller's to say ([`Judged`]). The send stage, which must record each
 //!   attempt in the ledger between permit and request, runs its own loop over `permit` and
-//!   `exchange`.
+//!   `exchange`; the outage gate's probe ([`ApiProbe`]) is the two halves of one `exchange`,
+//!   its failure going to the gate as the probe's outcome.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::warn;
 
 use crate::lsq::client::{CallError, LsqClient, Reply, Verdict, classify};
 use crate::lsq::counters::RunStats;
-use crate::lsq::outage::{Gate, GateClosed, GatePolicy};
+use crate::lsq::outage::{Gate, GateClosed, GatePolicy, Probe, ProbeOutcome, failure_of};
 use crate::lsq::pace::Pacer;
 use crate::lsq::quota::RateQuota;
 
@@ -120,7 +122,16 @@ impl Api {
         let pacer = Arc::new(Pacer::new(quota, margin));
         let stats = Arc::new(RunStats::default());
         // Every run waits out an outage: imports, lookups, deletes and the reads around them.
-        let gate = Gate::for_api(client.clone(), pacer.clone(), stats.clone(), outage);
+        let probe = ApiProbe {
+            api: Api {
+                client: client.clone(),
+                pacer: pacer.clone(),
+                stats: stats.clone(),
+                retry,
+                gate: None,
+            },
+        };
+        let gate = Gate::new(probe, outage);
         Api {
             client,
             pacer,
@@ -187,14 +198,34 @@ impl Api {
         sent_at: Instant,
         request: impl Future<Output = Result<Reply, CallError>>,
     ) -> Verdict<T> {
+        let result = self.send(request).await;
+        self.judge(sent_at, result)
+    }
+
+    /// The first half of [`Api::exchange`]: counts the call, sends it, and tells the gate
+    /// whether the API answered.
+    async fn send(
+        &self,
+        request: impl Future<Output = Result<Reply, CallError>>,
+    ) -> Result<Reply, CallError> {
         RunStats::add(&self.stats.calls);
         let result = request.await;
         if let Some(gate) = &self.gate {
-            match crate::lsq::outage::failure_of(&result) {
+            match failure_of(&result) {
                 Some(problem) => gate.failed(&problem),
                 None => gate.answered(),
             }
         }
+        result
+    }
+
+    /// The second half of [`Api::exchange`]: what the answer to the call that left at `sent_at`
+    /// means, told to the pacer.
+    fn judge<T: DeserializeOwned>(
+        &self,
+        sent_at: Instant,
+        result: Result<Reply, CallError>,
+    ) -> Verdict<T> {
         let verdict = match result {
             Ok(reply) => classify::<T>(&reply),
             Err(e) => Verdict::from_call_error(&e),
@@ -278,6 +309,38 @@ impl Api {
             );
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// The outage gate's probe: `UserByAccessKey.Get`, a read that creates nothing (so a probe lost
+/// mid-way adds no uncertainty), through the run's pacer and counters like every call. Its
+/// [`Api`] has no gate: the probe's answer goes to the gate as the probe's outcome.
+struct ApiProbe {
+    /// The run's client, pacer and counters.
+    api: Api,
+}
+
+impl Probe for ApiProbe {
+    fn probe(&self) -> BoxFuture<'_, ProbeOutcome> {
+        Box::pin(async move {
+            let api = &self.api;
+            let sent_at = api.pacer.acquire().await;
+            RunStats::add(&api.stats.probes);
+            let result = api
+                .send(api.client.get(crate::lsq::api::PATH_USER_BY_ACCESS_KEY))
+                .await;
+            if let Some(problem) = failure_of(&result) {
+                return ProbeOutcome::Failed(problem);
+            }
+            match api.judge::<serde::de::IgnoredAny>(sent_at, result) {
+                Verdict::Unauthorized(m) | Verdict::Fatal(m) => ProbeOutcome::Fatal(m),
+                Verdict::RateLimited { .. } => {
+                    RunStats::add(&api.stats.rate_limited);
+                    ProbeOutcome::Answered
+                }
+                _ => ProbeOutcome::Answered,
+            }
+        })
     }
 }
 

@@ -26,9 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::lsq::client::{CallError, LsqClient, Reply, Verdict, classify};
-use crate::lsq::counters::RunStats;
-use crate::lsq::pace::Pacer;
+use crate::lsq::client::{CallError, Reply, Verdict, classify};
 
 /// Failures in a row, with no answer between, that make an outage. One or two are what a
 /// healthy API does now and then (a proxy hiccup); three in a row at a paced rate are not.
@@ -70,44 +68,6 @@ pub(crate) enum ProbeOutcome {
 /// One cheap call that tells whether the API is back.
 pub(crate) trait Probe: Send + Sync + 'static {
     fn probe(&self) -> BoxFuture<'_, ProbeOutcome>;
-}
-
-/// The probe of an import: `UserByAccessKey.Get`, a read that creates nothing (so a probe lost
-/// mid-way adds no uncertainty), through the run's pacer like every call.
-pub(crate) struct ApiProbe {
-    pub client: LsqClient,
-    pub pacer: Arc<Pacer>,
-    pub stats: Arc<RunStats>,
-}
-
-impl Probe for ApiProbe {
-    fn probe(&self) -> BoxFuture<'_, ProbeOutcome> {
-        Box::pin(async move {
-            let sent_at = self.pacer.acquire().await;
-            RunStats::add(&self.stats.calls);
-            RunStats::add(&self.stats.probes);
-            let result = self
-                .client
-                .get(crate::lsq::api::PATH_USER_BY_ACCESS_KEY)
-                .await;
-            if let Some(problem) = failure_of(&result) {
-                return ProbeOutcome::Failed(problem);
-            }
-            let verdict = match &result {
-                Ok(reply) => classify::<serde::de::IgnoredAny>(reply),
-                Err(e) => Verdict::from_call_error(e),
-            };
-            self.pacer.answer(sent_at, &verdict);
-            match verdict {
-                Verdict::Unauthorized(m) | Verdict::Fatal(m) => ProbeOutcome::Fatal(m),
-                Verdict::RateLimited { .. } => {
-                    RunStats::add(&self.stats.rate_limited);
-                    ProbeOutcome::Answered
-                }
-                _ => ProbeOutcome::Answered,
-            }
-        })
-    }
 }
 
 /// How the gate probes and how long it waits.
@@ -178,24 +138,6 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    /// The run's gate, probing with `UserByAccessKey.Get` through the run's client, pacer and
-    /// counters.
-    pub(crate) fn for_api(
-        client: LsqClient,
-        pacer: Arc<Pacer>,
-        stats: Arc<RunStats>,
-        policy: GatePolicy,
-    ) -> Arc<Gate> {
-        Gate::new(
-            ApiProbe {
-                client,
-                pacer,
-                stats,
-            },
-            policy,
-        )
-    }
-
     pub(crate) fn new(probe: impl Probe, policy: GatePolicy) -> Arc<Gate> {
         Arc::new(Gate {
             state: Mutex::new(State {
