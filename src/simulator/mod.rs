@@ -14,6 +14,7 @@
 //! - `state`: stored activities, request log, limiter and the vendor's rules, free of I/O.
 //! - `server`: the accept loop, per-connection kill switch, routing and handlers.
 //!
+//! This file (its settings types and the inspection API tests use, about 750 lines),
 //! `server.rs` (about 1,200 lines: one handler per endpoint of the vendor's API and of `/_sim`,
 //! each with the vendor's quirks), `state.rs` (about 1,000, half of it its unit tests; its rate
 //! limiter is under a concurrent change) and `tests.rs` (the simulator's own tests) are over the
