@@ -1,5 +1,6 @@
 //! End-to-end tests of the simulator over real loopback HTTP: a plain reqwest client talks to a
 //! `RunningSimulator`, and assertions read both the responses and the simulator's own records.
+//! Over 700 lines because it covers every endpoint and fault; it is test code only.
 
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
