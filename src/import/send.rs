@@ -219,6 +219,8 @@ impl Sender {
             let mut pending = rows;
             let mut done: Vec<(u64, RowOutcome)> = Vec::new();
             let mut attempt = 0u32;
+            // Refusals for the rate, which do not use up attempts (see `max_rate_limited`).
+            let mut rate_limited = 0u32;
             // Calls actually sent for these rows; attempts can be given back after an outage.
             let mut sent = 0u32;
             let mut last_problem = String::new();
@@ -231,8 +233,16 @@ impl Sender {
                     );
                     break;
                 }
-                if attempt >= self.api.retry.max_attempts {
-                    let message = format!("gave up after {attempt} attempts: {last_problem}");
+                if attempt >= self.api.retry.max_attempts
+                    || rate_limited >= self.api.retry.max_rate_limited()
+                {
+                    let message = if attempt >= self.api.retry.max_attempts {
+                        format!("gave up after {attempt} attempts: {last_problem}")
+                    } else {
+                        format!(
+                            "gave up after {rate_limited} refusals for the rate: {last_problem}"
+                        )
+                    };
                     warn!(rows = pending.len(), "{message}");
                     let updates = updates(&pending, RowState::Failed, Some(&message));
                     self.record(None, &message, updates).await;
@@ -350,7 +360,9 @@ impl Sender {
                     } => {
                         RunStats::add(&self.api.stats.rate_limited);
                         last_problem = format!("rate limited: {message}");
-                        let wait = self.api.retry.delay(attempt, retry_after, rng);
+                        attempt -= 1;
+                        rate_limited += 1;
+                        let wait = self.api.retry.after_rate_limit(retry_after);
                         self.retry_later(call, attempt, &last_problem, &pending, wait)
                             .await;
                     }

@@ -33,6 +33,11 @@ use crate::lsq::quota::RateQuota;
 
 /// The longest `Retry-After` obeyed.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// See [`RetryPolicy::max_rate_limited`].
+const RATE_LIMITED_PER_ATTEMPT: u32 = 5;
+/// See [`RetryPolicy::max_rate_limited`]: however few attempts are allowed for failures, a
+/// shared quota may refuse a call this many times five over before its rows fail.
+const RATE_LIMITED_MIN_ATTEMPTS: u32 = 10;
 
 /// How failed attempts are retried.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +59,23 @@ impl RetryPolicy {
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let capped = exp.min(self.max);
         capped.mul_f64(0.5 + 0.5 * rng.f64())
+    }
+
+    /// Refusals for the rate one call may meet before its rows fail. They are the account's
+    /// congestion, not the call's fault, so they do not use up `max_attempts`; but a quota that
+    /// never has room must still end the run.
+    pub(crate) fn max_rate_limited(&self) -> u32 {
+        self.max_attempts
+            .max(RATE_LIMITED_MIN_ATTEMPTS)
+            .saturating_mul(RATE_LIMITED_PER_ATTEMPT)
+    }
+
+    /// The wait after a refusal for the rate: the server's `Retry-After` if it sent one
+    /// (bounded), else none. The pacer, which every attempt goes through, already slows or
+    /// holds every caller; a per-call backoff on top would leave the quota unused while calls
+    /// sleep, and grow with each refusal a burst of the others' causes.
+    pub(crate) fn after_rate_limit(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after.map_or(Duration::ZERO, |wait| wait.min(MAX_RETRY_AFTER))
     }
 
     /// The wait before the next attempt: the server's `Retry-After` when it sent one (bounded,

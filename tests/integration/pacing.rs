@@ -131,3 +131,40 @@ async fn a_lower_limit_named_in_a_429_is_not_overrun_when_refusals_count() {
 async fn a_lower_limit_named_in_an_http_200_is_not_overrun_when_refusals_count() {
     a_lower_real_limit_is_adopted(RateLimitStyle::Http200).await;
 }
+
+/// A refusal for the rate is the account's congestion, not the batch's fault: with one attempt
+/// per batch allowed and another integration taking most of the quota, every row still goes in.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_for_the_rate_do_not_use_up_a_batchs_attempts() {
+    let sim = simulator(SimConfig {
+        rate: Some(RateQuota::new(
+            25.try_into().expect("25"),
+            Duration::from_secs(1),
+        )),
+        refused_calls: RefusedCalls::Counted,
+        other_client: Some(OtherClient {
+            load: OtherLoad::Steady { per_second: 18.0 },
+            from: Duration::ZERO,
+            until: None,
+        }),
+        latency: LATENCY,
+        ..SimConfig::default()
+    })
+    .await;
+    let (input, _) = generated_input(500, 0);
+    let out = import_into(
+        &sim,
+        &input,
+        &[],
+        &["--rate", "25/1s", "--max-attempts", "1"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_every_row_created_once(&sim, 500);
+    let (_, refused) = busiest_window_after_first_refusal(&sim, Duration::from_secs(1));
+    assert!(
+        refused > 0,
+        "the other client must make the run meet the limit"
+    );
+}
