@@ -19,7 +19,7 @@ pub(crate) mod client;
 pub(crate) mod counters;
 pub mod outage;
 // Public, with its items, until the concurrent change to the pacer's internals is merged; then
-// pub(crate) like its neighbours, and its unit tests and limiter model (half of its 1,170 lines)
+// pub(crate) like its neighbours, and its unit tests and limiter model (half of its ~1,300 lines)
 // moved to a pace/tests.rs as the other modules' were.
 #[allow(private_interfaces, unreachable_pub)]
 pub mod pace;
