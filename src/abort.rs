@@ -7,7 +7,7 @@ use tokio::sync::watch;
 
 /// Cheap to clone; every clone sees the same signal.
 #[derive(Debug, Clone)]
-pub struct Abort {
+pub(crate) struct Abort {
     state: Arc<watch::Sender<Option<Arc<str>>>>,
 }
 
@@ -18,14 +18,14 @@ impl Default for Abort {
 }
 
 impl Abort {
-    pub fn new() -> Abort {
+    pub(crate) fn new() -> Abort {
         Abort {
             state: Arc::new(watch::Sender::new(None)),
         }
     }
 
     /// Sets the signal; the first reason is kept.
-    pub fn trigger(&self, reason: impl Into<String>) {
+    pub(crate) fn trigger(&self, reason: impl Into<String>) {
         let reason: Arc<str> = Arc::from(reason.into());
         self.state.send_if_modified(|current| {
             if current.is_none() {
@@ -38,12 +38,12 @@ impl Abort {
     }
 
     /// The reason, once set.
-    pub fn reason(&self) -> Option<Arc<str>> {
+    pub(crate) fn reason(&self) -> Option<Arc<str>> {
         self.state.borrow().clone()
     }
 
     /// Resolves when the signal is set.
-    pub async fn triggered(&self) {
+    pub(crate) async fn triggered(&self) {
         let mut rx = self.state.subscribe();
         // The sender lives as long as `self`, so this cannot fail while we wait.
         let _ = rx.wait_for(Option::is_some).await;
@@ -72,25 +72,25 @@ mod tests {
 /// A stop asked for by a signal (Ctrl-C, SIGTERM): no new batch is started, calls in flight
 /// finish, and the run ends with the signal's exit code.
 #[derive(Debug, Clone, Default)]
-pub struct Interrupt {
+pub(crate) struct Interrupt {
     flag: Abort,
     status: Arc<std::sync::OnceLock<crate::exit::ExitStatus>>,
 }
 
 impl Interrupt {
     /// Records the first signal and raises the flag.
-    pub fn trigger(&self, status: crate::exit::ExitStatus, reason: &str) {
+    pub(crate) fn trigger(&self, status: crate::exit::ExitStatus, reason: &str) {
         let _ = self.status.set(status);
         self.flag.trigger(reason);
     }
 
     /// The exit status the signal asks for, once one arrived.
-    pub fn status(&self) -> Option<crate::exit::ExitStatus> {
+    pub(crate) fn status(&self) -> Option<crate::exit::ExitStatus> {
         self.status.get().copied()
     }
 
     /// The flag the stages watch.
-    pub fn flag(&self) -> &Abort {
+    pub(crate) fn flag(&self) -> &Abort {
         &self.flag
     }
 }

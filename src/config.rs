@@ -6,50 +6,41 @@
 //! [`ConfigError`] naming the source of the bad value. Secrets are wrapped in [`Secret`] so that
 //! no `Debug` or `Display` of the settings can print them.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::MAX_BATCH;
-use crate::dates::{DateFormat, DateReader, parse_zone};
-use crate::input::InputLimits;
-use crate::ledger::Durability;
-use crate::mapping::{ColumnMap, parse_pair};
-use crate::quota::{RateQuota, parse_duration};
+mod file;
+mod lsq;
+
+use file::FileInput;
+pub(crate) use file::{FileConfig, key_file_warning};
+
+use crate::input::dates::{DateFormat, DateReader, parse_zone};
+use crate::input::mapping::{ColumnMap, parse_pair};
+use crate::input::rows::InputLimits;
+use crate::ledger::{Durability, InputRecord};
+use crate::lsq::api::MAX_BATCH;
+use crate::lsq::quota::{RateQuota, parse_duration};
+use crate::lsq::secure::Secret;
 
 /// Where the config file is looked for when neither `--config` nor `LSQ_CONFIG` names one.
-pub const DEFAULT_CONFIG_PATH: &str = "config/lsq-sync.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "config/lsq-sync.toml";
 
-/// A key that must never be printed. `Debug` and `Display` show only a short prefix of the
-/// access key's length class, never the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value itself, for the one place that puts it in a request header.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
+/// When a run's end is posted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOn {
+    /// Only runs that did not end with exit 0.
+    Failure,
+    /// Failures, and any run whose status differs from the previous run's (so a recovery to
+    /// `ok` is announced once, and quiet successes stay quiet).
+    #[default]
+    Change,
+    /// Every run.
+    Always,
 }
 
 /// How log lines are written to stderr.
@@ -137,7 +128,7 @@ pub struct NotifySettings {
     /// webhook URLs (Slack's) carry their token in the path.
     pub url: Option<Secret>,
     /// When to post.
-    pub on: crate::notify::NotifyOn,
+    pub on: NotifyOn,
     /// The whole POST, connect included; a webhook that hangs must not hold the job.
     pub timeout: Duration,
 }
@@ -146,7 +137,7 @@ impl Default for NotifySettings {
     fn default() -> Self {
         NotifySettings {
             url: None,
-            on: crate::notify::NotifyOn::default(),
+            on: NotifyOn::default(),
             timeout: Duration::from_secs(10),
         }
     }
@@ -163,7 +154,61 @@ pub struct InputSettings {
     /// The worksheet of a spreadsheet input, by name or 1-based position; `None` for the first.
     pub sheet: Option<String>,
     /// `--format`: how a non-spreadsheet input is read; `None` decides by the extension.
-    pub format: Option<crate::sources::InputFormat>,
+    pub format: Option<crate::input::sources::InputFormat>,
+}
+
+impl InputSettings {
+    /// What the ledger records of how a run reads its input; `sheet` is the worksheet actually
+    /// read (none for a report, whatever the settings say).
+    pub(crate) fn record(&self, sheet: Option<&str>) -> InputRecord {
+        InputRecord {
+            sheet: sheet.map(str::to_string),
+            mapping: self.columns.renames().to_vec(),
+            constants: self.columns.constants().to_vec(),
+            match_by: self.columns.match_by().map(str::to_string),
+            timezone: self.dates.zone.map(|z| z.name().to_string()),
+            date_format: self
+                .dates
+                .format
+                .as_ref()
+                .map(|f| f.as_written().to_string()),
+        }
+    }
+
+    /// The settings a run recorded, rebuilt so that its rows are read as the run read them.
+    pub(crate) fn from_record(record: InputRecord) -> Result<InputSettings, ConfigError> {
+        const SOURCE: &str = "the run's recorded input options";
+        let invalid = |message: String| ConfigError::Invalid {
+            source_name: SOURCE.to_string(),
+            message,
+        };
+        let tagged = |pairs: Vec<(String, String)>| {
+            pairs
+                .into_iter()
+                .map(|(name, value)| (SOURCE.to_string(), name, value))
+                .collect()
+        };
+        let columns = ColumnMap::new(
+            tagged(record.mapping),
+            tagged(record.constants),
+            record.match_by,
+        )?;
+        let format = match record.date_format {
+            Some(text) => DateFormat::parse(&text).map_err(|e| invalid(e.to_string()))?,
+            None => None,
+        };
+        let zone = match record.timezone {
+            Some(name) => Some(parse_zone(&name).map_err(invalid)?),
+            None => None,
+        };
+        Ok(InputSettings {
+            columns,
+            dates: DateReader { format, zone },
+            sheet: record.sheet,
+            // What the ledger holds of a run is CSV whatever the input was.
+            format: None,
+        })
+    }
 }
 
 impl Default for Settings {
@@ -197,179 +242,9 @@ impl Default for Settings {
     }
 }
 
-/// The config file as written (`config/lsq-sync.toml`); every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    pub api: FileApi,
-    #[serde(default)]
-    pub pacing: FilePacing,
-    #[serde(default)]
-    pub retry: FileRetry,
-    #[serde(default)]
-    pub log: FileLog,
-    #[serde(default)]
-    pub ledger: FileLedger,
-    #[serde(default)]
-    pub input: FileInput,
-    /// `"Sheet header" = "ApiField"`.
-    #[serde(default)]
-    pub mapping: BTreeMap<String, String>,
-    /// `ApiField = "value"` (or a bare number, `ActivityEvent = 201`) for every row.
-    #[serde(default)]
-    pub constants: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    pub nightly: FileNightly,
-    #[serde(default)]
-    pub report: FileReport,
-    #[serde(default)]
-    pub source: FileSource,
-    #[serde(default)]
-    pub notify: FileNotify,
-    #[serde(default)]
-    pub metrics: FileMetrics,
-}
-
-/// `[source]` section.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSource {
-    pub postgres_url: Option<String>,
-    pub query: Option<String>,
-}
-
-impl fmt::Debug for FileSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileSource")
-            .field(
-                "postgres_url",
-                &self
-                    .postgres_url
-                    .as_deref()
-                    .map(crate::sources::postgres::redact_url),
-            )
-            .field("query", &self.query)
-            .finish()
-    }
-}
-
-/// `[notify]` section.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileNotify {
-    pub url: Option<String>,
-    pub on: Option<crate::notify::NotifyOn>,
-    pub timeout: Option<String>,
-}
-
-impl fmt::Debug for FileNotify {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileNotify")
-            .field("url", &self.url.as_ref().map(|_| "***"))
-            .field("on", &self.on)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-/// `[metrics]` section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileMetrics {
-    pub file: Option<PathBuf>,
-}
-
-/// `[input]` section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileInput {
-    pub match_by: Option<String>,
-    pub timezone: Option<String>,
-    pub date_format: Option<String>,
-    pub sheet: Option<String>,
-    pub format: Option<crate::sources::InputFormat>,
-    pub max_cell_bytes: Option<usize>,
-    pub max_row_bytes: Option<usize>,
-    pub max_columns: Option<usize>,
-}
-
-/// `[nightly]` section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileNightly {
-    pub max_invalid: Option<f64>,
-}
-
-/// `[report]` section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileReport {
-    pub excel_safe: Option<bool>,
-}
-
-/// `[ledger]` section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileLedger {
-    pub durability: Option<Durability>,
-}
-
-/// `[api]` section.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileApi {
-    pub host: Option<String>,
-    pub access_key: Option<String>,
-    pub secret_key: Option<String>,
-    pub connect_timeout: Option<String>,
-    pub request_timeout: Option<String>,
-    pub allow_insecure_http: Option<bool>,
-}
-
-impl fmt::Debug for FileApi {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileApi")
-            .field("host", &self.host)
-            .field("access_key", &self.access_key.as_ref().map(|_| "***"))
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .finish()
-    }
-}
-
-/// `[pacing]` section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilePacing {
-    pub rate: Option<String>,
-    pub margin: Option<f64>,
-    pub concurrency: Option<usize>,
-    pub batch_size: Option<usize>,
-}
-
-/// `[retry]` section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRetry {
-    pub max_attempts: Option<u32>,
-    pub backoff_base: Option<String>,
-    pub backoff_max: Option<String>,
-    pub outage_patience: Option<String>,
-}
-
-/// `[log]` section.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileLog {
-    pub format: Option<LogFormat>,
-}
-
 /// Values given on the command line; `None` leaves the lower layers' value.
 #[derive(Debug, Default, Clone)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     pub host: Option<String>,
     pub rate: Option<RateQuota>,
     pub max_attempts: Option<u32>,
@@ -391,7 +266,7 @@ pub struct Overrides {
     pub query: Option<String>,
     /// `--notify-url`, `--notify-on`, `--metrics-file`.
     pub notify_url: Option<String>,
-    pub notify_on: Option<crate::notify::NotifyOn>,
+    pub notify_on: Option<NotifyOn>,
     pub metrics_file: Option<PathBuf>,
     /// `-q`.
     pub quiet: bool,
@@ -399,7 +274,7 @@ pub struct Overrides {
 
 /// Input flags (`cli::InputArgs`) as given; empty lists and `None` leave the lower layers' value.
 #[derive(Debug, Default, Clone)]
-pub struct InputOverrides {
+pub(crate) struct InputOverrides {
     /// `--map "HEADER=FIELD"`, in order.
     pub map: Vec<String>,
     /// `--set "FIELD=VALUE"`, in order.
@@ -408,7 +283,7 @@ pub struct InputOverrides {
     pub timezone: Option<String>,
     pub date_format: Option<String>,
     pub sheet: Option<String>,
-    pub format: Option<crate::sources::InputFormat>,
+    pub format: Option<crate::input::sources::InputFormat>,
 }
 
 /// A bad setting, naming where it came from.
@@ -423,74 +298,13 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{source_name}: {message}")]
     Invalid {
-        /// e.g. "LSQ_RATE", "--batch-size", "config file [pacing] rate".
+        /// e.g. `"LSQ_RATE"`, `"--batch-size"`, `"config file [pacing] rate"`.
         source_name: String,
         message: String,
     },
     /// A column mapping or constant that names no API field; the message names its source.
     #[error(transparent)]
-    Mapping(#[from] crate::mapping::MappingError),
-}
-
-impl FileConfig {
-    /// Reads and parses a config file; unknown keys are an error so typos do not pass silently.
-    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
-    }
-
-    /// Whether this file holds an access key or a secret key.
-    pub fn holds_keys(&self) -> bool {
-        self.api.access_key.is_some() || self.api.secret_key.is_some()
-    }
-
-    /// The config file to use: `explicit` (from `--config` or `LSQ_CONFIG`) must exist; without
-    /// it, [`DEFAULT_CONFIG_PATH`] is used when present.
-    pub fn discover(explicit: Option<&Path>) -> Result<Option<(PathBuf, FileConfig)>, ConfigError> {
-        match explicit {
-            Some(path) => Ok(Some((path.to_path_buf(), FileConfig::load(path)?))),
-            None => {
-                let path = Path::new(DEFAULT_CONFIG_PATH);
-                if path.is_file() {
-                    Ok(Some((path.to_path_buf(), FileConfig::load(path)?)))
-                } else {
-                    Ok(None)
-                }
-            }
-        }
-    }
-}
-
-/// A warning to show when `file` holds keys and `path` can be read by other users (group or
-/// others may read it); `None` when it holds no keys, is private, or this is not unix.
-pub fn key_file_warning(path: &Path, file: &FileConfig) -> Option<String> {
-    if !file.holds_keys() {
-        return None;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        (mode & 0o044 != 0).then(|| {
-            format!(
-                "warning: config file {} holds API keys and can be read by other users (mode {:o}); run: chmod 600 {}",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            )
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
+    Mapping(#[from] crate::input::mapping::MappingError),
 }
 
 fn invalid(source_name: &str, message: impl Into<String>) -> ConfigError {
@@ -511,7 +325,7 @@ fn duration_from(source_name: &str, text: &str) -> Result<Duration, ConfigError>
 
 fn rate_from(source_name: &str, text: &str) -> Result<RateQuota, ConfigError> {
     text.parse()
-        .map_err(|e: crate::quota::RateQuotaError| invalid(source_name, e.to_string()))
+        .map_err(|e: crate::lsq::quota::RateQuotaError| invalid(source_name, e.to_string()))
 }
 
 fn percent_from(source_name: &str, value: f64) -> Result<f64, ConfigError> {
@@ -534,7 +348,7 @@ fn number_from<T: std::str::FromStr>(source_name: &str, text: &str) -> Result<T,
 impl Settings {
     /// Layers defaults, the file, the environment (through `env`, so tests need not touch the
     /// process environment) and the flags, then checks the result.
-    pub fn resolve(
+    pub(crate) fn resolve(
         file: Option<&FileConfig>,
         env: &dyn Fn(&str) -> Option<String>,
         flags: &Overrides,
@@ -782,7 +596,7 @@ impl Settings {
             return Err(invalid("timeouts", "must be longer than zero"));
         }
         if let Some(host) = &self.host {
-            crate::client::check_host(host, self.allow_insecure_http)
+            crate::lsq::secure::check_host(host, self.allow_insecure_http)
                 .map_err(|e| invalid("host", e.to_string()))?;
         }
         Ok(())
@@ -896,307 +710,4 @@ fn resolve_input(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    fn file(text: &str) -> FileConfig {
-        toml::from_str(text).unwrap()
-    }
-
-    #[test]
-    fn defaults_apply_without_any_source() {
-        let s = Settings::resolve(None, &env_of(&[]), &Overrides::default()).unwrap();
-        assert_eq!(s.rate, RateQuota::DEFAULT);
-        assert_eq!(s.batch_size, 25);
-        assert!(s.host.is_none());
-    }
-
-    #[test]
-    fn file_then_env_then_flags_each_win_over_the_one_before() {
-        let f = file(
-            "[pacing]\nrate = \"10/5s\"\nconcurrency = 8\n[retry]\nmax_attempts = 3\n[api]\nhost = \"https://file.example\"",
-        );
-        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
-        assert_eq!(s.rate.to_string(), "10/5s");
-        assert_eq!(s.max_attempts.get(), 3);
-
-        let env = env_of(&[("LSQ_RATE", "20/5s"), ("LSQ_HOST", "https://env.example")]);
-        let s = Settings::resolve(Some(&f), &env, &Overrides::default()).unwrap();
-        assert_eq!(s.rate.to_string(), "20/5s");
-        assert_eq!(s.host.as_deref(), Some("https://env.example"));
-        assert_eq!(s.concurrency, 8, "file value kept where env is silent");
-
-        let flags = Overrides {
-            rate: Some("25/1s".parse().unwrap()),
-            ..Overrides::default()
-        };
-        let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
-        assert_eq!(s.rate.to_string(), "25/1s");
-        assert_eq!(s.host.as_deref(), Some("https://env.example"));
-    }
-
-    #[test]
-    fn outage_patience_defaults_to_15_minutes_and_each_layer_overrides_it() {
-        let s = Settings::resolve(None, &env_of(&[]), &Overrides::default()).unwrap();
-        assert_eq!(s.outage_patience, Duration::from_secs(900));
-        let f = file("[retry]\noutage_patience = \"2m\"");
-        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
-        assert_eq!(s.outage_patience, Duration::from_secs(120));
-        let env = env_of(&[("LSQ_OUTAGE_PATIENCE", "30s")]);
-        let s = Settings::resolve(Some(&f), &env, &Overrides::default()).unwrap();
-        assert_eq!(s.outage_patience, Duration::from_secs(30));
-        let flags = Overrides {
-            outage_patience: Some(Duration::from_secs(5)),
-            ..Overrides::default()
-        };
-        let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
-        assert_eq!(s.outage_patience, Duration::from_secs(5));
-        let bad = file("[retry]\noutage_patience = \"soon\"");
-        let err = Settings::resolve(Some(&bad), &env_of(&[]), &Overrides::default()).unwrap_err();
-        assert!(err.to_string().contains("outage_patience"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_name_their_source() {
-        let err = Settings::resolve(
-            None,
-            &env_of(&[("LSQ_RATE", "fast")]),
-            &Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.starts_with("LSQ_RATE:"), "{err}");
-        let f = file("[pacing]\nbatch_size = 30");
-        let err = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("30 is outside 1..=25"), "{err}");
-    }
-
-    #[test]
-    fn max_invalid_layers_and_must_be_a_percentage() {
-        let f = file("[nightly]\nmax_invalid = 5.0");
-        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
-        assert_eq!(s.max_invalid, Some(5.0));
-        let env = env_of(&[("LSQ_MAX_INVALID", "2.5")]);
-        let s = Settings::resolve(Some(&f), &env, &Overrides::default()).unwrap();
-        assert_eq!(s.max_invalid, Some(2.5));
-        let flags = Overrides {
-            max_invalid: Some(0.0),
-            ..Overrides::default()
-        };
-        let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
-        assert_eq!(s.max_invalid, Some(0.0));
-        let flags = Overrides {
-            max_invalid: Some(101.0),
-            ..Overrides::default()
-        };
-        let err = Settings::resolve(None, &env_of(&[]), &flags)
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("--max-invalid:"), "{err}");
-        let err = Settings::resolve(
-            None,
-            &env_of(&[("LSQ_MAX_INVALID", "ten")]),
-            &Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.starts_with("LSQ_MAX_INVALID:"), "{err}");
-    }
-
-    #[test]
-    fn unknown_keys_in_the_file_are_refused() {
-        let err = toml::from_str::<FileConfig>("[pacing]\nrat = \"25/5s\"").unwrap_err();
-        assert!(err.to_string().contains("rat"), "{err}");
-    }
-
-    #[test]
-    fn secrets_never_show_in_debug() {
-        let env = env_of(&[
-            ("LSQ_ACCESS_KEY", "u$AKEY-123456"),
-            ("LSQ_SECRET_KEY", "TOPSECRET-abcdef"),
-        ]);
-        let s = Settings::resolve(None, &env, &Overrides::default()).unwrap();
-        let shown = format!("{s:?}");
-        assert!(!shown.contains("TOPSECRET"), "{shown}");
-        assert!(!shown.contains("AKEY-123456"), "{shown}");
-        let f = file("[api]\nsecret_key = \"TOPSECRET-file\"");
-        assert!(!format!("{f:?}").contains("TOPSECRET"));
-    }
-
-    #[test]
-    fn plain_http_to_a_remote_host_needs_the_allow_flag() {
-        let f = file("[api]\nhost = \"http://crm.example\"");
-        let err = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--allow-insecure-http"), "{err}");
-        let allowed = file("[api]\nhost = \"http://crm.example\"\nallow_insecure_http = true");
-        assert!(Settings::resolve(Some(&allowed), &env_of(&[]), &Overrides::default()).is_ok());
-        let flags = Overrides {
-            allow_insecure_http: Some(true),
-            ..Overrides::default()
-        };
-        assert!(Settings::resolve(Some(&f), &env_of(&[]), &flags).is_ok());
-        let env = env_of(&[("LSQ_ALLOW_INSECURE_HTTP", "true")]);
-        assert!(Settings::resolve(Some(&f), &env, &Overrides::default()).is_ok());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_key_file_readable_by_others_is_warned_about() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.toml");
-        std::fs::write(&path, "[api]\nsecret_key = \"s\"").unwrap();
-        let with_keys = FileConfig::load(&path).unwrap();
-        let mode = |m| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
-        mode(0o644);
-        let warning = key_file_warning(&path, &with_keys).expect("warned");
-        assert!(warning.contains(&path.display().to_string()), "{warning}");
-        assert!(warning.contains("chmod 600"), "{warning}");
-        mode(0o640);
-        assert!(key_file_warning(&path, &with_keys).is_some());
-        mode(0o600);
-        assert_eq!(key_file_warning(&path, &with_keys), None);
-        mode(0o644);
-        assert_eq!(key_file_warning(&path, &FileConfig::default()), None);
-    }
-
-    #[test]
-    fn input_settings_layer_file_then_env_then_flags() {
-        let f = file(
-            "[input]\ntimezone = \"Asia/Kolkata\"\nsheet = \"Calls\"\n[mapping]\n\"Lead ID\" = \"RelatedProspectId\"\n\"Type\" = \"ActivityEvent\"\n[constants]\nActivityNote = \"from file\"\nmx_Custom_3 = 7",
-        );
-        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
-        assert_eq!(s.input.sheet.as_deref(), Some("Calls"));
-        assert_eq!(
-            s.input.dates.zone.map(|z| z.name().to_string()).as_deref(),
-            Some("Asia/Kolkata")
-        );
-        let names = |s: &Settings| {
-            s.input
-                .columns
-                .field_names(&["Lead ID".to_string(), "Type".to_string()])
-                .unwrap()
-        };
-        assert_eq!(names(&s), vec!["RelatedProspectId", "ActivityEvent"]);
-
-        let env = env_of(&[("LSQ_TIMEZONE", "Europe/London")]);
-        let flags = Overrides {
-            input: InputOverrides {
-                map: vec!["Type=mx_Custom_2".into()],
-                set: vec!["ActivityNote=from flag".into(), "ActivityEvent=201".into()],
-                ..InputOverrides::default()
-            },
-            ..Overrides::default()
-        };
-        let s = Settings::resolve(Some(&f), &env, &flags).unwrap();
-        assert_eq!(
-            s.input.dates.zone.map(|z| z.name().to_string()).as_deref(),
-            Some("Europe/London")
-        );
-        assert_eq!(names(&s), vec!["RelatedProspectId", "mx_Custom_2"]);
-        assert_eq!(
-            s.input.columns.constants(),
-            &[
-                ("mx_Custom_3".to_string(), "7".to_string()),
-                ("ActivityNote".to_string(), "from flag".to_string()),
-                ("ActivityEvent".to_string(), "201".to_string())
-            ]
-        );
-    }
-
-    #[test]
-    fn bad_input_settings_name_their_source() {
-        let f = file("[mapping]\n\"Lead\" = \"LeadGuid\"");
-        let err = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("config file [mapping]: \"LeadGuid\" is not an API field"),
-            "{err}"
-        );
-        let flags = |input: InputOverrides| Overrides {
-            input,
-            ..Overrides::default()
-        };
-        let cases = [
-            (
-                InputOverrides {
-                    timezone: Some("India".into()),
-                    ..InputOverrides::default()
-                },
-                "--timezone: \"India\" is not an IANA time zone",
-            ),
-            (
-                InputOverrides {
-                    date_format: Some("dd.MM".into()),
-                    ..InputOverrides::default()
-                },
-                "--date-format: date format \"dd.MM\" needs a year",
-            ),
-            (
-                InputOverrides {
-                    set: vec!["ActivityEvent".into()],
-                    ..InputOverrides::default()
-                },
-                "--set: \"ActivityEvent\" is not NAME=VALUE",
-            ),
-        ];
-        for (input, expected) in cases {
-            let err = Settings::resolve(None, &env_of(&[]), &flags(input))
-                .unwrap_err()
-                .to_string();
-            assert!(err.starts_with(expected), "{err}");
-        }
-    }
-
-    #[test]
-    fn the_shipped_config_file_parses_and_matches_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
-        let f = FileConfig::load(&path).unwrap();
-        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
-        let d = Settings::default();
-        assert_eq!(s.rate, d.rate);
-        assert_eq!(s.max_attempts, d.max_attempts);
-        assert_eq!(s.concurrency, d.concurrency);
-        assert_eq!(s.request_timeout, d.request_timeout);
-        assert_eq!(s.input_limits, d.input_limits);
-        assert_eq!(s.excel_safe, d.excel_safe);
-    }
-
-    #[test]
-    fn input_limits_and_excel_safe_come_from_the_file_and_the_flag() {
-        let f = file("[input]\nmax_cell_bytes = 10\nmax_columns = 3\n[report]\nexcel_safe = true");
-        let s = Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).unwrap();
-        assert_eq!(s.input_limits.max_cell_bytes, 10);
-        assert_eq!(s.input_limits.max_columns, 3);
-        assert_eq!(
-            s.input_limits.max_row_bytes,
-            InputLimits::default().max_row_bytes
-        );
-        assert!(s.excel_safe);
-        let flags = Overrides {
-            excel_safe: Some(true),
-            ..Overrides::default()
-        };
-        assert!(
-            Settings::resolve(None, &env_of(&[]), &flags)
-                .unwrap()
-                .excel_safe
-        );
-        let f = file("[input]\nmax_row_bytes = 0");
-        assert!(Settings::resolve(Some(&f), &env_of(&[]), &Overrides::default()).is_err());
-    }
-}
+mod tests;

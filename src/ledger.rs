@@ -12,8 +12,14 @@
 //! Hot-path writes go to one writer thread that commits whatever has queued up in a single
 //! transaction (group commit), so concurrency does not turn into one fsync per call. A lock file
 //! beside the database keeps a second process off the same ledger.
+//!
+//! This file holds the schema, opening (lock, connections) and the runs and rows; beside it:
+//! [`records`] (the types it hands out), [`writer`] (the group-commit thread), [`codec`] (a
+//! row's encoding, an activity's fingerprint, an input's hash), [`lookups`] (rows by content or
+//! lead, across runs) and [`deletions`] (what `undo` asked LeadSquared to delete). All SQL of
+//! the program is in these files.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -23,10 +29,19 @@ use std::thread::JoinHandle;
 
 use csv::ByteRecord;
 use rusqlite::{Connection, OptionalExtension, params};
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use crate::api::ActivityItem;
+mod codec;
+mod deletions;
+mod lookups;
+mod records;
+mod writer;
+
+pub(crate) use codec::{decode_record, encode_record, fingerprint, hash_file};
+pub use deletions::DeletionRecord;
+pub(crate) use lookups::created_per_call;
+pub(crate) use records::{InputRecord, NewRow, RowState, RowUpdate, RunInfo, RunStatus, StoredRow};
+use writer::{WriteOp, write_loop};
 
 /// Bumped when the schema changes incompatibly.
 const SCHEMA_VERSION: i64 = 1;
@@ -83,158 +98,6 @@ CREATE TABLE IF NOT EXISTS deletions (
 );
 ";
 
-/// Indexes for looking rows up by content or by lead, built the first time such a lookup is
-/// needed (`--skip-existing`, `--force`, an ambiguous outcome), not with the schema. Both are
-/// keyed by random values (hashes, GUIDs), so keeping them up to date costs a random page read
-/// and write per row: with them, the ledger was half of a million-row import's time, for
-/// lookups that most runs never make.
-const LOOKUP_INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS rows_by_fingerprint ON rows(fingerprint) WHERE state = 'created';
-CREATE INDEX IF NOT EXISTS rows_by_lead ON rows(lead_id) WHERE activity_id IS NOT NULL;
-";
-
-/// Where a row stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RowState {
-    /// Valid, not (yet) created; sent by the next attempt or run.
-    Pending,
-    /// A call carrying it left and its outcome is not known yet (or was lost).
-    InFlight,
-    Created,
-    /// Sent and refused, or given up on.
-    Failed,
-    /// Failed validation; never sent.
-    Invalid,
-    /// Created by an earlier run (`--skip-existing`) or carried over as created (`retry`).
-    Skipped,
-}
-
-impl RowState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RowState::Pending => "pending",
-            RowState::InFlight => "in_flight",
-            RowState::Created => "created",
-            RowState::Failed => "failed",
-            RowState::Invalid => "invalid",
-            RowState::Skipped => "skipped",
-        }
-    }
-
-    fn parse(text: &str) -> Result<RowState, LedgerError> {
-        Ok(match text {
-            "pending" => RowState::Pending,
-            "in_flight" => RowState::InFlight,
-            "created" => RowState::Created,
-            "failed" => RowState::Failed,
-            "invalid" => RowState::Invalid,
-            "skipped" => RowState::Skipped,
-            other => return Err(LedgerError::Corrupt(format!("unknown row state {other:?}"))),
-        })
-    }
-}
-
-/// How a run ended, or that it has not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
-    /// Its rows are being recorded; a run killed in this state is discarded, never resumed.
-    Planning,
-    Running,
-    Finished,
-    Interrupted,
-    Aborted,
-    /// Superseded by `--fresh` or `--force`; never resumed.
-    Abandoned,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Planning => "planning",
-            RunStatus::Running => "running",
-            RunStatus::Finished => "finished",
-            RunStatus::Interrupted => "interrupted",
-            RunStatus::Aborted => "aborted",
-            RunStatus::Abandoned => "abandoned",
-        }
-    }
-}
-
-/// A run as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunInfo {
-    pub id: i64,
-    pub kind: String,
-    pub input_path: String,
-    pub input_hash: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub status: String,
-}
-
-/// A row to record when a run is planned.
-#[derive(Debug, Clone)]
-pub struct NewRow {
-    pub number: u64,
-    pub line: u64,
-    pub record: ByteRecord,
-    pub fingerprint: Option<String>,
-    pub lead_id: Option<String>,
-    pub state: RowState,
-    pub activity_id: Option<String>,
-    pub error: Option<String>,
-}
-
-/// A row as recorded.
-#[derive(Debug, Clone)]
-pub struct StoredRow {
-    pub number: u64,
-    pub line: u64,
-    pub record: ByteRecord,
-    pub fingerprint: Option<String>,
-    pub state: RowState,
-    pub activity_id: Option<String>,
-    pub attempts: u32,
-    pub error: Option<String>,
-    /// The `ActivityDateTime` sent for a row that had none, so a re-send is identical.
-    pub sent_date_time: Option<String>,
-}
-
-/// A row's new state after a call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowUpdate {
-    pub number: u64,
-    pub state: RowState,
-    pub activity_id: Option<String>,
-    pub error: Option<String>,
-}
-
-/// A deletion lsq-sync asked for, as recorded (table `deletions`): what `undo` did, so a later
-/// look at the ledger tells which imported activities are gone and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeletionRecord {
-    /// Key of the record; 0 before it is inserted.
-    pub id: i64,
-    /// The command that asked (`undo`).
-    pub command: String,
-    /// The run whose activities were meant, when known.
-    pub source_run: Option<i64>,
-    /// The lead.
-    pub lead_id: String,
-    /// Activity codes, comma-separated.
-    pub events: String,
-    /// The window's start.
-    pub from_date: Option<String>,
-    /// The window's end.
-    pub to_date: Option<String>,
-    /// The activity ids the deletion was meant to remove.
-    pub activity_ids: Vec<String>,
-    /// `queued`, `confirmed` or `failed`.
-    pub status: String,
-    /// The server's answer or why it failed.
-    pub message: Option<String>,
-}
-
 /// The ledger cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -274,22 +137,6 @@ pub enum Durability {
     Normal,
 }
 
-enum WriteOp {
-    BeginCall {
-        run: i64,
-        rows: Vec<u64>,
-        fills: Vec<(u64, String)>,
-        ack: oneshot::Sender<Result<i64, LedgerError>>,
-    },
-    Settle {
-        run: i64,
-        call: Option<i64>,
-        outcome: String,
-        rows: Vec<RowUpdate>,
-        ack: oneshot::Sender<Result<(), LedgerError>>,
-    },
-}
-
 /// An open ledger; shared by the stages of one run.
 pub struct Ledger {
     path: PathBuf,
@@ -297,7 +144,7 @@ pub struct Ledger {
     /// A second connection for look-ups made while `conn` is busy inserting a run's rows
     /// (`--skip-existing` asks about earlier runs row by row).
     lookup: Mutex<Connection>,
-    /// Whether [`LOOKUP_INDEXES`] are known to exist.
+    /// Whether the lookup indexes ([`Ledger::ensure_lookup_indexes`]) are known to exist.
     indexed: std::sync::atomic::AtomicBool,
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
@@ -442,7 +289,7 @@ impl Ledger {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -451,7 +298,7 @@ impl Ledger {
     }
 
     /// The latest run of `kind` over `input_path` that did not finish, if any.
-    pub fn unfinished_run(
+    pub(crate) fn unfinished_run(
         &self,
         kind: &str,
         input_path: &str,
@@ -464,7 +311,7 @@ impl Ledger {
     }
 
     /// The latest finished run of `kind` over `input_path`, if any.
-    pub fn finished_run(
+    pub(crate) fn finished_run(
         &self,
         kind: &str,
         input_path: &str,
@@ -493,7 +340,8 @@ impl Ledger {
     }
 
     /// A run by id.
-    pub fn run(&self, id: i64) -> Result<Option<RunInfo>, LedgerError> {
+    #[cfg(test)]
+    pub(crate) fn run(&self, id: i64) -> Result<Option<RunInfo>, LedgerError> {
         Ok(self
             .conn()
             .query_row(
@@ -505,7 +353,7 @@ impl Ledger {
     }
 
     /// Every run, oldest first.
-    pub fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
+    pub(crate) fn runs(&self) -> Result<Vec<RunInfo>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, kind, input_path, input_hash, started_at, finished_at, status FROM runs ORDER BY id",
@@ -519,7 +367,7 @@ impl Ledger {
     /// Records a new run in the `planning` state and returns its id; [`Ledger::planned`] makes
     /// it resumable once all its rows are recorded. Runs an earlier process left half-planned
     /// are discarded first.
-    pub fn start_run(
+    pub(crate) fn start_run(
         &self,
         kind: &str,
         input_path: &str,
@@ -555,17 +403,17 @@ impl Ledger {
     }
 
     /// Every row of a new run is recorded: from now on it is resumed, not re-planned.
-    pub fn planned(&self, run: i64) -> Result<(), LedgerError> {
+    pub(crate) fn planned(&self, run: i64) -> Result<(), LedgerError> {
         self.set_status(run, RunStatus::Running, false)
     }
 
     /// Marks a run as running again (resume).
-    pub fn reopen_run(&self, run: i64) -> Result<(), LedgerError> {
+    pub(crate) fn reopen_run(&self, run: i64) -> Result<(), LedgerError> {
         self.set_status(run, RunStatus::Running, false)
     }
 
     /// Records how a run ended.
-    pub fn finish_run(&self, run: i64, status: RunStatus) -> Result<(), LedgerError> {
+    pub(crate) fn finish_run(&self, run: i64, status: RunStatus) -> Result<(), LedgerError> {
         self.set_status(run, status, true)
     }
 
@@ -579,7 +427,7 @@ impl Ledger {
     }
 
     /// The input header of a run.
-    pub fn headers(&self, run: i64) -> Result<ByteRecord, LedgerError> {
+    pub(crate) fn headers(&self, run: i64) -> Result<ByteRecord, LedgerError> {
         let bytes: Vec<u8> = self
             .conn()
             .query_row(
@@ -593,7 +441,7 @@ impl Ledger {
     }
 
     /// The options a run was started with (JSON, as given to [`Ledger::start_run`]).
-    pub fn options(&self, run: i64) -> Result<String, LedgerError> {
+    pub(crate) fn options(&self, run: i64) -> Result<String, LedgerError> {
         self.conn()
             .query_row(
                 "SELECT options FROM runs WHERE id = ?1",
@@ -605,7 +453,7 @@ impl Ledger {
     }
 
     /// Records a run's rows, in chunks of one transaction each.
-    pub fn insert_rows(
+    pub(crate) fn insert_rows(
         &self,
         run: i64,
         rows: impl IntoIterator<Item = NewRow>,
@@ -642,7 +490,12 @@ impl Ledger {
 
     /// Up to `limit` rows of a run after row number `after`, in row order: the report, or the
     /// send stage, walks a run in chunks so no read transaction stays open for long.
-    pub fn rows(&self, run: i64, after: u64, limit: usize) -> Result<Vec<StoredRow>, LedgerError> {
+    pub(crate) fn rows(
+        &self,
+        run: i64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRow>, LedgerError> {
         self.select_rows(
             "run = ?1 AND row_number > ?2 ORDER BY row_number LIMIT ?3",
             params![run, after as i64, limit as i64],
@@ -650,7 +503,11 @@ impl Ledger {
     }
 
     /// A run's rows in `state`, in row order.
-    pub fn rows_in_state(&self, run: i64, state: RowState) -> Result<Vec<StoredRow>, LedgerError> {
+    pub(crate) fn rows_in_state(
+        &self,
+        run: i64,
+        state: RowState,
+    ) -> Result<Vec<StoredRow>, LedgerError> {
         self.select_rows(
             "run = ?1 AND state = ?2 ORDER BY row_number",
             params![run, state.as_str()],
@@ -664,7 +521,7 @@ impl Ledger {
     ) -> Result<Vec<StoredRow>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT row_number, line, record, fingerprint, state, activity_id, attempts, error, sent_date_time \
+            "SELECT row_number, line, record, state, activity_id, error, sent_date_time \
              FROM rows WHERE {condition}"
         ))?;
         let raw = stmt
@@ -673,36 +530,22 @@ impl Ledger {
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
                     r.get::<_, Option<String>>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter()
             .map(
-                |(
-                    number,
-                    line,
-                    record,
-                    fingerprint,
-                    state,
-                    activity_id,
-                    attempts,
-                    error,
-                    sent_date_time,
-                )| {
+                |(number, line, record, state, activity_id, error, sent_date_time)| {
                     Ok(StoredRow {
                         number: number as u64,
                         line: line as u64,
                         record: decode_record(&record)?,
-                        fingerprint,
                         state: RowState::parse(&state)?,
                         activity_id,
-                        attempts: attempts as u32,
                         error,
                         sent_date_time,
                     })
@@ -712,7 +555,7 @@ impl Ledger {
     }
 
     /// Rows of a run by state.
-    pub fn counts(&self, run: i64) -> Result<HashMap<RowState, u64>, LedgerError> {
+    pub(crate) fn counts(&self, run: i64) -> Result<HashMap<RowState, u64>, LedgerError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached("SELECT state, COUNT(*) FROM rows WHERE run = ?1 GROUP BY state")?;
@@ -727,80 +570,9 @@ impl Ledger {
             .collect()
     }
 
-    /// Builds the lookup indexes if this ledger does not have them yet (once per process). Call
-    /// it before [`Ledger::created_ids_with_fingerprint`], and not while this thread holds the
-    /// ledger's connection (an insert in progress): it needs that connection.
-    pub fn ensure_lookup_indexes(&self) -> Result<(), LedgerError> {
-        use std::sync::atomic::Ordering;
-        if !self.indexed.load(Ordering::Acquire) {
-            self.conn().execute_batch(LOOKUP_INDEXES)?;
-            self.indexed.store(true, Ordering::Release);
-        }
-        Ok(())
-    }
-
-    /// Activity ids of rows created by other runs with this fingerprint, oldest first: what
-    /// `--skip-existing` may point a row at.
-    pub fn created_ids_with_fingerprint(
-        &self,
-        fingerprint: &str,
-        except_run: i64,
-    ) -> Result<Vec<String>, LedgerError> {
-        let conn = self.lookup.lock().unwrap_or_else(|e| e.into_inner());
-        let mut stmt = conn.prepare_cached(
-            "SELECT activity_id FROM rows WHERE fingerprint = ?1 AND state = 'created' AND run <> ?2 \
-             AND activity_id IS NOT NULL ORDER BY run, row_number",
-        )?;
-        let ids = stmt
-            .query_map(params![fingerprint, except_run], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ids)
-    }
-
-    /// Every activity id the ledger attributes to a row of these leads, in any run: ids that an
-    /// ambiguity resolution must not claim for another row.
-    pub fn known_activity_ids(&self, leads: &[String]) -> Result<HashSet<String>, LedgerError> {
-        self.ensure_lookup_indexes()?;
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT activity_id FROM rows WHERE lead_id = ?1 AND activity_id IS NOT NULL",
-        )?;
-        let mut ids = HashSet::new();
-        for lead in leads {
-            for id in stmt.query_map(params![lead], |r| r.get::<_, String>(0))? {
-                ids.insert(id?);
-            }
-        }
-        Ok(ids)
-    }
-
-    /// `(fingerprint, state, activity_id)` of a run's rows that are created or in flight, for
-    /// carrying them over into a run over a changed file (`--force`).
-    pub fn settled_fingerprints(
-        &self,
-        run: i64,
-    ) -> Result<Vec<(String, RowState, Option<String>)>, LedgerError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT fingerprint, state, activity_id FROM rows WHERE run = ?1 AND fingerprint IS NOT NULL \
-             AND state IN ('created', 'in_flight') ORDER BY row_number",
-        )?;
-        let raw = stmt
-            .query_map(params![run], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        raw.into_iter()
-            .map(|(fp, state, id)| Ok((fp, RowState::parse(&state)?, id)))
-            .collect()
-    }
-
     /// Calls recorded for a run: (made, still marked in flight).
-    pub fn call_counts(&self, run: i64) -> Result<(u64, u64), LedgerError> {
+    #[cfg(test)]
+    pub(crate) fn call_counts(&self, run: i64) -> Result<(u64, u64), LedgerError> {
         Ok(self.conn().query_row(
             "SELECT COUNT(*), COALESCE(SUM(outcome IS NULL), 0) FROM calls WHERE run = ?1",
             params![run],
@@ -819,7 +591,7 @@ impl Ledger {
 
     /// Marks `rows` in flight for a call that is about to leave, durably, and returns the call's
     /// id. `fills` records the `ActivityDateTime` chosen for rows that had none.
-    pub async fn begin_call(
+    pub(crate) async fn begin_call(
         &self,
         run: i64,
         rows: Vec<u64>,
@@ -836,7 +608,7 @@ impl Ledger {
     }
 
     /// Settles rows after a call (or a resolution, `call` = None), durably.
-    pub async fn settle(
+    pub(crate) async fn settle(
         &self,
         run: i64,
         call: Option<i64>,
@@ -854,79 +626,12 @@ impl Ledger {
         done.await.map_err(|_| LedgerError::Closed)?
     }
 
-    /// Records a deletion and returns its id. Written directly (not through the writer thread):
-    /// deletions are few, and each must be on disk before the next is sent.
-    pub fn record_deletion(&self, record: &DeletionRecord) -> Result<i64, LedgerError> {
-        let conn = self.conn();
-        let at = now();
-        conn.execute(
-            "INSERT INTO deletions (command, source_run, lead_id, events, from_date, to_date, \
-             activity_ids, status, message, queued_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-            params![
-                record.command,
-                record.source_run,
-                record.lead_id,
-                record.events,
-                record.from_date,
-                record.to_date,
-                record.activity_ids.join(","),
-                record.status,
-                record.message,
-                at
-            ],
-        )?;
-        Ok(conn.last_insert_rowid())
-    }
-
-    /// Sets a recorded deletion's status (after `--wait`).
-    pub fn update_deletion(
-        &self,
-        id: i64,
-        status: &str,
-        message: Option<&str>,
-    ) -> Result<(), LedgerError> {
-        self.conn().execute(
-            "UPDATE deletions SET status = ?2, message = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, status, message, now()],
-        )?;
-        Ok(())
-    }
-
-    /// Every recorded deletion, oldest first.
-    pub fn deletions(&self) -> Result<Vec<DeletionRecord>, LedgerError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, command, source_run, lead_id, events, from_date, to_date, activity_ids, \
-             status, message FROM deletions ORDER BY id",
-        )?;
-        let records = stmt
-            .query_map([], |r| {
-                let ids: String = r.get(7)?;
-                Ok(DeletionRecord {
-                    id: r.get(0)?,
-                    command: r.get(1)?,
-                    source_run: r.get(2)?,
-                    lead_id: r.get(3)?,
-                    events: r.get(4)?,
-                    from_date: r.get(5)?,
-                    to_date: r.get(6)?,
-                    activity_ids: ids
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                    status: r.get(8)?,
-                    message: r.get(9)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(records)
-    }
-
     /// `sent_date_time` by activity id, for created rows of any run that lsq-sync filled a date
     /// in for: the date an undo needs when the report's input had none.
-    pub fn sent_date_times(&self, ids: &[String]) -> Result<HashMap<String, String>, LedgerError> {
+    pub(crate) fn sent_date_times(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, String>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT sent_date_time FROM rows WHERE activity_id = ?1 AND sent_date_time IS NOT NULL LIMIT 1",
@@ -944,7 +649,7 @@ impl Ledger {
     }
 
     /// Stops the writer thread after it has committed everything queued.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = self
             .writer_thread
@@ -975,556 +680,5 @@ fn run_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {
     })
 }
 
-/// Group commit: take one op, then whatever else is already queued, apply all in one
-/// transaction, commit, then acknowledge each. An op is acknowledged only after its commit.
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>) {
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        while ops.len() < 512 {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
-        let result = apply_all(&mut conn, &ops);
-        for (op, outcome) in ops.into_iter().zip(result) {
-            match op {
-                WriteOp::BeginCall { ack, .. } => {
-                    let _ = ack.send(outcome);
-                }
-                WriteOp::Settle { ack, .. } => {
-                    let _ = ack.send(outcome.map(|_| ()));
-                }
-            }
-        }
-    }
-}
-
-fn apply_all(conn: &mut Connection, ops: &[WriteOp]) -> Vec<Result<i64, LedgerError>> {
-    let failed_all = |e: &LedgerError| {
-        ops.iter()
-            .map(|_| Err(LedgerError::Sql(e.to_string())))
-            .collect()
-    };
-    let tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => return failed_all(&e.into()),
-    };
-    let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        match apply(&tx, op) {
-            Ok(value) => results.push(Ok(value)),
-            Err(e) => return failed_all(&e),
-        }
-    }
-    match tx.commit() {
-        Ok(()) => results,
-        Err(e) => failed_all(&e.into()),
-    }
-}
-
-fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<i64, LedgerError> {
-    match op {
-        WriteOp::BeginCall {
-            run, rows, fills, ..
-        } => {
-            tx.execute(
-                "INSERT INTO calls (run, rows, started_at) VALUES (?1, ?2, ?3)",
-                params![run, rows.len() as i64, now()],
-            )?;
-            let call = tx.last_insert_rowid();
-            let mut mark = tx.prepare_cached(
-                "UPDATE rows SET state = 'in_flight', attempts = attempts + 1, last_call = ?3 \
-                 WHERE run = ?1 AND row_number = ?2",
-            )?;
-            for number in rows {
-                mark.execute(params![run, *number as i64, call])?;
-            }
-            let mut fill = tx.prepare_cached(
-                "UPDATE rows SET sent_date_time = ?3 WHERE run = ?1 AND row_number = ?2 AND sent_date_time IS NULL",
-            )?;
-            for (number, date) in fills {
-                fill.execute(params![run, *number as i64, date])?;
-            }
-            Ok(call)
-        }
-        WriteOp::Settle {
-            run,
-            call,
-            outcome,
-            rows,
-            ..
-        } => {
-            if let Some(call) = call {
-                tx.execute(
-                    "UPDATE calls SET finished_at = ?2, outcome = ?3 WHERE id = ?1",
-                    params![call, now(), outcome],
-                )?;
-            }
-            let mut update = tx.prepare_cached(
-                "UPDATE rows SET state = ?3, activity_id = COALESCE(?4, activity_id), error = ?5 \
-                 WHERE run = ?1 AND row_number = ?2",
-            )?;
-            for row in rows {
-                update.execute(params![
-                    run,
-                    row.number as i64,
-                    row.state.as_str(),
-                    row.activity_id,
-                    row.error
-                ])?;
-            }
-            Ok(0)
-        }
-    }
-}
-
-/// A record as one CSV line (RFC 4180 quoting), readable with the `sqlite3` command.
-pub fn encode_record(record: &ByteRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(record.as_slice().len() + record.len() + 2);
-    if record.len() == 1 && record[0].is_empty() {
-        // A lone empty field must not encode to nothing, which would decode as no field at all.
-        out.extend_from_slice(b"\"\"");
-        return out;
-    }
-    for (i, field) in record.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        if field
-            .iter()
-            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
-        {
-            out.push(b'"');
-            for &b in field {
-                if b == b'"' {
-                    out.push(b'"');
-                }
-                out.push(b);
-            }
-            out.push(b'"');
-        } else {
-            out.extend_from_slice(field);
-        }
-    }
-    out
-}
-
-/// The inverse of [`encode_record`]. Hand-written rather than a `csv::Reader` per row: building
-/// a reader costs more than the row itself (it was a quarter of an import's CPU), and the
-/// encoding is ours, so its few rules are all there is to read.
-pub fn decode_record(bytes: &[u8]) -> Result<ByteRecord, LedgerError> {
-    let corrupt = || LedgerError::Corrupt("a stored record cannot be read".to_string());
-    let mut record = ByteRecord::new();
-    if bytes.is_empty() {
-        return Ok(record);
-    }
-    let mut field = Vec::new();
-    let mut at = 0;
-    loop {
-        field.clear();
-        if bytes.get(at) == Some(&b'"') {
-            at += 1;
-            loop {
-                match (bytes.get(at), bytes.get(at + 1)) {
-                    (Some(b'"'), Some(b'"')) => {
-                        field.push(b'"');
-                        at += 2;
-                    }
-                    (Some(b'"'), _) => {
-                        at += 1;
-                        break;
-                    }
-                    (Some(&b), _) => {
-                        field.push(b);
-                        at += 1;
-                    }
-                    (None, _) => return Err(corrupt()),
-                }
-            }
-        } else {
-            let end = bytes[at..]
-                .iter()
-                .position(|&b| b == b',')
-                .map_or(bytes.len(), |p| at + p);
-            field.extend_from_slice(&bytes[at..end]);
-            at = end;
-        }
-        record.push_field(&field);
-        match bytes.get(at) {
-            None => return Ok(record),
-            Some(b',') => at += 1,
-            Some(_) => return Err(corrupt()),
-        }
-    }
-}
-
-/// The identity of an activity, for finding the same row in another run: a hash of everything
-/// that is sent (lead, code, note, owner, date, custom fields in name order).
-pub fn fingerprint(item: &ActivityItem) -> String {
-    let mut hasher = Sha256::new();
-    let mut part = |bytes: &[u8]| {
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    };
-    part(item.related_prospect_id.to_ascii_lowercase().as_bytes());
-    part(item.activity_event.to_string().as_bytes());
-    part(item.activity_note.as_deref().unwrap_or("").as_bytes());
-    part(
-        item.activity_owner_email
-            .as_deref()
-            .unwrap_or("")
-            .to_ascii_lowercase()
-            .as_bytes(),
-    );
-    part(item.activity_date_time.as_deref().unwrap_or("").as_bytes());
-    let mut fields: Vec<_> = item.fields.iter().collect();
-    fields.sort_by(|a, b| a.schema_name.cmp(&b.schema_name));
-    for field in fields {
-        part(field.schema_name.as_bytes());
-        part(field.value.as_bytes());
-    }
-    let digest = hasher.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of everything read through it, for telling whether an input changed between runs.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: std::sync::Arc<Mutex<Sha256>>,
-}
-
-/// The finished digest of a [`HashingReader`], available once the reader is dropped or done.
-#[derive(Clone)]
-pub struct DigestHandle(std::sync::Arc<Mutex<Sha256>>);
-
-impl DigestHandle {
-    pub fn hex(&self) -> String {
-        let hasher = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-}
-
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> (HashingReader<R>, DigestHandle) {
-        let hasher = std::sync::Arc::new(Mutex::new(Sha256::new()));
-        (
-            HashingReader {
-                inner,
-                hasher: hasher.clone(),
-            },
-            DigestHandle(hasher),
-        )
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// SHA-256 of a file's bytes.
-pub fn hash_file(path: &Path) -> std::io::Result<String> {
-    let file = File::open(path)?;
-    let (mut reader, digest) =
-        HashingReader::new(std::io::BufReader::with_capacity(256 * 1024, file));
-    std::io::copy(&mut reader, &mut std::io::sink())?;
-    Ok(digest.hex())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ledger() -> (tempfile::TempDir, Ledger) {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(&dir.path().join("l.ledger"), Durability::Normal).unwrap();
-        (dir, ledger)
-    }
-
-    fn new_row(number: u64, state: RowState) -> NewRow {
-        NewRow {
-            number,
-            line: number + 1,
-            record: ByteRecord::from(vec![format!("lead-{number}"), "a, \"b\"\nc".to_string()]),
-            fingerprint: Some(format!("fp{}", number % 3)),
-            lead_id: Some(format!("lead-{}", number % 2)),
-            state,
-            activity_id: None,
-            error: None,
-        }
-    }
-
-    #[test]
-    fn records_round_trip_through_the_encoding() {
-        for fields in [
-            vec!["a", "b,c", "d\"e", "f\r\ng", ""],
-            vec![""],
-            vec![],
-            vec!["", ""],
-        ] {
-            let record = ByteRecord::from(fields.clone());
-            assert_eq!(
-                decode_record(&encode_record(&record)).unwrap(),
-                record,
-                "{fields:?}"
-            );
-        }
-        let mut raw = ByteRecord::new();
-        raw.push_field(b"\xE9t\xE9");
-        assert_eq!(decode_record(&encode_record(&raw)).unwrap(), raw);
-        assert_eq!(decode_record(b"").unwrap(), ByteRecord::new());
-        for broken in [&b"\"open"[..], b"\"a\"b", b"a,\"b"] {
-            assert!(decode_record(broken).is_err(), "{broken:?}");
-        }
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_record_survives_the_ledger_encoding(
-            fields in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12), 0..8)
-        ) {
-            let record = ByteRecord::from(fields);
-            proptest::prop_assert_eq!(decode_record(&encode_record(&record)).unwrap(), record);
-        }
-    }
-
-    #[tokio::test]
-    async fn rows_move_through_their_states_and_read_back_in_order() {
-        let (_dir, ledger) = ledger();
-        let headers = ByteRecord::from(vec!["RelatedProspectId", "Note"]);
-        let run = ledger
-            .start_run("import", "/in.csv", "abc", &headers, "{}")
-            .unwrap();
-        ledger.planned(run).unwrap();
-        let n = ledger
-            .insert_rows(
-                run,
-                (1..=30).map(|n| {
-                    new_row(
-                        n,
-                        if n == 5 {
-                            RowState::Invalid
-                        } else {
-                            RowState::Pending
-                        },
-                    )
-                }),
-            )
-            .unwrap();
-        assert_eq!(n, 30);
-        assert_eq!(ledger.headers(run).unwrap(), headers);
-
-        let call = ledger
-            .begin_call(run, vec![1, 2, 3], vec![(2, "2024-01-01 00:00:00".into())])
-            .await
-            .unwrap();
-        assert_eq!(
-            ledger
-                .rows_in_state(run, RowState::InFlight)
-                .unwrap()
-                .iter()
-                .map(|r| r.number)
-                .collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
-        assert_eq!(ledger.call_counts(run).unwrap(), (1, 1));
-        ledger
-            .settle(
-                run,
-                Some(call),
-                "created",
-                vec![
-                    RowUpdate {
-                        number: 1,
-                        state: RowState::Created,
-                        activity_id: Some("id-1".into()),
-                        error: None,
-                    },
-                    RowUpdate {
-                        number: 2,
-                        state: RowState::Created,
-                        activity_id: Some("id-2".into()),
-                        error: None,
-                    },
-                    RowUpdate {
-                        number: 3,
-                        state: RowState::Failed,
-                        activity_id: None,
-                        error: Some("Invalid lead".into()),
-                    },
-                ],
-            )
-            .await
-            .unwrap();
-        assert_eq!(ledger.call_counts(run).unwrap(), (1, 0));
-
-        let first = ledger.rows(run, 0, 4).unwrap();
-        assert_eq!(
-            first.iter().map(|r| r.number).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4]
-        );
-        assert_eq!(first[0].state, RowState::Created);
-        assert_eq!(first[0].activity_id.as_deref(), Some("id-1"));
-        assert_eq!(first[0].attempts, 1);
-        assert_eq!(
-            first[1].sent_date_time.as_deref(),
-            Some("2024-01-01 00:00:00")
-        );
-        assert_eq!(first[2].error.as_deref(), Some("Invalid lead"));
-        assert_eq!(&first[0].record[1], b"a, \"b\"\nc");
-        let rest = ledger.rows(run, 4, 1000).unwrap();
-        assert_eq!(rest.len(), 26);
-
-        let counts = ledger.counts(run).unwrap();
-        assert_eq!(counts[&RowState::Created], 2);
-        assert_eq!(counts[&RowState::Pending], 26);
-        assert_eq!(counts[&RowState::Invalid], 1);
-
-        let lookup_indexes = |ledger: &Ledger| -> i64 {
-            ledger
-                .conn()
-                .query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' \
-                     AND name IN ('rows_by_fingerprint', 'rows_by_lead')",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap()
-        };
-        assert_eq!(
-            lookup_indexes(&ledger),
-            0,
-            "not built until a lookup needs them"
-        );
-        let known = ledger
-            .known_activity_ids(&["lead-1".into(), "lead-0".into()])
-            .unwrap();
-        assert_eq!(
-            known,
-            HashSet::from(["id-1".to_string(), "id-2".to_string()])
-        );
-        assert_eq!(lookup_indexes(&ledger), 2);
-        assert!(
-            ledger
-                .created_ids_with_fingerprint("fp1", run)
-                .unwrap()
-                .is_empty(),
-            "same run excluded"
-        );
-        let run2 = ledger
-            .start_run("import", "/in.csv", "abc", &headers, "{}")
-            .unwrap();
-        assert_eq!(
-            ledger.created_ids_with_fingerprint("fp1", run2).unwrap(),
-            vec!["id-1".to_string()]
-        );
-    }
-
-    #[test]
-    fn runs_are_found_by_input_and_status() {
-        let (_dir, ledger) = ledger();
-        let h = ByteRecord::from(vec!["x"]);
-        let half = ledger
-            .start_run("import", "/a.csv", "h1", &h, "{}")
-            .unwrap();
-        assert!(
-            ledger.unfinished_run("import", "/a.csv").unwrap().is_none(),
-            "a run still being planned is never resumed"
-        );
-        let a = ledger
-            .start_run("import", "/a.csv", "h1", &h, "{}")
-            .unwrap();
-        assert_eq!(ledger.run(half).unwrap().unwrap().status, "abandoned");
-        ledger.planned(a).unwrap();
-        assert_eq!(
-            ledger
-                .unfinished_run("import", "/a.csv")
-                .unwrap()
-                .map(|r| r.id),
-            Some(a)
-        );
-        assert!(ledger.unfinished_run("import", "/b.csv").unwrap().is_none());
-        ledger.finish_run(a, RunStatus::Finished).unwrap();
-        assert!(ledger.unfinished_run("import", "/a.csv").unwrap().is_none());
-        assert_eq!(
-            ledger
-                .finished_run("import", "/a.csv")
-                .unwrap()
-                .map(|r| r.id),
-            Some(a)
-        );
-    }
-
-    #[test]
-    fn a_second_process_is_refused_with_the_holder_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.ledger");
-        let _first = Ledger::open(&path, Durability::Normal).unwrap();
-        let err = Ledger::open(&path, Durability::Normal)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("in use by another lsq-sync")
-                && err.contains(&format!("pid {}", std::process::id())),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn fingerprints_ignore_field_order_and_lead_case_but_not_content() {
-        let item = |note: &str, fields: &[(&str, &str)], lead: &str| ActivityItem {
-            related_prospect_id: lead.into(),
-            activity_event: 201,
-            activity_note: Some(note.into()),
-            activity_owner_email: None,
-            activity_date_time: Some("2024-01-01 10:00:00".into()),
-            fields: fields
-                .iter()
-                .map(|(k, v)| crate::api::FieldValue {
-                    schema_name: k.to_string(),
-                    value: v.to_string(),
-                })
-                .collect(),
-        };
-        let a = fingerprint(&item(
-            "n",
-            &[("mx_Custom_1", "a"), ("mx_Custom_2", "b")],
-            "ABC",
-        ));
-        let b = fingerprint(&item(
-            "n",
-            &[("mx_Custom_2", "b"), ("mx_Custom_1", "a")],
-            "abc",
-        ));
-        let c = fingerprint(&item(
-            "n2",
-            &[("mx_Custom_1", "a"), ("mx_Custom_2", "b")],
-            "abc",
-        ));
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_eq!(a.len(), 32);
-    }
-
-    #[test]
-    fn hashing_reader_matches_hash_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, b"hello").unwrap();
-        assert_eq!(
-            hash_file(&path).unwrap(),
-            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-        );
-    }
-}
+mod tests;

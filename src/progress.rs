@@ -19,13 +19,13 @@ pub fn colour_allowed() -> bool {
 }
 
 /// A progress bar, or nothing when stderr is not a terminal or progress is turned off.
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
 }
 
 impl Progress {
     /// `total` rows are expected.
-    pub fn new(total: u64, enabled: bool) -> Progress {
+    pub(crate) fn new(total: u64, enabled: bool) -> Progress {
         if !enabled || !io::stderr().is_terminal() {
             return Progress { bar: None };
         }
@@ -51,18 +51,13 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
-    /// A progress that never draws.
-    pub fn hidden() -> Progress {
-        Progress { bar: None }
-    }
-
-    pub fn advance(&self, rows: u64) {
+    pub(crate) fn advance(&self, rows: u64) {
         if let Some(bar) = &self.bar {
             bar.inc(rows);
         }
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -80,7 +75,7 @@ impl Drop for Progress {
 
 /// Shows `message` next to the bar while it is drawn (e.g. "waiting for the API"); an empty
 /// message clears it. Nothing happens without a bar.
-pub fn set_message(message: &str) {
+pub(crate) fn set_message(message: &str) {
     let active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(bar) = active {
         bar.set_message(message.to_string());

@@ -1,5 +1,5 @@
 //! Fuzz target: raw bytes in as a CSV file, through the import's reader and validation
-//! (`lsq_sync::validate::check_csv`), with small limits so the limit paths are reached too.
+//! (`lsq_sync::import::validate::check_csv`), with small limits so the limit paths are reached too.
 //! Out: nothing but the checks below; any panic is a crash.
 
 #![no_main]
@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use lsq_sync::input::InputLimits;
-use lsq_sync::validate::check_csv;
+use lsq_sync::input::rows::InputLimits;
+use lsq_sync::import::validate::check_csv;
 
 fuzz_target!(|data: &[u8]| {
     let limits = InputLimits {

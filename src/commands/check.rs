@@ -1,19 +1,19 @@
 //! `lsq-sync check`: verifies keys and host, and with `--input` the file's activity codes and
-//! custom fields, before a run. Thin: the checks live in [`crate::preflight`]; the list goes to
+//! custom fields, before a run. Thin: the checks live in [`crate::ops::check`]; the list goes to
 //! stdout (it is the command's output), one line per check.
 
 use std::io::Write;
 
 use crate::cli::CheckArgs;
-use crate::client::{ClientConfig, LsqClient};
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::preflight::{read_input_usage, run_checks};
+use crate::lsq::client::LsqClient;
+use crate::ops::check::{read_input_usage, run_checks};
 
 use super::CommandError;
 
-pub async fn run(args: CheckArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
-    let config = ClientConfig::from_settings(&settings).map_err(CommandError::Usage)?;
+pub(crate) async fn run(args: CheckArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+    let config = settings.client_config().map_err(CommandError::Usage)?;
     // The file is read first: a file that cannot be imported is a usage error before any call.
     let usage = match &args.input {
         Some(path) => Some(read_input_usage(path, &settings)?),

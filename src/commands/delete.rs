@@ -11,21 +11,21 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 
-use crate::activities::ActivityQuery;
 use crate::cli::{ConfirmArgs, DeleteActivitiesArgs, DeleteOwnerHistoryArgs, LeadsArgs};
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::leads::{leads_file, parse_leads_arg};
-use crate::remote::{
+use crate::lsq::activities::ActivityQuery;
+use crate::ops::deletes::{
     DeleteError, DeleteWindow, OWNER_CHANGE_EVENT, Remote, WaitOutcome, WaitPolicy, check_webhook,
     parse_codes, wait_until_gone,
 };
+use crate::ops::leads::{leads_file, parse_leads_arg};
 use crate::report::CellFormat;
 
 use super::CommandError;
 
 /// Columns of the results file of every destructive command.
-pub const RESULT_COLUMNS: [&str; 7] = [
+pub(crate) const RESULT_COLUMNS: [&str; 7] = [
     "LeadId",
     "ActivityEvents",
     "FromDate",
@@ -40,7 +40,7 @@ const DELETES_IN_FLIGHT: usize = 8;
 
 /// Where one lead (or lead and code, for undo) stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeletionStatus {
+pub(crate) enum DeletionStatus {
     /// The API accepted the deletion; it happens later.
     Queued,
     /// `--wait` saw the activities gone.
@@ -58,7 +58,7 @@ pub enum DeletionStatus {
 
 impl DeletionStatus {
     /// The results file's `Status` cell.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeletionStatus::Queued => "queued",
             DeletionStatus::Confirmed => "confirmed",
@@ -72,7 +72,7 @@ impl DeletionStatus {
 
 /// One line of a results file.
 #[derive(Debug, Clone)]
-pub struct ResultLine {
+pub(crate) struct ResultLine {
     /// The lead.
     pub lead: String,
     /// The codes the line is about, comma-separated.
@@ -93,7 +93,7 @@ pub struct ResultLine {
 /// (`report.csv` -> `report.undo.csv`, `leads.csv` -> `leads.delete-activities.csv`), or
 /// `COMMAND.csv` in the current folder when the input is not a file (lead ids on the command
 /// line). A path that is one of `inputs` is refused: a results file never overwrites an input.
-pub fn results_path(
+pub(crate) fn results_path(
     out: Option<&Path>,
     beside: Option<&Path>,
     command: &str,
@@ -125,7 +125,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Opens the results file before anything is sent, so an unwritable path is a usage error.
-pub fn open_results(path: &Path) -> Result<csv::Writer<std::fs::File>, CommandError> {
+pub(crate) fn open_results(path: &Path) -> Result<csv::Writer<std::fs::File>, CommandError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| CommandError::Usage(format!("cannot create {}: {e}", parent.display())))?;
@@ -138,7 +138,7 @@ pub fn open_results(path: &Path) -> Result<csv::Writer<std::fs::File>, CommandEr
 /// Writes the results and returns the exit status they mean: 3 if the run was aborted, 1 if a
 /// line failed, was refused, left activities (partial), or (with `--wait`) stayed queued,
 /// else 0.
-pub fn finish_results(
+pub(crate) fn finish_results(
     mut out: csv::Writer<std::fs::File>,
     path: &Path,
     format: CellFormat,
@@ -200,7 +200,7 @@ pub fn finish_results(
 
 /// The destructive step's gate. With `--yes`, go. Otherwise the plan (already printed) needs a
 /// "yes" typed on a terminal; with no terminal, refuse: a script must say `--yes`.
-pub async fn confirm(yes: bool, what: &str) -> Result<(), CommandError> {
+pub(crate) async fn confirm(yes: bool, what: &str) -> Result<(), CommandError> {
     if yes {
         return Ok(());
     }
@@ -286,14 +286,14 @@ impl Operation<'_> {
     }
 }
 
-pub async fn delete_activities(
+pub(crate) async fn delete_activities(
     args: DeleteActivitiesArgs,
     settings: Settings,
 ) -> Result<ExitStatus, CommandError> {
     let codes = parse_codes(&args.events).map_err(|e| CommandError::Usage(e.to_string()))?;
     if codes.contains(&OWNER_CHANGE_EVENT) {
         return Err(CommandError::Usage(
-            crate::remote::ArgumentError::OwnerChangeCode.to_string(),
+            crate::ops::deletes::ArgumentError::OwnerChangeCode.to_string(),
         ));
     }
     let target = check_target(
@@ -313,7 +313,7 @@ pub async fn delete_activities(
     .await
 }
 
-pub async fn delete_owner_history(
+pub(crate) async fn delete_owner_history(
     args: DeleteOwnerHistoryArgs,
     settings: Settings,
 ) -> Result<ExitStatus, CommandError> {
@@ -378,8 +378,8 @@ async fn run_deletes(
                     eprintln!("  {lead}: {n} activit{} in the window", plural(n));
                 }
                 Err(e) => {
-                    if let crate::activities::FetchError::Unauthorized(m)
-                    | crate::activities::FetchError::Fatal(m) = &e
+                    if let crate::lsq::activities::FetchError::Unauthorized(m)
+                    | crate::lsq::activities::FetchError::Fatal(m) = &e
                     {
                         eprintln!("lsq-sync: the run stopped: {m}");
                         return Ok(ExitStatus::Aborted);
@@ -476,7 +476,7 @@ async fn run_deletes(
 
 /// `--wait`: polls the queued lines until their activities are gone; marks them confirmed, or
 /// leaves them queued with a message. Returns the reason if polling had to stop (401/404).
-pub async fn wait_for(
+pub(crate) async fn wait_for(
     remote: &Remote,
     lines: &mut [ResultLine],
     confirm_args: &ConfirmArgs,

@@ -7,14 +7,14 @@ use std::path::Path;
 use crate::cli::ExportArgs;
 use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::export::{ExportFilter, LeadExport, export_leads};
-use crate::leads::parse_leads_arg;
-use crate::remote::{DeleteWindow, Remote, parse_codes};
+use crate::ops::deletes::{DeleteWindow, Remote, parse_codes};
+use crate::ops::export::{ExportFilter, LeadExport, export_leads};
+use crate::ops::leads::parse_leads_arg;
 use crate::report::CellFormat;
 
 use super::CommandError;
 
-pub async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
     let usage = |e: &dyn std::fmt::Display| CommandError::Usage(e.to_string());
     let leads = parse_leads_arg(&args.leads.leads).map_err(|e| usage(&e))?;
     let window = DeleteWindow::parse(args.leads.from.as_deref(), args.leads.to.as_deref())
@@ -104,7 +104,7 @@ pub async fn run(args: ExportArgs, settings: Settings) -> Result<ExitStatus, Com
         tally("not_found"),
         tally("failed"),
         tally("aborted"),
-        crate::stats::RunStats::get(&remote.fetcher.stats.calls),
+        crate::lsq::counters::RunStats::get(&remote.fetcher.api.stats.calls),
     );
     Ok(if tally("aborted") > 0 {
         ExitStatus::Aborted

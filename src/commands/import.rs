@@ -11,16 +11,21 @@ use tracing::info;
 
 use crate::abort::Interrupt;
 use crate::cli::{ImportArgs, NightlyArgs, RetryArgs, RunArgs};
-use crate::config::{Secret, Settings};
-use crate::dry_run::validate_file;
+use crate::config::NotifyOn;
+use crate::config::Settings;
 use crate::exit::ExitStatus;
-use crate::html_report::write_html_report;
-use crate::notify::{NotifyOn, RunEnd};
-use crate::pipeline::{ImportJob, InputKind, default_ledger_path, run_import};
+use crate::import::dry_run::validate_file;
+use crate::import::plan::{ImportJob, InputKind, default_ledger_path};
+use crate::import::run::run_import;
+use crate::input::sources::postgres::PgSource;
+use crate::input::sources::{
+    InputFormat, SourceError, Stream, prepare_snapshot, snapshot_for_dry_run,
+};
+use crate::lsq::secure::Secret;
+use crate::report::html::write_html_report;
+use crate::report::notify::RunEnd;
+use crate::report::summary::{RunPaths, SummaryJson, ValidationSummaryJson};
 use crate::simulator::{RunningSimulator, SimConfig};
-use crate::sources::postgres::PgSource;
-use crate::sources::{InputFormat, SourceError, Stream, prepare_snapshot, snapshot_for_dry_run};
-use crate::summary::{RunPaths, SummaryJson, ValidationSummaryJson};
 
 use super::CommandError;
 
@@ -60,7 +65,7 @@ fn input_of(args: &ImportArgs, settings: &mut Settings) -> Result<Input, Command
     }
 }
 
-pub async fn run(args: ImportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn run(args: ImportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
     let ledger = args
         .run
         .ledger
@@ -159,7 +164,7 @@ async fn import(
 
 /// `lsq-sync validate` and `import --dry-run`: every row checked, nothing sent, no ledger; the
 /// summary JSON when asked.
-pub async fn validate(
+pub(crate) async fn validate(
     input: PathBuf,
     report: PathBuf,
     summary_json: Option<PathBuf>,
@@ -214,7 +219,7 @@ fn check_outputs(
     Ok(())
 }
 
-pub async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
     let ledger = args
         .run
         .ledger
@@ -255,7 +260,7 @@ impl Unattended {
     ) -> Result<Unattended, CommandError> {
         let notify_url = match &settings.notify.url {
             Some(url) => Some(
-                crate::notify::check_url(url.expose(), settings.allow_insecure_http)
+                crate::report::notify::check_url(url.expose(), settings.allow_insecure_http)
                     .map_err(CommandError::Usage)?,
             ),
             None => None,
@@ -290,7 +295,7 @@ impl Unattended {
         let status_line = format!("ERROR: {error}");
         self.write_metrics(None, exit_code);
         let document = serde_json::json!({
-            "version": crate::summary::SUMMARY_VERSION,
+            "version": crate::report::summary::SUMMARY_VERSION,
             "command": self.command,
             "status": "error",
             "exit_code": exit_code,
@@ -304,7 +309,8 @@ impl Unattended {
 
     fn write_metrics(&self, summary: Option<&SummaryJson>, exit_code: u8) {
         if let Some(path) = &self.metrics_file
-            && let Err(e) = crate::metrics::write(path, summary, exit_code, chrono::Utc::now())
+            && let Err(e) =
+                crate::report::metrics::write(path, summary, exit_code, chrono::Utc::now())
         {
             eprintln!(
                 "lsq-sync: cannot write the metrics file {}: {e}",
@@ -320,7 +326,7 @@ impl Unattended {
             exit_code,
             status_line: line,
         };
-        crate::notify::notify(
+        crate::report::notify::notify(
             self.notify_url.as_deref(),
             self.notify_on,
             self.timeout,

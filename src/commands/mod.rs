@@ -1,18 +1,18 @@
 //! The CLI commands. Each is thin: it turns flags into settings and wires library pieces
 //! together; the work happens in the pipeline stages and the simulator.
 
-pub mod check;
-pub mod delete;
-pub mod export;
-pub mod import;
-pub mod report;
-pub mod simulate;
-pub mod undo;
+pub(crate) mod check;
+pub(crate) mod delete;
+pub(crate) mod export;
+pub(crate) mod import;
+pub(crate) mod report;
+pub(crate) mod simulate;
+pub(crate) mod undo;
 
 use crate::cli::{Cli, Command, SendArgs};
 use crate::config::{ConfigError, FileConfig, InputOverrides, LogFormat, Overrides, Settings};
 use crate::exit::ExitStatus;
-use crate::pipeline::ImportError;
+use crate::import::plan::ImportError;
 use crate::simulator::SimError;
 
 /// A command that could not run to its end.
@@ -31,11 +31,11 @@ pub enum CommandError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Preflight(#[from] crate::preflight::PreflightError),
+    Preflight(#[from] crate::ops::check::PreflightError),
     #[error(transparent)]
-    DryRun(#[from] crate::dry_run::DryRunError),
+    DryRun(#[from] crate::import::dry_run::DryRunError),
     #[error(transparent)]
-    Source(#[from] crate::sources::SourceError),
+    Source(#[from] crate::input::sources::SourceError),
 }
 
 impl CommandError {
@@ -171,7 +171,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitStatus, CommandErro
 
 /// `completions` and `man` need no settings (a broken config file must not stop them): the
 /// output of those two, printed on stdout; `None` for every other command.
-pub fn generated_output(command: &Command) -> Option<Vec<u8>> {
+pub(crate) fn generated_output(command: &Command) -> Option<Vec<u8>> {
     use clap::CommandFactory;
     let mut out = Vec::new();
     match command {

@@ -10,7 +10,7 @@ use crate::report::{CellFormat, write_from_ledger_as};
 
 use super::CommandError;
 
-pub async fn run(args: ReportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn run(args: ReportArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
     tokio::task::spawn_blocking(move || report(args, &settings))
         .await
         .map_err(|e| CommandError::Usage(format!("internal error: {e}")))?

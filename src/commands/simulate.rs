@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cli::{PagingArg, RateLimitStyleArg, RefusedCallsArg, RejectModeArg, SimulateArgs};
 use crate::exit::ExitStatus;
-use crate::quota::RateQuota;
+use crate::lsq::quota::RateQuota;
 use crate::simulator::{
     FaultConfig, OtherClient, OutageKind, OutageSchedule, PagingMode, RateLimitStyle, RefusedCalls,
     RejectMode, RunningSimulator, SimConfig,
@@ -16,7 +16,7 @@ use super::CommandError;
 
 /// Builds the simulator's configuration from the flags; keys come from `LSQ_ACCESS_KEY` and
 /// `LSQ_SECRET_KEY` when set, so a client run with the same environment authenticates.
-pub fn sim_config(
+pub(crate) fn sim_config(
     args: &SimulateArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SimConfig, CommandError> {
@@ -101,7 +101,7 @@ pub fn sim_config(
     })
 }
 
-pub async fn run(args: SimulateArgs) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn run(args: SimulateArgs) -> Result<ExitStatus, CommandError> {
     let env = |name: &str| std::env::var(name).ok();
     let config = sim_config(&args, &env)?;
     let ip = crate::simulator::loopback_address(&args.bind)?;

@@ -1,6 +1,6 @@
 //! `lsq-sync undo`: delete the activities an import created, and nothing else.
 //!
-//! The import's report or ledger run enters; `crate::undo` groups what it created by lead and
+//! The import's report or ledger run enters; `crate::ops::undo` groups what it created by lead and
 //! code with the span covering it. With a terminal or `--yes`, each span is listed (Get
 //! Activities) and judged: cut into the fewest windows that hold only the import's activities,
 //! leaving (`partial`) those that share a second with another activity, or refused when no
@@ -15,13 +15,13 @@ use std::io::IsTerminal;
 use crate::cli::UndoArgs;
 use crate::config::Settings;
 use crate::exit::ExitStatus;
+use crate::import::plan::default_ledger_path;
 use crate::ledger::{DeletionRecord, Ledger};
-use crate::pipeline::default_ledger_path;
-use crate::remote::{DeleteError, DeleteWindow, Remote};
-use crate::report::CellFormat;
-use crate::undo::{
+use crate::ops::deletes::{DeleteError, DeleteWindow, Remote};
+use crate::ops::undo::{
     Cut, Decision, Left, UndoGroup, from_ledger, from_report, group, is_ledger_file, judge,
 };
+use crate::report::CellFormat;
 
 use super::CommandError;
 use super::delete::{
@@ -42,7 +42,7 @@ struct Pending {
     ids: Vec<String>,
 }
 
-pub async fn run(args: UndoArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
+pub(crate) async fn run(args: UndoArgs, settings: Settings) -> Result<ExitStatus, CommandError> {
     let usage = |e: &dyn std::fmt::Display| CommandError::Usage(e.to_string());
     if !args.source.exists() {
         return Err(CommandError::Usage(format!(
@@ -328,6 +328,7 @@ fn print_plan(pending: &[Pending], remote: &Remote, settings: &Settings, wait: b
         settings.rate,
         remote
             .fetcher
+            .api
             .pacer
             .spacing()
             .mul_f64(calls.saturating_sub(1) as f64)

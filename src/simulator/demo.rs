@@ -5,7 +5,7 @@
 //! written elsewhere can name the same leads and owners the simulator knows. Data leaves through
 //! the public functions; nothing enters.
 
-use crate::api;
+use crate::lsq::api;
 
 /// How many leads the simulated account holds; [`demo_lead_id`] names them.
 pub const DEMO_LEADS: usize = 50;
@@ -134,6 +134,15 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A hyphenated 8-4-4-4-12 hex GUID, either case.
+pub(super) fn is_guid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,7 +153,7 @@ mod tests {
         let ids: Vec<String> = (0..DEMO_LEADS).map(demo_lead_id).collect();
         assert_eq!(ids.iter().collect::<HashSet<_>>().len(), DEMO_LEADS);
         for id in &ids {
-            assert!(super::super::state::is_guid(id), "{id}");
+            assert!(is_guid(id), "{id}");
             assert_eq!(id, &id.to_lowercase());
         }
         assert_eq!(demo_lead_id(7), ids[7]);

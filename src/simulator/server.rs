@@ -7,6 +7,10 @@
 //! `axum::serve` because a fault must be able to close a connection *without* any response:
 //! each connection gets a kill switch that the handler pulls, and the connection future is then
 //! dropped, closing the socket.
+//!
+//! Over 700 lines: one handler per endpoint of the vendor's API and of `/_sim`, each with the
+//! vendor's quirks; splitting the handlers by endpoint into a `handlers/` folder is the next
+//! step.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,8 +37,8 @@ use super::{
     BulkAnswer, OtherClient, OtherLoad, PagingMode, RateLimitStyle, RejectMode, RequestOutcome,
     SimConfig, SimError, Simulator, rate_limit_message,
 };
-use crate::api::{self, MAX_BATCH};
-use crate::quota::RateQuota;
+use crate::lsq::api::{self, MAX_BATCH};
+use crate::lsq::quota::RateQuota;
 
 /// Bodies above this are refused; 25 activities with generous notes fit many times over.
 const MAX_BODY: usize = 8 * 1024 * 1024;

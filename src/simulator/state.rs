@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 
-use super::demo::{self, DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT};
+use super::demo::{self, DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT, is_guid};
 use super::{
     FaultConfig, RateChange, RefusedCalls, RequestOutcome, RequestRecord, SimConfig, StoredActivity,
 };
-use crate::api::{self, DATE_TIME_FORMAT};
-use crate::quota::RateQuota;
+use crate::lsq::api::{self, DATE_TIME_FORMAT};
+use crate::lsq::quota::RateQuota;
 
 /// `created_by` of activities no request created (seeded ones).
 const NO_REQUEST: u64 = u64::MAX;
@@ -756,15 +756,6 @@ fn parse_field_name(name: &str) -> Option<u8> {
     let digits = name.strip_prefix(FIELD_PREFIX)?;
     let n: u8 = digits.parse().ok()?;
     ((1..=MAX_FIELD).contains(&n) && n.to_string() == digits).then_some(n)
-}
-
-/// A hyphenated 8-4-4-4-12 hex GUID, either case.
-pub(super) fn is_guid(text: &str) -> bool {
-    text.len() == 36
-        && text.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! End-to-end tests of the simulator over real loopback HTTP: a plain reqwest client talks to a
 //! `RunningSimulator`, and assertions read both the responses and the simulator's own records.
+//! Over 700 lines because it covers every endpoint and fault; it is test code only.
 
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::api::{
+use crate::lsq::api::{
     HEADER_ACCESS_KEY, HEADER_SECRET_KEY, PATH_ACTIVITY_TYPES, PATH_BULK_ADD_BY_LEAD_ID,
     PATH_DELETE_ACTIVITIES, PATH_DELETE_OWNER_HISTORY, PATH_RETRIEVE, PATH_USER_BY_ACCESS_KEY,
 };

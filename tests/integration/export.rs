@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use lsq_sync::api::{ActivityItem, FieldValue};
+use lsq_sync::lsq::api::{ActivityItem, FieldValue};
 use lsq_sync::simulator::{DEMO_OWNERS, PagingMode, RunningSimulator, SimConfig, demo_lead_id};
 
 use crate::support::*;

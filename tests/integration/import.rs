@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lsq_sync::quota::RateQuota;
+use lsq_sync::lsq::quota::RateQuota;
 use lsq_sync::simulator::{FaultConfig, RateLimitStyle, RequestOutcome, SimConfig};
 
 use crate::support::*;

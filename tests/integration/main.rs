@@ -1,6 +1,9 @@
 //! Integration tests: the real `lsq-sync` binary (and the library) against the embedded
 //! simulator on 127.0.0.1 with a free port. One test binary, so the link step is paid once.
 
+// Test helpers outside #[test] functions unwrap too: a panic there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod check;
 mod delete;
 mod export;

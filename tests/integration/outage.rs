@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lsq_sync::outage::OUTAGE_AFTER;
+use lsq_sync::lsq::outage::OUTAGE_AFTER;
 use lsq_sync::simulator::{
     OutageKind, OutageSchedule, RequestOutcome, RequestRecord, RunningSimulator, SimConfig,
 };
@@ -70,7 +70,7 @@ async fn import(sim: &RunningSimulator, input: &Input, extra: &[&str]) -> std::p
 }
 
 fn is_probe(request: &RequestRecord) -> bool {
-    request.path == lsq_sync::api::PATH_USER_BY_ACCESS_KEY
+    request.path == lsq_sync::lsq::api::PATH_USER_BY_ACCESS_KEY
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -128,7 +128,7 @@ async fn a_500_outage_pauses_the_run_probing_one_call_at_a_time_and_it_finishes_
         .sim
         .requests()
         .into_iter()
-        .filter(|r| r.path == lsq_sync::api::PATH_RETRIEVE && r.at < window.2)
+        .filter(|r| r.path == lsq_sync::lsq::api::PATH_RETRIEVE && r.at < window.2)
         .count();
     assert_eq!(lookups_during, 0, "no lookup before the API is back");
     sim.shutdown().await;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lsq_sync::quota::RateQuota;
+use lsq_sync::lsq::quota::RateQuota;
 use lsq_sync::simulator::{
     OtherClient, OtherLoad, RateLimitStyle, RefusedCalls, RequestOutcome, RunningSimulator,
     SimConfig,

@@ -17,7 +17,7 @@ use lsq_sync::simulator::{RunningSimulator, SimConfig, demo_lead_id};
 use crate::support::*;
 
 /// A PostgreSQL server of its own, stopped on drop.
-pub struct PgServer {
+pub(crate) struct PgServer {
     bin: PathBuf,
     data: PathBuf,
     as_postgres: bool,
@@ -28,7 +28,7 @@ pub struct PgServer {
 impl PgServer {
     /// initdb (trust auth), then `pg_ctl start -w`, which returns once the server accepts
     /// connections.
-    pub fn start() -> PgServer {
+    pub(crate) fn start() -> PgServer {
         let bin = PathBuf::from(
             std::env::var("LSQ_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
         );
@@ -118,12 +118,12 @@ impl PgServer {
     }
 
     /// The URL lsq-sync is given.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// A client for setting up tables.
-    pub async fn client(&self) -> tokio_postgres::Client {
+    pub(crate) async fn client(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(
             &format!(
                 "host=127.0.0.1 port={} user=postgres dbname=postgres",

@@ -9,15 +9,15 @@
 use std::path::Path;
 
 use csv::ByteRecord;
-use lsq_sync::batch::{Batch, BatchRow, Batcher, RowWork};
 use lsq_sync::config::Settings;
-use lsq_sync::dry_run::validate_file;
-use lsq_sync::input::InputLimits;
+use lsq_sync::import::batch::{Batch, BatchRow, Batcher, RowWork};
+use lsq_sync::import::dry_run::validate_file;
+use lsq_sync::import::validate::check_csv;
+use lsq_sync::input::rows::InputLimits;
 use lsq_sync::report::{
     BatchOutcome, CellFormat, ReportWriter, ReportedRow, RowOutcome, excel_safe_cell,
     strip_excel_safe,
 };
-use lsq_sync::validate::check_csv;
 use proptest::prelude::*;
 
 const LEAD: &str = "3aee22bd-8419-422a-8242-c510df9af021";

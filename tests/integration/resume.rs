@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use lsq_sync::ledger::{Durability, Ledger};
-use lsq_sync::quota::RateQuota;
+use lsq_sync::lsq::quota::RateQuota;
 use lsq_sync::simulator::{FaultConfig, RejectMode, SimConfig};
 
 use crate::support::*;
@@ -603,7 +603,7 @@ async fn sigkill_twice_then_resume_loses_nothing_doubles_nothing_and_looks_up_pe
     }
     let lookups = requests
         .iter()
-        .filter(|r| r.path == lsq_sync::api::PATH_RETRIEVE)
+        .filter(|r| r.path == lsq_sync::lsq::api::PATH_RETRIEVE)
         .filter(|r| r.seq >= starts[1])
         .count();
     assert!(

@@ -10,12 +10,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// `http://127.0.0.1:PORT` of a listener, for `--host`.
-pub fn url_of(port: u16) -> String {
+pub(crate) fn url_of(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
 /// A loopback port nobody listens on (bound, then released).
-pub fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
@@ -55,7 +55,7 @@ async fn read_request(stream: &mut TcpStream) {
 }
 
 /// Answers every request with bytes that are not HTTP, then closes.
-pub async fn garbage_server() -> u16 {
+pub(crate) async fn garbage_server() -> u16 {
     serve(|mut stream| async move {
         read_request(&mut stream).await;
         let _ = stream
@@ -67,7 +67,7 @@ pub async fn garbage_server() -> u16 {
 }
 
 /// Accepts connections, reads the request, and never answers nor closes.
-pub async fn silent_server() -> u16 {
+pub(crate) async fn silent_server() -> u16 {
     serve(|mut stream| async move {
         read_request(&mut stream).await;
         std::future::pending::<()>().await;
@@ -78,7 +78,7 @@ pub async fn silent_server() -> u16 {
 
 /// Answers with a valid status line and headers promising a body, then sends one byte of it
 /// per second, forever.
-pub async fn drip_server() -> u16 {
+pub(crate) async fn drip_server() -> u16 {
     serve(|mut stream| async move {
         read_request(&mut stream).await;
         let head =
@@ -98,7 +98,7 @@ pub async fn drip_server() -> u16 {
 
 /// A TLS server on loopback presenting a fresh self-signed certificate for `localhost`; every
 /// handshake is run to its end (the client is expected to refuse it). Returns the port.
-pub fn self_signed_tls_server() -> u16 {
+pub(crate) fn self_signed_tls_server() -> u16 {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
         .expect("self-signed certificate");

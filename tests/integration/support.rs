@@ -7,11 +7,11 @@ use std::process::Output;
 
 use lsq_sync::simulator::{DEMO_OWNERS, RunningSimulator, SimConfig, demo_lead_id};
 
-pub const ACCESS_KEY: &str = "it-access-AKIA4242";
-pub const SECRET_KEY: &str = "it-secret-Zm9vYmFyYmF6cXV4";
+pub(crate) const ACCESS_KEY: &str = "it-access-AKIA4242";
+pub(crate) const SECRET_KEY: &str = "it-secret-Zm9vYmFyYmF6cXV4";
 
 /// A simulator with the test keys and the given tweaks.
-pub async fn simulator(config: SimConfig) -> RunningSimulator {
+pub(crate) async fn simulator(config: SimConfig) -> RunningSimulator {
     RunningSimulator::start(SimConfig {
         access_key: ACCESS_KEY.into(),
         secret_key: SECRET_KEY.into(),
@@ -23,7 +23,7 @@ pub async fn simulator(config: SimConfig) -> RunningSimulator {
 
 /// Runs the binary with `args` in `dir`, with the test keys in the environment and no config
 /// file, and returns its output.
-pub async fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) async fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-sync"));
     command
         .args(args)
@@ -41,16 +41,16 @@ pub async fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output 
     command.output().await.expect("the binary runs")
 }
 
-pub fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// One line of a report, by column name.
-pub type ReportRow = HashMap<String, String>;
+pub(crate) type ReportRow = HashMap<String, String>;
 
 /// Any CSV lsq-sync writes (report, results, export), as rows by column name. Cells that are
 /// not UTF-8 (a report carries input bytes back as read) are shown lossily.
-pub fn read_csv(path: &Path) -> Vec<ReportRow> {
+pub(crate) fn read_csv(path: &Path) -> Vec<ReportRow> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)
@@ -71,7 +71,7 @@ pub fn read_csv(path: &Path) -> Vec<ReportRow> {
 }
 
 /// A report, checked to start with the report's own columns.
-pub fn read_report(path: &Path) -> Vec<ReportRow> {
+pub(crate) fn read_report(path: &Path) -> Vec<ReportRow> {
     let mut reader =
         csv::Reader::from_path(path).unwrap_or_else(|e| panic!("report {}: {e}", path.display()));
     let headers = reader.byte_headers().expect("report header").clone();
@@ -88,24 +88,24 @@ pub fn read_report(path: &Path) -> Vec<ReportRow> {
 }
 
 /// A CSV input in a temp dir.
-pub struct Input {
+pub(crate) struct Input {
     pub dir: tempfile::TempDir,
     #[allow(dead_code)]
     pub path: PathBuf,
 }
 
 impl Input {
-    pub fn report_path(&self) -> PathBuf {
+    pub(crate) fn report_path(&self) -> PathBuf {
         self.dir.path().join("report.csv")
     }
 }
 
-pub fn write_input(text: &str) -> Input {
+pub(crate) fn write_input(text: &str) -> Input {
     write_input_bytes(text.as_bytes())
 }
 
 /// A CSV input of any bytes (not necessarily UTF-8) in a temp dir.
-pub fn write_input_bytes(bytes: &[u8]) -> Input {
+pub(crate) fn write_input_bytes(bytes: &[u8]) -> Input {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("input.csv");
     std::fs::write(&path, bytes).expect("write input");
@@ -114,7 +114,7 @@ pub fn write_input_bytes(bytes: &[u8]) -> Input {
 
 /// `rows` valid rows over the demo leads, each with a unique note so tests can find it on the
 /// server. Every `invalid_every`-th row (if not 0) has a broken event code.
-pub fn generated_input(rows: usize, invalid_every: usize) -> (Input, Vec<bool>) {
+pub(crate) fn generated_input(rows: usize, invalid_every: usize) -> (Input, Vec<bool>) {
     let mut text = String::from(
         "RelatedProspectId,ActivityEvent,ActivityNote,ActivityOwnerEmail,ActivityDateTime,mx_Custom_1,Batch\n",
     );
@@ -136,7 +136,9 @@ pub fn generated_input(rows: usize, invalid_every: usize) -> (Input, Vec<bool>) 
 }
 
 /// Activities created through the bulk endpoint (the simulator also seeds owner-change history).
-pub fn posted_activities(sim: &RunningSimulator) -> Vec<lsq_sync::simulator::StoredActivity> {
+pub(crate) fn posted_activities(
+    sim: &RunningSimulator,
+) -> Vec<lsq_sync::simulator::StoredActivity> {
     sim.sim
         .activities()
         .into_iter()
@@ -146,7 +148,7 @@ pub fn posted_activities(sim: &RunningSimulator) -> Vec<lsq_sync::simulator::Sto
 
 /// Runs `lsq-sync [global...] import input.csv --out report.csv --host SIM [extra...]` in the
 /// input's folder.
-pub async fn import_into(
+pub(crate) async fn import_into(
     sim: &RunningSimulator,
     input: &Input,
     global: &[&str],
@@ -162,15 +164,15 @@ pub async fn import_into(
 
 /// The quota the export, delete and undo tests give the simulator and the binary: fast enough
 /// that pacing costs nothing, paced all the same.
-pub const API_RATE: &str = "500/1s";
+pub(crate) const API_RATE: &str = "500/1s";
 
 /// The environment that points the binary at `url` with [`API_RATE`], for `run_cli`.
-pub fn api_env(url: &str) -> [(&str, &str); 2] {
+pub(crate) fn api_env(url: &str) -> [(&str, &str); 2] {
     [("LSQ_HOST", url), ("LSQ_RATE", API_RATE)]
 }
 
 /// A simulator paced at [`API_RATE`] whose queued deletions complete after 50 ms.
-pub fn delete_sim() -> SimConfig {
+pub(crate) fn delete_sim() -> SimConfig {
     SimConfig {
         rate: Some(API_RATE.parse().expect("quota")),
         delete_delay: std::time::Duration::from_millis(50),
@@ -180,14 +182,14 @@ pub fn delete_sim() -> SimConfig {
 
 /// Seeds one activity of `code` on `lead` at `date`, as if another integration had made it;
 /// returns its id.
-pub fn seed_activity(
+pub(crate) fn seed_activity(
     sim: &RunningSimulator,
     lead: &str,
     code: i64,
     date: &str,
     note: &str,
 ) -> String {
-    sim.sim.add_activity(lsq_sync::api::ActivityItem {
+    sim.sim.add_activity(lsq_sync::lsq::api::ActivityItem {
         related_prospect_id: lead.to_string(),
         activity_event: code,
         activity_note: Some(note.to_string()),
