@@ -228,7 +228,8 @@ pub struct SendArgs {
     #[arg(long, value_name = "CALLS/DURATION")]
     pub rate: Option<RateQuota>,
 
-    /// Attempts per batch, the first included; failures during an API outage do not count.
+    /// Attempts per batch, the first included; failures during an API outage and refusals for
+    /// the rate do not count.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
 

@@ -18,10 +18,6 @@ pub(crate) mod calls;
 pub(crate) mod client;
 pub(crate) mod counters;
 pub mod outage;
-// Public, with its items, until the concurrent change to the pacer's internals is merged; then
-// pub(crate) like its neighbours, and its unit tests and limiter model (half of its ~1,300 lines)
-// moved to a pace/tests.rs as the other modules' were.
-#[allow(private_interfaces, unreachable_pub)]
-pub mod pace;
+pub(crate) mod pace;
 pub mod quota;
 pub(crate) mod secure;
