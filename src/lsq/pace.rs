@@ -414,9 +414,7 @@ impl Budget {
                 // We were at the budget: a burst, or a budget a little above what the others'
                 // pace leaves, which would be refused like this every few windows. One less
                 // settles the second and costs the first little.
-                self.budget -= 1;
-                self.plateau = Some(self.budget + 1);
-                self.raised = None;
+                self.take_one_off();
                 ChangeReason::BurstAtBudget
             } else {
                 ChangeReason::Burst
@@ -450,9 +448,7 @@ impl Budget {
         } else {
             // Refused with the budget in full use, not long after the last refusal: a budget a
             // little above what the others leave. One less; a hold would cost a whole window.
-            self.budget = self.budget.saturating_sub(1).max(1);
-            self.plateau = Some(self.budget + 1);
-            self.raised = None;
+            self.take_one_off();
             ChangeReason::AtBudget
         };
         if !matches!(why, ChangeReason::Burst) {
@@ -467,6 +463,14 @@ impl Budget {
             hold: self.hold_until.map(|h| h.saturating_duration_since(now)),
             why,
         })
+    }
+
+    /// One call per window less; the level given up is the plateau, tried again after the
+    /// linger.
+    fn take_one_off(&mut self) {
+        self.budget = self.budget.saturating_sub(1).max(1);
+        self.plateau = Some(self.budget + 1);
+        self.raised = None;
     }
 
     /// Holds every slot until the window of the call sent at `sent_at` has passed, so that

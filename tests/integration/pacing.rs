@@ -44,6 +44,25 @@ fn busiest_window_after_first_refusal(sim: &RunningSimulator, window: Duration) 
     (busiest, refused.len() as u64)
 }
 
+/// A quota of 25/1s whose limiter counts refused calls, shared with another integration that
+/// steadily sends `per_second` calls.
+fn shared_with_steady_client(per_second: f64) -> SimConfig {
+    SimConfig {
+        rate: Some(RateQuota::new(
+            25.try_into().expect("25"),
+            Duration::from_secs(1),
+        )),
+        refused_calls: RefusedCalls::Counted,
+        other_client: Some(OtherClient {
+            load: OtherLoad::Steady { per_second },
+            from: Duration::ZERO,
+            until: None,
+        }),
+        latency: LATENCY,
+        ..SimConfig::default()
+    }
+}
+
 fn assert_every_row_created_once(sim: &RunningSimulator, rows: usize) {
     let mut per_note: HashMap<String, usize> = HashMap::new();
     for a in posted_activities(sim) {
@@ -55,21 +74,7 @@ fn assert_every_row_created_once(sim: &RunningSimulator, rows: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quota_shared_with_a_steady_client_is_not_overrun_once_a_refusal_is_seen() {
-    let sim = simulator(SimConfig {
-        rate: Some(RateQuota::new(
-            25.try_into().expect("25"),
-            Duration::from_secs(1),
-        )),
-        refused_calls: RefusedCalls::Counted,
-        other_client: Some(OtherClient {
-            load: OtherLoad::Steady { per_second: 10.0 },
-            from: Duration::ZERO,
-            until: None,
-        }),
-        latency: LATENCY,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = simulator(shared_with_steady_client(10.0)).await;
     let (input, _) = generated_input(1000, 0);
     let out = import_into(&sim, &input, &[], &["--rate", "25/1s"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -136,21 +141,7 @@ async fn a_lower_limit_named_in_an_http_200_is_not_overrun_when_refusals_count()
 /// per batch allowed and another integration taking most of the quota, every row still goes in.
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_for_the_rate_do_not_use_up_a_batchs_attempts() {
-    let sim = simulator(SimConfig {
-        rate: Some(RateQuota::new(
-            25.try_into().expect("25"),
-            Duration::from_secs(1),
-        )),
-        refused_calls: RefusedCalls::Counted,
-        other_client: Some(OtherClient {
-            load: OtherLoad::Steady { per_second: 18.0 },
-            from: Duration::ZERO,
-            until: None,
-        }),
-        latency: LATENCY,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = simulator(shared_with_steady_client(18.0)).await;
     let (input, _) = generated_input(500, 0);
     let out = import_into(
         &sim,
