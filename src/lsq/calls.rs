@@ -8,8 +8,10 @@
 //! - [`Api::exchange`] counts the call, sends it, tells the gate how it went, classifies the
 //!   answer ([`crate::lsq::client::classify`]) and tells the pacer what the answer means for the pace;
 //! - [`Api::call`] is the whole loop for lookups and deletes: permit, exchange, then retry what
-//!   is worth retrying (rate limits and transient failures, with backoff or the server's
-//!   `Retry-After`), failures in an outage not counted against `max_attempts`. What any other
+//!   is worth retrying: transient failures with backoff or the server's `Retry-After`; rate
+//!   limits at once (the pacer has already slowed every caller) or after `Retry-After`, not
+//!   counted against `max_attempts` but bounded by [`RetryPolicy::max_rate_limited`], the
+//!   posts' rule too; failures in an outage not counted at all. What any other
 //!   answer means is the caller's to say ([`Judged`]). The send stage, which must record each
 //!   attempt in the ledger between permit and request, runs its own loop over `permit` and
 //!   `exchange`; the outage gate's probe ([`ApiProbe`]) is the two halves of one `exchange`,
@@ -264,9 +266,10 @@ impl Api {
     }
 
     /// A call, repeated until it is over: each attempt through [`Api::permit`] and
-    /// [`Api::exchange`] (also counted in `counter`, when given). Rate limits and transient
-    /// failures are retried after [`RetryPolicy::delay`]; every other verdict goes to `judge`.
-    /// Attempts that failed in an outage are not counted. `what` names the call in log lines;
+    /// [`Api::exchange`] (also counted in `counter`, when given). Transient failures are
+    /// retried after [`RetryPolicy::delay`]; rate limits after [`RetryPolicy::after_rate_limit`],
+    /// without using up an attempt, up to [`RetryPolicy::max_rate_limited`] of them; every other
+    /// verdict goes to `judge`. Attempts that failed in an outage are not counted. `what` names the call in log lines;
     /// `closed` and `gave_up` make the caller's error of a gate closed for good and of attempts
     /// run out.
     pub(crate) async fn call<T, R, E, F>(
@@ -284,6 +287,10 @@ impl Api {
     {
         let mut rng = fastrand::Rng::new();
         let mut attempt = 0;
+        // Refusals for the rate, which do not use up attempts (see `max_rate_limited`).
+        let mut rate_limited = 0u32;
+        // Requests made, whether or not their attempt counted: all but the first are retries.
+        let mut made = 0u32;
         loop {
             attempt += 1;
             let Some(permit) = self.permit().await.map_err(&closed)? else {
@@ -294,9 +301,10 @@ impl Api {
             if let Some(counter) = counter {
                 RunStats::add(counter);
             }
-            if attempt > 1 {
+            if made > 0 {
                 RunStats::add(&self.stats.retries);
             }
+            made += 1;
             let verdict = self.exchange::<T>(permit.sent_at, request()).await;
             let (problem, retry_after) = match verdict {
                 Verdict::RateLimited {
@@ -304,8 +312,26 @@ impl Api {
                     message,
                     ..
                 } => {
+                    // The account's congestion, not the call's fault: the pacer has already
+                    // slowed or held every caller, so the retry waits only for a `Retry-After`,
+                    // and the refusal does not use up an attempt (the same rule as the posts').
                     RunStats::add(&self.stats.rate_limited);
-                    (format!("rate limited: {message}"), retry_after)
+                    attempt -= 1;
+                    rate_limited += 1;
+                    let problem = format!("rate limited: {message}");
+                    if rate_limited >= self.retry.max_rate_limited() {
+                        return Err(gave_up(format!(
+                            "gave up after {rate_limited} refusals for the rate: {problem}"
+                        )));
+                    }
+                    let wait = self.retry.after_rate_limit(retry_after);
+                    warn!(
+                        rate_limited,
+                        wait_ms = wait.as_millis() as u64,
+                        "{what}: {problem}; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                    continue;
                 }
                 Verdict::Transient(message) => (message, None),
                 other => match judge(other) {
@@ -507,12 +533,42 @@ mod tests {
     #[tokio::test]
     async fn attempts_run_out_with_the_last_problem() {
         let api = test_api(3);
-        let answers = (0..5).map(|_| reply(429, "slow down")).collect();
+        let refused = || Err(CallError::Connect("refused".into()));
+        let answers = (0..5).map(|_| refused()).collect();
         let (result, made) = run(&api, answers).await;
         assert_eq!(made, 3);
         let err = result.unwrap_err();
+        assert!(err.starts_with("gave up after 3 attempts: "), "{err}");
+    }
+
+    #[tokio::test]
+    async fn refusals_for_the_rate_do_not_use_up_attempts_but_do_end() {
+        // Lookups and deletes share the posts' rule: a shared quota's 429s are the account's
+        // congestion, so three of them do not exhaust three attempts... (A 10 ms window: each
+        // refusal holds the pacer for one.)
+        let fast = || {
+            let client = LsqClient::for_tests("http://127.0.0.1:9", "a", "s");
+            Api::for_tests(client, "10/10ms", test_api(3).retry)
+        };
+        let api = fast();
+        let mut answers: Vec<_> = (0..4).map(|_| reply(429, "slow down")).collect();
+        answers.push(reply(200, "9"));
+        let (result, made) = run(&api, answers).await;
+        assert_eq!(result, Ok(9));
+        assert_eq!(made, 5);
+        assert_eq!(RunStats::get(&api.stats.rate_limited), 4);
+
+        // ...but a quota that never has room still ends the call, with the count in its error.
+        let api = fast();
+        let limit = api.retry.max_rate_limited() as usize;
+        let answers = (0..limit + 5).map(|_| reply(429, "slow down")).collect();
+        let (result, made) = run(&api, answers).await;
+        assert_eq!(made, limit);
+        let err = result.unwrap_err();
         assert!(
-            err.starts_with("gave up after 3 attempts: rate limited: slow down"),
+            err.starts_with(&format!(
+                "gave up after {limit} refusals for the rate: rate limited: slow down"
+            )),
             "{err}"
         );
     }
