@@ -66,6 +66,8 @@ SCENARIOS = [
          "issue 12.1: ratio >= 0.90 of the 15/s left, 429s <= 3%"),
         ("2-bursts-10-per-1s", "25/1s", 100, ["--other-load", "burst:10/1s"], 15.0,
          "issue 12.2: ratio >= 0.85, 429s <= 5%"),
+        ("2-bursts-20-per-2s", "25/1s", 100, ["--other-load", "burst:20/2s"], 15.0,
+         "issue 12.2: ratio >= 0.85, 429s <= 5%"),
         ("2-bursts-25-per-2.5s", "25/1s", 100, ["--other-load", "burst:25/2500ms"], 15.0,
          "issue 12.2: ratio >= 0.85, 429s <= 5%"),
         ("3-half", "25/1s", 100, ["--other-load", "steady:10", "--other-until", "6s"], "half",

@@ -362,9 +362,21 @@ impl Budget {
             return None;
         }
         let since = sent_at.checked_sub(self.window);
-        let in_window = |t: &&Instant| since.is_none_or(|since| **t > since) && **t < sent_at;
-        let ours = self.log.iter().filter(in_window).count() as u32;
-        let refused = self.refused.iter().filter(in_window).count() as u32;
+        let in_window = |t: &Instant| since.is_none_or(|since| *t > since);
+        // The refused call's own slot is in the log, at or a little before its send (a permit
+        // leaves once the slot has come and the ceiling allows): the latest slot not after
+        // `sent_at`. It is not one of the calls before it.
+        let ours = (self
+            .log
+            .iter()
+            .filter(|t| in_window(t) && **t <= sent_at)
+            .count() as u32)
+            .saturating_sub(1);
+        let refused = self
+            .refused
+            .iter()
+            .filter(|t| in_window(t) && **t < sent_at)
+            .count() as u32;
         let accepted = ours.saturating_sub(refused);
         // The others' calls in that window: the rest of it.
         let others = self.calls.saturating_sub(accepted);
@@ -517,7 +529,9 @@ impl Budget {
     }
 
     fn forget_before(&mut self, now: Instant) {
-        let horizon = self.window * 2;
+        // A refusal is read against the window before the refused call left, which may be an
+        // answer time ago: the log keeps that much more.
+        let horizon = self.window * 2 + self.latency.unwrap_or_default() * 2;
         for times in [&mut self.log, &mut self.refused] {
             while times
                 .front()

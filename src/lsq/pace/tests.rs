@@ -97,6 +97,41 @@ fn a_refusal_below_the_budget_cuts_to_our_share_less_one_and_waits_out_the_windo
 }
 
 #[test]
+fn the_refused_call_is_not_counted_among_the_calls_before_it() {
+    // A real permit leaves a little after its slot (the task wakes, the ceiling's permit, the
+    // ledger): the refused call's own slot is then before its send time, and reading it as an
+    // earlier call would measure one more of ours and one fewer of the others. Found in real
+    // runs: another integration's burst of 20 read as 19, a cut where a hold was right.
+    let t0 = Instant::now();
+    let mut budget = Budget::new(25, Duration::from_secs(1), 0.0);
+    let mut slots = Vec::new();
+    for i in 0..6 {
+        let now = t0 + i * ms(40);
+        slots.push(budget.reserve(now).0.unwrap_or(now));
+    }
+    // The others' burst of 20 filled the window; our sixth call, sent 2 ms after its slot, is
+    // refused.
+    let sent = slots[5] + ms(2);
+    let change = budget.rate_limited(sent, sent + ms(100)).unwrap();
+    assert_eq!(change.why, ChangeReason::Burst);
+    assert_eq!((change.from, change.to), (25, 25));
+
+    // Below the budget, the cut is to the share less one as when the send is the slot.
+    let mut budget = Budget::new(25, Duration::from_secs(1), 0.0);
+    let mut last = t0;
+    for i in 0..16 {
+        let now = t0 + i * ms(40);
+        last = budget.reserve(now).0.unwrap_or(now);
+    }
+    let sent = last + ms(3);
+    let change = budget.rate_limited(sent, sent + ms(100)).unwrap();
+    assert_eq!(
+        (change.from, change.to, change.why),
+        (25, 14, ChangeReason::OthersUseMore)
+    );
+}
+
+#[test]
 fn a_refusal_at_a_steady_budget_in_use_holds_for_a_window_and_trims_one() {
     let t0 = Instant::now();
     let mut budget = Budget::new(10, Duration::from_secs(1), 0.0);
