@@ -148,7 +148,8 @@ pub(crate) struct BudgetChange {
 ///   little too high without cutting on every burst.
 /// - A refusal while we used fewer calls than the budget measures the others: the window was
 ///   full, and ours in it (less our refusals) is our share. The budget drops just below it (to
-///   it, when measured again while the calls of the last cut drained, which reads low).
+///   every call of ours in the window less one, when measured again while the last cut
+///   drains: where refused calls hold places, those of the overload are still there).
 /// - At the budget, soon after another refusal: one less. Within a window of a change, the tail
 ///   of the overload acted on, which the log already waits out: nothing.
 /// - Each window without a refusal, with the budget in use, raises it: by one below a level that
@@ -437,11 +438,19 @@ impl Budget {
             // what the others leave (their count in a window wobbles): raising back to it waits
             // the linger.
             //
-            // Again within a window of a cut, what got in was counted while the calls of the
-            // old pace drained, which reads about one low: the budget is what got in, and the
-            // level above it is tried after one window.
+            // Again within a window of a cut, the window still holds the calls refused in the
+            // overload that caused it. Where refused calls hold places, they are part of what
+            // we used, and what got in reads low by as many: the share is read from every
+            // call of ours (refused too) less one, never below what got in, and the level
+            // above it is tried after the linger. Where they do not, the cut's own reading was
+            // right and this refusal is at its edge.
             let (share, plateau) = match after_cut {
-                Some(_) => (accepted, accepted + 2),
+                Some(_) => {
+                    let share = ours
+                        .saturating_sub(1)
+                        .clamp(accepted, from.saturating_sub(1));
+                    (share, share + 1)
+                }
                 None => (accepted.saturating_sub(1), accepted.max(2)),
             };
             self.plateau = Some(plateau);

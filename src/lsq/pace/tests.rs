@@ -132,6 +132,35 @@ fn the_refused_call_is_not_counted_among_the_calls_before_it() {
 }
 
 #[test]
+fn a_second_refusal_while_a_cut_drains_reads_the_share_from_every_call_of_ours() {
+    // Where refused calls hold places, the window after a cut still holds the calls refused in
+    // the overload that caused it: what got in reads low by as many. Found in real runs: a
+    // quota of 25 shared with a steady 10/s read as 12 for us, not 15.
+    let t0 = Instant::now();
+    let window = Duration::from_secs(1);
+    let mut budget = Budget::new(25, window, 0.0);
+    let mut sent = Vec::new();
+    for i in 0..19 {
+        let now = t0 + i * ms(40);
+        sent.push(budget.reserve(now).0.unwrap_or(now));
+    }
+    // The 17th is refused, and the two on their way behind it: a cut to 15.
+    let cut = budget.rate_limited(sent[16], sent[16] + ms(100)).unwrap();
+    assert_eq!((cut.from, cut.to), (25, 15));
+    for &echo in &sent[17..] {
+        assert_eq!(budget.rate_limited(echo, echo + ms(100)), None);
+    }
+    // The next call the budget allows, within a window of the cut, is refused: 14 of ours
+    // are in the window before it, 3 of them refused.
+    let now = sent[16] + ms(100);
+    let next = budget.reserve(now).0.unwrap_or(now);
+    let change = budget.rate_limited(next, next + ms(100)).unwrap();
+    assert_eq!(change.why, ChangeReason::OthersUseMore);
+    // Read from what got in, this would be 11; from every call of ours less one, 13.
+    assert_eq!((change.from, change.to), (15, 13));
+}
+
+#[test]
 fn a_refusal_at_a_steady_budget_in_use_holds_for_a_window_and_trims_one() {
     let t0 = Instant::now();
     let mut budget = Budget::new(10, Duration::from_secs(1), 0.0);
