@@ -236,19 +236,12 @@ fn every_kind_of_limiter_and_other_client() {
                 ));
             }
         };
-        // The bar is for an integration already at its steady pace; one that starts
-        // with the run (200 ms ahead) costs the cut a refusal more where refusals count.
-        let steady_bar = if head_start == 200 && counts {
-            0.035
-        } else {
-            0.03
-        };
         check(
             "1 steady 10/s",
             scenario(Other::Steady(10.0), counts),
             200.0 / 15.0 + 0.1,
             0.90,
-            steady_bar,
+            0.03,
         );
         check(
             "2 bursts 10/1s",
@@ -269,12 +262,15 @@ fn every_kind_of_limiter_and_other_client() {
             0.20,
             0.20,
         );
+        // Bursts of 20 every 2 s: where refused calls count, short of the bar for the
+        // same reason (0.68, 12% refused); leaving them room caps the run at 5/s (0.33). A
+        // burst read as a cut used to collapse the pace to that (0.28 in real runs).
         check(
             "2 bursts 20/2s",
             scenario(Other::Bursts(20, ms(2000)), counts),
             200.0 / 15.0 + 0.1,
-            0.25,
-            0.25,
+            0.60,
+            0.15,
         );
         // Another integration taking most of the quota: 7/s left. Where refused calls
         // count, sending into a full window keeps it full; cuts must go on down to it.
