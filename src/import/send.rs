@@ -233,16 +233,11 @@ impl Sender {
                     );
                     break;
                 }
-                if attempt >= self.api.retry.max_attempts
-                    || rate_limited >= self.api.retry.max_rate_limited()
+                if let Some(message) =
+                    self.api
+                        .retry
+                        .exhausted(attempt, rate_limited, &last_problem)
                 {
-                    let message = if attempt >= self.api.retry.max_attempts {
-                        format!("gave up after {attempt} attempts: {last_problem}")
-                    } else {
-                        format!(
-                            "gave up after {rate_limited} refusals for the rate: {last_problem}"
-                        )
-                    };
                     warn!(rows = pending.len(), "{message}");
                     let updates = updates(&pending, RowState::Failed, Some(&message));
                     self.record(None, &message, updates).await;

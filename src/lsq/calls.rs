@@ -72,6 +72,26 @@ impl RetryPolicy {
             .saturating_mul(RATE_LIMITED_PER_ATTEMPT)
     }
 
+    /// The message of a call that is over without success, if it is: `attempts` counted ones
+    /// reached `max_attempts`, or `rate_limited` refusals for the rate reached
+    /// [`RetryPolicy::max_rate_limited`]. `problem` is the last failure's.
+    pub(crate) fn exhausted(
+        &self,
+        attempts: u32,
+        rate_limited: u32,
+        problem: &str,
+    ) -> Option<String> {
+        if attempts >= self.max_attempts {
+            Some(format!("gave up after {attempts} attempts: {problem}"))
+        } else if rate_limited >= self.max_rate_limited() {
+            Some(format!(
+                "gave up after {rate_limited} refusals for the rate: {problem}"
+            ))
+        } else {
+            None
+        }
+    }
+
     /// The wait after a refusal for the rate: the server's `Retry-After` if it sent one
     /// (bounded), else none. The pacer, which every attempt goes through, already slows or
     /// holds every caller; a per-call backoff on top would leave the quota unused while calls
@@ -269,9 +289,9 @@ impl Api {
     /// [`Api::exchange`] (also counted in `counter`, when given). Transient failures are
     /// retried after [`RetryPolicy::delay`]; rate limits after [`RetryPolicy::after_rate_limit`],
     /// without using up an attempt, up to [`RetryPolicy::max_rate_limited`] of them; every other
-    /// verdict goes to `judge`. Attempts that failed in an outage are not counted. `what` names the call in log lines;
-    /// `closed` and `gave_up` make the caller's error of a gate closed for good and of attempts
-    /// run out.
+    /// verdict goes to `judge`. Attempts that failed in an outage are not counted. `what` names
+    /// the call in log lines; `closed` and `gave_up` make the caller's error of a gate closed for
+    /// good and of attempts run out ([`RetryPolicy::exhausted`]).
     pub(crate) async fn call<T, R, E, F>(
         &self,
         what: &str,
@@ -306,50 +326,41 @@ impl Api {
             }
             made += 1;
             let verdict = self.exchange::<T>(permit.sent_at, request()).await;
-            let (problem, retry_after) = match verdict {
+            let (problem, retry_after, for_the_rate) = match verdict {
                 Verdict::RateLimited {
                     retry_after,
                     message,
                     ..
                 } => {
-                    // The account's congestion, not the call's fault: the pacer has already
-                    // slowed or held every caller, so the retry waits only for a `Retry-After`,
-                    // and the refusal does not use up an attempt (the same rule as the posts').
                     RunStats::add(&self.stats.rate_limited);
-                    attempt -= 1;
-                    rate_limited += 1;
-                    let problem = format!("rate limited: {message}");
-                    if rate_limited >= self.retry.max_rate_limited() {
-                        return Err(gave_up(format!(
-                            "gave up after {rate_limited} refusals for the rate: {problem}"
-                        )));
-                    }
-                    let wait = self.retry.after_rate_limit(retry_after);
-                    warn!(
-                        rate_limited,
-                        wait_ms = wait.as_millis() as u64,
-                        "{what}: {problem}; retrying"
-                    );
-                    tokio::time::sleep(wait).await;
-                    continue;
+                    (format!("rate limited: {message}"), retry_after, true)
                 }
-                Verdict::Transient(message) => (message, None),
+                Verdict::Transient(message) => (message, None, false),
                 other => match judge(other) {
                     Judged::Done(result) => return result,
-                    Judged::Retry(problem) => (problem, None),
+                    Judged::Retry(problem) => (problem, None, false),
                 },
             };
-            if self.in_outage_since(permit.epoch) {
+            if for_the_rate {
+                // The account's congestion, not the call's fault (the same rule as the
+                // posts'): it does not use up an attempt.
+                attempt -= 1;
+                rate_limited += 1;
+            } else if self.in_outage_since(permit.epoch) {
                 // Failed in an outage: the gate waits it out; this attempt does not count.
                 attempt -= 1;
                 continue;
             }
-            if attempt >= self.retry.max_attempts {
-                return Err(gave_up(format!(
-                    "gave up after {attempt} attempts: {problem}"
-                )));
+            if let Some(message) = self.retry.exhausted(attempt, rate_limited, &problem) {
+                return Err(gave_up(message));
             }
-            let wait = self.retry.delay(attempt, retry_after, &mut rng);
+            // After a refusal for the rate the pacer has already slowed or held every caller:
+            // only a `Retry-After` adds a wait.
+            let wait = if for_the_rate {
+                self.retry.after_rate_limit(retry_after)
+            } else {
+                self.retry.delay(attempt, retry_after, &mut rng)
+            };
             warn!(
                 attempt,
                 wait_ms = wait.as_millis() as u64,

@@ -68,16 +68,23 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// `calls` slots of a 25/1s budget asked for every 40 ms from `t0` (its full pace): when each
+/// was given.
+fn at_full_pace(budget: &mut Budget, t0: Instant, calls: u32) -> Vec<Instant> {
+    (0..calls)
+        .map(|i| {
+            let now = t0 + i * ms(40);
+            budget.reserve(now).0.unwrap_or(now)
+        })
+        .collect()
+}
+
 #[test]
 fn a_refusal_below_the_budget_cuts_to_our_share_less_one_and_waits_out_the_window() {
     let t0 = Instant::now();
     let mut budget = Budget::new(25, Duration::from_secs(1), 0.0);
     // 15 calls in 600 ms at full pace, the 16th refused: the others hold 10 places.
-    let mut sent = Vec::new();
-    for _ in 0..16 {
-        let (slot, _) = budget.reserve(t0 + sent.len() as u32 * ms(40));
-        sent.push(slot.unwrap_or(t0 + sent.len() as u32 * ms(40)));
-    }
+    let sent = at_full_pace(&mut budget, t0, 16);
     let generation = budget.generation();
     let change = budget.rate_limited(sent[15], sent[15] + ms(100)).unwrap();
     assert_eq!((change.from, change.to), (25, 14));
@@ -104,11 +111,7 @@ fn the_refused_call_is_not_counted_among_the_calls_before_it() {
     // runs: another integration's burst of 20 read as 19, a cut where a hold was right.
     let t0 = Instant::now();
     let mut budget = Budget::new(25, Duration::from_secs(1), 0.0);
-    let mut slots = Vec::new();
-    for i in 0..6 {
-        let now = t0 + i * ms(40);
-        slots.push(budget.reserve(now).0.unwrap_or(now));
-    }
+    let slots = at_full_pace(&mut budget, t0, 6);
     // The others' burst of 20 filled the window; our sixth call, sent 2 ms after its slot, is
     // refused.
     let sent = slots[5] + ms(2);
@@ -118,12 +121,7 @@ fn the_refused_call_is_not_counted_among_the_calls_before_it() {
 
     // Below the budget, the cut is to the share less one as when the send is the slot.
     let mut budget = Budget::new(25, Duration::from_secs(1), 0.0);
-    let mut last = t0;
-    for i in 0..16 {
-        let now = t0 + i * ms(40);
-        last = budget.reserve(now).0.unwrap_or(now);
-    }
-    let sent = last + ms(3);
+    let sent = at_full_pace(&mut budget, t0, 16)[15] + ms(3);
     let change = budget.rate_limited(sent, sent + ms(100)).unwrap();
     assert_eq!(
         (change.from, change.to, change.why),
@@ -139,11 +137,7 @@ fn a_second_refusal_while_a_cut_drains_reads_the_share_from_every_call_of_ours()
     let t0 = Instant::now();
     let window = Duration::from_secs(1);
     let mut budget = Budget::new(25, window, 0.0);
-    let mut sent = Vec::new();
-    for i in 0..19 {
-        let now = t0 + i * ms(40);
-        sent.push(budget.reserve(now).0.unwrap_or(now));
-    }
+    let sent = at_full_pace(&mut budget, t0, 19);
     // The 17th is refused, and the two on their way behind it: a cut to 15.
     let cut = budget.rate_limited(sent[16], sent[16] + ms(100)).unwrap();
     assert_eq!((cut.from, cut.to), (25, 15));
