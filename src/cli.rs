@@ -316,6 +316,50 @@ pub struct ImportArgs {
 
     #[command(flatten)]
     pub source: SourceArgs,
+
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// Keyed sync: rows matched to the activities of earlier runs by the source's own key, so that
+/// an edited row updates its activity instead of adding a second one. Each also has a config
+/// key (`[sync]`); flags win.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Keyed sync")]
+pub struct SyncArgs {
+    /// The column holding each row's own stable id (a call id): a new key is created, a key
+    /// whose note or custom fields changed is updated in place, an unchanged one is left alone
+    /// [config: [sync] key].
+    #[arg(long, value_name = "COLUMN")]
+    pub key: Option<String>,
+
+    /// Also write the key into this custom field (mx_Custom_<n>) of every activity created, so a
+    /// run without the ledger (a new container) reads the key map back from the account
+    /// [config: [sync] key_field].
+    #[arg(long, value_name = "mx_Custom_N")]
+    pub key_field: Option<String>,
+
+    /// A row whose lead, code, date or owner changed: delete its old activity (never one lsq-sync
+    /// did not create) and create it anew, instead of reporting a conflict
+    /// [config: [sync] replace_changed].
+    #[arg(long)]
+    pub replace_changed: bool,
+
+    /// Delete the activities of keys that earlier runs of this sync created and this input
+    /// lacks (a mirror); asks first, --yes where no one is at a terminal
+    /// [config: [sync] delete_missing].
+    #[arg(long)]
+    pub delete_missing: bool,
+
+    /// Delete nothing and send nothing (exit 2) if a run would delete more than N activities or
+    /// P% of the keys known, e.g. 50 or 5% (default 10%) [config: [sync] max_delete].
+    #[arg(long, value_name = "N|P%")]
+    pub max_delete: Option<String>,
+
+    /// Delete without asking (--delete-missing, --replace-changed); required when stdin is not
+    /// a terminal.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// How the input is read: spreadsheets, their own column names, leads by e-mail, local times.
@@ -453,6 +497,9 @@ pub struct RetryArgs {
 
     #[command(flatten)]
     pub format: ReportFormatArgs,
+
+    #[command(flatten)]
+    pub sync: SyncArgs,
 }
 
 #[derive(Debug, Args)]
@@ -666,6 +713,15 @@ pub enum RejectModeArg {
     Batch,
 }
 
+/// How the simulator answers Bulk Update, whose answer the vendor does not show.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum UpdateAnswerArg {
+    /// {"Status":"Success",...} for the call; one bad row fails the call (HTTP 500 MX error).
+    Call,
+    /// A Response[] item per row (RowNumber, ProspectActivityId, ActivityUpdated).
+    Row,
+}
+
 /// What the simulator's Get Activities `Offset` means.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PagingArg {
@@ -758,6 +814,10 @@ pub struct SimulateArgs {
     /// How bad rows in a bulk post are answered.
     #[arg(long, value_enum, default_value = "row")]
     pub reject_mode: RejectModeArg,
+
+    /// The shape of Bulk Update's answer.
+    #[arg(long, value_enum, default_value = "call")]
+    pub update_answer: UpdateAnswerArg,
 
     /// What Get Activities' Offset means.
     #[arg(long, value_enum, default_value = "zero-page")]

@@ -14,9 +14,12 @@ use serde::Deserialize;
 
 mod file;
 mod lsq;
+mod sync;
 
 use file::FileInput;
 pub(crate) use file::{FileConfig, key_file_warning};
+pub use sync::{DeleteLimit, SyncSettings};
+pub(crate) use sync::{FileSync, SyncOverrides};
 
 use crate::input::dates::{DateFormat, DateReader, parse_zone};
 use crate::input::mapping::{ColumnMap, parse_pair};
@@ -109,6 +112,8 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// `-q`: print only the final status line (and errors), no progress bar.
     pub quiet: bool,
+    /// Keyed sync: the key column, and how keys that changed or went are treated.
+    pub sync: SyncSettings,
 }
 
 /// Where rows come from when no input file is named: `[source]` or `--from-postgres`.
@@ -238,6 +243,7 @@ impl Default for Settings {
             notify: NotifySettings::default(),
             metrics_file: None,
             quiet: false,
+            sync: SyncSettings::default(),
         }
     }
 }
@@ -270,6 +276,8 @@ pub(crate) struct Overrides {
     pub metrics_file: Option<PathBuf>,
     /// `-q`.
     pub quiet: bool,
+    /// `--key`, `--key-field`, `--replace-changed`, `--delete-missing`, `--max-delete`.
+    pub sync: SyncOverrides,
 }
 
 /// Input flags (`cli::InputArgs`) as given; empty lists and `None` leave the lower layers' value.
@@ -562,6 +570,7 @@ impl Settings {
         s.quiet = flags.quiet;
 
         s.input = resolve_input(file, env, &flags.input)?;
+        s.sync = sync::resolve_sync(file.map(|f| &f.sync), &flags.sync)?;
         s.check()?;
         Ok(s)
     }

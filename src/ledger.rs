@@ -33,18 +33,32 @@ use tokio::sync::oneshot;
 
 mod codec;
 mod deletions;
+mod keys;
 mod lookups;
 mod records;
 mod writer;
 
 pub(crate) use codec::{decode_record, encode_record, fingerprint, hash_file};
 pub use deletions::DeletionRecord;
+pub(crate) use keys::Classified;
 pub(crate) use lookups::created_per_call;
-pub(crate) use records::{InputRecord, NewRow, RowState, RowUpdate, RunInfo, RunStatus, StoredRow};
+pub(crate) use records::{
+    InputRecord, KeyEntry, KnownKey, NO_INPUT_LINE, NewRow, RowAction, RowState, RowUpdate,
+    RunInfo, RunStatus, StoredRow,
+};
 use writer::{WriteOp, write_loop};
 
-/// Bumped when the schema changes incompatibly.
-const SCHEMA_VERSION: i64 = 1;
+/// Bumped when the schema changes; [`MIGRATIONS`] bring an older ledger up to it.
+const SCHEMA_VERSION: i64 = 2;
+
+/// What turns a ledger of version N into N + 1 (index 0: 1 -> 2). A ledger written by an
+/// earlier lsq-sync opens in a newer one; the other way round is refused.
+const MIGRATIONS: [&str; 1] = ["
+ALTER TABLE rows ADD COLUMN sync_key TEXT;
+ALTER TABLE rows ADD COLUMN sync_entry TEXT;
+ALTER TABLE rows ADD COLUMN action TEXT;
+ALTER TABLE rows ADD COLUMN target_id TEXT;
+"];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,6 +86,10 @@ CREATE TABLE IF NOT EXISTS rows (
     sent_date_time TEXT,             -- ActivityDateTime lsq-sync filled in for a row without one
     last_call      INTEGER,
     record         BLOB NOT NULL,    -- the input row as read, CSV-encoded
+    sync_key       TEXT,             -- keyed sync: the row's key (--key)
+    sync_entry     TEXT,             -- keyed sync: what the row says of its activity (JSON)
+    action         TEXT,             -- create (NULL too) | update | replace | delete
+    target_id      TEXT,             -- the existing activity an update, replace or delete acts on
     PRIMARY KEY (run, row_number)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS calls (
@@ -96,6 +114,15 @@ CREATE TABLE IF NOT EXISTS deletions (
     queued_at    TEXT NOT NULL,
     updated_at   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sync_keys (
+    key         TEXT PRIMARY KEY,    -- the source's key of a row (--key)
+    activity_id TEXT NOT NULL,       -- the activity lsq-sync created for it
+    entry       TEXT NOT NULL,       -- lead, code, date, owner, content hash, fields (JSON)
+    origin      TEXT NOT NULL,       -- sent (by a run of this ledger) | account (read back)
+    run         INTEGER,             -- the run that last sent it
+    updated_at  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rows_by_key ON rows(run, sync_key) WHERE sync_key IS NOT NULL;
 ";
 
 /// The ledger cannot be used.
@@ -115,6 +142,15 @@ pub enum LedgerError {
     Sql(String),
     #[error("ledger is inconsistent: {0}")]
     Corrupt(String),
+    #[error(
+        "ledger {path} holds the key map of column {held:?}, and this run is keyed by {given:?}; \
+         give each keyed sync its own ledger (--ledger)"
+    )]
+    KeyColumn {
+        path: PathBuf,
+        held: String,
+        given: String,
+    },
     #[error("the ledger writer has stopped")]
     Closed,
 }
@@ -245,6 +281,19 @@ impl Ledger {
         }
         let lock = take_lock(path)?;
         let conn = open_connection(path, durability)?;
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap_or(None);
+        if let Some(found) = version.map(|v| v.parse::<i64>().unwrap_or(-1))
+            && found != SCHEMA_VERSION
+        {
+            migrate(&conn, path, found)?;
+        }
         conn.execute_batch(SCHEMA)?;
         let version: Option<String> = conn
             .query_row(
@@ -465,8 +514,9 @@ impl Ledger {
             let tx = conn.transaction()?;
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO rows (run, row_number, line, fingerprint, lead_id, state, activity_id, error, record) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO rows (run, row_number, line, fingerprint, lead_id, state, activity_id, error, record, \
+                     sync_key, sync_entry, action, target_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )?;
                 for row in rows.by_ref().take(10_000) {
                     stmt.execute(params![
@@ -479,6 +529,10 @@ impl Ledger {
                         row.activity_id,
                         row.error,
                         encode_record(&row.record),
+                        row.sync_key,
+                        row.sync_entry,
+                        (row.action != RowAction::Create).then(|| row.action.as_str()),
+                        row.target_id,
                     ])?;
                     count += 1;
                 }
@@ -521,36 +575,40 @@ impl Ledger {
     ) -> Result<Vec<StoredRow>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT row_number, line, record, state, activity_id, error, sent_date_time \
-             FROM rows WHERE {condition}"
+            "SELECT row_number, line, record, state, activity_id, error, sent_date_time, action, \
+             target_id, sync_key FROM rows WHERE {condition}"
         ))?;
         let raw = stmt
             .query_map(values, |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                ))
+                Ok(RawRow {
+                    number: r.get(0)?,
+                    line: r.get(1)?,
+                    record: r.get(2)?,
+                    state: r.get(3)?,
+                    activity_id: r.get(4)?,
+                    error: r.get(5)?,
+                    sent_date_time: r.get(6)?,
+                    action: r.get(7)?,
+                    target_id: r.get(8)?,
+                    sync_key: r.get(9)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         raw.into_iter()
-            .map(
-                |(number, line, record, state, activity_id, error, sent_date_time)| {
-                    Ok(StoredRow {
-                        number: number as u64,
-                        line: line as u64,
-                        record: decode_record(&record)?,
-                        state: RowState::parse(&state)?,
-                        activity_id,
-                        error,
-                        sent_date_time,
-                    })
-                },
-            )
+            .map(|raw| {
+                Ok(StoredRow {
+                    number: raw.number as u64,
+                    line: raw.line as u64,
+                    record: decode_record(&raw.record)?,
+                    state: RowState::parse(&raw.state)?,
+                    activity_id: raw.activity_id,
+                    error: raw.error,
+                    sent_date_time: raw.sent_date_time,
+                    action: RowAction::parse(raw.action.as_deref())?,
+                    target_id: raw.target_id,
+                    sync_key: raw.sync_key,
+                })
+            })
             .collect()
     }
 
@@ -666,6 +724,43 @@ impl Drop for Ledger {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// A row as SQLite hands it over, before its fields are decoded.
+struct RawRow {
+    number: i64,
+    line: i64,
+    record: Vec<u8>,
+    state: String,
+    activity_id: Option<String>,
+    error: Option<String>,
+    sent_date_time: Option<String>,
+    action: Option<String>,
+    target_id: Option<String>,
+    sync_key: Option<String>,
+}
+
+/// Brings a ledger of schema `found` up to [`SCHEMA_VERSION`], in one transaction; refuses a
+/// newer (or unreadable) one.
+fn migrate(conn: &Connection, path: &Path, found: i64) -> Result<(), LedgerError> {
+    let refuse = || LedgerError::Version {
+        path: path.to_path_buf(),
+        found,
+    };
+    if !(1..SCHEMA_VERSION).contains(&found) {
+        return Err(refuse());
+    }
+    let mut script = String::from("BEGIN IMMEDIATE;");
+    for step in &MIGRATIONS[(found - 1) as usize..] {
+        script.push_str(step);
+    }
+    script.push_str(&format!(
+        "UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;"
+    ));
+    conn.execute_batch(&script).map_err(|e| LedgerError::Open {
+        path: path.to_path_buf(),
+        message: format!("cannot bring the ledger from schema {found} to {SCHEMA_VERSION}: {e}"),
+    })
 }
 
 fn run_info(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunInfo> {

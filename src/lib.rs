@@ -47,6 +47,7 @@ pub(crate) mod abort;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub(crate) mod confirm;
 pub mod exit;
 pub mod import;
 pub mod input;

@@ -6,7 +6,6 @@
 //! any call; the deletions leave as one queued call per lead through [`Remote`], optionally
 //! followed by `--wait` polling; the outcome leaves as one results line per lead.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
@@ -201,31 +200,9 @@ pub(crate) fn finish_results(
 /// The destructive step's gate. With `--yes`, go. Otherwise the plan (already printed) needs a
 /// "yes" typed on a terminal; with no terminal, refuse: a script must say `--yes`.
 pub(crate) async fn confirm(yes: bool, what: &str) -> Result<(), CommandError> {
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(CommandError::Usage(format!(
-            "refusing to {what} without --yes: stdin is not a terminal, so nobody can confirm; \
-             nothing was deleted"
-        )));
-    }
-    eprint!("Proceed to {what}? Type 'yes' to continue: ");
-    let _ = std::io::stderr().flush();
-    let answer = tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line).map(|_| line)
-    })
-    .await
-    .map_err(|e| CommandError::Usage(format!("cannot read the answer: {e}")))?
-    .map_err(|e| CommandError::Usage(format!("cannot read the answer: {e}")))?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        Err(CommandError::Usage(
-            "not confirmed; nothing was deleted".into(),
-        ))
-    }
+    crate::confirm::ask(yes, what)
+        .await
+        .map_err(CommandError::Usage)
 }
 
 /// The checked inputs shared by both delete commands.

@@ -153,6 +153,7 @@ async fn import(
         args.out,
         run_args,
         args.nightly,
+        args.sync.yes,
         settings,
     )
     .await;
@@ -232,6 +233,7 @@ pub(crate) async fn retry(args: RetryArgs, settings: Settings) -> Result<ExitSta
         args.out,
         args.run,
         args.nightly,
+        args.sync.yes,
         settings,
     )
     .await;
@@ -343,6 +345,7 @@ async fn execute(
     report: PathBuf,
     run: RunArgs,
     nightly: NightlyArgs,
+    yes: bool,
     settings: Settings,
 ) -> Result<ExitStatus, CommandError> {
     check_outputs(
@@ -368,6 +371,7 @@ async fn execute(
         fresh: run.fresh,
         force: run.force,
         skip_existing: run.skip_existing,
+        yes,
         interrupt,
     };
     let started_at = chrono::Utc::now();

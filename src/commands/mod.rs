@@ -10,7 +10,9 @@ pub(crate) mod simulate;
 pub(crate) mod undo;
 
 use crate::cli::{Cli, Command, SendArgs};
-use crate::config::{ConfigError, FileConfig, InputOverrides, LogFormat, Overrides, Settings};
+use crate::config::{
+    ConfigError, FileConfig, InputOverrides, LogFormat, Overrides, Settings, SyncOverrides,
+};
 use crate::exit::ExitStatus;
 use crate::import::plan::ImportError;
 use crate::simulator::SimError;
@@ -106,6 +108,7 @@ pub fn settings_for(cli: &Cli) -> Result<Settings, ConfigError> {
         notify_on: None,
         metrics_file: None,
         quiet: cli.quiet,
+        sync: sync_overrides(&cli.command),
     };
     let overrides = match &cli.command {
         Command::Import(args) => Overrides {
@@ -127,6 +130,22 @@ fn nightly_overrides(nightly: &crate::cli::NightlyArgs, overrides: Overrides) ->
         notify_on: nightly.notify_on,
         metrics_file: nightly.metrics_file.clone(),
         ..overrides
+    }
+}
+
+/// The keyed sync flags of import and retry.
+fn sync_overrides(command: &Command) -> SyncOverrides {
+    let args = match command {
+        Command::Import(args) => &args.sync,
+        Command::Retry(args) => &args.sync,
+        _ => return SyncOverrides::default(),
+    };
+    SyncOverrides {
+        key: args.key.clone(),
+        key_field: args.key_field.clone(),
+        replace_changed: args.replace_changed.then_some(true),
+        delete_missing: args.delete_missing.then_some(true),
+        max_delete: args.max_delete.clone(),
     }
 }
 

@@ -4,12 +4,14 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::cli::{PagingArg, RateLimitStyleArg, RefusedCallsArg, RejectModeArg, SimulateArgs};
+use crate::cli::{
+    PagingArg, RateLimitStyleArg, RefusedCallsArg, RejectModeArg, SimulateArgs, UpdateAnswerArg,
+};
 use crate::exit::ExitStatus;
 use crate::lsq::quota::RateQuota;
 use crate::simulator::{
     FaultConfig, OtherClient, OutageKind, OutageSchedule, PagingMode, RateLimitStyle, RefusedCalls,
-    RejectMode, RunningSimulator, SimConfig,
+    RejectMode, RunningSimulator, SimConfig, UpdateAnswer,
 };
 
 use super::CommandError;
@@ -78,6 +80,10 @@ pub(crate) fn sim_config(
         reject_mode: match args.reject_mode {
             RejectModeArg::Row => RejectMode::PerRow,
             RejectModeArg::Batch => RejectMode::WholeBatch,
+        },
+        update_answer: match args.update_answer {
+            UpdateAnswerArg::Call => UpdateAnswer::WholeCall,
+            UpdateAnswerArg::Row => UpdateAnswer::PerRow,
         },
         paging: match args.paging {
             PagingArg::ZeroPage => PagingMode::ZeroBasedPage,

@@ -44,6 +44,8 @@ pub(crate) struct FileConfig {
     pub notify: FileNotify,
     #[serde(default)]
     pub metrics: FileMetrics,
+    #[serde(default)]
+    pub sync: super::FileSync,
 }
 
 /// `[source]` section.

@@ -5,9 +5,12 @@
 //! where they appear instead of taking a separate path, so every batch covers a contiguous run
 //! of input rows. That keeps the report in input order with a
 //! reorder buffer no larger than the batches in flight, however the invalid rows are spread.
+//!
+//! A keyed sync sends two kinds of bulk call (adds and updates), each full: it feeds one
+//! batcher per kind, and writes its report from the ledger instead (see `run`).
 
 use crate::input::rows::SourceRow;
-use crate::lsq::api::ActivityItem;
+use crate::lsq::api::{ActivityItem, UpdateItem};
 use crate::report::RowOutcome;
 
 /// What is to be done with a row.
@@ -19,6 +22,8 @@ pub enum RowWork {
         item: ActivityItem,
         filled_date: Option<String>,
     },
+    /// Keyed sync: update the key's activity in place with this (Bulk Update).
+    Update { item: UpdateItem },
     /// Nothing to send: the row's outcome is already known (invalid, or settled earlier).
     Done(RowOutcome),
 }
@@ -32,7 +37,7 @@ pub struct BatchRow {
 
 impl BatchRow {
     pub(crate) fn is_sendable(&self) -> bool {
-        matches!(self.work, RowWork::Send { .. })
+        !matches!(self.work, RowWork::Done(_))
     }
 }
 
@@ -51,7 +56,7 @@ impl Batch {
             .iter()
             .filter_map(|r| match &r.work {
                 RowWork::Send { item, .. } => Some(item),
-                RowWork::Done(_) => None,
+                RowWork::Update { .. } | RowWork::Done(_) => None,
             })
             .collect()
     }

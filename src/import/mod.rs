@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod dry_run;
+pub(crate) mod keyed;
 pub(crate) mod plan;
 pub(crate) mod resolve;
 pub(crate) mod run;

@@ -16,11 +16,13 @@ use tracing::{info, warn};
 
 use crate::abort::Interrupt;
 use crate::config::{InputSettings, Settings};
+use crate::import::keyed::{KeyColumn, entry_of};
 use crate::import::validate::{Schema, SchemaError};
 use crate::input::InputSource;
 use crate::input::rows::{InputError, SourceRow};
 use crate::ledger::{
-    InputRecord, Ledger, LedgerError, NewRow, RowState, RunStatus, fingerprint, hash_file,
+    InputRecord, Ledger, LedgerError, NO_INPUT_LINE, NewRow, RowAction, RowState, RunStatus,
+    fingerprint, hash_file,
 };
 use crate::lsq::client::ClientError;
 use crate::report::{REPORT_COLUMNS, ReportError, is_report_header, strip_excel_safe};
@@ -56,6 +58,9 @@ pub enum ImportError {
     },
     #[error("{path}: {message}")]
     NotAReport { path: PathBuf, message: String },
+    /// The keyed sync cannot work on this input (`--key`, `--key-field`).
+    #[error("{path}: {message}")]
+    Key { path: PathBuf, message: String },
     #[error(
         "{path} has changed since run {run} of it started ({started} UTC) and did not finish; \
          run with --force to continue with the new content (rows already created are matched by \
@@ -120,6 +125,8 @@ pub(crate) struct ImportJob {
     pub force: bool,
     /// Skip rows that an earlier run in the same ledger created.
     pub skip_existing: bool,
+    /// Keyed sync: delete without asking (`--yes`).
+    pub yes: bool,
     /// Ctrl-C and SIGTERM.
     pub interrupt: Interrupt,
 }
@@ -149,13 +156,16 @@ struct RowShape {
     input_headers: ByteRecord,
     /// The report being read was written with `--excel-safe`: its cells carry a `'` to strip.
     excel_safe: bool,
+    /// Keyed sync: where each row holds its key.
+    key: Option<KeyColumn>,
 }
 
 /// What an edited report says was already done to a row.
 enum Prior {
     None,
-    Created(Option<String>),
-    Skipped(Option<String>),
+    /// Settled by the run that wrote the report (created, skipped, and a keyed sync's
+    /// updated, unchanged and deleted): carried over, never sent again.
+    Done(RowState, Option<String>, Option<String>),
 }
 
 impl RowShape {
@@ -193,16 +203,41 @@ impl RowShape {
                 source,
             }
         })?;
+        let key = KeyColumn::find(&input_headers, &settings.sync).map_err(|message| {
+            ImportError::Key {
+                path: path.to_path_buf(),
+                message,
+            }
+        })?;
+        if let Some(field) = key.as_ref().and_then(|k| k.field.as_deref())
+            && let Some(source) = schema.custom_field_source(field)
+        {
+            return Err(ImportError::Key {
+                path: path.to_path_buf(),
+                message: format!(
+                    "--key-field {field} is given by {source} too; the key field holds the key, \
+                     so choose a custom field the input does not use"
+                ),
+            });
+        }
         Ok(RowShape {
             kind,
             schema: schema.with_max_cell_bytes(settings.input_limits.max_cell_bytes),
             input_headers,
             excel_safe,
+            key,
         })
     }
 
-    /// The row as the run sees it, and what a report said of it.
-    fn split(&self, row: SourceRow, path: &Path) -> Result<(SourceRow, Prior), ImportError> {
+    /// The row as the run sees it, and what a report said of it. `last` is the highest row
+    /// number read so far: a keyed sync's line for a key its input lacked has no `RowNumber`
+    /// and takes the next one.
+    fn split(
+        &self,
+        row: SourceRow,
+        path: &Path,
+        last: u64,
+    ) -> Result<(SourceRow, Prior), ImportError> {
         if self.kind == InputKind::Import {
             return Ok((row, Prior::None));
         }
@@ -211,7 +246,14 @@ impl RowShape {
                 .trim()
                 .to_string()
         };
-        let number: u64 =
+        let status = field(1).to_ascii_lowercase();
+        let id = Some(field(2)).filter(|id| !id.is_empty());
+        // A line for a key the sync's input lacked (`--delete-missing`): carried as it is;
+        // the next sync deletes the key again if it is still missing and still known.
+        let missing_key = field(0).is_empty() && self.key.is_some();
+        let number: u64 = if missing_key {
+            last + 1
+        } else {
             field(0)
                 .parse()
                 .ok()
@@ -223,11 +265,16 @@ impl RowShape {
                         row.line,
                         field(0)
                     ),
-                })?;
-        let id = Some(field(2)).filter(|id| !id.is_empty());
-        let prior = match field(1).to_ascii_lowercase().as_str() {
-            "created" => Prior::Created(id),
-            "skipped" => Prior::Skipped(id),
+                })?
+        };
+        let error = Some(field(3)).filter(|e| !e.is_empty());
+        let prior = match status.as_str() {
+            "created" => Prior::Done(RowState::Created, id, None),
+            "skipped" => Prior::Done(RowState::Skipped, id, None),
+            "updated" => Prior::Done(RowState::Updated, id, None),
+            "unchanged" => Prior::Done(RowState::Unchanged, id, None),
+            "deleted" => Prior::Done(RowState::Deleted, id, None),
+            _ if missing_key => Prior::Done(RowState::Failed, id, error),
             _ => Prior::None,
         };
         let record = row
@@ -245,7 +292,7 @@ impl RowShape {
         Ok((
             SourceRow {
                 number,
-                line: row.line,
+                line: if missing_key { NO_INPUT_LINE } else { row.line },
                 record,
             },
             prior,
@@ -257,6 +304,7 @@ impl RowShape {
 /// by reading, validating and recording every row.
 pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportError> {
     let path = &job.input;
+    check_sync(job)?;
     let open_error = |source| InputError::Open {
         path: path.clone(),
         source,
@@ -306,6 +354,10 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
         }
     } else if !job.skip_existing
         && !job.fresh
+        // A keyed sync compares every row with the key map, so running it again is already
+        // idempotent, and its report should say what this run found (unchanged), not replay
+        // what the last one did.
+        && job.settings.sync.key.is_none()
         && let Some(done) = ledger.finished_run(kind, &key)?
         && done.input_hash == hash
     {
@@ -354,8 +406,12 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
         "skip_existing": job.skip_existing,
         "carried_over_from_run": carry_from,
         "input": input_options(&job.settings.input, sheet),
+        "sync": sync_options(&job.settings.sync),
     })
     .to_string();
+    if let Some(key) = &shape.key {
+        ledger.claim_key_column(&key.name)?;
+    }
     if job.skip_existing {
         // Before the rows go in: the lookups below run while the insert holds the connection.
         ledger.ensure_lookup_indexes()?;
@@ -370,11 +426,13 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
     }
     let mut skip_used: HashMap<String, usize> = HashMap::new();
     let mut seen_numbers: HashSet<u64> = HashSet::new();
+    let mut last_number = 0;
     let mut failure: Option<ImportError> = None;
 
     let rows = source.map_while(|row| {
         let result = (|| -> Result<NewRow, ImportError> {
-            let (row, prior) = shape.split(row?, path)?;
+            let (row, prior) = shape.split(row?, path, last_number)?;
+            last_number = last_number.max(row.number);
             if job.kind == InputKind::Retry && !seen_numbers.insert(row.number) {
                 return Err(ImportError::NotAReport {
                     path: path.clone(),
@@ -385,6 +443,7 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
             // The report shows the UTC date sent where a time zone or format converted it.
             let record = inspected.as_ref().ok().and_then(|valid| valid.as_sent());
             let check = inspected.map(|valid| valid.to_item());
+            let sync_key = shape.key.as_ref().and_then(|k| k.key_of(&row.record));
             let mut new = NewRow {
                 number: row.number,
                 line: row.line,
@@ -394,23 +453,37 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
                 state: RowState::Pending,
                 activity_id: None,
                 error: None,
+                sync_key,
+                sync_entry: None,
+                action: RowAction::Create,
+                target_id: None,
             };
             if let Ok(item) = &check {
                 new.fingerprint = Some(fingerprint(item));
                 new.lead_id = Some(item.related_prospect_id.clone());
+                if let Some(key) = &shape.key {
+                    let entry = entry_of(item, key.field.as_deref());
+                    new.sync_entry = serde_json::to_string(&entry).ok();
+                }
             }
             match (prior, check) {
-                (Prior::Created(id), _) => {
-                    new.state = RowState::Created;
+                (Prior::Done(state, id, error), _) => {
+                    new.state = state;
                     new.activity_id = id;
-                }
-                (Prior::Skipped(id), _) => {
-                    new.state = RowState::Skipped;
-                    new.activity_id = id;
+                    new.error = error;
+                    new.sync_entry = None;
                 }
                 (Prior::None, Err(problem)) => {
                     new.state = RowState::Invalid;
                     new.error = Some(problem.to_string());
+                }
+                (Prior::None, Ok(_)) if shape.key.is_some() && new.sync_key.is_none() => {
+                    let column = shape.key.as_ref().map(|k| k.name.as_str()).unwrap_or("");
+                    new.state = RowState::Invalid;
+                    new.error = Some(format!(
+                        "{column}: the key (--key) is empty; a keyed sync needs every row's key"
+                    ));
+                    new.sync_entry = None;
                 }
                 (Prior::None, Ok(_)) => {
                     let fp = new.fingerprint.clone().unwrap_or_default();
@@ -443,7 +516,11 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
         ledger.finish_run(run, RunStatus::Abandoned)?;
         return Err(e);
     }
-    ledger.planned(run)?;
+    // A keyed run is resumable only once classified (`keyed::classify_run`, which may read the
+    // account first): until then a kill leaves it `planning`, and the next run plans afresh.
+    if shape.key.is_none() {
+        ledger.planned(run)?;
+    }
     let orphans: usize = carried.values().map(VecDeque::len).sum();
     if let Some(old) = carry_from.filter(|_| orphans > 0) {
         warn!(
@@ -508,6 +585,45 @@ fn recorded_input(
         flag,
         recorded: show(&recorded_view),
         given: show(&given_view),
+    })
+}
+
+/// What a keyed sync cannot be combined with, refused before anything is read.
+fn check_sync(job: &ImportJob) -> Result<(), ImportError> {
+    let sync = &job.settings.sync;
+    if sync.key.is_none() {
+        return Ok(());
+    }
+    let refuse = |m: &str| Err(ImportError::Setup(m.to_string()));
+    if job.skip_existing {
+        return refuse(
+            "--skip-existing matches rows by content; with --key rows are matched by their key: \
+             leave --skip-existing out",
+        );
+    }
+    if job.settings.input.columns.match_by().is_some() {
+        return refuse(
+            "--key with --match-by is not supported: a keyed sync compares, updates and deletes \
+             activities by lead id",
+        );
+    }
+    if job.kind == InputKind::Retry && sync.delete_missing {
+        return refuse(
+            "retry re-sends what failed; --delete-missing belongs to the sync run itself (the next \
+             run deletes keys still missing)",
+        );
+    }
+    Ok(())
+}
+
+/// The keyed sync settings, for the ledger's record of the run.
+fn sync_options(sync: &crate::config::SyncSettings) -> serde_json::Value {
+    serde_json::json!({
+        "key": sync.key,
+        "key_field": sync.key_field,
+        "replace_changed": sync.replace_changed,
+        "delete_missing": sync.delete_missing,
+        "max_delete": sync.max_delete.to_string(),
     })
 }
 

@@ -18,26 +18,31 @@ use tracing::{info, warn};
 use crate::abort::Abort;
 use crate::config::Settings;
 use crate::import::batch::{Batch, BatchRow, Batcher, RowWork};
+use crate::import::keyed::{KeyColumn, classify_run};
 use crate::import::plan::{ImportError, ImportJob, plan_run};
 use crate::import::send::{Sendable, Sender};
 use crate::import::validate::Schema;
 use crate::input::rows::SourceRow;
-use crate::ledger::{Ledger, LedgerError, RowState, RowUpdate, RunStatus, StoredRow};
-use crate::lsq::api::{ActivityItem, DATE_TIME_FORMAT};
+use crate::ledger::{Ledger, LedgerError, RowAction, RowState, RowUpdate, RunStatus, StoredRow};
+use crate::lsq::api::{ActivityItem, DATE_TIME_FORMAT, FieldValue, UpdateItem};
 use crate::lsq::client::{ClientConfig, LsqClient};
 use crate::lsq::counters::RunStats;
 use crate::progress::Progress;
-use crate::report::stats::RunSummary;
+use crate::report::stats::{NotSent, RunSummary};
 use crate::report::{
     CellFormat, ReportWriter, RowOutcome, create_report_file, outcome_of, write_from_ledger_as,
 };
 
 /// The activity to send for a pending row, with the `ActivityDateTime` chosen for a row that
-/// has none (kept in the ledger, so every attempt and every run sends the same value).
-fn sendable(row: &StoredRow, schema: &Schema) -> Result<Sendable, String> {
+/// has none (kept in the ledger, so every attempt and every run sends the same value). A keyed
+/// create carries its key in the key field (`--key-field`).
+fn sendable(row: &StoredRow, schema: &Schema, key: Option<&KeyColumn>) -> Result<Sendable, String> {
     let mut item: ActivityItem = schema
         .check(&SourceRow::of(row))
         .map_err(|p| p.to_string())?;
+    if let (Some(key), Some(value)) = (key, &row.sync_key) {
+        key.stamp(&mut item, value);
+    }
     let filled_date = if item.activity_date_time.is_none() {
         let date = row
             .sent_date_time
@@ -52,19 +57,68 @@ fn sendable(row: &StoredRow, schema: &Schema) -> Result<Sendable, String> {
         number: row.number,
         item,
         filled_date,
+        update: None,
     })
 }
 
-fn work_of(row: &StoredRow, schema: &Schema) -> RowWork {
+/// The Bulk Update item of a keyed row whose note or fields changed: the note (empty clears
+/// it), every field the row gives, the key field, and an empty value for each field the
+/// activity had (as the key map knows it) that the row no longer gives.
+fn update_of(
+    row: &StoredRow,
+    schema: &Schema,
+    key: &KeyColumn,
+    ledger: &Ledger,
+) -> Result<UpdateItem, String> {
+    let mut item = schema
+        .check(&SourceRow::of(row))
+        .map_err(|p| p.to_string())?;
+    let target = row
+        .target_id
+        .clone()
+        .ok_or("internal error: an update without the activity it updates")?;
+    let sync_key = row.sync_key.clone().unwrap_or_default();
+    key.stamp(&mut item, &sync_key);
+    let had = ledger
+        .known_key(&sync_key)
+        .map_err(|e| e.to_string())?
+        .map(|known| known.entry.fields)
+        .unwrap_or_default();
+    for field in had {
+        if !item.fields.iter().any(|f| f.schema_name == field) {
+            item.fields.push(FieldValue {
+                schema_name: field,
+                value: String::new(),
+            });
+        }
+    }
+    Ok(UpdateItem {
+        prospect_activity_id: target,
+        activity_note: item.activity_note.unwrap_or_default(),
+        fields: item.fields,
+    })
+}
+
+fn work_of(row: &StoredRow, schema: &Schema, key: Option<&KeyColumn>, ledger: &Ledger) -> RowWork {
     if let Some(outcome) = outcome_of(row) {
         return RowWork::Done(outcome);
     }
-    match sendable(row, schema) {
-        Ok(s) => RowWork::Send {
-            item: s.item,
-            filled_date: s.filled_date,
+    match (row.action, key) {
+        (RowAction::Update, Some(key)) => match update_of(row, schema, key, ledger) {
+            Ok(item) => RowWork::Update { item },
+            Err(problem) => RowWork::Done(RowOutcome::invalid(problem)),
         },
-        Err(problem) => RowWork::Done(RowOutcome::invalid(problem)),
+        // A deletion the deletion stage did not get to (the run stopped first).
+        (RowAction::Delete | RowAction::Replace, _) => {
+            RowWork::Done(RowOutcome::failed(crate::report::NOT_SENT))
+        }
+        _ => match sendable(row, schema, key) {
+            Ok(s) => RowWork::Send {
+                item: s.item,
+                filled_date: s.filled_date,
+            },
+            Err(problem) => RowWork::Done(RowOutcome::invalid(problem)),
+        },
     }
 }
 
@@ -92,13 +146,28 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     };
     let run = plan.run;
     let client = client.matching_leads_by(plan.input.columns.match_by());
-    let schema = Schema::for_input(&ledger.headers(run)?, &plan.input)
+    let headers = ledger.headers(run)?;
+    let schema = Schema::for_input(&headers, &plan.input)
         .map_err(|source| ImportError::Schema {
             path: job.input.clone(),
             line: 1,
             source,
         })?
         .with_max_cell_bytes(settings.input_limits.max_cell_bytes);
+    let key = KeyColumn::find(&headers, &settings.sync).map_err(|message| ImportError::Key {
+        path: job.input.clone(),
+        message,
+    })?;
+    let api = settings.api(client);
+
+    if !plan.resumed
+        && let Some(key) = &key
+    {
+        let classified = classify(job, &ledger, run, key, headers.len(), &api, started).await?;
+        if let Classified::Stop(summary) = classified {
+            return Ok(*summary);
+        }
+    }
 
     if !plan.resumed
         && let Some(limit) = settings.max_invalid
@@ -106,11 +175,19 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
         let counts = ledger.counts(run)?;
         let invalid = counts.get(&RowState::Invalid).copied().unwrap_or(0);
         if let Some(reason) = too_many_invalid(invalid, counts.values().sum(), limit) {
-            return stop_before_sending(job, &ledger, run, reason, started).await;
+            return stop_before_sending(
+                job,
+                &ledger,
+                run,
+                not_sent("too_many_invalid", reason),
+                started,
+            )
+            .await;
         }
     }
-
-    let api = settings.api(client);
+    if key.is_some() && !plan.resumed {
+        ledger.planned(run)?;
+    }
     let counts = ledger.counts(run)?;
     let count = |s: RowState| counts.get(&s).copied().unwrap_or(0);
     let total: u64 = counts.values().sum();
@@ -140,7 +217,7 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     ));
 
     if count(RowState::InFlight) > 0 {
-        recover_in_flight(&sender, &ledger, run, &schema).await?;
+        recover_in_flight(&sender, &ledger, run, &schema, key.as_ref()).await?;
     }
 
     let format = CellFormat::of(settings);
@@ -154,29 +231,45 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(concurrency.max(4));
     let (outcome_tx, mut outcome_rx) = mpsc::channel(concurrency.max(4) * 2);
 
+    let keyed = key.is_some();
     let reader = {
         let ledger = ledger.clone();
         let interrupt = job.interrupt.clone();
         let batch_size = settings.batch_size;
         tokio::task::spawn_blocking(move || -> Result<(), LedgerError> {
-            let mut batcher = Batcher::new(batch_size);
+            // Without a key every row rides in one stream of batches, in input order, so the
+            // report is written as they come back. A keyed sync sends adds and updates in
+            // calls of their own, each full, so its rows go to a batcher per kind (and its
+            // report is written from the ledger at the end).
+            let mut batchers = [
+                Batcher::new(batch_size),
+                Batcher::new(batch_size),
+                Batcher::new(batch_size),
+            ];
             let mut after = 0;
             while interrupt.flag().reason().is_none() {
                 let chunk = ledger.rows(run, after, 1000)?;
                 let Some(last) = chunk.last() else { break };
                 after = last.number;
                 for row in chunk {
-                    let work = work_of(&row, &schema);
+                    let work = work_of(&row, &schema, key.as_ref(), &ledger);
+                    let stream = match (&work, keyed) {
+                        (_, false) | (RowWork::Send { .. }, true) => 0,
+                        (RowWork::Update { .. }, true) => 1,
+                        (RowWork::Done(_), true) => 2,
+                    };
                     let source = SourceRow::from(row);
-                    if let Some(batch) = batcher.push(BatchRow { source, work })
+                    if let Some(batch) = batchers[stream].push(BatchRow { source, work })
                         && batch_tx.blocking_send(batch).is_err()
                     {
                         return Ok(());
                     }
                 }
             }
-            if let Some(batch) = batcher.finish() {
-                let _ = batch_tx.blocking_send(batch);
+            for batcher in &mut batchers {
+                if let Some(batch) = batcher.finish() {
+                    let _ = batch_tx.blocking_send(batch);
+                }
             }
             Ok(())
         })
@@ -199,6 +292,10 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     let progress = Progress::new(total, job.progress);
     let mut report_failure = None;
     while let Some(outcome) = outcome_rx.recv().await {
+        if keyed {
+            progress.advance(outcome.rows.len() as u64);
+            continue;
+        }
         match report.accept(outcome) {
             Ok(rows) => progress.advance(rows),
             Err(e) => {
@@ -237,8 +334,9 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     // The report is complete before the run is marked finished: a kill in between leaves a run
     // that the next invocation resumes (with nothing left to send), never a finished run with a
     // partial report, which would invite a re-import.
-    let counts = if interrupted.is_some() {
-        // Rows the run never reached are missing from the streamed report: rewrite it whole.
+    let counts = if interrupted.is_some() || keyed {
+        // Rows the run never reached are missing from the streamed report (and a keyed sync's
+        // report is written from the ledger anyway): write it whole.
         drop(report);
         write_from_ledger_as(&ledger, run, &job.report, format)
             .map_err(|e| ImportError::Stopped(e.to_string()))?
@@ -285,8 +383,77 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
         resumed: plan.resumed,
         quota: Some(settings.rate),
         discovered_quota: pacer_for_summary.discovered(),
-        too_many_invalid: None,
+        not_sent: None,
+        keyed,
+        key_reads: RunStats::get(&stats.key_reads),
     })
+}
+
+/// What a keyed run's classification led to.
+enum Classified {
+    /// Send: every row is classified and the deletions, if any, are allowed.
+    Go,
+    /// Nothing is to be sent (too many deletions, deletions not confirmed, or only a plan was
+    /// asked for): the run's summary.
+    Stop(Box<RunSummary>),
+}
+
+/// The second half of planning a keyed run: rebuild the key map from the account when asked
+/// (`--key-field`), classify every row, and decide whether the deletions may go ahead (the
+/// `--max-delete` guard, and confirmation).
+async fn classify(
+    job: &ImportJob,
+    ledger: &Arc<Ledger>,
+    run: i64,
+    key: &KeyColumn,
+    width: usize,
+    api: &crate::lsq::calls::Api,
+    started: Instant,
+) -> Result<Classified, ImportError> {
+    let _ = api;
+    let plan = {
+        let ledger = ledger.clone();
+        let sync = job.settings.sync.clone();
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || classify_run(&ledger, run, &sync, &key, width))
+            .await
+            .map_err(|e| ImportError::Internal(e.to_string()))??
+    };
+    info!("sync plan: {plan}");
+    let deletions = plan.deletions();
+    let most = job.settings.sync.max_delete.most(plan.known);
+    if deletions > most {
+        let reason = format!(
+            "{deletions} activities would be deleted ({} keys the input lacks, {} moved rows) of \
+             {} keys known, more than --max-delete {} allows ({most})",
+            plan.delete, plan.replace, plan.known, job.settings.sync.max_delete
+        );
+        let summary = stop_before_sending(
+            job,
+            ledger,
+            run,
+            not_sent("too_many_deletes", reason),
+            started,
+        )
+        .await?;
+        return Ok(Classified::Stop(Box::new(summary)));
+    }
+    if deletions > 0
+        && let Err(why) = crate::confirm::ask(
+            job.yes,
+            &format!("delete {deletions} activities (--delete-missing, --replace-changed)"),
+        )
+        .await
+    {
+        let summary =
+            stop_before_sending(job, ledger, run, not_sent("not_confirmed", why), started).await?;
+        return Ok(Classified::Stop(Box::new(summary)));
+    }
+    Ok(Classified::Go)
+}
+
+fn not_sent(status: &'static str, reason: String) -> NotSent {
+    NotSent { status, reason }
 }
 
 /// Why a run must not send, when more than `limit` percent of its `total` rows are invalid.
@@ -311,27 +478,24 @@ async fn stop_before_sending(
     job: &ImportJob,
     ledger: &Ledger,
     run: i64,
-    reason: String,
+    stop: NotSent,
     started: Instant,
 ) -> Result<RunSummary, ImportError> {
+    let reason = &stop.reason;
     warn!("{reason}: nothing is sent");
     let not_sent = format!("not sent: the run stopped before sending because {reason}");
     let updates = ledger
         .rows_in_state(run, RowState::Pending)?
         .into_iter()
-        .map(|row| RowUpdate {
-            number: row.number,
-            state: RowState::Failed,
-            activity_id: None,
-            error: Some(not_sent.clone()),
-        })
+        .map(|row| RowUpdate::new(row.number, RowState::Failed, None, Some(not_sent.clone())))
         .collect();
     ledger.settle(run, None, "max-invalid", updates).await?;
     let counts = write_from_ledger_as(ledger, run, &job.report, CellFormat::of(&job.settings))?;
     ledger.finish_run(run, RunStatus::Abandoned)?;
     ledger.close();
     Ok(RunSummary {
-        too_many_invalid: Some(reason),
+        keyed: job.settings.sync.key.is_some(),
+        not_sent: Some(stop),
         ..RunSummary::unsent(
             counts,
             started.elapsed(),
@@ -344,17 +508,36 @@ async fn stop_before_sending(
 /// Rows a killed run left in flight: their call may or may not have created them. Ask the
 /// server before anything is sent, in one check of all of them (one paged read per lead, not
 /// per batch); found rows are settled as created, the rest go back to pending and are sent by
-/// the main pass.
+/// the main pass. A keyed sync's updates and deletions in flight go back to pending without a
+/// check: an update is idempotent and is sent again, a deletion is planned again from a fresh
+/// listing.
 async fn recover_in_flight(
     sender: &Sender,
     ledger: &Ledger,
     run: i64,
     schema: &Schema,
+    key: Option<&KeyColumn>,
 ) -> Result<(), ImportError> {
-    let rows = ledger.rows_in_state(run, RowState::InFlight)?;
+    let (rows, again): (Vec<StoredRow>, Vec<StoredRow>) = ledger
+        .rows_in_state(run, RowState::InFlight)?
+        .into_iter()
+        .partition(|r| r.action == RowAction::Create);
+    if !again.is_empty() {
+        info!(
+            rows = again.len(),
+            "updates and deletions the previous run left in flight are sent again"
+        );
+        let pending = again
+            .iter()
+            .map(|r| RowUpdate::new(r.number, RowState::Pending, None, None))
+            .collect();
+        ledger
+            .settle(run, None, "in flight when the run stopped", pending)
+            .await?;
+    }
     let sendables: Vec<Sendable> = rows
         .iter()
-        .filter_map(|r| sendable(r, schema).ok())
+        .filter_map(|r| sendable(r, schema, key).ok())
         .collect();
     let mut leads: Vec<&str> = sendables
         .iter()

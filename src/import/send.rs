@@ -29,9 +29,9 @@ use crate::abort::{Abort, Interrupt};
 use crate::import::batch::{Batch, RowWork};
 use crate::ledger::{Ledger, RowState, RowUpdate};
 use crate::lsq::activities::Fetcher;
-use crate::lsq::api::{ActivityItem, BulkResponse};
+use crate::lsq::api::{ActivityItem, BulkResponse, UpdateItem};
 use crate::lsq::calls::Api;
-use crate::lsq::client::{RowResult, Verdict, bulk_row_results};
+use crate::lsq::client::{RowResult, UpdateResult, Verdict, bulk_row_results, update_row_results};
 use crate::lsq::counters::RunStats;
 use crate::report::{
     BatchOutcome, NOT_SENT, OUTCOME_UNKNOWN, ReportedRow, RowOutcome, outcome_of_state,
@@ -45,6 +45,15 @@ pub(crate) struct Sendable {
     pub item: ActivityItem,
     /// `ActivityDateTime` chosen by lsq-sync for a row that had none.
     pub filled_date: Option<String>,
+    /// Keyed sync: the row updates an activity in place (Bulk Update) instead of adding one.
+    /// A call carries rows of one kind only.
+    pub update: Option<UpdateItem>,
+}
+
+/// A bulk call's success body: the add's, or the update's (whose shape is not documented).
+enum Answer {
+    Added(BulkResponse),
+    Updated(serde_json::Value),
 }
 
 /// Everything a sender task needs; shared by all of them.
@@ -108,32 +117,39 @@ impl Sender {
 impl Sender {
     /// Sends one batch and returns the outcome of each of its rows, in row order.
     pub(crate) async fn send(&self, batch: Batch) -> BatchOutcome {
-        let mut sendables = Vec::new();
+        let mut adds = Vec::new();
+        let mut updates = Vec::new();
         for row in &batch.rows {
-            if let RowWork::Send { item, filled_date } = &row.work {
-                sendables.push(Sendable {
+            match &row.work {
+                RowWork::Send { item, filled_date } => adds.push(Sendable {
                     number: row.source.number,
                     item: item.clone(),
                     filled_date: filled_date.clone(),
-                });
+                    update: None,
+                }),
+                RowWork::Update { item } => updates.push(Sendable {
+                    number: row.source.number,
+                    item: ActivityItem::default(),
+                    filled_date: None,
+                    update: Some(item.clone()),
+                }),
+                RowWork::Done(_) => {}
             }
         }
-        let mut results: HashMap<u64, RowOutcome> = if sendables.is_empty() {
-            HashMap::new()
-        } else {
-            let mut rng = fastrand::Rng::with_seed(batch.seq);
-            self.deliver(sendables, 0, &mut rng)
-                .await
-                .into_iter()
-                .collect()
-        };
+        let mut results: HashMap<u64, RowOutcome> = HashMap::new();
+        let mut rng = fastrand::Rng::with_seed(batch.seq);
+        for rows in [adds, updates] {
+            if !rows.is_empty() {
+                results.extend(self.deliver(rows, 0, &mut rng).await);
+            }
+        }
         let rows = batch
             .rows
             .into_iter()
             .map(|row| {
                 let outcome = match row.work {
                     RowWork::Done(outcome) => outcome,
-                    RowWork::Send { .. } => {
+                    RowWork::Send { .. } | RowWork::Update { .. } => {
                         results.remove(&row.source.number).unwrap_or_else(|| {
                             RowOutcome::failed("internal error: no result for this row")
                         })
@@ -208,7 +224,9 @@ impl Sender {
     }
 
     /// Posts `rows` until each has a final outcome (or the run stops). `depth` > 0 for the halves
-    /// of a batch refused as a whole.
+    /// of a batch refused as a whole. The rows are all adds or all updates (see [`Sendable`]):
+    /// an update whose outcome is unknown is idempotent and simply sent again; an add is
+    /// checked on the server first.
     fn deliver<'a>(
         &'a self,
         rows: Vec<Sendable>,
@@ -305,16 +323,13 @@ impl Sender {
                 if depth > 0 {
                     RunStats::add(&self.api.stats.isolation_calls);
                 }
-                let items: Vec<&ActivityItem> = pending.iter().map(|r| &r.item).collect();
-                let verdict = self
-                    .api
-                    .exchange::<BulkResponse>(sent_at, self.api.client.post_bulk(&items))
-                    .await;
+                let verdict = self.exchange(sent_at, &pending).await;
                 match verdict {
-                    Verdict::Success(response) => {
-                        let results = bulk_row_results(pending.len(), &response);
+                    Verdict::Success(answer) => {
+                        let results = row_results(&pending, &answer);
                         let mut settled = Vec::with_capacity(pending.len());
-                        // Rows the answer leaves in doubt: checked on the server below.
+                        // Rows the answer leaves in doubt: added ones are checked on the server
+                        // below, updates are sent again.
                         let mut unsure = Vec::new();
                         for (row, result) in pending.drain(..).zip(results) {
                             let update = match result {
@@ -323,29 +338,54 @@ impl Sender {
                                     unsure.push(row);
                                     continue;
                                 }
-                                RowResult::Created(id) => RowUpdate {
-                                    number: row.number,
-                                    state: RowState::Created,
-                                    activity_id: Some(id),
-                                    error: None,
-                                },
-                                RowResult::Rejected(message) => RowUpdate {
-                                    number: row.number,
-                                    state: RowState::Failed,
-                                    activity_id: None,
-                                    error: Some(message),
-                                },
+                                RowResult::Created(id) => {
+                                    let state = if row.update.is_some() {
+                                        RowState::Updated
+                                    } else {
+                                        RowState::Created
+                                    };
+                                    RowUpdate::new(row.number, state, Some(id), None)
+                                }
+                                RowResult::Rejected(message) => RowUpdate::new(
+                                    row.number,
+                                    RowState::Failed,
+                                    None,
+                                    Some(message),
+                                ),
                             };
                             settled.push(update);
                         }
                         debug!(call, rows = settled.len(), attempt, "batch posted");
                         done.extend(settled.iter().map(outcome_of_update));
-                        self.record(Some(call), "answered", settled).await;
-                        if !unsure.is_empty() {
-                            let (found, missing) =
-                                self.settle_in_doubt(call, &last_problem, unsure).await;
-                            done.extend(found);
-                            pending = missing;
+                        if unsure.first().is_some_and(|r| r.update.is_some()) {
+                            settled.extend(updates(&unsure, RowState::Pending, None));
+                            self.record(Some(call), "answered", settled).await;
+                            pending = unsure;
+                        } else {
+                            self.record(Some(call), "answered", settled).await;
+                            if !unsure.is_empty() {
+                                let (found, missing) =
+                                    self.settle_in_doubt(call, &last_problem, unsure).await;
+                                done.extend(found);
+                                pending = missing;
+                            }
+                        }
+                    }
+                    Verdict::Unknown(message)
+                        if pending.first().is_some_and(|r| r.update.is_some()) =>
+                    {
+                        // An update is idempotent: sending it again is the check.
+                        RunStats::add(&self.api.stats.ambiguous);
+                        last_problem = message;
+                        let wait = if self.api.gate_open() {
+                            self.api.retry.backoff(attempt, rng)
+                        } else {
+                            Duration::ZERO
+                        };
+                        self.retry_later(call, attempt, &last_problem, &pending, wait)
+                            .await;
+                        if self.api.in_outage_since(epoch) {
+                            attempt -= 1;
                         }
                     }
                     Verdict::RateLimited {
@@ -433,6 +473,23 @@ impl Sender {
             }
             done
         })
+    }
+
+    /// One bulk call of `rows` (all adds, or all updates) with its permit in hand.
+    async fn exchange(&self, sent_at: tokio::time::Instant, rows: &[Sendable]) -> Verdict<Answer> {
+        let updates: Vec<&UpdateItem> = rows.iter().filter_map(|r| r.update.as_ref()).collect();
+        if updates.is_empty() {
+            let items: Vec<&ActivityItem> = rows.iter().map(|r| &r.item).collect();
+            self.api
+                .exchange::<BulkResponse>(sent_at, self.api.client.post_bulk(&items))
+                .await
+                .map(Answer::Added)
+        } else {
+            self.api
+                .exchange::<serde_json::Value>(sent_at, self.api.client.post_update(&updates))
+                .await
+                .map(Answer::Updated)
+        }
     }
 
     /// The call did not get through (rate limit, connection refused): its rows go back to pending,
@@ -575,21 +632,16 @@ impl Sender {
                 match matched {
                     Some(id) => {
                         RunStats::add(&self.api.stats.recovered);
-                        settled.push(RowUpdate {
-                            number: row.number,
-                            state: RowState::Created,
-                            activity_id: Some(id.clone()),
-                            error: None,
-                        });
+                        settled.push(RowUpdate::new(
+                            row.number,
+                            RowState::Created,
+                            Some(id.clone()),
+                            None,
+                        ));
                         found.push((row.number, RowOutcome::created(id)));
                     }
                     None => {
-                        settled.push(RowUpdate {
-                            number: row.number,
-                            state: RowState::Pending,
-                            activity_id: None,
-                            error: None,
-                        });
+                        settled.push(RowUpdate::new(row.number, RowState::Pending, None, None));
                         missing.push(row);
                     }
                 }
@@ -643,14 +695,36 @@ impl Sender {
     }
 }
 
+/// What an answer says of each row sent, in order; an updated row is `Created` with the id it
+/// updated.
+fn row_results(rows: &[Sendable], answer: &Answer) -> Vec<RowResult> {
+    match answer {
+        Answer::Added(response) => bulk_row_results(rows.len(), response),
+        Answer::Updated(body) => {
+            let ids: Vec<&str> = rows
+                .iter()
+                .map(|r| {
+                    r.update
+                        .as_ref()
+                        .map_or("", |u| u.prospect_activity_id.as_str())
+                })
+                .collect();
+            update_row_results(&ids, body)
+                .into_iter()
+                .zip(&ids)
+                .map(|(result, id)| match result {
+                    UpdateResult::Updated => RowResult::Created(id.to_string()),
+                    UpdateResult::Rejected(message) => RowResult::Rejected(message),
+                    UpdateResult::Unknown(why) => RowResult::Unknown(why),
+                })
+                .collect()
+        }
+    }
+}
+
 fn updates(rows: &[Sendable], state: RowState, error: Option<&str>) -> Vec<RowUpdate> {
     rows.iter()
-        .map(|r| RowUpdate {
-            number: r.number,
-            state,
-            activity_id: None,
-            error: error.map(str::to_string),
-        })
+        .map(|r| RowUpdate::new(r.number, state, None, error.map(str::to_string)))
         .collect()
 }
 

@@ -319,6 +319,18 @@ impl Schema {
         self
     }
 
+    /// Where the input gives custom field `field` (`mx_Custom_<n>`, API spelling): the column's
+    /// name, or `--set` for a constant; `None` if it gives none.
+    pub(crate) fn custom_field_source(&self, field: &str) -> Option<String> {
+        self.custom
+            .iter()
+            .find(|(_, f)| f == field)
+            .map(|(cell, _)| match cell {
+                Cell::Column(i) => format!("column {:?}", self.names[*i]),
+                Cell::Constant { .. } => "--set".to_string(),
+            })
+    }
+
     /// Number of columns in the header.
     pub(crate) fn width(&self) -> usize {
         self.names.len()

@@ -20,6 +20,15 @@ pub(crate) enum RowState {
     Invalid,
     /// Created by an earlier run (`--skip-existing`) or carried over as created (`retry`).
     Skipped,
+    /// Keyed sync: the key's activity already holds what the row says; nothing sent.
+    Unchanged,
+    /// Keyed sync: the key's activity was updated in place (Bulk Update).
+    Updated,
+    /// Keyed sync: the row moved its activity (lead, code, date or owner), which the documented
+    /// update cannot do; nothing sent.
+    Conflict,
+    /// Keyed sync (`--delete-missing`): the key's activity is queued for deletion.
+    Deleted,
 }
 
 impl RowState {
@@ -31,6 +40,10 @@ impl RowState {
             RowState::Failed => "failed",
             RowState::Invalid => "invalid",
             RowState::Skipped => "skipped",
+            RowState::Unchanged => "unchanged",
+            RowState::Updated => "updated",
+            RowState::Conflict => "conflict",
+            RowState::Deleted => "deleted",
         }
     }
 
@@ -42,9 +55,100 @@ impl RowState {
             "failed" => RowState::Failed,
             "invalid" => RowState::Invalid,
             "skipped" => RowState::Skipped,
+            "unchanged" => RowState::Unchanged,
+            "updated" => RowState::Updated,
+            "conflict" => RowState::Conflict,
+            "deleted" => RowState::Deleted,
             other => return Err(LedgerError::Corrupt(format!("unknown row state {other:?}"))),
         })
     }
+}
+
+/// `line` of a row that is not in the input: a key the input lacks, whose activity a keyed
+/// sync deletes (`--delete-missing`). Its report line has no `RowNumber`.
+pub(crate) const NO_INPUT_LINE: u64 = 0;
+
+/// What sending a row means: which call carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) enum RowAction {
+    /// A new activity (bulk add). Every row of a run without `--key` is one.
+    #[default]
+    Create,
+    /// The key's activity (`target_id`) gets the row's note and fields (Bulk Update).
+    Update,
+    /// The key's old activity (`target_id`) is deleted, then the row is created
+    /// (`--replace-changed`); once the deletion is queued the row is a plain create.
+    Replace,
+    /// The key's activity (`target_id`) is deleted: the input no longer has the key
+    /// (`--delete-missing`).
+    Delete,
+}
+
+impl RowAction {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RowAction::Create => "create",
+            RowAction::Update => "update",
+            RowAction::Replace => "replace",
+            RowAction::Delete => "delete",
+        }
+    }
+
+    /// `NULL` (rows recorded before keyed sync existed) is a create.
+    pub(super) fn parse(text: Option<&str>) -> Result<RowAction, LedgerError> {
+        Ok(match text {
+            None | Some("create") => RowAction::Create,
+            Some("update") => RowAction::Update,
+            Some("replace") => RowAction::Replace,
+            Some("delete") => RowAction::Delete,
+            Some(other) => {
+                return Err(LedgerError::Corrupt(format!(
+                    "unknown row action {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// What a keyed sync knows of the activity behind one key: where it is (lead, code, date,
+/// owner) and a hash of what it holds (note and custom fields), as last sent or as read back
+/// from the account. A row of the input is described the same way, so the two compare.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct KeyEntry {
+    /// The lead's id, lowercase.
+    pub lead: String,
+    /// The activity code.
+    pub event: i64,
+    /// `ActivityDateTime` as sent, UTC; `None` when the row gave none (the server's, or the
+    /// one lsq-sync filled in, is not the source's to compare).
+    pub date: Option<String>,
+    /// `ActivityOwnerEmail`, lowercase; `None` when none was given.
+    pub owner: Option<String>,
+    /// Whether `owner` is known at all: an entry read back from the account may not say who
+    /// owns the activity in the form the input gives it, and is then not compared on it.
+    #[serde(default = "known")]
+    pub owner_known: bool,
+    /// Hash of the note and the custom fields with a value (the key field left out), or `None`
+    /// when it cannot be known (read back from a server that does not list notes): such an
+    /// entry is updated rather than trusted to be unchanged.
+    pub content: Option<String>,
+    /// The custom fields holding a value, by schema name: an update clears the ones a row no
+    /// longer gives.
+    pub fields: Vec<String>,
+}
+
+fn known() -> bool {
+    true
+}
+
+/// One key of the key map, as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KnownKey {
+    /// The source's key.
+    pub key: String,
+    /// The activity it maps to, lowercase.
+    pub activity_id: String,
+    pub entry: KeyEntry,
 }
 
 /// How a run ended, or that it has not.
@@ -100,6 +204,15 @@ pub(crate) struct NewRow {
     pub state: RowState,
     pub activity_id: Option<String>,
     pub error: Option<String>,
+    /// The row's key (`--key`), trimmed; `None` without a key, or when the cell is empty.
+    pub sync_key: Option<String>,
+    /// What the row says of its key's activity, JSON of a [`KeyEntry`]; `None` unless the row
+    /// is valid and keyed.
+    pub sync_entry: Option<String>,
+    /// What sending the row means.
+    pub action: RowAction,
+    /// The existing activity an update, replace or delete acts on.
+    pub target_id: Option<String>,
 }
 
 /// How a run reads its input (`--map`, `--set`, `--match-by`, `--timezone`, `--date-format`,
@@ -146,6 +259,12 @@ pub(crate) struct StoredRow {
     pub error: Option<String>,
     /// The `ActivityDateTime` sent for a row that had none, so a re-send is identical.
     pub sent_date_time: Option<String>,
+    /// What sending the row means (a create, unless a keyed sync classified it otherwise).
+    pub action: RowAction,
+    /// The existing activity an update, replace or delete acts on.
+    pub target_id: Option<String>,
+    /// The row's key, in a keyed sync.
+    pub sync_key: Option<String>,
 }
 
 /// A row's new state after a call.
@@ -155,4 +274,25 @@ pub(crate) struct RowUpdate {
     pub state: RowState,
     pub activity_id: Option<String>,
     pub error: Option<String>,
+    /// A replace's old activity is queued for deletion: the row becomes a plain create and its
+    /// key leaves the key map (so a create that then fails is created by the next run).
+    pub old_deleted: bool,
+}
+
+impl RowUpdate {
+    /// Row `number` is now in `state`, with this id and error.
+    pub(crate) fn new(
+        number: u64,
+        state: RowState,
+        activity_id: Option<String>,
+        error: Option<String>,
+    ) -> RowUpdate {
+        RowUpdate {
+            number,
+            state,
+            activity_id,
+            error,
+            old_deleted: false,
+        }
+    }
 }

@@ -21,6 +21,10 @@ fn new_row(number: u64, state: RowState) -> NewRow {
         state,
         activity_id: None,
         error: None,
+        sync_key: None,
+        sync_entry: None,
+        action: crate::ledger::RowAction::Create,
+        target_id: None,
     }
 }
 
@@ -104,24 +108,9 @@ async fn rows_move_through_their_states_and_read_back_in_order() {
             Some(call),
             "created",
             vec![
-                RowUpdate {
-                    number: 1,
-                    state: RowState::Created,
-                    activity_id: Some("id-1".into()),
-                    error: None,
-                },
-                RowUpdate {
-                    number: 2,
-                    state: RowState::Created,
-                    activity_id: Some("id-2".into()),
-                    error: None,
-                },
-                RowUpdate {
-                    number: 3,
-                    state: RowState::Failed,
-                    activity_id: None,
-                    error: Some("Invalid lead".into()),
-                },
+                RowUpdate::new(1, RowState::Created, Some("id-1".into()), None),
+                RowUpdate::new(2, RowState::Created, Some("id-2".into()), None),
+                RowUpdate::new(3, RowState::Failed, None, Some("Invalid lead".into())),
             ],
         )
         .await

@@ -5,10 +5,10 @@
 
 use std::sync::mpsc;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{LedgerError, RowUpdate, now};
+use super::{LedgerError, RowState, RowUpdate, now};
 
 pub(super) enum WriteOp {
     BeginCall {
@@ -114,18 +114,74 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> Result<i64, LedgerErro
             }
             let mut update = tx.prepare_cached(
                 "UPDATE rows SET state = ?3, activity_id = COALESCE(?4, activity_id), error = ?5 \
-                 WHERE run = ?1 AND row_number = ?2",
+                 WHERE run = ?1 AND row_number = ?2 RETURNING sync_key",
             )?;
             for row in rows {
-                update.execute(params![
-                    run,
-                    row.number as i64,
-                    row.state.as_str(),
-                    row.activity_id,
-                    row.error
-                ])?;
+                let key: Option<Option<String>> = update
+                    .query_row(
+                        params![
+                            run,
+                            row.number as i64,
+                            row.state.as_str(),
+                            row.activity_id,
+                            row.error
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(Some(_)) = key {
+                    keep_key_map(tx, *run, row)?;
+                }
             }
             Ok(0)
         }
     }
+}
+
+/// The key map follows a keyed row as it settles, in the same transaction: a created or updated
+/// row's key maps to its activity as now sent; a deleted row's key, or a replaced row's old
+/// activity (now queued for deletion), leaves the map.
+fn keep_key_map(
+    tx: &rusqlite::Transaction<'_>,
+    run: i64,
+    row: &RowUpdate,
+) -> Result<(), LedgerError> {
+    let number = row.number as i64;
+    match row.state {
+        RowState::Created | RowState::Updated => {
+            tx.prepare_cached(
+                "INSERT INTO sync_keys (key, activity_id, entry, origin, run, updated_at) \
+                 SELECT sync_key, activity_id, sync_entry, 'sent', run, ?3 FROM rows \
+                 WHERE run = ?1 AND row_number = ?2 AND sync_entry IS NOT NULL \
+                 AND activity_id IS NOT NULL \
+                 ON CONFLICT(key) DO UPDATE SET activity_id = excluded.activity_id, \
+                 entry = excluded.entry, origin = 'sent', run = excluded.run, \
+                 updated_at = excluded.updated_at",
+            )?
+            .execute(params![run, number, now()])?;
+        }
+        RowState::Deleted => {
+            forget_target(tx, run, number)?;
+        }
+        _ if row.old_deleted => {
+            forget_target(tx, run, number)?;
+            tx.prepare_cached(
+                "UPDATE rows SET action = NULL, target_id = NULL WHERE run = ?1 AND row_number = ?2",
+            )?
+            .execute(params![run, number])?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Removes the row's key from the map, if it still maps to the row's target (the activity
+/// deleted).
+fn forget_target(tx: &rusqlite::Transaction<'_>, run: i64, number: i64) -> Result<(), LedgerError> {
+    tx.prepare_cached(
+        "DELETE FROM sync_keys WHERE (key, activity_id) IN \
+         (SELECT sync_key, target_id FROM rows WHERE run = ?1 AND row_number = ?2)",
+    )?
+    .execute(params![run, number])?;
+    Ok(())
 }

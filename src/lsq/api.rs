@@ -18,6 +18,9 @@ pub(crate) const PATH_BULK_ADD_BY_LEAD_FIELD: &str =
 /// Query parameter of [`PATH_BULK_ADD_BY_LEAD_FIELD`]: the lead field searched
 /// (`EmailAddress`, `Phone`, `Mobile`, ...).
 pub(crate) const QUERY_SEARCH_BY: &str = "searchBy";
+/// Update up to [`MAX_BATCH`] activities' notes and custom fields, each named by its
+/// `ProspectActivityId` (vendor page "Update Activities in Bulk").
+pub(crate) const PATH_BULK_UPDATE: &str = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Update";
 /// Get a lead's activities, paged; the lead goes in the `leadId` query parameter.
 pub const PATH_RETRIEVE: &str = "/v2/ProspectActivity.svc/Retrieve";
 /// Queue the deletion of a lead's custom activities of some codes.
@@ -52,7 +55,7 @@ pub(crate) const DATE_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 pub(crate) const RATE_LIMIT_EXCEPTION: &str = "MXAPIRateLimitExceededException";
 
 /// One activity in the bulk post body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ActivityItem {
     /// The lead's id (a GUID). Under `--match-by` it holds the value of the lead field searched
@@ -112,6 +115,37 @@ impl ByFieldItem {
 pub struct FieldValue {
     pub schema_name: String,
     pub value: String,
+}
+
+/// One activity in the Bulk Update body: the activity by id, and its new note and fields. The
+/// vendor documents no way to move an activity (lead, code, date, owner), so there is none here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateItem {
+    pub prospect_activity_id: String,
+    /// Always sent, empty to clear the note.
+    #[serde(default)]
+    pub activity_note: String,
+    /// The fields to set; a field to clear is sent with an empty value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldValue>,
+}
+
+/// One item of a per-row Bulk Update answer (the shape of the bulk post's, which the vendor's
+/// page does not show for updates): read leniently, every part optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UpdateResultItem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prospect_activity_id: Option<String>,
+    /// 1-based position in the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_number: Option<u32>,
+    /// `true` when the activity was updated; absent is read as not said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_updated: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_message: Option<String>,
 }
 
 /// The bulk post's answer: one item per posted activity.

@@ -97,6 +97,28 @@ pub(crate) enum Verdict<T> {
 }
 
 impl<T> Verdict<T> {
+    /// The same verdict, its success body turned into another type.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Verdict<U> {
+        match self {
+            Verdict::Success(body) => Verdict::Success(f(body)),
+            Verdict::RateLimited {
+                retry_after,
+                message,
+                limit,
+            } => Verdict::RateLimited {
+                retry_after,
+                message,
+                limit,
+            },
+            Verdict::Transient(m) => Verdict::Transient(m),
+            Verdict::Unknown(m) => Verdict::Unknown(m),
+            Verdict::DataError(m) => Verdict::DataError(m),
+            Verdict::Unauthorized(m) => Verdict::Unauthorized(m),
+            Verdict::Fatal(m) => Verdict::Fatal(m),
+            Verdict::Rejected(m) => Verdict::Rejected(m),
+        }
+    }
+
     /// A connection that could not be opened carried nothing; a timeout or a broken connection
     /// may have delivered the request and lost only the answer.
     pub(crate) fn from_call_error(err: &CallError) -> Verdict<T> {
@@ -253,6 +275,122 @@ pub(crate) fn bulk_row_results(sent: usize, response: &BulkResponse) -> Vec<RowR
         .collect()
 }
 
+/// Per-row result of a Bulk Update, by position in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UpdateResult {
+    Updated,
+    Rejected(String),
+    /// The answer does not say what became of this row. An update is idempotent, so the caller
+    /// sends it again.
+    Unknown(String),
+}
+
+/// Names of the per-row success flag a Bulk Update answer may use. The vendor's page shows no
+/// answer; `ActivityUpdated` follows the bulk post's `ActivityCreated`, the others are the
+/// spellings LeadSquared uses elsewhere.
+const UPDATED_FLAGS: [&str; 5] = [
+    "ActivityUpdated",
+    "Updated",
+    "IsUpdated",
+    "IsSuccessful",
+    "Success",
+];
+
+/// Maps a Bulk Update answer back onto the rows sent (`ids`, in request order). The vendor does
+/// not document the answer, so both shapes it plausibly has are read:
+/// - per row, like the bulk post's: `{"Response": [...]}` (or a bare array) of items matched
+///   by `RowNumber` (1-based) or, without one, by `ProspectActivityId`, each with a boolean
+///   such as `ActivityUpdated` and an `ExceptionMessage`;
+/// - per call, like the single update's: `{"Status": "Success", ...}`: every row updated.
+///
+/// A row the answer does not account for (or accounts for twice) is `Unknown`; an answer of
+/// neither shape leaves every row `Unknown`. Errors (`"Status": "Error"`) never get here: the
+/// classifier has made them a verdict already.
+pub(crate) fn update_row_results(ids: &[&str], body: &serde_json::Value) -> Vec<UpdateResult> {
+    use serde_json::Value;
+    let items = match body {
+        Value::Array(items) => Some(items),
+        Value::Object(map) => map
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("Response"))
+            .and_then(|(_, v)| v.as_array()),
+        _ => None,
+    };
+    let Some(items) = items else {
+        let success = body
+            .as_object()
+            .and_then(|map| map.iter().find(|(k, _)| k.eq_ignore_ascii_case("Status")))
+            .and_then(|(_, v)| v.as_str())
+            .is_some_and(|status| status.eq_ignore_ascii_case("success"));
+        let result = if success {
+            UpdateResult::Updated
+        } else {
+            UpdateResult::Unknown(format!(
+                "the server's answer to the update says nothing of its rows: {}",
+                body_excerpt(body.to_string().as_bytes())
+            ))
+        };
+        return vec![result; ids.len()];
+    };
+    let get = |item: &Value, name: &str| -> Option<Value> {
+        item.as_object()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let mut seen: Vec<Vec<&Value>> = vec![Vec::new(); ids.len()];
+    for item in items {
+        let by_number = get(item, "RowNumber")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok()))
+            .map(|n| n as usize)
+            .filter(|n| (1..=ids.len()).contains(n))
+            .map(|n| n - 1);
+        let by_id = || {
+            let id = get(item, "ProspectActivityId")?;
+            let id = id.as_str()?.trim();
+            ids.iter().position(|sent| sent.eq_ignore_ascii_case(id))
+        };
+        if let Some(at) = by_number.or_else(by_id) {
+            seen[at].push(item);
+        }
+    }
+    seen.into_iter()
+        .map(|items| match items.as_slice() {
+            [] => UpdateResult::Unknown("the server's answer has no result for this row".into()),
+            [item] => {
+                let flag = UPDATED_FLAGS.iter().find_map(|name| {
+                    let v = get(item, name)?;
+                    v.as_bool()
+                        .or_else(|| match v.as_str()?.trim().to_ascii_lowercase().as_str() {
+                            "true" | "success" => Some(true),
+                            "false" | "error" | "failure" => Some(false),
+                            _ => None,
+                        })
+                });
+                let message = get(item, "ExceptionMessage")
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .filter(|m| !m.trim().is_empty());
+                match (flag, message) {
+                    (Some(true), _) => UpdateResult::Updated,
+                    (Some(false), message) => {
+                        UpdateResult::Rejected(message.unwrap_or_else(|| {
+                            "the server did not update the activity and gave no reason".into()
+                        }))
+                    }
+                    (None, Some(message)) => UpdateResult::Rejected(message),
+                    (None, None) => UpdateResult::Unknown(
+                        "the server's result for this row does not say whether it was updated"
+                            .into(),
+                    ),
+                }
+            }
+            _ => UpdateResult::Unknown(
+                "the server's answer has more than one result for this row".into(),
+            ),
+        })
+        .collect()
+}
+
 /// A client for tests: `host` with these keys, the timeouts of a loopback simulator.
 #[cfg(test)]
 impl LsqClient {
@@ -376,6 +514,11 @@ impl LsqClient {
                     .await
             }
         }
+    }
+
+    /// Updates one batch of activities in place (Bulk Update, by `ProspectActivityId`).
+    pub(crate) async fn post_update(&self, items: &[&api::UpdateItem]) -> Result<Reply, CallError> {
+        self.post(api::PATH_BULK_UPDATE, &[], items).await
     }
 
     /// Who owns the keys, and which regional host serves the account (answered on any host).

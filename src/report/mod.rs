@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use csv::ByteRecord;
 
 use crate::input::rows::{RowScan, SourceRow};
-use crate::ledger::{Ledger, RowState, StoredRow};
+use crate::ledger::{Ledger, NO_INPUT_LINE, RowState, StoredRow};
 
 /// The report's own leading columns.
 pub(crate) const REPORT_COLUMNS: [&str; 4] = ["RowNumber", "Status", "ProspectActivityId", "Error"];
@@ -55,6 +55,16 @@ pub enum RowStatus {
     Skipped,
     /// Passed every check that needs no server (`validate`, `import --dry-run`); not sent.
     Valid,
+    /// Keyed sync: the key's activity already held what the row says; nothing sent.
+    Unchanged,
+    /// Keyed sync: the key's activity was updated in place; `ProspectActivityId` is the same.
+    Updated,
+    /// Keyed sync: the row moved its activity (lead, code, date or owner), which an update
+    /// cannot do; the Error names what changed; nothing sent.
+    Conflict,
+    /// Keyed sync (`--delete-missing`): the input lacks the key, and its activity is queued for
+    /// deletion; a line after the input's rows, without a `RowNumber`.
+    Deleted,
 }
 
 impl RowStatus {
@@ -65,6 +75,10 @@ impl RowStatus {
             RowStatus::Invalid => "invalid",
             RowStatus::Skipped => "skipped",
             RowStatus::Valid => "valid",
+            RowStatus::Unchanged => "unchanged",
+            RowStatus::Updated => "updated",
+            RowStatus::Conflict => "conflict",
+            RowStatus::Deleted => "deleted",
         }
     }
 }
@@ -115,6 +129,15 @@ impl RowOutcome {
             error: None,
         }
     }
+
+    /// A keyed row's outcome that carries its activity's id (and, for a conflict, why).
+    pub(crate) fn keyed(status: RowStatus, id: Option<String>, error: Option<String>) -> Self {
+        RowOutcome {
+            status,
+            activity_id: id,
+            error,
+        }
+    }
 }
 
 /// A row and its result, ready to be written.
@@ -141,11 +164,29 @@ pub struct StatusCounts {
     pub skipped: u64,
     /// Only in a dry run, which sends nothing.
     pub valid: u64,
+    /// Keyed sync: rows whose activity already held what they say.
+    pub unchanged: u64,
+    /// Keyed sync: rows whose activity was updated in place.
+    pub updated: u64,
+    /// Keyed sync: rows that moved their activity, left as they were.
+    pub conflict: u64,
+    /// Keyed sync: keys the input lacks, whose activities are queued for deletion. Lines of
+    /// the report, not rows of the input.
+    pub deleted: u64,
 }
 
 impl StatusCounts {
+    /// Lines of the report: the input's rows, and a line per key deleted.
     pub fn total(&self) -> u64 {
-        self.created + self.failed + self.invalid + self.skipped + self.valid
+        self.created
+            + self.failed
+            + self.invalid
+            + self.skipped
+            + self.valid
+            + self.unchanged
+            + self.updated
+            + self.conflict
+            + self.deleted
     }
 
     fn add(&mut self, status: RowStatus) {
@@ -155,6 +196,10 @@ impl StatusCounts {
             RowStatus::Invalid => self.invalid += 1,
             RowStatus::Skipped => self.skipped += 1,
             RowStatus::Valid => self.valid += 1,
+            RowStatus::Unchanged => self.unchanged += 1,
+            RowStatus::Updated => self.updated += 1,
+            RowStatus::Conflict => self.conflict += 1,
+            RowStatus::Deleted => self.deleted += 1,
         }
     }
 }
@@ -383,7 +428,12 @@ impl<W: Write> ReportWriter<W> {
     fn write_row(&mut self, row: &ReportedRow) -> Result<(), ReportError> {
         let outcome = &row.outcome;
         self.write_line(ReportLine {
-            number: row.source.number,
+            // A line for a key the input lacks has no row number of the input.
+            number: if row.source.line == NO_INPUT_LINE {
+                0
+            } else {
+                row.source.number
+            },
             status: outcome.status,
             activity_id: outcome.activity_id.as_deref().unwrap_or(""),
             error: outcome.error.as_deref().unwrap_or(""),
@@ -413,7 +463,11 @@ impl<W: Write> ReportWriter<W> {
         let out = &mut self.out;
         // Row numbers and statuses are digits and letters: nothing to quote, nothing a
         // spreadsheet would run.
-        out.plain(decimal(number, &mut digits));
+        if number == 0 {
+            out.plain(b"");
+        } else {
+            out.plain(decimal(number, &mut digits));
+        }
         out.plain(status.as_str().as_bytes());
         out.cell(&format.apply(activity_id.as_bytes()));
         out.cell(&format.apply(error.as_bytes()));
@@ -617,6 +671,7 @@ pub(crate) fn outcome_of_state(
     activity_id: Option<&str>,
     error: Option<&str>,
 ) -> Option<RowOutcome> {
+    let id = || activity_id.map(str::to_string);
     let error = || error.unwrap_or_default().to_string();
     match state {
         RowState::Pending => None,
@@ -625,6 +680,10 @@ pub(crate) fn outcome_of_state(
         RowState::Failed => Some(RowOutcome::failed(error())),
         RowState::Invalid => Some(RowOutcome::invalid(error())),
         RowState::InFlight => Some(RowOutcome::failed(OUTCOME_UNKNOWN)),
+        RowState::Unchanged => Some(RowOutcome::keyed(RowStatus::Unchanged, id(), None)),
+        RowState::Updated => Some(RowOutcome::keyed(RowStatus::Updated, id(), None)),
+        RowState::Conflict => Some(RowOutcome::keyed(RowStatus::Conflict, id(), Some(error()))),
+        RowState::Deleted => Some(RowOutcome::keyed(RowStatus::Deleted, id(), None)),
     }
 }
 

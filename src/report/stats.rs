@@ -43,21 +43,35 @@ pub(crate) struct RunSummary {
     /// The quota configured, and a lower one the server named during the run.
     pub quota: Option<crate::lsq::quota::RateQuota>,
     pub discovered_quota: Option<crate::lsq::quota::RateQuota>,
-    /// Set when the run sent nothing because too many rows were invalid (`--max-invalid`).
-    pub too_many_invalid: Option<String>,
+    /// Set when the run stopped before sending anything (`--max-invalid`, `--max-delete`,
+    /// deletions not confirmed).
+    pub not_sent: Option<NotSent>,
+    /// A keyed sync (`--key`): the counts and the status line speak of updates too.
+    pub keyed: bool,
+    /// Reads of the account's activities that rebuilt the key map (`--key-field`).
+    pub key_reads: u64,
+}
+
+/// Why a run sent nothing, for the status line and the summary's `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NotSent {
+    /// The summary's `status`: `too_many_invalid`, `too_many_deletes`, `not_confirmed`.
+    pub status: &'static str,
+    /// Why, with the numbers.
+    pub reason: String,
 }
 
 impl RunSummary {
     /// 0 all created, 1 some rows failed or invalid, 2 stopped by `--max-invalid` before
     /// sending, 3 aborted.
     pub(crate) fn exit_status(&self) -> ExitStatus {
-        if self.too_many_invalid.is_some() {
+        if self.not_sent.is_some() {
             ExitStatus::Usage
         } else if let Some(signal) = self.interrupted {
             signal
         } else if self.aborted.is_some() {
             ExitStatus::Aborted
-        } else if self.counts.failed + self.counts.invalid > 0 {
+        } else if self.counts.failed + self.counts.invalid + self.counts.conflict > 0 {
             ExitStatus::RowsNotCreated
         } else {
             ExitStatus::Success
@@ -91,7 +105,9 @@ impl RunSummary {
             resumed: false,
             quota: Some(quota),
             discovered_quota: None,
-            too_many_invalid: None,
+            not_sent: None,
+            keyed: false,
+            key_reads: 0,
         }
     }
 
@@ -107,8 +123,19 @@ impl RunSummary {
     /// The last line, for cron mail and CI logs.
     pub(crate) fn status_line(&self) -> String {
         let c = &self.counts;
-        if let Some(reason) = &self.too_many_invalid {
-            return format!("STOPPED: {reason}; nothing was sent, the report lists every row");
+        if let Some(stop) = &self.not_sent {
+            return format!(
+                "STOPPED: {}; nothing was sent, the report lists every row",
+                stop.reason
+            );
+        }
+        if self.keyed && self.interrupted.is_none() && self.aborted.is_none() {
+            let verdict = if self.exit_status() == ExitStatus::Success {
+                "OK"
+            } else {
+                "DONE WITH ERRORS"
+            };
+            return format!("{verdict}: {} rows: {}", self.rows, keyed_counts(c));
         }
         if self.interrupted.is_some() {
             return format!(
@@ -139,14 +166,31 @@ impl RunSummary {
     }
 }
 
+/// A keyed sync's report lines by status, for people: every count, zeros included, so two
+/// nights' logs line up.
+fn keyed_counts(c: &crate::report::StatusCounts) -> String {
+    let mut text = format!(
+        "created {}, updated {}, unchanged {}, conflict {}, deleted {}, failed {}, invalid {}",
+        c.created, c.updated, c.unchanged, c.conflict, c.deleted, c.failed, c.invalid
+    );
+    if c.skipped > 0 {
+        text.push_str(&format!(", skipped {}", c.skipped));
+    }
+    text
+}
+
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.counts;
-        write!(
-            f,
-            "rows read {}: created {}, failed {}, invalid {}",
-            self.rows, c.created, c.failed, c.invalid
-        )?;
+        if self.keyed {
+            write!(f, "rows {}: {}", self.rows, keyed_counts(c))?;
+        } else {
+            write!(
+                f,
+                "rows read {}: created {}, failed {}, invalid {}",
+                self.rows, c.created, c.failed, c.invalid
+            )?;
+        }
         if c.skipped > 0 {
             write!(f, ", skipped {} (created by earlier runs)", c.skipped)?;
         }
@@ -183,6 +227,13 @@ impl fmt::Display for RunSummary {
                 f,
                 "lookups {} (Get Activities calls checking what the server created)",
                 self.lookup_calls
+            )?;
+        }
+        if self.key_reads > 0 {
+            writeln!(
+                f,
+                "key map reads {} (the account's keyed activities read back)",
+                self.key_reads
             )?;
         }
         if self.outages > 0 {
@@ -294,6 +345,7 @@ mod tests {
                 invalid,
                 skipped: 0,
                 valid: 0,
+                ..StatusCounts::default()
             },
             calls: 3,
             rate_limited: 1,
@@ -312,7 +364,9 @@ mod tests {
             resumed: false,
             quota: None,
             discovered_quota: None,
-            too_many_invalid: None,
+            not_sent: None,
+            keyed: false,
+            key_reads: 0,
         }
     }
 
@@ -332,7 +386,10 @@ mod tests {
             ExitStatus::Aborted
         );
         let mut stopped = summary(0, 6, 4, None);
-        stopped.too_many_invalid = Some("4 of 10 rows (40.0%) are invalid".into());
+        stopped.not_sent = Some(NotSent {
+            status: "too_many_invalid",
+            reason: "4 of 10 rows (40.0%) are invalid".into(),
+        });
         assert_eq!(stopped.exit_status(), ExitStatus::Usage);
         assert!(stopped.status_line().starts_with("STOPPED: 4 of 10 rows"));
         assert!(!stopped.status_line().contains('\n'));

@@ -40,6 +40,12 @@ pub(crate) struct StatusCountsJson {
     pub failed: u64,
     pub invalid: u64,
     pub skipped: u64,
+    /// Keyed sync: activities updated in place, left as they were, left because the row moved
+    /// them, and deleted because the input lacks their key (lines after the input's rows).
+    pub updated: u64,
+    pub unchanged: u64,
+    pub conflict: u64,
+    pub deleted: u64,
 }
 
 /// The fields every summary document starts with, whatever the command.
@@ -48,7 +54,8 @@ pub(crate) struct SummaryHead {
     /// Format version, [`SUMMARY_VERSION`].
     pub version: u32,
     pub command: &'static str,
-    /// `ok`, `done_with_errors`, `too_many_invalid`, `aborted`, `interrupted`, `terminated`;
+    /// `ok`, `done_with_errors`, `too_many_invalid`, `too_many_deletes`, `not_confirmed`,
+    /// `aborted`, `interrupted`, `terminated`;
     /// for a dry run `ok` or `invalid_rows`.
     pub status: &'static str,
     /// The process's exit code.
@@ -80,6 +87,8 @@ pub(crate) struct SummaryJson {
     /// Get Activities calls made by those checks (and by a resume checking what a killed run
     /// left in flight): the run's lookups.
     pub lookup_calls: u64,
+    /// Keyed sync: reads of the account's keyed activities that rebuilt the key map.
+    pub key_reads: u64,
     /// API outages the run paused for, the seconds spent waiting, and the probes sent.
     pub outages: u64,
     pub outage_seconds: f64,
@@ -118,7 +127,10 @@ impl SummaryJson {
         let status = match exit {
             ExitStatus::Success => "ok",
             ExitStatus::RowsNotCreated => "done_with_errors",
-            ExitStatus::Usage => "too_many_invalid",
+            ExitStatus::Usage => summary
+                .not_sent
+                .as_ref()
+                .map_or("too_many_invalid", |stop| stop.status),
             ExitStatus::Aborted => "aborted",
             ExitStatus::Interrupted => "interrupted",
             ExitStatus::Terminated => "terminated",
@@ -140,7 +152,12 @@ impl SummaryJson {
                 failed: c.failed,
                 invalid: c.invalid,
                 skipped: c.skipped,
+                updated: c.updated,
+                unchanged: c.unchanged,
+                conflict: c.conflict,
+                deleted: c.deleted,
             },
+            key_reads: summary.key_reads,
             calls: summary.calls,
             rate_limited: summary.rate_limited,
             retries: summary.retries,
@@ -156,8 +173,9 @@ impl SummaryJson {
             quota_configured: summary.quota.map(|q| q.to_string()),
             quota_discovered: summary.discovered_quota.map(|q| q.to_string()),
             stop_reason: summary
-                .too_many_invalid
-                .clone()
+                .not_sent
+                .as_ref()
+                .map(|stop| stop.reason.clone())
                 .or_else(|| summary.aborted.clone()),
             input: path(&paths.input),
             report: path(&paths.report),
@@ -299,6 +317,7 @@ mod tests {
                 invalid,
                 skipped: 0,
                 valid: 0,
+                ..StatusCounts::default()
             },
             Duration::from_millis(2500),
             ("report.csv.ledger".into(), 4),
@@ -326,7 +345,10 @@ mod tests {
     #[test]
     fn a_run_stopped_for_invalid_rows_says_so() {
         let mut stopped = summary(0, 5, 5);
-        stopped.too_many_invalid = Some("5 of 10 rows (50.0%) are invalid".into());
+        stopped.not_sent = Some(crate::report::stats::NotSent {
+            status: "too_many_invalid",
+            reason: "5 of 10 rows (50.0%) are invalid".into(),
+        });
         let json = SummaryJson::new(&stopped, &paths());
         assert_eq!(
             (json.head.status, json.head.exit_code),

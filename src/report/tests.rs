@@ -58,6 +58,7 @@ fn writes_in_input_order_whatever_order_batches_finish_in() {
             invalid: 1,
             skipped: 0,
             valid: 0,
+            ..StatusCounts::default()
         }
     );
     assert_eq!(

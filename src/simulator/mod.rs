@@ -92,6 +92,8 @@ pub struct SimConfig {
     pub account_host: String,
     /// How every bulk post's answer is spoiled, to test clients against broken servers.
     pub bulk_answer: BulkAnswer,
+    /// The shape of Bulk Update's answer, which the vendor's page does not show.
+    pub update_answer: UpdateAnswer,
     /// An outage to stage, timed from the first `/v2` request (so a benchmark's outage starts
     /// the same time into the import however long the client took to start). More can be
     /// started at any time with [`Simulator::start_outage`] or `/_sim/outage`.
@@ -146,6 +148,7 @@ impl Default for SimConfig {
             extra_leads: Vec::new(),
             account_host: "api-in21.leadsquared.com".to_string(),
             bulk_answer: BulkAnswer::default(),
+            update_answer: UpdateAnswer::default(),
             outage: None,
             seeded_per_lead: 0,
         }
@@ -174,6 +177,7 @@ impl fmt::Debug for SimConfig {
             .field("extra_leads", &self.extra_leads.len())
             .field("account_host", &self.account_host)
             .field("bulk_answer", &self.bulk_answer)
+            .field("update_answer", &self.update_answer)
             .field("outage", &self.outage)
             .field("seeded_per_lead", &self.seeded_per_lead)
             .finish()
@@ -316,6 +320,21 @@ pub enum BulkAnswer {
     CreatedWithoutId,
 }
 
+/// How Bulk Update answers. The vendor's page shows no answer, so the least it promises is the
+/// default: a whole-call success, which names no row, and a bad row failing the whole call
+/// (HTTP 500 `MXInvalidInputException`, nothing updated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateAnswer {
+    /// `{"Status":"Success","Message":{...}}` for the call; one bad row fails the whole call.
+    #[default]
+    WholeCall,
+    /// `{"Response":[{"ProspectActivityId","RowNumber","ActivityUpdated","ExceptionMessage"}]}`,
+    /// like the bulk post's: good rows are updated, bad ones come back with
+    /// `ActivityUpdated: false`.
+    PerRow,
+}
+
 /// What Get Activities' `Paging.Offset` means; the vendor calls it "the page number".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -432,6 +451,8 @@ pub struct StoredActivity {
     pub deleted: bool,
     /// `seq` of the bulk post that created it; `None` for seeded ones.
     pub created_by_request: Option<u64>,
+    /// Bulk Updates applied to it (a re-sent update counts again, though it changes nothing).
+    pub updates: u32,
 }
 
 /// Counters for assertions and benchmark reports.

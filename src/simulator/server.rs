@@ -35,7 +35,7 @@ use super::demo::{self, OWNER_CHANGE_EVENT};
 use super::state::{Admission, Fault, Filter, LeadRef, Record, State, parse_date};
 use super::{
     BulkAnswer, OtherClient, OtherLoad, PagingMode, RateLimitStyle, RejectMode, RequestOutcome,
-    SimConfig, SimError, Simulator, rate_limit_message,
+    SimConfig, SimError, Simulator, UpdateAnswer, rate_limit_message,
 };
 use crate::lsq::api::{self, MAX_BATCH};
 use crate::lsq::quota::RateQuota;
@@ -274,6 +274,8 @@ enum Route {
     Bulk,
     /// The bulk post naming leads by a lead field (`searchBy`) instead of by id.
     BulkByField,
+    /// Bulk Update of notes and custom fields, by `ProspectActivityId`.
+    BulkUpdate,
     Retrieve,
     DeleteActivities,
     DeleteOwnerHistory,
@@ -290,6 +292,7 @@ impl Route {
                 api::PATH_BULK_ADD_BY_LEAD_FIELD,
                 Route::BulkByField,
             ),
+            (Method::POST, api::PATH_BULK_UPDATE, Route::BulkUpdate),
             (Method::POST, api::PATH_RETRIEVE, Route::Retrieve),
             (
                 Method::POST,
@@ -314,9 +317,10 @@ impl Route {
             .map(|(_, _, route)| route)
     }
 
-    /// Both bulk posts share the rate limit's fault draw and the item count in the log.
+    /// The bulk calls (both posts and the update) share the fault draw and the item count in
+    /// the log.
     fn is_bulk(self) -> bool {
-        matches!(self, Route::Bulk | Route::BulkByField)
+        matches!(self, Route::Bulk | Route::BulkByField | Route::BulkUpdate)
     }
 }
 
@@ -467,6 +471,7 @@ async fn handle(
                 let search_by = query_param(&query, api::QUERY_SEARCH_BY).unwrap_or_default();
                 bulk_post(&sim, seq, &parts.headers, &body, fault, Some(search_by))
             }
+            Route::BulkUpdate => bulk_update(&sim, &parts.headers, &body, fault),
             Route::Retrieve => retrieve(&sim, &parts.headers, &query, &body),
             Route::DeleteActivities => delete_activities(&sim, &parts.headers, &body),
             Route::DeleteOwnerHistory => delete_owner_history(&sim, &parts.headers, &body),
@@ -581,7 +586,7 @@ fn rate_limited(config: &SimConfig, quota: Option<RateQuota>, wait: Duration) ->
 /// Bulk items in a body that was not processed, for the log.
 fn bulk_count(route: Route, body: Option<&[u8]>) -> usize {
     match (route, body) {
-        (Route::Bulk | Route::BulkByField, Some(body)) => {
+        (Route::Bulk | Route::BulkByField | Route::BulkUpdate, Some(body)) => {
             serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(body)
                 .map_or(0, |items| items.len())
         }
@@ -629,6 +634,78 @@ fn bulk_post(
         _ => answer,
     };
     answer.with_items(items)
+}
+
+/// Update Activities in Bulk: at most 25 items by `ProspectActivityId`, their notes and fields
+/// set. Answered per call or per row ([`UpdateAnswer`]); faults as for the bulk post (the
+/// commit-then kinds apply the updates first).
+fn bulk_update(sim: &Simulator, headers: &HeaderMap, body: &[u8], fault: Option<Fault>) -> Answer {
+    let items = match parse_json::<Vec<api::UpdateItem>>(headers, body) {
+        Ok(items) => items,
+        Err(message) => return Answer::bad_request(message),
+    };
+    let count = items.len();
+    match fault {
+        Some(Fault::Plain500) => {
+            return Answer::plain_500(RequestOutcome::Fault500).with_items(count);
+        }
+        Some(Fault::Drop) => return Answer::dropped(RequestOutcome::Dropped).with_items(count),
+        _ => {}
+    }
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Answer::mx(
+            INVALID_INPUT,
+            format!("A bulk update takes 1 to {MAX_BATCH} activities; {count} were sent"),
+        )
+        .with_items(count);
+    }
+    let per_row = sim.shared.config.update_answer == UpdateAnswer::PerRow;
+    let mut state = sim.lock();
+    let checked: Vec<_> = items
+        .iter()
+        .map(|item| state.validate_update(item))
+        .collect();
+    if !per_row
+        && let Some((i, Err(message))) = checked.iter().enumerate().find(|(_, c)| c.is_err())
+    {
+        return Answer::mx(INVALID_INPUT, format!("Row {}: {message}", i + 1)).with_items(count);
+    }
+    let mut response = Vec::with_capacity(count);
+    for ((check, item), row_number) in checked.into_iter().zip(&items).zip(1u32..) {
+        let (updated, message) = match check {
+            Ok(update) => {
+                state.apply_update(update);
+                (true, None)
+            }
+            Err(message) => (false, Some(message)),
+        };
+        response.push(api::UpdateResultItem {
+            prospect_activity_id: Some(item.prospect_activity_id.clone()),
+            row_number: Some(row_number),
+            activity_updated: Some(updated),
+            exception_message: message,
+        });
+    }
+    drop(state);
+    let answer = if per_row {
+        Answer::ok(&serde_json::json!({ "Response": response }))
+    } else {
+        Answer::ok(&serde_json::json!({
+            "Status": "Success",
+            "Message": { "Message": format!("{count} activities updated") }
+        }))
+    };
+    let answer = match fault {
+        Some(Fault::CommitThen500) => Answer::plain_500(RequestOutcome::CommittedThen500),
+        Some(Fault::CommitThenDrop) => Answer::dropped(RequestOutcome::CommittedThenDropped),
+        Some(Fault::CommitThenLate) => Answer {
+            outcome: RequestOutcome::CommittedThenLate,
+            late_by: sim.shared.config.faults.late_by,
+            ..answer
+        },
+        _ => answer,
+    };
+    answer.with_items(count)
 }
 
 /// ByLeadField items addressed to their leads' ids, or the row's error when no lead has the

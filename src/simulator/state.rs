@@ -41,6 +41,9 @@ pub(super) struct Record {
     lead: u32,
     owner: u16,
     deleted: bool,
+    /// Bulk Updates applied to it: a client that re-sends an update it was not sure of shows
+    /// here, though the values come out the same.
+    updates: u16,
 }
 
 impl Record {
@@ -89,6 +92,13 @@ pub(super) struct ValidRow {
     note: Option<Box<str>>,
     owner: u16,
     fields: Box<[(u8, Box<str>)]>,
+}
+
+/// A Bulk Update item that passed every check, ready to apply.
+pub(super) struct ValidUpdate {
+    index: u32,
+    note: Box<str>,
+    fields: Vec<(u8, Box<str>)>,
 }
 
 /// A custom activity type, with its defined fields as a bit set (bit n = `mx_Custom_<n>`).
@@ -267,6 +277,9 @@ pub(super) struct State {
     lead_index: HashMap<Arc<str>, u32>,
     /// Interned owner e-mails; the first entries are `DEMO_OWNERS` in order.
     owners: Vec<Box<str>>,
+    /// Records by id, built on the first Bulk Update (an import alone never needs it, and a
+    /// benchmark may hold a million records).
+    by_id: Option<HashMap<[u8; 16], u32>>,
 }
 
 impl State {
@@ -304,6 +317,7 @@ impl State {
             leads: Vec::new(),
             lead_index: HashMap::new(),
             owners: DEMO_OWNERS.iter().map(|o| Box::from(*o)).collect(),
+            by_id: None,
         };
         for i in 0..DEMO_LEADS {
             let lead = state.intern_lead(&demo::demo_lead_id(i));
@@ -380,8 +394,12 @@ impl State {
             lead,
             owner,
             deleted: false,
+            updates: 0,
         });
         self.leads[lead as usize].activities.push(index);
+        if let Some(by_id) = &mut self.by_id {
+            by_id.insert(id.into_bytes(), index);
+        }
         id.hyphenated().to_string()
     }
 
@@ -517,6 +535,83 @@ impl State {
         )
     }
 
+    /// Checks one Bulk Update item the way the bulk post checks a row: the activity exists (and
+    /// is not deleted) and every field is defined for its type. The error is the row's
+    /// `ExceptionMessage`.
+    pub(super) fn validate_update(
+        &mut self,
+        item: &api::UpdateItem,
+    ) -> Result<ValidUpdate, String> {
+        let not_found = || format!("Activity {} does not exist", item.prospect_activity_id);
+        let id = uuid::Uuid::parse_str(item.prospect_activity_id.trim())
+            .map_err(|_| not_found())?
+            .into_bytes();
+        let records = &self.records;
+        let index = *self
+            .by_id
+            .get_or_insert_with(|| {
+                records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (r.id, i as u32))
+                    .collect()
+            })
+            .get(&id)
+            .ok_or_else(not_found)?;
+        let record = &self.records[index as usize];
+        if record.deleted {
+            return Err(not_found());
+        }
+        let code = record.event_code;
+        let Some(kind) = self.types.iter().find(|t| t.code == code) else {
+            return Err(format!(
+                "Activity {} is not a custom activity",
+                item.prospect_activity_id
+            ));
+        };
+        let mut fields: Vec<(u8, Box<str>)> = Vec::with_capacity(item.fields.len());
+        for field in &item.fields {
+            let n = parse_field_name(&field.schema_name).ok_or_else(|| {
+                format!(
+                    "Invalid field SchemaName '{}': expected mx_Custom_1 .. mx_Custom_50",
+                    field.schema_name
+                )
+            })?;
+            if kind.fields & (1 << n) == 0 {
+                return Err(format!(
+                    "Field {} is not defined for activity event {code}",
+                    field.schema_name
+                ));
+            }
+            match fields.iter_mut().find(|(m, _)| *m == n) {
+                Some(slot) => slot.1 = field.value.as_str().into(),
+                None => fields.push((n, field.value.as_str().into())),
+            }
+        }
+        Ok(ValidUpdate {
+            index,
+            note: item.activity_note.as_str().into(),
+            fields,
+        })
+    }
+
+    /// Applies a checked update: the note replaced (empty clears it), the fields given set (an
+    /// empty value clears one), the others kept.
+    pub(super) fn apply_update(&mut self, update: ValidUpdate) {
+        let record = &mut self.records[update.index as usize];
+        record.note = (!update.note.is_empty()).then_some(update.note);
+        let mut fields: Vec<(u8, Box<str>)> = record.fields.to_vec();
+        for (n, value) in update.fields {
+            fields.retain(|(m, _)| *m != n);
+            if !value.is_empty() {
+                fields.push((n, value));
+            }
+        }
+        fields.sort_by_key(|(n, _)| *n);
+        record.fields = fields.into_boxed_slice();
+        record.updates = record.updates.saturating_add(1);
+    }
+
     fn lead_for_write(&mut self, lead: LeadRef) -> u32 {
         match lead {
             LeadRef::Known(index) => index,
@@ -574,6 +669,7 @@ impl State {
             fields: record.fields().map(|(k, v)| (k, v.to_string())).collect(),
             deleted: record.deleted,
             created_by_request: (record.created_by != NO_REQUEST).then_some(record.created_by),
+            updates: u32::from(record.updates),
         }
     }
 

@@ -174,7 +174,7 @@ proptest! {
                     .into_iter()
                     .map(|row| ReportedRow {
                         outcome: match row.work {
-                            RowWork::Send { .. } => {
+                            RowWork::Send { .. } | RowWork::Update { .. } => {
                                 RowOutcome::created(format!("id-{}", row.source.number))
                             }
                             RowWork::Done(outcome) => outcome,

@@ -30,6 +30,7 @@ impl Fixture {
             fresh: false,
             force: false,
             skip_existing: false,
+            yes: false,
             interrupt: Interrupt::default(),
         }
     }
@@ -118,12 +119,7 @@ fn forcing_a_changed_input_carries_over_what_the_old_run_settled() {
     let f = Fixture::new("in.csv", &input());
     let job = f.job(InputKind::Import, "in.csv");
     let first = plan_run(&f.ledger, &job).unwrap();
-    let created = crate::ledger::RowUpdate {
-        number: 1,
-        state: RowState::Created,
-        activity_id: Some("act-1".into()),
-        error: None,
-    };
+    let created = crate::ledger::RowUpdate::new(1, RowState::Created, Some("act-1".into()), None);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

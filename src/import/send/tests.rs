@@ -84,6 +84,10 @@ async fn rig(config: SimConfig, keys: Option<(&str, &str)>, items: Vec<ActivityI
                 state: RowState::Pending,
                 activity_id: None,
                 error: None,
+                sync_key: None,
+                sync_entry: None,
+                action: crate::ledger::RowAction::Create,
+                target_id: None,
             }),
         )
         .unwrap();

@@ -1,0 +1,406 @@
+//! Keyed sync's classification step (`--key`): after planning has recorded every row, each
+//! valid row is compared with what the key map knows of its key, and becomes a create, an
+//! update in place, nothing (unchanged), a conflict, or (`--replace-changed`) a delete and a
+//! create; keys the input lacks become deletions (`--delete-missing`).
+//!
+//! Rows enter as the plan recorded them (each keyed row with its [`KeyEntry`], computed by
+//! [`KeyColumn`] and [`entry_of`] while planning); the key map is the ledger's (filled from the
+//! account first when the run rebuilds it, see `keymap`). What leaves is the ledger's rows with
+//! their action and state ([`classify_run`]), and the [`SyncPlan`] that counts them. The rule
+//! itself, [`decide`], is pure.
+
+use std::fmt;
+
+use csv::ByteRecord;
+use sha2::{Digest, Sha256};
+
+use crate::config::SyncSettings;
+use crate::ledger::{
+    Classified, KeyEntry, KnownKey, Ledger, LedgerError, NO_INPUT_LINE, NewRow, RowAction, RowState,
+};
+use crate::lsq::api::ActivityItem;
+
+/// Where a keyed input holds its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyColumn {
+    /// Position in the input's own header (after a report's columns, for `retry`).
+    pub index: usize,
+    /// The column's name as written in the file.
+    pub name: String,
+    /// `--key-field`: the custom field the key is also written into.
+    pub field: Option<String>,
+}
+
+impl KeyColumn {
+    /// The key column of `headers` under `sync`, matched without case; `Ok(None)` without
+    /// `--key`, an error naming the column when the header lacks it.
+    pub(crate) fn find(
+        headers: &ByteRecord,
+        sync: &SyncSettings,
+    ) -> Result<Option<KeyColumn>, String> {
+        let Some(key) = &sync.key else {
+            return Ok(None);
+        };
+        let found: Vec<usize> = headers
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| {
+                String::from_utf8_lossy(h)
+                    .trim()
+                    .eq_ignore_ascii_case(key.trim())
+            })
+            .map(|(i, _)| i)
+            .collect();
+        match found.as_slice() {
+            [index] => Ok(Some(KeyColumn {
+                index: *index,
+                name: String::from_utf8_lossy(&headers[*index]).trim().to_string(),
+                field: sync.key_field.clone(),
+            })),
+            [] => Err(format!(
+                "the key column {key:?} (--key) is not in the header (columns found: {})",
+                headers
+                    .iter()
+                    .map(|h| String::from_utf8_lossy(h).trim().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            [first, second, ..] => Err(format!(
+                "the key column {key:?} (--key) appears twice, as columns {} and {}",
+                first + 1,
+                second + 1
+            )),
+        }
+    }
+
+    /// The row's key: its cell, trimmed; `None` when empty.
+    pub(crate) fn key_of(&self, record: &ByteRecord) -> Option<String> {
+        let cell = String::from_utf8_lossy(record.get(self.index).unwrap_or_default());
+        let key = cell.trim();
+        (!key.is_empty()).then(|| key.to_string())
+    }
+
+    /// The activity as sent by a keyed create: with `--key-field`, the key goes into that field.
+    pub(crate) fn stamp(&self, item: &mut ActivityItem, key: &str) {
+        if let Some(field) = &self.field {
+            item.fields.retain(|f| f.schema_name != *field);
+            item.fields.push(crate::lsq::api::FieldValue {
+                schema_name: field.clone(),
+                value: key.to_string(),
+            });
+        }
+    }
+
+    /// The record of a report line for a key the input lacks: the key in its column, the rest
+    /// empty, `width` cells.
+    fn missing_record(&self, width: usize, key: &str) -> ByteRecord {
+        (0..width.max(self.index + 1))
+            .map(|i| if i == self.index { key } else { "" })
+            .collect()
+    }
+}
+
+/// What a row says of its key's activity, to compare with the key map: where it is, and a hash
+/// of the note and the custom fields that hold a value (the key field left out: it holds the
+/// key, not data).
+pub(crate) fn entry_of(item: &ActivityItem, key_field: Option<&str>) -> KeyEntry {
+    let fields: Vec<(&str, &str)> = item
+        .fields
+        .iter()
+        .map(|f| (f.schema_name.as_str(), f.value.as_str()))
+        .collect();
+    let (content, fields) = content_of(item.activity_note.as_deref(), &fields, key_field);
+    KeyEntry {
+        lead: item.related_prospect_id.trim().to_ascii_lowercase(),
+        event: item.activity_event,
+        date: item.activity_date_time.clone(),
+        owner: item
+            .activity_owner_email
+            .as_deref()
+            .map(|o| o.trim().to_ascii_lowercase())
+            .filter(|o| !o.is_empty()),
+        owner_known: true,
+        content: Some(content),
+        fields,
+    }
+}
+
+/// The content hash of a note and fields, and the names of the fields that hold a value, in
+/// order: what [`entry_of`] stores for a row and the key map rebuild computes for an activity
+/// read back, so the two compare. An empty note is no note; empty fields are no fields.
+pub(crate) fn content_of(
+    note: Option<&str>,
+    fields: &[(&str, &str)],
+    key_field: Option<&str>,
+) -> (String, Vec<String>) {
+    let mut kept: Vec<(&str, &str)> = fields
+        .iter()
+        .copied()
+        .filter(|(name, value)| !value.is_empty() && Some(*name) != key_field)
+        .collect();
+    kept.sort_unstable();
+    kept.dedup_by(|a, b| a.0 == b.0);
+    let mut hasher = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    part(note.unwrap_or("").as_bytes());
+    for (name, value) in &kept {
+        part(name.as_bytes());
+        part(value.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let hex = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    (hex, kept.iter().map(|(n, _)| n.to_string()).collect())
+}
+
+/// What a keyed row becomes, given the key map's entry for its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// The activity holds what the row says.
+    Unchanged,
+    /// Note or fields changed: update in place.
+    Update,
+    /// Lead, code, date or owner changed, which an update cannot do; why.
+    Conflict(String),
+    /// The same, with `--replace-changed`: delete the old activity, create the new one.
+    Replace,
+}
+
+/// Compares a row with the key map's entry for its key. A date the row does not give is not
+/// compared (the activity's was the server's or lsq-sync's choice), nor an owner the entry does
+/// not know.
+pub(crate) fn decide(row: &KeyEntry, known: &KnownKey, replace_changed: bool) -> Decision {
+    let was = &known.entry;
+    let mut moved: Vec<String> = Vec::new();
+    if row.lead != was.lead {
+        moved.push(format!("lead {} (was {})", row.lead, was.lead));
+    }
+    if row.event != was.event {
+        moved.push(format!("ActivityEvent {} (was {})", row.event, was.event));
+    }
+    if let (Some(now), Some(then)) = (&row.date, &was.date)
+        && now != then
+    {
+        moved.push(format!("ActivityDateTime {now} (was {then})"));
+    }
+    if was.owner_known && row.owner != was.owner {
+        let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "none".into());
+        moved.push(format!(
+            "ActivityOwnerEmail {} (was {})",
+            show(&row.owner),
+            show(&was.owner)
+        ));
+    }
+    if !moved.is_empty() {
+        return if replace_changed {
+            Decision::Replace
+        } else {
+            Decision::Conflict(format!(
+                "key {:?} is activity {}, and the row moves it: {}; an update cannot move an \
+                 activity, so nothing was sent (--replace-changed deletes it and creates the row \
+                 anew)",
+                known.key,
+                known.activity_id,
+                moved.join(", ")
+            ))
+        };
+    }
+    match (&row.content, &was.content) {
+        (Some(now), Some(then)) if now == then => Decision::Unchanged,
+        _ => Decision::Update,
+    }
+}
+
+/// How a keyed run was classified: rows by what they become, and calls they need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SyncPlan {
+    /// New keys.
+    pub create: u64,
+    /// Changed notes or fields.
+    pub update: u64,
+    /// Moved activities, to delete and create anew (`--replace-changed`).
+    pub replace: u64,
+    pub unchanged: u64,
+    pub conflict: u64,
+    /// Keys the input lacks whose activities are to be deleted (`--delete-missing`).
+    pub delete: u64,
+    /// Keys the input lacks that are left alone (no `--delete-missing`, or a key that could not
+    /// be read).
+    pub missing_kept: u64,
+    /// Rows made invalid by their key: empty, or held by another row too.
+    pub bad_keys: u64,
+    /// Keys the key map held before the run.
+    pub known: u64,
+}
+
+impl SyncPlan {
+    /// Activities deleted: the missing keys', and the old activities of replaced rows.
+    pub(crate) fn deletions(&self) -> u64 {
+        self.delete + self.replace
+    }
+}
+
+impl fmt::Display for SyncPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let calls = |n: u64| n.div_ceil(crate::lsq::api::MAX_BATCH as u64);
+        write!(
+            f,
+            "{} to create ({} calls), {} to update in place ({} calls), {} unchanged, {} conflicts",
+            self.create + self.replace,
+            calls(self.create + self.replace),
+            self.update,
+            calls(self.update),
+            self.unchanged,
+            self.conflict
+        )?;
+        if self.replace > 0 {
+            write!(f, ", {} moved (old activity deleted first)", self.replace)?;
+        }
+        if self.delete > 0 {
+            write!(f, ", {} to delete (keys the input lacks)", self.delete)?;
+        }
+        if self.missing_kept > 0 {
+            write!(f, ", {} keys the input lacks left alone", self.missing_kept)?;
+        }
+        if self.bad_keys > 0 {
+            write!(f, ", {} rows invalid for their key", self.bad_keys)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows classified per ledger transaction.
+const CHUNK: usize = 2000;
+
+/// Classifies every keyed row of `run` against the key map and records the outcome: rows with
+/// an empty key or a key another row holds too are invalid; the rest become creates, updates,
+/// replaces, unchanged or conflicts ([`decide`]); with `--delete-missing`, each key the input
+/// lacks is appended as a row to delete (unless some row's key could not be read, in which case
+/// nothing is deleted: the unreadable keys may be exactly those). `width` is the input's
+/// column count, for the appended rows' records.
+pub(crate) fn classify_run(
+    ledger: &Ledger,
+    run: i64,
+    sync: &SyncSettings,
+    key: &KeyColumn,
+    width: usize,
+) -> Result<SyncPlan, LedgerError> {
+    let mut plan = SyncPlan {
+        known: ledger.known_key_count()?,
+        ..SyncPlan::default()
+    };
+    let mut decided: Vec<Classified> = Vec::new();
+    for (dup, rows) in ledger.duplicate_keys(run)? {
+        let where_ = rows
+            .iter()
+            .map(|(number, line)| format!("row {number} (line {line})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (number, _) in &rows {
+            plan.bad_keys += 1;
+            decided.push(Classified {
+                number: *number,
+                state: RowState::Invalid,
+                action: RowAction::Create,
+                target_id: None,
+                activity_id: None,
+                error: Some(format!(
+                    "{}: key {dup:?} (--key) is held by {where_}; a key names one activity, so \
+                     none of these rows is sent",
+                    key.name
+                )),
+            });
+        }
+    }
+    ledger.classify(run, &decided)?;
+
+    let mut after = 0;
+    loop {
+        let rows = ledger.keyed_rows(run, after, CHUNK)?;
+        let Some(last) = rows.last() else { break };
+        after = last.number;
+        let mut decided = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(known) = &row.known else {
+                plan.create += 1;
+                continue;
+            };
+            let id = Some(known.activity_id.clone());
+            let (state, action, target, error) =
+                match decide(&row.entry, known, sync.replace_changed) {
+                    Decision::Unchanged => {
+                        plan.unchanged += 1;
+                        (RowState::Unchanged, RowAction::Create, None, None)
+                    }
+                    Decision::Update => {
+                        plan.update += 1;
+                        (RowState::Pending, RowAction::Update, id.clone(), None)
+                    }
+                    Decision::Replace => {
+                        plan.replace += 1;
+                        (RowState::Pending, RowAction::Replace, id.clone(), None)
+                    }
+                    Decision::Conflict(why) => {
+                        plan.conflict += 1;
+                        (RowState::Conflict, RowAction::Create, None, Some(why))
+                    }
+                };
+            decided.push(Classified {
+                number: row.number,
+                state,
+                action,
+                target_id: target,
+                // An unchanged or conflicting row's report shows the activity it is; an update's
+                // id is set when it is sent.
+                activity_id: (state != RowState::Pending).then(|| known.activity_id.clone()),
+                error,
+            });
+        }
+        ledger.classify(run, &decided)?;
+    }
+
+    let missing = ledger.missing_keys(run)?;
+    let unreadable = ledger.rows_without_key(run)?;
+    if !sync.delete_missing || unreadable > 0 {
+        plan.missing_kept = missing.len() as u64;
+        if sync.delete_missing && !missing.is_empty() {
+            tracing::warn!(
+                "{unreadable} rows have no readable key, so none of the {} keys the input lacks is \
+                 deleted (a key that could not be read may be one of them)",
+                missing.len()
+            );
+        }
+        return Ok(plan);
+    }
+    plan.delete = missing.len() as u64;
+    let first = ledger.last_row_number(run)? + 1;
+    let rows = missing
+        .into_iter()
+        .zip(first..)
+        .map(|(known, number)| missing_row(known, number, key, width));
+    ledger.insert_rows(run, rows)?;
+    Ok(plan)
+}
+
+/// The row that deletes a missing key's activity: a report line after the input's rows.
+fn missing_row(known: KnownKey, number: u64, key: &KeyColumn, width: usize) -> NewRow {
+    NewRow {
+        number,
+        line: NO_INPUT_LINE,
+        record: key.missing_record(width, &known.key),
+        fingerprint: None,
+        lead_id: Some(known.entry.lead.clone()),
+        state: RowState::Pending,
+        activity_id: Some(known.activity_id.clone()),
+        error: None,
+        sync_entry: serde_json::to_string(&known.entry).ok(),
+        sync_key: Some(known.key),
+        action: RowAction::Delete,
+        target_id: Some(known.activity_id),
+    }
+}
+
+#[cfg(test)]
+mod tests;

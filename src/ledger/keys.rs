@@ -1,0 +1,308 @@
+//! The key map of a keyed sync (`--key`): which activity each of the source's keys became, and
+//! what it was last sent as (or read back from the account as), so that the next run can tell a
+//! new row from an edited one from one that has not changed.
+//!
+//! Entries enter when a keyed row settles as created or updated (the writer thread maintains
+//! them in the same transaction as the row, see `writer.rs`), or from the account itself
+//! ([`Ledger::add_account_keys`], when a run rebuilds the map with `--key-field`); they leave
+//! when their activity is deleted. A run's classification reads its rows beside the entries of
+//! their keys ([`Ledger::keyed_rows`]) and records what each row is to become
+//! ([`Ledger::classify`]). One ledger holds the key map of one key column
+//! ([`Ledger::claim_key_column`]).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{KeyEntry, KnownKey, Ledger, LedgerError, RowAction, RowState, now};
+
+/// What classification decided for one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Classified {
+    /// The row's number in the run.
+    pub number: u64,
+    /// `Pending` to send it; otherwise settled now (`unchanged`, `conflict`, `invalid`).
+    pub state: RowState,
+    /// The call that sends it.
+    pub action: RowAction,
+    /// The existing activity an update, replace or delete acts on.
+    pub target_id: Option<String>,
+    /// The id the report shows for a row settled now.
+    pub activity_id: Option<String>,
+    /// Why, for a conflict or an invalid row.
+    pub error: Option<String>,
+}
+
+/// A keyed row of a run waiting to be classified, beside what the key map knows of its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyedRow {
+    pub number: u64,
+    pub key: String,
+    /// What the row says of its key's activity.
+    pub entry: KeyEntry,
+    /// The key map's entry for the key, if it has one.
+    pub known: Option<KnownKey>,
+}
+
+fn parse_entry(json: &str) -> Result<KeyEntry, LedgerError> {
+    serde_json::from_str(json)
+        .map_err(|e| LedgerError::Corrupt(format!("unreadable key entry {json:?}: {e}")))
+}
+
+/// `meta` key naming the input column whose keys the map holds.
+const KEY_COLUMN: &str = "sync_key_column";
+/// `meta` key: every activity modified on the account after this time (UTC, the API's format)
+/// that carries a key has been read into the map (`--key-field`).
+const READ_THROUGH: &str = "sync_read_through";
+
+impl Ledger {
+    /// Makes this ledger the key map of `column` (compared without case): the first keyed run
+    /// claims it; a run keyed by another column is refused, since its keys would be taken for
+    /// this column's (and `--delete-missing` would delete every one of them).
+    pub(crate) fn claim_key_column(&self, column: &str) -> Result<(), LedgerError> {
+        let conn = self.conn();
+        let held: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![KEY_COLUMN],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match held {
+            Some(held) if !held.eq_ignore_ascii_case(column) => Err(LedgerError::KeyColumn {
+                path: self.path.clone(),
+                held,
+                given: column.to_string(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    params![KEY_COLUMN, column],
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    /// How many keys the map holds.
+    pub(crate) fn known_key_count(&self) -> Result<u64, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM sync_keys", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// Keys that more than one row of `run` holds, each with its rows' `(number, line)` in
+    /// order.
+    pub(crate) fn duplicate_keys(
+        &self,
+        run: i64,
+    ) -> Result<Vec<(String, Vec<(u64, u64)>)>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT sync_key, row_number, line FROM rows WHERE run = ?1 AND sync_key IN \
+             (SELECT sync_key FROM rows WHERE run = ?1 AND sync_key IS NOT NULL \
+              GROUP BY sync_key HAVING COUNT(*) > 1) \
+             ORDER BY sync_key, row_number",
+        )?;
+        let rows = stmt
+            .query_map(params![run], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut keys: Vec<(String, Vec<(u64, u64)>)> = Vec::new();
+        for (key, number, line) in rows {
+            match keys.last_mut() {
+                Some((last, at)) if *last == key => at.push((number, line)),
+                _ => keys.push((key, vec![(number, line)])),
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Up to `limit` keyed rows of `run` still pending classification (valid, with an entry),
+    /// after row `after`, in row order, each beside the key map's entry for its key.
+    pub(crate) fn keyed_rows(
+        &self,
+        run: i64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<KeyedRow>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT r.row_number, r.sync_key, r.sync_entry, k.activity_id, k.entry \
+             FROM rows r LEFT JOIN sync_keys k ON k.key = r.sync_key \
+             WHERE r.run = ?1 AND r.row_number > ?2 AND r.state = 'pending' \
+             AND r.sync_entry IS NOT NULL ORDER BY r.row_number LIMIT ?3",
+        )?;
+        let raw = stmt
+            .query_map(params![run, after as i64, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(|(number, key, entry, known_id, known_entry)| {
+                let known = match (known_id, known_entry) {
+                    (Some(activity_id), Some(entry)) => Some(KnownKey {
+                        key: key.clone(),
+                        activity_id,
+                        entry: parse_entry(&entry)?,
+                    }),
+                    _ => None,
+                };
+                Ok(KeyedRow {
+                    number,
+                    key,
+                    entry: parse_entry(&entry)?,
+                    known,
+                })
+            })
+            .collect()
+    }
+
+    /// Records what classification decided for rows of `run`, in one transaction.
+    pub(crate) fn classify(&self, run: i64, rows: &[Classified]) -> Result<(), LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE rows SET state = ?3, action = ?4, target_id = ?5, activity_id = ?6, \
+                 error = ?7 WHERE run = ?1 AND row_number = ?2",
+            )?;
+            for row in rows {
+                stmt.execute(params![
+                    run,
+                    row.number as i64,
+                    row.state.as_str(),
+                    (row.action != RowAction::Create).then(|| row.action.as_str()),
+                    row.target_id,
+                    row.activity_id,
+                    row.error,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Entries of keys that no row of `run` holds (valid or not), in key order: what
+    /// `--delete-missing` deletes.
+    pub(crate) fn missing_keys(&self, run: i64) -> Result<Vec<KnownKey>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT k.key, k.activity_id, k.entry FROM sync_keys k WHERE NOT EXISTS \
+             (SELECT 1 FROM rows r WHERE r.run = ?1 AND r.sync_key = k.key) ORDER BY k.key",
+        )?;
+        let raw = stmt
+            .query_map(params![run], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raw.into_iter()
+            .map(|(key, activity_id, entry)| {
+                Ok(KnownKey {
+                    key,
+                    activity_id,
+                    entry: parse_entry(&entry)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Rows of `run`'s input without a key (an empty cell): while any exists, the keys the
+    /// input lacks cannot be told from the keys it could not read.
+    pub(crate) fn rows_without_key(&self, run: i64) -> Result<u64, LedgerError> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM rows WHERE run = ?1 AND sync_key IS NULL",
+            params![run],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// The highest row number of `run` (0 for none).
+    pub(crate) fn last_row_number(&self, run: i64) -> Result<u64, LedgerError> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(MAX(row_number), 0) FROM rows WHERE run = ?1",
+            params![run],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Adds keys read back from the account for keys the map does not hold yet (what this
+    /// ledger sent itself stays as sent); returns how many were added.
+    pub(crate) fn add_account_keys(&self, keys: &[KnownKey]) -> Result<u64, LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO sync_keys (key, activity_id, entry, origin, run, updated_at) \
+                 VALUES (?1, ?2, ?3, 'account', NULL, ?4) ON CONFLICT(key) DO NOTHING",
+            )?;
+            let at = now();
+            for known in keys {
+                let entry = serde_json::to_string(&known.entry)
+                    .map_err(|e| LedgerError::Sql(e.to_string()))?;
+                added += stmt.execute(params![known.key, known.activity_id, entry, at])? as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// The activity a key maps to, if the map holds it.
+    pub(crate) fn known_key(&self, key: &str) -> Result<Option<KnownKey>, LedgerError> {
+        let raw: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT activity_id, entry FROM sync_keys WHERE key = ?1",
+                params![key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        raw.map(|(activity_id, entry)| {
+            Ok(KnownKey {
+                key: key.to_string(),
+                activity_id,
+                entry: parse_entry(&entry)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The time through which the account's keyed activities have been read into the map
+    /// (`--key-field`); `None` if they never were.
+    pub(crate) fn keys_read_through(&self) -> Result<Option<String>, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![READ_THROUGH],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records that the account's keyed activities modified up to `at` are in the map.
+    pub(crate) fn set_keys_read_through(&self, at: &str) -> Result<(), LedgerError> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![READ_THROUGH, at],
+        )?;
+        Ok(())
+    }
+}
