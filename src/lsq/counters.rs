@@ -23,6 +23,9 @@ pub(crate) struct RunStats {
     /// Get Activities calls (checks of unknown outcomes, and resumes checking what a killed run
     /// left in flight).
     pub lookup_calls: AtomicU64,
+    /// Account-wide reads (Get Activities by Activity Event), retries included: exports by
+    /// code and whatever else reads an account without a list of leads.
+    pub reads: AtomicU64,
     /// Calls made only to learn whether the API is back during an outage.
     pub probes: AtomicU64,
     /// Bulk calls whose in-flight record took too long to commit after the permit, and which
