@@ -674,6 +674,24 @@ pub enum PagingArg {
     Rows,
 }
 
+/// Whether the simulator's Get Activities of a Lead filters by FromDate/ToDate.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RetrieveDatesArg {
+    /// As documented: no date filter, FromDate/ToDate ignored.
+    Ignored,
+    /// Leniently: only activities dated in FromDate..ToDate.
+    Honoured,
+}
+
+/// Whether the simulator's Get Activities by Activity Event lists notes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ByEventNoteArg {
+    /// As ActivityEvent_Note.
+    Present,
+    /// Left out, as in the vendor's example.
+    Absent,
+}
+
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Loopback port to listen on (0 picks a free one); the URL is printed on stdout.
@@ -762,6 +780,20 @@ pub struct SimulateArgs {
     /// What Get Activities' Offset means.
     #[arg(long, value_enum, default_value = "zero-page")]
     pub paging: PagingArg,
+
+    /// Whether Get Activities of a Lead filters by FromDate/ToDate, which its documentation
+    /// does not mention: ignored (as documented) or honoured (a lenient server).
+    #[arg(long, value_enum, default_value = "ignored")]
+    pub retrieve_dates: RetrieveDatesArg,
+
+    /// Most rows Get Activities by Activity Event serves per page, whatever PageSize asks.
+    #[arg(long, value_name = "N", default_value_t = crate::simulator::DEFAULT_BY_EVENT_PAGE_CAP)]
+    pub by_event_page_cap: u64,
+
+    /// Whether Get Activities by Activity Event lists each activity's note
+    /// (ActivityEvent_Note); the vendor's example shows none.
+    #[arg(long, value_enum, default_value = "present")]
+    pub by_event_note: ByEventNoteArg,
 
     /// Treat every well-formed GUID as an existing lead (for benchmarks with generated data).
     #[arg(long)]

@@ -35,7 +35,7 @@ use super::demo::{self, OWNER_CHANGE_EVENT};
 use super::state::{Admission, Fault, Filter, LeadRef, Record, State, parse_date};
 use super::{
     BulkAnswer, OtherClient, OtherLoad, PagingMode, RateLimitStyle, RejectMode, RequestOutcome,
-    SimConfig, SimError, Simulator, rate_limit_message,
+    RetrieveDates, SimConfig, SimError, Simulator, rate_limit_message,
 };
 use crate::lsq::api::{self, MAX_BATCH};
 use crate::lsq::quota::RateQuota;
@@ -275,6 +275,8 @@ enum Route {
     /// The bulk post naming leads by a lead field (`searchBy`) instead of by id.
     BulkByField,
     Retrieve,
+    /// Get Activities by Activity Event: one custom code, every lead.
+    RetrieveByEvent,
     DeleteActivities,
     DeleteOwnerHistory,
     ActivityTypes,
@@ -291,6 +293,11 @@ impl Route {
                 Route::BulkByField,
             ),
             (Method::POST, api::PATH_RETRIEVE, Route::Retrieve),
+            (
+                Method::POST,
+                api::PATH_RETRIEVE_BY_EVENT,
+                Route::RetrieveByEvent,
+            ),
             (
                 Method::POST,
                 api::PATH_DELETE_ACTIVITIES,
@@ -468,6 +475,7 @@ async fn handle(
                 bulk_post(&sim, seq, &parts.headers, &body, fault, Some(search_by))
             }
             Route::Retrieve => retrieve(&sim, &parts.headers, &query, &body),
+            Route::RetrieveByEvent => retrieve_by_event(&sim, &parts.headers, &body),
             Route::DeleteActivities => delete_activities(&sim, &parts.headers, &body),
             Route::DeleteOwnerHistory => delete_owner_history(&sim, &parts.headers, &body),
             Route::ActivityTypes => Answer::ok(&demo::demo_activity_types()),
@@ -789,13 +797,21 @@ fn retrieve(
         }
     };
     let parameter = request.parameter.unwrap_or_default();
-    let filter = match date_filter(parameter.from_date.as_deref(), parameter.to_date.as_deref()) {
-        Ok((from, to)) => Filter {
-            codes: parameter.activity_event.map(|code| vec![code]),
-            from,
-            to,
+    let codes = parameter.activity_event.map(|code| vec![code]);
+    // The vendor documents no date filter here: a server following the documentation does not
+    // even read FromDate/ToDate (`SimConfig::retrieve_dates`).
+    let filter = match sim.shared.config.retrieve_dates {
+        RetrieveDates::Ignored => Filter {
+            codes,
+            from: None,
+            to: None,
         },
-        Err(refusal) => return refusal.into(),
+        RetrieveDates::Honoured => {
+            match date_filter(parameter.from_date.as_deref(), parameter.to_date.as_deref()) {
+                Ok((from, to)) => Filter { codes, from, to },
+                Err(refusal) => return refusal.into(),
+            }
+        }
     };
     let (offset, row_count) = request
         .paging
@@ -870,7 +886,18 @@ fn prospect_activity(state: &State, record: &Record) -> api::ProspectActivity {
             pair("HasAttachments", "False"),
         ],
         activity_fields: fields,
-        modified_on: date,
+        modified_on: record.modified_on(),
+    }
+}
+
+/// Get Activities by Activity Event: the request read here, answered by `by_event`.
+fn retrieve_by_event(sim: &Simulator, headers: &HeaderMap, body: &[u8]) -> Answer {
+    match parse_json::<api::ByEventRequest>(headers, body) {
+        Err(message) => Answer::bad_request(message),
+        Ok(request) => match super::by_event::answer(sim, &request) {
+            Ok(response) => Answer::ok(&response),
+            Err(message) => Answer::mx(INVALID_INPUT, message),
+        },
     }
 }
 

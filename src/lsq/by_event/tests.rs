@@ -380,3 +380,145 @@ fn the_answer_reads_with_a_string_count_and_a_null_list() {
     let parsed: ByEventResponse = serde_json::from_str(r#"{"RecordCount":0}"#).unwrap();
     assert!(parsed.list.is_empty());
 }
+
+// ---- EventReader against the simulator ----
+
+mod against_the_simulator {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::lsq::api::{ActivityItem, FieldValue};
+    use crate::lsq::calls::RetryPolicy;
+    use crate::lsq::client::LsqClient;
+    use crate::lsq::counters::RunStats;
+    use crate::simulator::{ByEventNote, RunningSimulator, SimConfig, demo_lead_id};
+
+    fn reader(sim: &RunningSimulator) -> EventReader {
+        let client = LsqClient::for_tests(&sim.base_url(), "sim-access-key", "sim-secret-key");
+        EventReader::new(Api::for_tests(
+            client,
+            "1000/1s",
+            RetryPolicy {
+                max_attempts: 5,
+                base: Duration::from_millis(20),
+                max: Duration::from_millis(200),
+            },
+        ))
+    }
+
+    fn seed(sim: &RunningSimulator, code: i64, n: usize) -> HashSet<String> {
+        (0..n)
+            .map(|i| {
+                sim.sim.add_activity(ActivityItem {
+                    related_prospect_id: demo_lead_id(i % 20),
+                    activity_event: code,
+                    activity_note: Some(format!("n{i}")),
+                    activity_owner_email: None,
+                    activity_date_time: Some(format!("2024-02-{:02} 10:00:00", 1 + i % 28)),
+                    fields: vec![FieldValue {
+                        schema_name: "mx_Custom_2".into(),
+                        value: format!("f{i}"),
+                    }],
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn walks_a_capped_server_page_by_page_and_counts_every_call() {
+        let sim = RunningSimulator::start(SimConfig {
+            rate: None,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let want = seed(&sim, 202, 250);
+        seed(&sim, 201, 40);
+        let reader = reader(&sim);
+        let query = EventQuery {
+            event: 202,
+            ..EventQuery::default()
+        };
+        let mut got = Vec::new();
+        let mut pages = 0;
+        let stats = reader
+            .walk_event(&query, |page| {
+                pages += 1;
+                got.extend(page);
+                Ok::<(), FetchError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(pages, 3, "handed out page by page");
+        assert_eq!(distinct_ids(&got), want);
+        assert!(got.iter().all(|a| a.event == 202 && a.note.is_some()));
+        assert_eq!(got[0].fields.len(), 1);
+        assert_eq!(stats.pages, 3);
+        assert_eq!(stats.page_size, 100);
+        assert_eq!(RunStats::get(&reader.api.stats.reads), 3);
+        assert_eq!(reader.count_event(&query).await.unwrap(), 250);
+        assert_eq!(RunStats::get(&reader.api.stats.reads), 4);
+
+        // The window is on the modified time, which the test sets.
+        let some: Vec<&String> = want.iter().take(5).collect();
+        for id in &some {
+            assert!(sim.sim.set_modified(id, "2030-01-01 00:00:00"));
+        }
+        let since = EventQuery {
+            modified_from: Some("2029-12-31 23:59:59".into()),
+            ..query.clone()
+        };
+        assert_eq!(reader.count_event(&since).await.unwrap(), 5);
+        let mut recent = HashSet::new();
+        reader
+            .walk_event(&since, |page| {
+                recent.extend(page.into_iter().map(|a| a.id));
+                Ok::<(), FetchError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(recent, some.into_iter().cloned().collect());
+
+        // A stop asked by the caller ends the walk with the caller's error.
+        let stopped = reader
+            .walk_event(&query, |_| Err(FetchError::Failed("disk full".into())))
+            .await;
+        assert_eq!(stopped, Err(FetchError::Failed("disk full".into())));
+        // An unknown code is the server's MX error.
+        let unknown = EventQuery {
+            event: 999,
+            ..EventQuery::default()
+        };
+        assert!(matches!(
+            reader.count_event(&unknown).await,
+            Err(FetchError::Failed(m)) if m.contains("Invalid activity event code")
+        ));
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_server_that_lists_no_note_is_told_apart() {
+        let sim = RunningSimulator::start(SimConfig {
+            rate: None,
+            by_event_note: ByEventNote::Absent,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        seed(&sim, 203, 12);
+        let reader = reader(&sim);
+        let query = EventQuery {
+            event: 203,
+            ..EventQuery::default()
+        };
+        let stats = reader
+            .walk_event(&query, |page| {
+                assert!(page.iter().all(|a| a.note.is_none()));
+                Ok::<(), FetchError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!((stats.activities, stats.without_note), (12, 12));
+        sim.shutdown().await;
+    }
+}
