@@ -13,10 +13,11 @@ use chrono::NaiveDateTime;
 use crate::lsq::api::DATE_TIME_FORMAT;
 
 /// A date as the API writes it, in epoch seconds (UTC): `yyyy-MM-dd HH:mm:ss`, and leniently a
-/// `T` for the space or a fraction of a second (dropped: windows are to the second), in case a
-/// server writes them. `None` for anything else.
+/// `T` for the space, a fraction of a second (dropped: windows are to the second) or a final
+/// `Z`, in case a server writes them. `None` for anything else.
 pub(crate) fn parse_api_second(text: &str) -> Option<i64> {
     let text = text.trim();
+    let text = text.strip_suffix('Z').unwrap_or(text);
     let head = text.get(..19)?;
     let rest = &text[19..];
     // Only a fraction may follow the seconds; "2024-05-01 10:00:00 junk" is not a date.
@@ -31,6 +32,13 @@ pub(crate) fn parse_api_second(text: &str) -> Option<i64> {
     let parsed = NaiveDateTime::parse_from_str(&head, DATE_TIME_FORMAT).ok()?;
     // chrono accepts unpadded fields; the API writes them padded.
     (parsed.format(DATE_TIME_FORMAT).to_string() == head).then(|| parsed.and_utc().timestamp())
+}
+
+/// Epoch seconds back to the API's format.
+pub(crate) fn format_api_second(second: i64) -> String {
+    chrono::DateTime::from_timestamp(second, 0)
+        .map(|t| t.naive_utc().format(DATE_TIME_FORMAT).to_string())
+        .unwrap_or_default()
 }
 
 /// A window's bound that is not a date in the API's format.
@@ -70,6 +78,14 @@ impl DateWindow {
         })
     }
 
+    /// The smallest window holding both: an end open in either is open.
+    pub(crate) fn span(self, other: DateWindow) -> DateWindow {
+        DateWindow {
+            from: self.from.zip(other.from).map(|(a, b)| a.min(b)),
+            to: self.to.zip(other.to).map(|(a, b)| a.max(b)),
+        }
+    }
+
     /// Whether neither end is set: every date is admitted.
     pub(crate) fn is_unbounded(&self) -> bool {
         self.from.is_none() && self.to.is_none()
@@ -98,6 +114,7 @@ mod tests {
         assert_eq!(at, 1_714_557_600);
         assert_eq!(parse_api_second(" 2024-05-01T10:00:00 "), Some(at));
         assert_eq!(parse_api_second("2024-05-01 10:00:00.997"), Some(at));
+        assert_eq!(parse_api_second("2024-05-01T10:00:00.5Z"), Some(at));
         for bad in [
             "",
             "2024-05-01",
@@ -124,6 +141,20 @@ mod tests {
         let open = DateWindow::parse(None, Some("2019-06-30 23:59:59")).unwrap();
         assert!(open.admits("1970-01-01 00:00:00") && !open.admits("2020-01-01 00:00:00"));
         assert!(DateWindow::default().is_unbounded());
+        let later =
+            DateWindow::parse(Some("2019-08-01 00:00:00"), Some("2019-09-01 00:00:00")).unwrap();
+        let both = w.span(later);
+        assert_eq!(
+            (
+                both.from.map(format_api_second),
+                both.to.map(format_api_second)
+            ),
+            (
+                Some("2019-03-01 00:00:00".into()),
+                Some("2019-09-01 00:00:00".into())
+            )
+        );
+        assert_eq!(w.span(open).from, None);
         assert!(DateWindow::default().admits("anything"));
         assert_eq!(
             DateWindow::parse(Some("2019-03-01"), None),
