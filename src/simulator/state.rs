@@ -55,25 +55,15 @@ impl Record {
     pub(super) fn date_time(&self) -> String {
         format_date(self.date)
     }
-    /// The activity's date in epoch seconds.
-    pub(super) fn date(&self) -> i64 {
-        self.date
-    }
     /// `ModifiedOn`, the server's own time of the last change.
     pub(super) fn modified_on(&self) -> String {
         format_date(self.modified)
-    }
-    /// `ModifiedOn` in epoch seconds.
-    pub(super) fn modified(&self) -> i64 {
-        self.modified
     }
     /// Stamps a change at `at` (epoch seconds): what an update of the activity does.
     pub(super) fn set_modified(&mut self, at: i64) {
         self.modified = at;
     }
-    pub(super) fn is_deleted(&self) -> bool {
-        self.deleted
-    }
+
     pub(super) fn note(&self) -> Option<&str> {
         self.note.as_deref()
     }
