@@ -117,6 +117,13 @@ error, 3 aborted, 130/143 stopped.")]
   lsq-sync export --leads leads.csv --out activities.csv --host https://api-in21.leadsquared.com
   lsq-sync export --leads 3aee22bd-8419-422a-8242-c510df9af021 --event 201 \\
       --from '2024-01-01 00:00:00' --to '2024-12-31 23:59:59' --out webinars.csv --status leads-status.csv
+  lsq-sync export --event 201 --out webinars.csv          # every lead's, no list of leads
+  lsq-sync export --event 201 --modified-since '2025-03-01 02:30:00' --out changed.csv
+
+--from/--to select by the activity's date and are applied on our side; --modified-since (with
+--event and no --leads) selects by the time the activity was last created or changed. Without
+--leads the file is written as OUT.partial and renamed to OUT once complete: a failed run leaves
+no partial OUT, and running it again starts over.
 
 Columns: RelatedProspectId, ActivityEvent, ActivityNote, ActivityDateTime, ActivityOwnerEmail,
 mx_Custom_1..mx_Custom_50 (the import's columns), then Id, EventName, CreatedOn, ModifiedOn, Owner.
@@ -583,19 +590,42 @@ pub struct ConfirmArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    #[command(flatten)]
-    pub leads: LeadsArgs,
+    /// A CSV file of lead ids, or ids separated by commas. Without it, --event reads every
+    /// lead's activities of that code (Get Activities by Activity Event).
+    #[arg(long, value_name = "LEADS.csv|ID,ID,...")]
+    pub leads: Option<String>,
 
-    /// Only activities of this code.
+    /// Earliest activity date, inclusive: 'yyyy-MM-dd HH:mm:ss' (UTC); applied to each
+    /// activity's date on our side, whatever the server does.
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<String>,
+
+    /// Latest activity date, inclusive: 'yyyy-MM-dd HH:mm:ss' (UTC).
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<String>,
+
+    /// Only activities of this code (custom activities only without --leads).
     #[arg(long, value_name = "CODE")]
     pub event: Option<String>,
+
+    /// Without --leads: only activities modified (created or changed) at or after this time,
+    /// 'yyyy-MM-dd HH:mm:ss' (UTC), for incremental exports: pass the time the previous run
+    /// started.
+    #[arg(
+        long,
+        value_name = "DATE",
+        requires = "event",
+        conflicts_with = "leads"
+    )]
+    pub modified_since: Option<String>,
 
     /// The CSV file to write.
     #[arg(long, short, value_name = "ACTIVITIES.csv")]
     pub out: PathBuf,
 
     /// Also write one line per lead: LeadId, Status (exported, not_found, failed, aborted),
-    /// Activities, Error.
+    /// Activities, Error (without --leads, one line for the code: ActivityEvent, Status,
+    /// Activities, Error).
     #[arg(long, value_name = "STATUS.csv")]
     pub status: Option<PathBuf>,
 
@@ -730,6 +760,24 @@ pub enum PagingArg {
     Rows,
 }
 
+/// Whether the simulator's Get Activities of a Lead filters by FromDate/ToDate.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RetrieveDatesArg {
+    /// As documented: no date filter, FromDate/ToDate ignored.
+    Ignored,
+    /// Leniently: only activities dated in FromDate..ToDate.
+    Honoured,
+}
+
+/// Whether the simulator's Get Activities by Activity Event lists notes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ByEventNoteArg {
+    /// As ActivityEvent_Note.
+    Present,
+    /// Left out, as in the vendor's example.
+    Absent,
+}
+
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Loopback port to listen on (0 picks a free one); the URL is printed on stdout.
@@ -822,6 +870,20 @@ pub struct SimulateArgs {
     /// What Get Activities' Offset means.
     #[arg(long, value_enum, default_value = "zero-page")]
     pub paging: PagingArg,
+
+    /// Whether Get Activities of a Lead filters by FromDate/ToDate, which its documentation
+    /// does not mention: ignored (as documented) or honoured (a lenient server).
+    #[arg(long, value_enum, default_value = "ignored")]
+    pub retrieve_dates: RetrieveDatesArg,
+
+    /// Most rows Get Activities by Activity Event serves per page, whatever PageSize asks.
+    #[arg(long, value_name = "N", default_value_t = crate::simulator::DEFAULT_BY_EVENT_PAGE_CAP)]
+    pub by_event_page_cap: u64,
+
+    /// Whether Get Activities by Activity Event lists each activity's note
+    /// (ActivityEvent_Note); the vendor's example shows none.
+    #[arg(long, value_enum, default_value = "present")]
+    pub by_event_note: ByEventNoteArg,
 
     /// Treat every well-formed GUID as an existing lead (for benchmarks with generated data).
     #[arg(long)]

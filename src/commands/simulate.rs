@@ -5,13 +5,14 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::cli::{
-    PagingArg, RateLimitStyleArg, RefusedCallsArg, RejectModeArg, SimulateArgs, UpdateAnswerArg,
+    ByEventNoteArg, PagingArg, RateLimitStyleArg, RefusedCallsArg, RejectModeArg, RetrieveDatesArg,
+    SimulateArgs, UpdateAnswerArg,
 };
 use crate::exit::ExitStatus;
 use crate::lsq::quota::RateQuota;
 use crate::simulator::{
-    FaultConfig, OtherClient, OutageKind, OutageSchedule, PagingMode, RateLimitStyle, RefusedCalls,
-    RejectMode, RunningSimulator, SimConfig, UpdateAnswer,
+    ByEventNote, FaultConfig, OtherClient, OutageKind, OutageSchedule, PagingMode, RateLimitStyle,
+    RefusedCalls, RejectMode, RetrieveDates, RunningSimulator, SimConfig, UpdateAnswer,
 };
 
 use super::CommandError;
@@ -89,6 +90,15 @@ pub(crate) fn sim_config(
             PagingArg::ZeroPage => PagingMode::ZeroBasedPage,
             PagingArg::OnePage => PagingMode::OneBasedPage,
             PagingArg::Rows => PagingMode::RowOffset,
+        },
+        retrieve_dates: match args.retrieve_dates {
+            RetrieveDatesArg::Ignored => RetrieveDates::Ignored,
+            RetrieveDatesArg::Honoured => RetrieveDates::Honoured,
+        },
+        by_event_page_cap: args.by_event_page_cap.max(1),
+        by_event_note: match args.by_event_note {
+            ByEventNoteArg::Present => ByEventNote::Present,
+            ByEventNoteArg::Absent => ByEventNote::Absent,
         },
         delete_delay: Duration::from_millis(args.delete_delay_ms),
         accept_any_lead: args.accept_any_lead,

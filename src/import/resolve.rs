@@ -250,7 +250,10 @@ pub(crate) async fn resolve(
     Ok(match_rows(rows, &found, known_ids))
 }
 
-/// Every activity of one group's lead that could be one of its rows.
+/// Every activity of one group's lead that could be one of its rows. The window is sent and
+/// applied again on our side ([`Fetcher::fetch_all`]); nothing here relies on the server's
+/// filter, since rows are matched by content, date included: a server that ignores the window
+/// only makes the listing longer.
 async fn read_back(fetcher: &Fetcher, group: &Group) -> Result<Vec<ProspectActivity>, FetchError> {
     let (from, to) = match (group.dates_parse, group.span) {
         (true, Some((lo, hi))) => (

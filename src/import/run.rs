@@ -385,7 +385,7 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
         discovered_quota: pacer_for_summary.discovered(),
         not_sent: None,
         keyed,
-        key_reads: RunStats::get(&stats.key_reads),
+        key_reads: RunStats::get(&stats.reads),
     })
 }
 

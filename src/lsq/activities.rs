@@ -2,6 +2,11 @@
 //! window) goes in, every matching activity comes out exactly once, whatever the server's
 //! `Paging.Offset` counts.
 //!
+//! The vendor documents no date filter for this endpoint, so a server may ignore the
+//! `FromDate`/`ToDate` we send and list everything: the window is sent (a server that honours
+//! it answers less), and applied again on our side to every activity's date (`CreatedOn`)
+//! through [`DateWindow`], so nothing depends on what the server did with it.
+//!
 //! The vendor calls `Offset` "the page number" without saying whether the first page is 0 or 1,
 //! and some clients treat it as a row offset (`shared/leadsquared-api/README.md`). Rather than
 //! assume, [`Pager`] (pure, no I/O) works the meaning out from what the first two pages hold and
@@ -18,6 +23,7 @@ use crate::lsq::api::{
 };
 use crate::lsq::calls::{Api, Judged};
 use crate::lsq::client::Verdict;
+use crate::lsq::window::DateWindow;
 
 /// `RowCount` asked for when nothing else is configured: a tenth of the calls the vendor's
 /// default of 25 would need, while keeping each answer small.
@@ -54,6 +60,12 @@ impl ActivityQuery {
             lead_id: lead_id.into(),
             ..ActivityQuery::default()
         }
+    }
+
+    /// The window to apply on our side, from `from`/`to`.
+    pub(crate) fn window(&self) -> Result<DateWindow, FetchError> {
+        DateWindow::parse(self.from.as_deref(), self.to.as_deref())
+            .map_err(|e| FetchError::Failed(format!("lead {}: {e}", self.lead_id)))
     }
 
     /// The request body for one page. `Parameter` is left out when there is no filter, which
@@ -107,11 +119,23 @@ impl Fetcher {
     }
 
     /// Every activity of the lead matching the query, each exactly once, in the order the
-    /// server lists them (newest first).
+    /// server lists them (newest first). The date window is applied here, whatever the server
+    /// did with it: the walk pages through what the server lists (its `RecordCount` counts
+    /// that), then only the activities dated inside the window are kept.
     pub(crate) async fn fetch_all(
         &self,
         query: &ActivityQuery,
     ) -> Result<Vec<ProspectActivity>, FetchError> {
+        let window = query.window()?;
+        let mut listed = self.list(query).await?;
+        if !window.is_unbounded() {
+            listed.retain(|activity| window.admits(&activity.created_on));
+        }
+        Ok(listed)
+    }
+
+    /// Everything the server lists for the query, whether or not it applied the window.
+    async fn list(&self, query: &ActivityQuery) -> Result<Vec<ProspectActivity>, FetchError> {
         let mut problem = String::new();
         for walk in 1..=MAX_WALKS {
             let mut pager = Pager::new(self.page_size);
@@ -142,9 +166,15 @@ impl Fetcher {
         )))
     }
 
-    /// Just `RecordCount`: how many activities match, from one call asking for a single row.
+    /// How many activities match. Without a date window, `RecordCount` from one call asking
+    /// for a single row; with one, the server's count cannot be trusted to have applied it, so
+    /// the activities are listed and those in the window counted.
     pub(crate) async fn count(&self, query: &ActivityQuery) -> Result<u64, FetchError> {
-        Ok(self.call(query, 0, 1).await?.record_count)
+        if query.window()?.is_unbounded() {
+            Ok(self.call(query, 0, 1).await?.record_count)
+        } else {
+            Ok(self.fetch_all(query).await?.len() as u64)
+        }
     }
 
     /// One page, through the pacer, retried on rate limits and transient failures. Get

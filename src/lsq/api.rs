@@ -23,6 +23,10 @@ pub(crate) const QUERY_SEARCH_BY: &str = "searchBy";
 pub(crate) const PATH_BULK_UPDATE: &str = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Update";
 /// Get a lead's activities, paged; the lead goes in the `leadId` query parameter.
 pub const PATH_RETRIEVE: &str = "/v2/ProspectActivity.svc/Retrieve";
+/// Every lead's activities of one custom type, paged by `PageIndex` (from 1) and `PageSize`,
+/// selected by modified date.
+pub const PATH_RETRIEVE_BY_EVENT: &str =
+    "/v2/ProspectActivity.svc/CustomActivity/RetrieveByActivityEvent";
 /// Queue the deletion of a lead's custom activities of some codes.
 pub(crate) const PATH_DELETE_ACTIVITIES: &str = "/v2/ProspectActivity.svc/DeleteActivities";
 /// Queue the deletion of a lead's owner change history.
@@ -271,6 +275,71 @@ pub(crate) struct KeyValue {
 /// `Data` key holding an activity's note.
 pub(crate) const DATA_KEY_NOTE: &str = "NotableEventDescription";
 
+/// Body of Get Activities by Activity Event: one custom type, every lead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ByEventRequest {
+    pub parameter: ByEventParameter,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paging: Option<PageIndexPaging>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorting: Option<Sorting>,
+}
+
+/// Filters of Get Activities by Activity Event. `FromDate`/`ToDate` select by the activity's
+/// **modified** date (the vendor's default), UTC `yyyy-MM-dd HH:mm:ss`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ByEventParameter {
+    /// The activity type's code; a number in the vendor's example, read from a string too.
+    #[serde(deserialize_with = "lenient::i64")]
+    pub activity_event: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_date: Option<String>,
+    /// Leave fields without a value out of each item (`true`), or list them as `""`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_empty_value: Option<bool>,
+}
+
+/// Paging of Get Activities by Activity Event: `PageIndex` counts pages from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PageIndexPaging {
+    #[serde(deserialize_with = "lenient::u64")]
+    pub page_index: u64,
+    #[serde(deserialize_with = "lenient::u64")]
+    pub page_size: u64,
+}
+
+/// Order of Get Activities by Activity Event's listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Sorting {
+    /// `ModifiedOn` or `CreatedOn`.
+    pub column_name: String,
+    /// 1: newest first; 0: oldest first.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub direction: u64,
+}
+
+/// Answer of Get Activities by Activity Event. The items are flat maps of strings (custom
+/// fields at the top level), read leniently by `lsq::by_event`; the simulator writes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ByEventResponse {
+    /// How many activities match in all, across pages; a string is read too.
+    #[serde(deserialize_with = "lenient::u64")]
+    pub record_count: u64,
+    /// This page's items; `null` or missing reads as none.
+    #[serde(default, deserialize_with = "lenient::list")]
+    pub list: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Schema name of an activity's note in flat listings (Get Activities by Activity Event).
+pub(crate) const FIELD_NOTE: &str = "ActivityEvent_Note";
+
 /// Body of Delete Activities of a Lead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -346,6 +415,44 @@ pub(crate) struct UserByAccessKey {
     /// Names the account's API host under the `api` key.
     #[serde(default, rename = "LSQCommonServiceURLs")]
     pub lsq_common_service_urls: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Deserializers that take a number written as a JSON number or as a string, and a list that
+/// may be `null`: what a server writes where the vendor's examples disagree with each other.
+mod lenient {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(i64),
+        Unsigned(u64),
+        Text(String),
+    }
+
+    pub(super) fn i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        match Either::deserialize(deserializer)? {
+            Either::Number(n) => Ok(n),
+            Either::Unsigned(n) => {
+                i64::try_from(n).map_err(|_| D::Error::custom(format!("too large: {n}")))
+            }
+            Either::Text(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| D::Error::custom(format!("not a whole number: {text:?}"))),
+        }
+    }
+
+    pub(super) fn u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let n = i64(deserializer)?;
+        u64::try_from(n).map_err(|_| D::Error::custom(format!("negative: {n}")))
+    }
+
+    pub(super) fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<T>, D::Error> {
+        Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+    }
 }
 
 /// `Offset` and `RowCount` are documented as strings but numbers are common too.

@@ -23,9 +23,10 @@ pub(crate) struct RunStats {
     /// Get Activities calls (checks of unknown outcomes, and resumes checking what a killed run
     /// left in flight).
     pub lookup_calls: AtomicU64,
-    /// Keyed sync: reads of the account's keyed activities (Get Activities by Activity Event)
-    /// that rebuilt the key map.
-    pub key_reads: AtomicU64,
+    /// Account-wide reads (Get Activities by Activity Event), retries included: exports by
+    /// code, the keyed sync's key map rebuilt from the account, and whatever else reads an
+    /// account without a list of leads.
+    pub reads: AtomicU64,
     /// Calls made only to learn whether the API is back during an outage.
     pub probes: AtomicU64,
     /// Bulk calls whose in-flight record took too long to commit after the permit, and which

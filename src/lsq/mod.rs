@@ -11,9 +11,14 @@
 //! - [`counters`]: the run's counters of calls, retries, rate limits, lookups.
 //! - [`calls`]: [`calls::Api`], built once per run: permit, send, classify, retry.
 //! - [`activities`]: Get Activities of a lead, every page, whatever `Offset` counts.
+//! - [`by_event`]: Get Activities by Activity Event: one code, every lead, paged and read
+//!   leniently.
+//! - [`window`]: date windows applied on our side, since Get Activities documents no date
+//!   filter.
 
 pub(crate) mod activities;
 pub mod api;
+pub(crate) mod by_event;
 pub(crate) mod calls;
 pub(crate) mod client;
 pub(crate) mod counters;
@@ -21,3 +26,4 @@ pub mod outage;
 pub(crate) mod pace;
 pub mod quota;
 pub(crate) mod secure;
+pub(crate) mod window;

@@ -24,6 +24,7 @@ use crate::lsq::api::{
 use crate::lsq::calls::Judged;
 use crate::lsq::client::{ClientConfig, ClientError, LsqClient, Verdict};
 use crate::lsq::counters::RunStats;
+use crate::lsq::window::{DateWindow, format_api_second};
 
 /// Code of the system activity LeadSquared posts when a lead's owner changes. Delete Activities
 /// cannot remove it; Delete Owner Change History does.
@@ -273,10 +274,76 @@ impl Remote {
     /// How many activities match each query, summed: zero means a deletion is visible.
     pub(crate) async fn count_all(&self, queries: &[ActivityQuery]) -> Result<u64, FetchError> {
         let mut total = 0;
-        for query in queries {
-            total += self.fetcher.count(query).await?;
+        for count in self.count_each(&queries.iter().collect::<Vec<_>>()).await {
+            total += count?;
         }
         Ok(total)
+    }
+
+    /// How many activities match each query (same order), each window counted on our side on
+    /// the activities' dates: Get Activities documents no date filter, so its `RecordCount`
+    /// may count the lead's whole history of the code. Queries of one lead and code share one
+    /// listing over the span of their windows, so a round of `--wait` lists each lead and code
+    /// once however many windows it has; without any window, `RecordCount` alone is enough.
+    pub(crate) async fn count_each(
+        &self,
+        queries: &[&ActivityQuery],
+    ) -> Vec<Result<u64, FetchError>> {
+        let mut counts: Vec<Result<u64, FetchError>> = vec![Ok(0); queries.len()];
+        // (lead, code) -> indexes of its queries, in first-seen order.
+        let mut groups: Vec<((String, Option<i64>), Vec<usize>)> = Vec::new();
+        for (i, query) in queries.iter().enumerate() {
+            let key = (query.lead_id.to_ascii_lowercase(), query.event);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        for (_, members) in groups {
+            let windows: Result<Vec<DateWindow>, FetchError> =
+                members.iter().map(|&i| queries[i].window()).collect();
+            let result = match windows {
+                Err(e) => Err(e),
+                Ok(windows) if windows.iter().all(DateWindow::is_unbounded) => self
+                    .fetcher
+                    .count(queries[members[0]])
+                    .await
+                    .map(|n| vec![n; members.len()]),
+                Ok(windows) => {
+                    let span = windows
+                        .iter()
+                        .copied()
+                        .reduce(DateWindow::span)
+                        .unwrap_or_default();
+                    let listing = ActivityQuery {
+                        from: span.from.map(format_api_second),
+                        to: span.to.map(format_api_second),
+                        ..queries[members[0]].clone()
+                    };
+                    self.fetcher.fetch_all(&listing).await.map(|found| {
+                        windows
+                            .iter()
+                            .map(|w| {
+                                found.iter().filter(|a| w.admits(&a.created_on)).count() as u64
+                            })
+                            .collect()
+                    })
+                }
+            };
+            match result {
+                Ok(each) => {
+                    for (&i, n) in members.iter().zip(each) {
+                        counts[i] = Ok(n);
+                    }
+                }
+                Err(e) => {
+                    for &i in &members {
+                        counts[i] = Err(e.clone());
+                    }
+                }
+            }
+        }
+        counts
     }
 }
 
@@ -328,11 +395,29 @@ pub(crate) async fn wait_until_gone(
     let mut remaining: Vec<u64> = vec![0; items.len()];
     let mut interval = policy.first_interval;
     loop {
-        for (i, queries) in items.iter().enumerate() {
+        // Every open item's queries, counted together: one listing per lead and code a round.
+        let open: Vec<(usize, &ActivityQuery)> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| outcomes[*i].is_none())
+            .flat_map(|(i, queries)| queries.iter().map(move |q| (i, q)))
+            .collect();
+        let queries: Vec<&ActivityQuery> = open.iter().map(|(_, q)| *q).collect();
+        let counts = remote.count_each(&queries).await;
+        let mut round: Vec<Option<Result<u64, FetchError>>> = vec![None; items.len()];
+        for ((i, _), count) in open.iter().zip(counts) {
+            let slot = round[*i].get_or_insert(Ok(0));
+            *slot = match (slot.clone(), count) {
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                (Ok(a), Ok(b)) => Ok(a + b),
+            };
+        }
+        for (i, result) in round.into_iter().enumerate() {
+            let Some(result) = result else { continue };
             if outcomes[i].is_some() {
                 continue;
             }
-            match remote.count_all(queries).await {
+            match result {
                 Ok(0) => outcomes[i] = Some(WaitOutcome::Confirmed),
                 Ok(n) => remaining[i] = n,
                 Err(FetchError::Unauthorized(m) | FetchError::Fatal(m)) => {

@@ -1,11 +1,17 @@
-//! Export: the activities of many leads, from Get Activities to one CSV file that
+//! Export: the activities of many leads, or of one code account-wide, to one CSV file that
 //! `lsq-sync import` reads as it is (a migration between accounts).
 //!
-//! Leads enter as checked ids; for each, [`crate::lsq::activities::Fetcher::fetch_all`] pages through
-//! its activities (every Offset meaning, de-duplicated by id, bounded), and
+//! By lead ([`export_leads`]): leads enter as checked ids; for each,
+//! [`crate::lsq::activities::Fetcher::fetch_all`] pages through its activities (every Offset
+//! meaning, de-duplicated by id, bounded, the date window applied on our side), and
 //! [`activity_record`] (pure) turns each into one line. Lines leave through a `csv::Writer`
 //! lead by lead, so memory holds a few leads' activities, never the whole export. What happened
 //! to each lead leaves as a [`LeadExport`] for the per-lead status file and the summary.
+//!
+//! By code ([`export_event`]): [`crate::lsq::by_event::EventReader::walk_event`] hands out the
+//! account's activities of one code page by page (optionally only those modified in a window);
+//! the activity-date window is applied here, and [`event_record`] (pure) writes each in the
+//! same columns, so both exports feed `import` alike. What it did leaves as an [`EventExport`].
 //!
 //! The columns are fixed: [`EXPORT_COLUMNS`] then `mx_Custom_1` .. `mx_Custom_50`, then the
 //! activity's own identity. A fixed set (rather than one discovered per run) lets the file be
@@ -19,6 +25,8 @@ use futures::StreamExt;
 use crate::lsq::activities::{ActivityQuery, FetchError, Fetcher};
 use crate::lsq::api::MAX_CUSTOM_FIELD;
 use crate::lsq::api::{DATA_KEY_NOTE, ProspectActivity};
+use crate::lsq::by_event::{EventActivity, EventQuery, EventReader, EventWalkStats};
+use crate::lsq::window::DateWindow;
 use crate::report::CellFormat;
 
 /// The columns `lsq-sync import` reads, in its spelling, before the custom fields.
@@ -45,7 +53,54 @@ pub(crate) fn export_header() -> Vec<String> {
         .collect()
 }
 
-/// One activity as one line, in [`export_header`]'s order.
+/// What one line says, whichever endpoint listed the activity.
+struct Line<'a> {
+    lead: &'a str,
+    event: i64,
+    note: &'a str,
+    /// The activity's date: `ActivityDateTime`, and `CreatedOn` among the identity columns.
+    date: &'a str,
+    /// The owner as the server names it; `ActivityOwnerEmail` only when an e-mail address.
+    owner: &'a str,
+    id: &'a str,
+    event_name: &'a str,
+    modified_on: &'a str,
+}
+
+impl Line<'_> {
+    /// The line in [`export_header`]'s order; `field` gives a custom field's value by name.
+    fn record(&self, field: impl Fn(&str) -> String) -> Vec<String> {
+        // The import would refuse an owner that is not an e-mail address.
+        let owner_email = if self.owner.contains('@') {
+            self.owner
+        } else {
+            ""
+        };
+        let mut record: Vec<String> = [
+            self.lead,
+            &self.event.to_string(),
+            self.note,
+            self.date,
+            owner_email,
+        ]
+        .map(str::to_string)
+        .to_vec();
+        record.extend((1..=MAX_CUSTOM_FIELD).map(|n| field(&format!("mx_Custom_{n}"))));
+        record.extend(
+            [
+                self.id,
+                self.event_name,
+                self.date,
+                self.modified_on,
+                self.owner,
+            ]
+            .map(str::to_string),
+        );
+        record
+    }
+}
+
+/// One activity of Get Activities of a Lead as one line, in [`export_header`]'s order.
 ///
 /// `ActivityDateTime` is `CreatedOn`: Get Activities reports the date the activity was posted
 /// with there. The owner goes to `ActivityOwnerEmail` only when it is an e-mail address (the
@@ -55,7 +110,7 @@ pub(crate) fn activity_record(activity: &ProspectActivity) -> Vec<String> {
         .data
         .iter()
         .find(|kv| kv.key == DATA_KEY_NOTE)
-        .map(|kv| kv.value.clone())
+        .map(|kv| kv.value.as_str())
         .unwrap_or_default();
     let field = |name: &str| -> String {
         match activity.activity_fields.get(name) {
@@ -65,27 +120,34 @@ pub(crate) fn activity_record(activity: &ProspectActivity) -> Vec<String> {
         }
     };
     let owner = field("Owner");
-    let owner_email = if owner.contains('@') {
-        owner.clone()
-    } else {
-        String::new()
-    };
-    let mut record = vec![
-        activity.related_prospect_id.clone(),
-        activity.event_code.to_string(),
+    Line {
+        lead: &activity.related_prospect_id,
+        event: activity.event_code,
         note,
-        activity.created_on.clone(),
-        owner_email,
-    ];
-    record.extend((1..=MAX_CUSTOM_FIELD).map(|n| field(&format!("mx_Custom_{n}"))));
-    record.extend([
-        activity.id.clone(),
-        activity.event_name.clone(),
-        activity.created_on.clone(),
-        activity.modified_on.clone(),
-        owner,
-    ]);
-    record
+        date: &activity.created_on,
+        owner: &owner,
+        id: &activity.id,
+        event_name: &activity.event_name,
+        modified_on: &activity.modified_on,
+    }
+    .record(field)
+}
+
+/// One activity of Get Activities by Activity Event as one line, in the same columns as
+/// [`activity_record`]. The endpoint names no type, so `EventName` is empty; a note the item
+/// does not carry is an empty `ActivityNote`.
+pub(crate) fn event_record(activity: &EventActivity) -> Vec<String> {
+    Line {
+        lead: &activity.lead_id,
+        event: activity.event,
+        note: activity.note.as_deref().unwrap_or_default(),
+        date: activity.date.as_deref().unwrap_or_default(),
+        owner: activity.owner.as_deref().unwrap_or_default(),
+        id: &activity.id,
+        event_name: "",
+        modified_on: activity.modified_on.as_deref().unwrap_or_default(),
+    }
+    .record(|name| activity.fields.get(name).cloned().unwrap_or_default())
 }
 
 /// What the export did for one lead.
@@ -124,9 +186,64 @@ pub(crate) enum ExportError {
         /// Why.
         message: String,
     },
+    /// The account-wide listing failed or came up short (by code; by lead a failure is the
+    /// lead's line instead).
+    #[error("{0}")]
+    Fetch(#[from] FetchError),
 }
 
-/// What to export.
+/// What an export by code did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventExport {
+    /// Lines written: the activities of the code dated in the window.
+    pub written: u64,
+    /// Activities listed but dated outside the window, left out.
+    pub outside_window: u64,
+    /// What the walk found (pages, calls, notes missing, other codes).
+    pub walk: EventWalkStats,
+}
+
+/// Exports every lead's activities of `query`'s code into `out` (header first, then one line per
+/// activity as the pages arrive, in `format`), keeping those whose date is in `window`. A
+/// listing that fails or falls short is an error: the caller must not keep a partial file.
+pub(crate) async fn export_event<W: Write>(
+    reader: &EventReader,
+    query: &EventQuery,
+    window: DateWindow,
+    out: &mut csv::Writer<W>,
+    out_name: &str,
+    format: CellFormat,
+) -> Result<EventExport, ExportError> {
+    let write_error = |e: &dyn std::fmt::Display| ExportError::Write {
+        path: out_name.to_string(),
+        message: e.to_string(),
+    };
+    out.write_record(export_header())
+        .map_err(|e| write_error(&e))?;
+    let (mut written, mut outside_window) = (0u64, 0u64);
+    let walk = reader
+        .walk_event(query, |page| {
+            for activity in &page {
+                if !window.admits(activity.date.as_deref().unwrap_or_default()) {
+                    outside_window += 1;
+                    continue;
+                }
+                format
+                    .write_record(out, event_record(activity))
+                    .map_err(|e| write_error(&e))?;
+                written += 1;
+            }
+            out.flush().map_err(|e| write_error(&e))
+        })
+        .await?;
+    Ok(EventExport {
+        written,
+        outside_window,
+        walk,
+    })
+}
+
+/// What to export by lead.
 #[derive(Debug, Clone)]
 pub(crate) struct ExportFilter {
     /// Only this activity code.
@@ -277,6 +394,40 @@ mod tests {
         assert_eq!(cell("mx_Custom_50"), "fifty");
         assert_eq!(cell("Id"), "c310391d-6784-418b-b61c-bca2d0a7a645");
         assert_eq!(cell("ModifiedOn"), "2024-05-02 11:00:00");
+    }
+
+    #[test]
+    fn an_activity_listed_by_code_becomes_the_same_line() {
+        let header = export_header();
+        let listed = EventActivity {
+            id: "c310391d-6784-418b-b61c-bca2d0a7a645".into(),
+            lead_id: "3a6d5ea2-400e-4a2f-a728-fbfa0b0c1ddf".into(),
+            event: 201,
+            date: Some("2024-05-01 10:00:00".into()),
+            modified_on: Some("2024-05-02 11:00:00".into()),
+            note: Some("Lets begin".into()),
+            owner: Some("asha.rao@example.com".into()),
+            fields: [("mx_Custom_2", "two"), ("mx_Custom_50", "fifty")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+        };
+        let by_lead = activity_record(&activity());
+        let by_code = event_record(&listed);
+        assert_eq!(by_code.len(), header.len());
+        // Everything but EventName, which the endpoint does not give.
+        for (i, name) in header.iter().enumerate() {
+            if name != "EventName" {
+                assert_eq!(by_code[i], by_lead[i], "{name}");
+            }
+        }
+        let bare = event_record(&EventActivity {
+            note: None,
+            owner: None,
+            ..listed
+        });
+        let cell = |name: &str| bare[header.iter().position(|h| h == name).unwrap()].clone();
+        assert_eq!(cell("ActivityNote"), "");
+        assert_eq!(cell("ActivityOwnerEmail"), "");
     }
 
     #[test]

@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use chrono::NaiveDateTime;
 use csv::ByteRecord;
 
 use crate::config::InputSettings;
@@ -24,7 +23,8 @@ use crate::import::plan::input_settings_from_options;
 use crate::import::validate::Schema;
 use crate::input::rows::SourceRow;
 use crate::ledger::{Ledger, LedgerError, RowState};
-use crate::lsq::api::{DATE_TIME_FORMAT, ProspectActivity};
+use crate::lsq::api::ProspectActivity;
+use crate::lsq::window::{format_api_second, parse_api_second};
 use crate::ops::deletes::DeleteWindow;
 use crate::report::{REPORT_COLUMNS, is_report_header};
 
@@ -148,20 +148,16 @@ pub(crate) fn plan_windows(ours: &[i64], foreign: &[i64]) -> SecondsPlan {
     plan
 }
 
-/// A listed activity's date in epoch seconds. The API's format, to the second; a fraction, if
-/// a server ever sends one, is dropped, since windows are to the second anyway.
+/// A listed activity's date in epoch seconds ([`parse_api_second`]: the API's format, to the
+/// second; a fraction, if a server ever sends one, is dropped, since windows are to the second
+/// anyway).
 fn listed_second(text: &str) -> Option<i64> {
-    let head = text.trim().get(..19)?;
-    NaiveDateTime::parse_from_str(head, DATE_TIME_FORMAT)
-        .ok()
-        .map(|t| t.and_utc().timestamp())
+    parse_api_second(text)
 }
 
 /// Epoch seconds back to the API's format.
 fn format_second(second: i64) -> String {
-    chrono::DateTime::from_timestamp(second, 0)
-        .map(|t| t.naive_utc().format(DATE_TIME_FORMAT).to_string())
-        .unwrap_or_default()
+    format_api_second(second)
 }
 
 /// The undo cannot be planned.

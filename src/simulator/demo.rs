@@ -30,7 +30,7 @@ pub(super) const OWNER_CHANGE_EVENT_NAME: &str = "Lead Owner Changed";
 pub(super) const API_USER_NAME: &str = "Asha Rao";
 
 /// Fixed id of that user, so UserByAccessKey.Get answers the same across runs.
-const API_USER_ID: &str = "7d4f3c2a-9b1e-4c6d-8a5f-3e2b1c0d9f8a";
+pub(super) const API_USER_ID: &str = "7d4f3c2a-9b1e-4c6d-8a5f-3e2b1c0d9f8a";
 
 /// Org id UserByAccessKey.Get reports.
 const API_ORG_ID: &str = "41537";

@@ -13,6 +13,7 @@
 //! - `demo`: the account's fixed leads, users and activity types.
 //! - `state`: stored activities, request log, limiter and the vendor's rules, free of I/O.
 //! - `server`: the accept loop, per-connection kill switch, routing and handlers.
+//! - `by_event`: the handler of Get Activities by Activity Event (one code, every lead).
 //!
 //! This file (its settings types and the inspection API tests use, about 750 lines),
 //! `server.rs` (about 1,200 lines: one handler per endpoint of the vendor's API and of `/_sim`,
@@ -21,6 +22,7 @@
 //! `tests.rs` (the simulator's own tests) are over the
 //! 700 lines a module aims for; splitting the handlers by endpoint is the next step there.
 
+mod by_event;
 mod demo;
 mod server;
 mod state;
@@ -81,6 +83,17 @@ pub struct SimConfig {
     pub reject_mode: RejectMode,
     /// What Get Activities' `Paging.Offset` counts, since the vendor's docs are ambiguous.
     pub paging: PagingMode,
+    /// Whether Get Activities of a Lead filters by `Parameter.FromDate`/`ToDate`. The vendor
+    /// documents no such filter, so by default they are ignored (and not even read), as a
+    /// server following the documentation would; [`RetrieveDates::Honoured`] is the lenient
+    /// server that filters on the activity's date.
+    pub retrieve_dates: RetrieveDates,
+    /// Most rows Get Activities by Activity Event serves per page, whatever `PageSize` asks
+    /// (the vendor documents no maximum); `PageIndex` then counts pages of the size served.
+    pub by_event_page_cap: u64,
+    /// Whether Get Activities by Activity Event lists each activity's note
+    /// (`ActivityEvent_Note`); the vendor's example shows none.
+    pub by_event_note: ByEventNote,
     /// How long a queued delete waits before it takes effect.
     pub delete_delay: Duration,
     /// Treat every well-formed GUID as an existing lead, so benchmarks need not use demo leads.
@@ -143,6 +156,9 @@ impl Default for SimConfig {
             faults: FaultConfig::default(),
             reject_mode: RejectMode::default(),
             paging: PagingMode::default(),
+            retrieve_dates: RetrieveDates::default(),
+            by_event_page_cap: DEFAULT_BY_EVENT_PAGE_CAP,
+            by_event_note: ByEventNote::default(),
             delete_delay: Duration::from_millis(200),
             accept_any_lead: false,
             extra_leads: Vec::new(),
@@ -172,6 +188,9 @@ impl fmt::Debug for SimConfig {
             .field("faults", &self.faults)
             .field("reject_mode", &self.reject_mode)
             .field("paging", &self.paging)
+            .field("retrieve_dates", &self.retrieve_dates)
+            .field("by_event_page_cap", &self.by_event_page_cap)
+            .field("by_event_note", &self.by_event_note)
             .field("delete_delay", &self.delete_delay)
             .field("accept_any_lead", &self.accept_any_lead)
             .field("extra_leads", &self.extra_leads.len())
@@ -348,6 +367,32 @@ pub enum PagingMode {
     RowOffset,
 }
 
+/// Whether Get Activities of a Lead filters by the `FromDate`/`ToDate` its documentation does
+/// not mention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrieveDates {
+    /// As documented: no date filter; `FromDate`/`ToDate` are ignored.
+    #[default]
+    Ignored,
+    /// Leniently: only activities whose date is in `FromDate..=ToDate` are listed.
+    Honoured,
+}
+
+/// Whether Get Activities by Activity Event's items carry the note.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ByEventNote {
+    /// As `ActivityEvent_Note`, the note's schema name.
+    #[default]
+    Present,
+    /// Left out, as in the vendor's example of the endpoint.
+    Absent,
+}
+
+/// [`SimConfig::by_event_page_cap`] by default: the `PageSize` of the vendor's example.
+pub const DEFAULT_BY_EVENT_PAGE_CAP: u64 = 100;
+
 /// Probabilities, per admitted bulk post, of each injected failure. One seeded draw per request
 /// decides, checked in field order, so a seed reproduces a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -444,6 +489,10 @@ pub struct StoredActivity {
     pub owner_email: Option<String>,
     /// The activity's date, `yyyy-MM-dd HH:mm:ss` UTC: the posted one or the posting time.
     pub date_time: String,
+    /// When the server last changed it (created or updated), `yyyy-MM-dd HH:mm:ss` UTC: the
+    /// server's clock, not the activity's date.
+    #[serde(default)]
+    pub modified_on: String,
     /// Custom field values by schema name.
     pub fields: BTreeMap<String, String>,
     /// Set once a queued delete has taken effect; deleted activities stay listed so tests can
@@ -717,6 +766,24 @@ impl Simulator {
         self.lock().seed(&item, now)
     }
 
+    /// Sets the `ModifiedOn` of the activity with id `id` to `modified_on`
+    /// (`yyyy-MM-dd HH:mm:ss` UTC), as an update at that time would: for tests of reads by
+    /// modified date, which must not depend on the wall clock. False if there is no such
+    /// activity or the date is not in the API's format.
+    pub fn set_modified(&self, id: &str, modified_on: &str) -> bool {
+        let Some(at) = state::parse_date(modified_on) else {
+            return false;
+        };
+        let mut state = self.lock();
+        match state.find(id) {
+            Some(index) => {
+                state.set_modified(index, at);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every call of the other integration: arrival since the start, and whether it was
     /// admitted. With the request log, it is what the limiter saw.
     pub fn other_arrivals(&self) -> Vec<(Duration, bool)> {
@@ -742,6 +809,7 @@ fn seed_history(state: &mut state::State, per_lead: usize) {
     // 2023-01-01 00:00:00 UTC and the two years after it.
     const FROM: i64 = 1_672_531_200;
     const SPAN: i64 = 2 * 365 * 86_400;
+    let now = chrono::Utc::now().timestamp();
     let step = (SPAN / per_lead as i64).max(1);
     for lead in 0..DEMO_LEADS {
         let lead_id = demo_lead_id(lead);
@@ -755,7 +823,7 @@ fn seed_history(state: &mut state::State, per_lead: usize) {
                 activity_date_time: Some(state::format_date(when)),
                 fields: Vec::new(),
             };
-            state.seed(&item, when);
+            state.seed(&item, now);
         }
     }
 }

@@ -35,7 +35,7 @@ use super::demo::{self, OWNER_CHANGE_EVENT};
 use super::state::{Admission, Fault, Filter, LeadRef, Record, State, parse_date};
 use super::{
     BulkAnswer, OtherClient, OtherLoad, PagingMode, RateLimitStyle, RejectMode, RequestOutcome,
-    SimConfig, SimError, Simulator, UpdateAnswer, rate_limit_message,
+    RetrieveDates, SimConfig, SimError, Simulator, UpdateAnswer, rate_limit_message,
 };
 use crate::lsq::api::{self, MAX_BATCH};
 use crate::lsq::quota::RateQuota;
@@ -277,6 +277,8 @@ enum Route {
     /// Bulk Update of notes and custom fields, by `ProspectActivityId`.
     BulkUpdate,
     Retrieve,
+    /// Get Activities by Activity Event: one custom code, every lead.
+    RetrieveByEvent,
     DeleteActivities,
     DeleteOwnerHistory,
     ActivityTypes,
@@ -294,6 +296,11 @@ impl Route {
             ),
             (Method::POST, api::PATH_BULK_UPDATE, Route::BulkUpdate),
             (Method::POST, api::PATH_RETRIEVE, Route::Retrieve),
+            (
+                Method::POST,
+                api::PATH_RETRIEVE_BY_EVENT,
+                Route::RetrieveByEvent,
+            ),
             (
                 Method::POST,
                 api::PATH_DELETE_ACTIVITIES,
@@ -473,6 +480,7 @@ async fn handle(
             }
             Route::BulkUpdate => bulk_update(&sim, &parts.headers, &body, fault),
             Route::Retrieve => retrieve(&sim, &parts.headers, &query, &body),
+            Route::RetrieveByEvent => retrieve_by_event(&sim, &parts.headers, &body),
             Route::DeleteActivities => delete_activities(&sim, &parts.headers, &body),
             Route::DeleteOwnerHistory => delete_owner_history(&sim, &parts.headers, &body),
             Route::ActivityTypes => Answer::ok(&demo::demo_activity_types()),
@@ -660,6 +668,7 @@ fn bulk_update(sim: &Simulator, headers: &HeaderMap, body: &[u8], fault: Option<
         .with_items(count);
     }
     let per_row = sim.shared.config.update_answer == UpdateAnswer::PerRow;
+    let now = chrono::Utc::now().timestamp();
     let mut state = sim.lock();
     let checked: Vec<_> = items
         .iter()
@@ -674,7 +683,7 @@ fn bulk_update(sim: &Simulator, headers: &HeaderMap, body: &[u8], fault: Option<
     for ((check, item), row_number) in checked.into_iter().zip(&items).zip(1u32..) {
         let (updated, message) = match check {
             Ok(update) => {
-                state.apply_update(update);
+                state.apply_update(update, now);
                 (true, None)
             }
             Err(message) => (false, Some(message)),
@@ -866,13 +875,21 @@ fn retrieve(
         }
     };
     let parameter = request.parameter.unwrap_or_default();
-    let filter = match date_filter(parameter.from_date.as_deref(), parameter.to_date.as_deref()) {
-        Ok((from, to)) => Filter {
-            codes: parameter.activity_event.map(|code| vec![code]),
-            from,
-            to,
+    let codes = parameter.activity_event.map(|code| vec![code]);
+    // The vendor documents no date filter here: a server following the documentation does not
+    // even read FromDate/ToDate (`SimConfig::retrieve_dates`).
+    let filter = match sim.shared.config.retrieve_dates {
+        RetrieveDates::Ignored => Filter {
+            codes,
+            from: None,
+            to: None,
         },
-        Err(refusal) => return refusal.into(),
+        RetrieveDates::Honoured => {
+            match date_filter(parameter.from_date.as_deref(), parameter.to_date.as_deref()) {
+                Ok((from, to)) => Filter { codes, from, to },
+                Err(refusal) => return refusal.into(),
+            }
+        }
     };
     let (offset, row_count) = request
         .paging
@@ -947,7 +964,18 @@ fn prospect_activity(state: &State, record: &Record) -> api::ProspectActivity {
             pair("HasAttachments", "False"),
         ],
         activity_fields: fields,
-        modified_on: date,
+        modified_on: record.modified_on(),
+    }
+}
+
+/// Get Activities by Activity Event: the request read here, answered by `by_event`.
+fn retrieve_by_event(sim: &Simulator, headers: &HeaderMap, body: &[u8]) -> Answer {
+    match parse_json::<api::ByEventRequest>(headers, body) {
+        Err(message) => Answer::bad_request(message),
+        Ok(request) => match super::by_event::answer(sim, &request) {
+            Ok(response) => Answer::ok(&response),
+            Err(message) => Answer::mx(INVALID_INPUT, message),
+        },
     }
 }
 

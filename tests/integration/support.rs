@@ -198,3 +198,26 @@ pub(crate) fn seed_activity(
         fields: vec![],
     })
 }
+
+/// Declares, for each named `async fn NAME(dates: RetrieveDates)`, a module `NAME` of two
+/// tests running it against a simulator whose Get Activities ignores `FromDate`/`ToDate` (as
+/// its documentation allows) and one that honours them: every read that means a date window
+/// must come out the same on both.
+macro_rules! under_both_retrieve_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn server_ignores_dates() {
+                    super::$name(lsq_sync::simulator::RetrieveDates::Ignored).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread")]
+                async fn server_honours_dates() {
+                    super::$name(lsq_sync::simulator::RetrieveDates::Honoured).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use under_both_retrieve_modes;

@@ -4,7 +4,9 @@
 //! another is left and reported `partial`, and the deletions are recorded in the ledger.
 
 use lsq_sync::ledger::{Durability, Ledger};
-use lsq_sync::simulator::{RunningSimulator, demo_lead_email, demo_lead_id};
+use lsq_sync::simulator::{
+    RetrieveDates, RunningSimulator, SimConfig, demo_lead_email, demo_lead_id,
+};
 
 use crate::support::*;
 
@@ -30,9 +32,12 @@ async fn import(sim: &RunningSimulator, clean: &str, crowded: &str) -> Input {
     input
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn undo_deletes_what_the_import_created_and_nothing_before_it() {
-    let sim = simulator(delete_sim()).await;
+async fn undo_deletes_what_the_import_created_and_nothing_before_it(dates: RetrieveDates) {
+    let sim = simulator(SimConfig {
+        retrieve_dates: dates,
+        ..delete_sim()
+    })
+    .await;
     let clean = demo_lead_id(20);
     let crowded = demo_lead_id(21);
     // Same code, same lead, just outside the import's window: must stay.
@@ -93,9 +98,14 @@ async fn undo_deletes_what_the_import_created_and_nothing_before_it() {
     assert!(deletions.iter().all(|d| d.status == "confirmed"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_undo_whose_every_activity_shares_a_second_with_another_deletes_nothing() {
-    let sim = simulator(delete_sim()).await;
+async fn an_undo_whose_every_activity_shares_a_second_with_another_deletes_nothing(
+    dates: RetrieveDates,
+) {
+    let sim = simulator(SimConfig {
+        retrieve_dates: dates,
+        ..delete_sim()
+    })
+    .await;
     let lead = demo_lead_id(22);
     let input = write_input(&format!(
         "RelatedProspectId,ActivityEvent,ActivityNote\n{lead},201,no date 1\n{lead},201,no date 2\n"
@@ -150,9 +160,12 @@ async fn an_undo_whose_every_activity_shares_a_second_with_another_deletes_nothi
 /// After `undo --yes --wait` (no `--out`: the default `report.undo.csv`), every foreign activity
 /// is there, every imported one is gone but the one sharing a second, which is reported; and
 /// each lead took at most (its foreign activities + 1) delete calls.
-#[tokio::test(flavor = "multi_thread")]
-async fn undo_cuts_windows_around_scattered_foreign_activities() {
-    let sim = simulator(delete_sim()).await;
+async fn undo_cuts_windows_around_scattered_foreign_activities(dates: RetrieveDates) {
+    let sim = simulator(SimConfig {
+        retrieve_dates: dates,
+        ..delete_sim()
+    })
+    .await;
     // (lead, imported activities, indexes of the imported activities a foreign one follows,
     // index of the imported activity a foreign one shares its second with).
     let plans: [(String, usize, Vec<usize>, Option<usize>); 4] = [
@@ -358,9 +371,12 @@ async fn undo_yes_wait(
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn undo_reads_a_mapped_import_the_way_the_import_read_it() {
-    let sim = simulator(delete_sim()).await;
+async fn undo_reads_a_mapped_import_the_way_the_import_read_it(dates: RetrieveDates) {
+    let sim = simulator(SimConfig {
+        retrieve_dates: dates,
+        ..delete_sim()
+    })
+    .await;
     let lead = demo_lead_id(25);
     let other = demo_lead_id(26);
     // Same lead and code, outside the window of the import: must stay.
@@ -440,3 +456,10 @@ async fn undo_of_a_match_by_import_is_refused_and_deletes_nothing() {
     assert_eq!(sim.sim.requests().len(), before, "no call at all");
     assert!(sim.sim.activities().iter().all(|a| !a.deleted));
 }
+
+under_both_retrieve_modes!(
+    undo_deletes_what_the_import_created_and_nothing_before_it,
+    an_undo_whose_every_activity_shares_a_second_with_another_deletes_nothing,
+    undo_cuts_windows_around_scattered_foreign_activities,
+    undo_reads_a_mapped_import_the_way_the_import_read_it,
+);

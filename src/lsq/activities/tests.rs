@@ -7,7 +7,9 @@ use crate::lsq::api::ActivityItem;
 use crate::lsq::calls::RetryPolicy;
 use crate::lsq::client::LsqClient;
 use crate::lsq::counters::RunStats;
-use crate::simulator::{OWNER_CHANGE_EVENT, PagingMode, RunningSimulator, SimConfig};
+use crate::simulator::{
+    OWNER_CHANGE_EVENT, PagingMode, RetrieveDates, RunningSimulator, SimConfig,
+};
 
 // ---- Pager against an in-memory listing ----
 
@@ -244,8 +246,18 @@ fn expected(
         .collect()
 }
 
-/// Fetches, checks every expected id comes exactly once, and checks the number of calls.
+/// Fetches, checks every expected id comes exactly once, and checks the number of calls
+/// against what the server lists (more than `want` when it ignores the date window).
 async fn check_fetch(fetcher: &Fetcher, query: &ActivityQuery, want: &HashSet<String>) {
+    check_listing(fetcher, query, want, want.len()).await;
+}
+
+async fn check_listing(
+    fetcher: &Fetcher,
+    query: &ActivityQuery,
+    want: &HashSet<String>,
+    listed: usize,
+) {
     let before = RunStats::get(&fetcher.api.stats.calls);
     let got = fetcher.fetch_all(query).await.unwrap();
     let calls = RunStats::get(&fetcher.api.stats.calls) - before;
@@ -253,14 +265,23 @@ async fn check_fetch(fetcher: &Fetcher, query: &ActivityQuery, want: &HashSet<St
     let distinct: HashSet<String> = ids.iter().cloned().collect();
     assert_eq!(distinct.len(), ids.len(), "{query:?}: duplicates");
     assert_eq!(&distinct, want, "{query:?}");
-    let bound = (want.len() as u64).div_ceil(fetcher.page_size).max(1) + 2;
+    let bound = (listed as u64).div_ceil(fetcher.page_size).max(1) + 2;
     assert!(calls <= bound, "{query:?}: {calls} calls > {bound}");
 }
 
 async fn fetch_everything_in(mode: PagingMode) {
+    for dates in [RetrieveDates::Ignored, RetrieveDates::Honoured] {
+        fetch_everything_with(mode, dates).await;
+    }
+}
+
+/// Every query comes back exact whether the server applies the date window (`Honoured`) or,
+/// as its documentation allows, ignores it.
+async fn fetch_everything_with(mode: PagingMode, dates: RetrieveDates) {
     let sim = RunningSimulator::start(SimConfig {
         rate: None,
         paging: mode,
+        retrieve_dates: dates,
         extra_leads: vec![lead_guid(1)],
         ..SimConfig::default()
     })
@@ -299,7 +320,11 @@ async fn fetch_everything_in(mode: PagingMode) {
         };
         let in_window = expected(&sim, &main, Some(201), Some(window));
         assert!(!in_window.is_empty());
-        check_fetch(&fetcher, &dated, &in_window).await;
+        let listed = match dates {
+            RetrieveDates::Ignored => expected(&sim, &main, Some(201), None).len(),
+            RetrieveDates::Honoured => in_window.len(),
+        };
+        check_listing(&fetcher, &dated, &in_window, listed).await;
         assert_eq!(fetcher.count(&dated).await.unwrap(), in_window.len() as u64);
         check_fetch(
             &fetcher,
