@@ -372,6 +372,9 @@ async fn execute(
         force: run.force,
         skip_existing: run.skip_existing,
         yes,
+        deleter: Some(std::sync::Arc::new(crate::ops::mirror::SurgicalDeleter {
+            wait: std::time::Duration::from_secs(120),
+        })),
         interrupt,
     };
     let started_at = chrono::Utc::now();

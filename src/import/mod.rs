@@ -12,8 +12,10 @@
 //! - [`dry_run`]: `validate` / `import --dry-run`: read, validate and report, nothing sent.
 
 pub mod batch;
+pub(crate) mod deletion;
 pub mod dry_run;
 pub(crate) mod keyed;
+pub(crate) mod keymap;
 pub(crate) mod plan;
 pub(crate) mod resolve;
 pub(crate) mod run;

@@ -109,7 +109,7 @@ impl ImportError {
 }
 
 /// What to import, where to, and how.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ImportJob {
     pub kind: InputKind,
     pub input: PathBuf,
@@ -127,6 +127,9 @@ pub(crate) struct ImportJob {
     pub skip_existing: bool,
     /// Keyed sync: delete without asking (`--yes`).
     pub yes: bool,
+    /// Keyed sync: how activities are deleted (`--delete-missing`, `--replace-changed`),
+    /// handed in by the command; `None` where the job deletes nothing.
+    pub deleter: Option<std::sync::Arc<dyn crate::import::deletion::Deleter>>,
     /// Ctrl-C and SIGTERM.
     pub interrupt: Interrupt,
 }

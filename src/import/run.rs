@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::abort::Abort;
 use crate::config::Settings;
 use crate::import::batch::{Batch, BatchRow, Batcher, RowWork};
+use crate::import::deletion::{DeletionTally, run_deletions};
 use crate::import::keyed::{KeyColumn, classify_run};
 use crate::import::plan::{ImportError, ImportJob, plan_run};
 use crate::import::send::{Sendable, Sender};
@@ -219,6 +220,24 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     if count(RowState::InFlight) > 0 {
         recover_in_flight(&sender, &ledger, run, &schema, key.as_ref()).await?;
     }
+    if key.is_some() {
+        let deleted = run_deletions(
+            &ledger,
+            run,
+            &sender.api,
+            job.deleter.as_deref(),
+            &abort,
+            &job.interrupt,
+        )
+        .await?;
+        if deleted != DeletionTally::default() {
+            info!(
+                "deletions: {} activities of keys the input lacks queued, {} moved rows' old \
+                 activities queued, {} could not be deleted",
+                deleted.deleted, deleted.replaced, deleted.failed
+            );
+        }
+    }
 
     let format = CellFormat::of(settings);
     let mut report = ReportWriter::with_format(
@@ -410,7 +429,7 @@ async fn classify(
     api: &crate::lsq::calls::Api,
     started: Instant,
 ) -> Result<Classified, ImportError> {
-    let _ = api;
+    let read = crate::import::keymap::read_back(api, ledger, run, key).await?;
     let plan = {
         let ledger = ledger.clone();
         let sync = job.settings.sync.clone();
@@ -420,6 +439,7 @@ async fn classify(
             .map_err(|e| ImportError::Internal(e.to_string()))??
     };
     info!("sync plan: {plan}");
+    let _ = read;
     let deletions = plan.deletions();
     let most = job.settings.sync.max_delete.most(plan.known);
     if deletions > most {

@@ -49,9 +49,10 @@ fn parse_entry(json: &str) -> Result<KeyEntry, LedgerError> {
 
 /// `meta` key naming the input column whose keys the map holds.
 const KEY_COLUMN: &str = "sync_key_column";
-/// `meta` key: every activity modified on the account after this time (UTC, the API's format)
-/// that carries a key has been read into the map (`--key-field`).
-const READ_THROUGH: &str = "sync_read_through";
+/// `meta` key, followed by an activity code: every activity of that code modified on the
+/// account after this time (UTC, the API's format) that carries a key has been read into the
+/// map (`--key-field`).
+const READ_THROUGH: &str = "sync_read_through:";
 
 impl Ledger {
     /// Makes this ledger the key map of `column` (compared without case): the first keyed run
@@ -283,26 +284,68 @@ impl Ledger {
         .transpose()
     }
 
-    /// The time through which the account's keyed activities have been read into the map
-    /// (`--key-field`); `None` if they never were.
-    pub(crate) fn keys_read_through(&self) -> Result<Option<String>, LedgerError> {
+    /// What row `number` of `run` says of its key's activity (for a row deleting a missing
+    /// key, the key map's entry of that activity), if it is a keyed row.
+    pub(crate) fn sync_entry(
+        &self,
+        run: i64,
+        number: u64,
+    ) -> Result<Option<KeyEntry>, LedgerError> {
+        let json: Option<Option<String>> = self
+            .conn()
+            .query_row(
+                "SELECT sync_entry FROM rows WHERE run = ?1 AND row_number = ?2",
+                params![run, number as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        json.flatten().map(|j| parse_entry(&j)).transpose()
+    }
+
+    /// The time through which the account's keyed activities of `code` have been read into
+    /// the map (`--key-field`); `None` if they never were.
+    pub(crate) fn keys_read_through(&self, code: i64) -> Result<Option<String>, LedgerError> {
         Ok(self
             .conn()
             .query_row(
                 "SELECT value FROM meta WHERE key = ?1",
-                params![READ_THROUGH],
+                params![format!("{READ_THROUGH}{code}")],
                 |r| r.get(0),
             )
             .optional()?)
     }
 
-    /// Records that the account's keyed activities modified up to `at` are in the map.
-    pub(crate) fn set_keys_read_through(&self, at: &str) -> Result<(), LedgerError> {
+    /// Records that the account's keyed activities of `code` modified up to `at` are in the
+    /// map.
+    pub(crate) fn set_keys_read_through(&self, code: i64, at: &str) -> Result<(), LedgerError> {
         self.conn().execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) \
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![READ_THROUGH, at],
+            params![format!("{READ_THROUGH}{code}"), at],
         )?;
         Ok(())
+    }
+
+    /// Keyed rows of `run` (valid, with an entry) whose key the map does not hold.
+    pub(crate) fn unknown_keys(&self, run: i64) -> Result<u64, LedgerError> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM rows r WHERE r.run = ?1 AND r.sync_entry IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM sync_keys k WHERE k.key = r.sync_key)",
+            params![run],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// The activity codes of `run`'s keyed rows, in order.
+    pub(crate) fn keyed_events(&self, run: i64) -> Result<Vec<i64>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT CAST(json_extract(sync_entry, '$.event') AS INTEGER) AS code \
+             FROM rows WHERE run = ?1 AND sync_entry IS NOT NULL ORDER BY code",
+        )?;
+        let codes = stmt
+            .query_map(params![run], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(codes)
     }
 }

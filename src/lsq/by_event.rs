@@ -74,6 +74,9 @@ pub(crate) struct EventQuery {
     pub modified_from: Option<String>,
     /// Latest **modified** date, inclusive (`Parameter.ToDate`).
     pub modified_to: Option<String>,
+    /// Ask for empty values too (`RemoveEmptyValue: false`), so that an empty note can be told
+    /// from a server that lists no note at all (the keyed sync's key map needs to know which).
+    pub keep_empty_values: bool,
 }
 
 impl EventQuery {
@@ -85,7 +88,7 @@ impl EventQuery {
                 activity_event: self.event,
                 from_date: self.modified_from.clone(),
                 to_date: self.modified_to.clone(),
-                remove_empty_value: Some(true),
+                remove_empty_value: Some(!self.keep_empty_values),
             },
             paging: Some(PageIndexPaging {
                 page_index,

@@ -7,9 +7,11 @@
 //! - [`undo`]: plans the undo of an import: per lead and code, the delete windows cut around
 //!   what else is there.
 //! - [`check`]: `lsq-sync check`: keys, host, the input's activity codes and fields.
+//! - [`mirror`]: how a keyed sync deletes (`--delete-missing`, `--replace-changed`): as undo does.
 
 pub(crate) mod check;
 pub(crate) mod deletes;
 pub(crate) mod export;
 pub(crate) mod leads;
+pub(crate) mod mirror;
 pub(crate) mod undo;

@@ -96,6 +96,9 @@ pub(super) fn demo_lead_by_field(field: &str, value: &str) -> Option<usize> {
 }
 
 /// The account's custom activity types, the codes a bulk post may use.
+/// The custom field number every demo activity type keeps free for a keyed sync's key.
+pub const DEMO_KEY_FIELD: u32 = 50;
+
 pub fn demo_activity_types() -> Vec<api::ActivityType> {
     [
         (201, "Webinar Attended", 3),
@@ -108,7 +111,13 @@ pub fn demo_activity_types() -> Vec<api::ActivityType> {
     .map(|(code, name, fields)| api::ActivityType {
         activity_event: code,
         display_name: name.to_string(),
-        fields: (1..=fields).map(|n| format!("mx_Custom_{n}")).collect(),
+        // Every type also has `mx_Custom_50`, a field no generated row fills: the place a
+        // keyed sync writes the source's key (`--key-field mx_Custom_50`), as an account
+        // would add one "External id" field to each type it syncs.
+        fields: (1..=fields)
+            .chain([DEMO_KEY_FIELD])
+            .map(|n| format!("mx_Custom_{n}"))
+            .collect(),
     })
     .collect()
 }

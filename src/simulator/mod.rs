@@ -41,8 +41,8 @@ use crate::lsq::api;
 use crate::lsq::quota::RateQuota;
 
 pub use demo::{
-    DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT, demo_activity_types, demo_lead_email,
-    demo_lead_id, demo_lead_mobile, demo_lead_phone,
+    DEMO_KEY_FIELD, DEMO_LEADS, DEMO_OWNERS, OWNER_CHANGE_EVENT, demo_activity_types,
+    demo_lead_email, demo_lead_id, demo_lead_mobile, demo_lead_phone,
 };
 pub use server::{RunningSimulator, serve};
 

@@ -31,6 +31,7 @@ impl Fixture {
             force: false,
             skip_existing: false,
             yes: false,
+            deleter: None,
             interrupt: Interrupt::default(),
         }
     }
