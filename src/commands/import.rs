@@ -108,6 +108,14 @@ async fn import(
                 path
             }
         };
+        if settings.sync.key.is_some() {
+            let ledger = args
+                .run
+                .ledger
+                .clone()
+                .unwrap_or_else(|| ledger.to_path_buf());
+            return plan_keyed(input, args.out, ledger, settings).await;
+        }
         return validate(input, args.out, args.nightly.summary_json, settings).await;
     }
     // A fresh simulator knows nothing of earlier runs: resuming one into it would be wrong.
@@ -196,6 +204,69 @@ pub(crate) async fn validate(
         );
     }
     Ok(validation.exit_status())
+}
+
+/// `import --dry-run --key`: what the sync would do, from the key map of `ledger` (and the
+/// account's, with `--key-field`), sending nothing and changing no ledger: one report line per
+/// row saying what would happen, the counts and calls on stderr. Exit 0, or 1 when rows are
+/// invalid or in conflict.
+async fn plan_keyed(
+    input: PathBuf,
+    report: PathBuf,
+    ledger: PathBuf,
+    settings: Settings,
+) -> Result<ExitStatus, CommandError> {
+    check_outputs(&input, &report, &[])?;
+    let quiet = settings.quiet;
+    let job = ImportJob {
+        kind: InputKind::Import,
+        input: input.clone(),
+        report: report.clone(),
+        ledger: ledger.clone(),
+        settings,
+        progress: false,
+        fresh: true,
+        force: false,
+        skip_existing: false,
+        yes: false,
+        deleter: None,
+        interrupt: Interrupt::default(),
+    };
+    let limit = job.settings.sync.max_delete;
+    let (plan, counts) = crate::import::run::dry_run_keyed(&job).await?;
+    if plan.deletions() > limit.most(plan.known) {
+        eprintln!(
+            "lsq-sync: {} deletions exceed --max-delete {limit} of {} keys known: the run would \
+             stop before sending anything (exit 2)",
+            plan.deletions(),
+            plan.known
+        );
+    }
+    let status = if counts.invalid + counts.conflict > 0 {
+        ExitStatus::RowsNotCreated
+    } else {
+        ExitStatus::Success
+    };
+    let line = format!(
+        "PLAN: {plan}; nothing was sent (key map of {})",
+        ledger.display()
+    );
+    if quiet {
+        eprintln!("{line}");
+    } else {
+        eprintln!(
+            "lsq-sync import --dry-run: {} -> {}\n{} lines: {} to send, {} unchanged, {} \
+             conflicts, {} invalid\n{line}",
+            input.display(),
+            report.display(),
+            counts.total(),
+            counts.valid,
+            counts.unchanged,
+            counts.conflict,
+            counts.invalid
+        );
+    }
+    Ok(status)
 }
 
 /// Refuses outputs that would overwrite the input, or the report, before anything is read.

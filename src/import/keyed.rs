@@ -233,6 +233,9 @@ pub(crate) struct SyncPlan {
     pub bad_keys: u64,
     /// Keys the key map held before the run.
     pub known: u64,
+    /// Lead and code pairs the deletions touch: each is one listing and at least one delete
+    /// call (one per window).
+    pub delete_groups: u64,
 }
 
 impl SyncPlan {
@@ -260,6 +263,13 @@ impl fmt::Display for SyncPlan {
         }
         if self.delete > 0 {
             write!(f, ", {} to delete (keys the input lacks)", self.delete)?;
+        }
+        if self.delete_groups > 0 {
+            write!(
+                f,
+                " on {} lead/code pairs ({} listings and at least as many delete calls)",
+                self.delete_groups, self.delete_groups
+            )?;
         }
         if self.missing_kept > 0 {
             write!(f, ", {} keys the input lacks left alone", self.missing_kept)?;
@@ -316,6 +326,8 @@ pub(crate) fn classify_run(
     }
     ledger.classify(run, &decided)?;
 
+    // Where the old activities of replaced rows are: each lead and code is a deletion to plan.
+    let mut replaced_from: std::collections::HashSet<(String, i64)> = Default::default();
     let mut after = 0;
     loop {
         let rows = ledger.keyed_rows(run, after, CHUNK)?;
@@ -340,6 +352,7 @@ pub(crate) fn classify_run(
                     }
                     Decision::Replace => {
                         plan.replace += 1;
+                        replaced_from.insert((known.entry.lead.clone(), known.entry.event));
                         (RowState::Pending, RowAction::Replace, id.clone(), None)
                     }
                     Decision::Conflict(why) => {
@@ -365,6 +378,7 @@ pub(crate) fn classify_run(
     let unreadable = ledger.rows_without_key(run)?;
     if !sync.delete_missing || unreadable > 0 {
         plan.missing_kept = missing.len() as u64;
+        plan.delete_groups = replaced_from.len() as u64;
         if sync.delete_missing && !missing.is_empty() {
             tracing::warn!(
                 "{unreadable} rows have no readable key, so none of the {} keys the input lacks is \
@@ -375,6 +389,12 @@ pub(crate) fn classify_run(
         return Ok(plan);
     }
     plan.delete = missing.len() as u64;
+    let mut pairs: std::collections::HashSet<(String, i64)> = missing
+        .iter()
+        .map(|k| (k.entry.lead.clone(), k.entry.event))
+        .collect();
+    pairs.extend(replaced_from);
+    plan.delete_groups = pairs.len() as u64;
     let first = ledger.last_row_number(run)? + 1;
     let rows = missing
         .into_iter()

@@ -8,6 +8,7 @@
 //! each waiting on the pacer; the report stage writes outcomes in input order. Every channel is
 //! bounded, so memory does not grow with the input.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ use crate::abort::Abort;
 use crate::config::Settings;
 use crate::import::batch::{Batch, BatchRow, Batcher, RowWork};
 use crate::import::deletion::{DeletionTally, run_deletions};
-use crate::import::keyed::{KeyColumn, classify_run};
+use crate::import::keyed::{KeyColumn, SyncPlan, classify_run};
 use crate::import::plan::{ImportError, ImportJob, plan_run};
 use crate::import::send::{Sendable, Sender};
 use crate::import::validate::Schema;
@@ -31,7 +32,8 @@ use crate::lsq::counters::RunStats;
 use crate::progress::Progress;
 use crate::report::stats::{NotSent, RunSummary};
 use crate::report::{
-    CellFormat, ReportWriter, RowOutcome, create_report_file, outcome_of, write_from_ledger_as,
+    CellFormat, ReportWriter, RowOutcome, StatusCounts, create_report_file, outcome_of,
+    write_from_ledger_as,
 };
 
 /// The activity to send for a pending row, with the `ActivityDateTime` chosen for a row that
@@ -408,6 +410,74 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     })
 }
 
+/// A keyed dry run (`--dry-run` with `--key`): the run planned and classified as it would be
+/// (the key map read back from the account when `--key-field` asks for it: reads, nothing
+/// written), in a copy of the ledger that is thrown away. The report says of every line what
+/// the run would do; the plan's counts and calls go to the log.
+pub(crate) async fn dry_run_keyed(
+    job: &ImportJob,
+) -> Result<(SyncPlan, StatusCounts), ImportError> {
+    let scratch = std::env::temp_dir().join(format!(
+        "lsq-sync-plan-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| ImportError::Setup(format!("cannot make a scratch folder: {e}")))?;
+    let result = plan_in(job, &scratch.join("plan.ledger")).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+async fn plan_in(
+    job: &ImportJob,
+    scratch: &std::path::Path,
+) -> Result<(SyncPlan, StatusCounts), ImportError> {
+    let durability = job.settings.ledger_durability;
+    if job.ledger.exists() {
+        Ledger::open(&job.ledger, durability)?.copy_to(scratch)?;
+    }
+    let job = ImportJob {
+        ledger: scratch.to_path_buf(),
+        fresh: true,
+        ..job.clone()
+    };
+    let ledger = Arc::new(Ledger::open(scratch, durability)?);
+    let plan = {
+        let (ledger, job) = (ledger.clone(), job.clone());
+        tokio::task::spawn_blocking(move || plan_run(&ledger, &job))
+            .await
+            .map_err(|e| ImportError::Internal(e.to_string()))??
+    };
+    let headers = ledger.headers(plan.run)?;
+    let key = KeyColumn::find(&headers, &job.settings.sync)
+        .map_err(|message| ImportError::Key {
+            path: job.input.clone(),
+            message,
+        })?
+        .ok_or_else(|| ImportError::Internal("a keyed dry run without a key".into()))?;
+    if key.field.is_some() {
+        let client = LsqClient::new(&client_config(&job.settings)?)?;
+        let api = job.settings.api(client);
+        crate::import::keymap::read_back(&api, &ledger, plan.run, &key).await?;
+    }
+    let sync = {
+        let (ledger, sync, key) = (ledger.clone(), job.settings.sync.clone(), key.clone());
+        let (run, width) = (plan.run, headers.len());
+        tokio::task::spawn_blocking(move || classify_run(&ledger, run, &sync, &key, width))
+            .await
+            .map_err(|e| ImportError::Internal(e.to_string()))??
+    };
+    let counts = crate::report::write_plan_from_ledger(
+        &ledger,
+        plan.run,
+        &job.report,
+        CellFormat::of(&job.settings),
+    )?;
+    ledger.close();
+    Ok((sync, counts))
+}
+
 /// What a keyed run's classification led to.
 enum Classified {
     /// Send: every row is classified and the deletions, if any, are allowed.
@@ -538,21 +608,34 @@ async fn recover_in_flight(
     schema: &Schema,
     key: Option<&KeyColumn>,
 ) -> Result<(), ImportError> {
+    let since = ledger.in_flight_since(run)?;
     let (rows, again): (Vec<StoredRow>, Vec<StoredRow>) = ledger
         .rows_in_state(run, RowState::InFlight)?
         .into_iter()
         .partition(|r| r.action == RowAction::Create);
     if !again.is_empty() {
+        let applied = match key {
+            Some(key) => updates_applied(&sender.api, ledger, run, key, &again, since).await,
+            None => Vec::new(),
+        };
         info!(
             rows = again.len(),
-            "updates and deletions the previous run left in flight are sent again"
+            applied = applied.len(),
+            "updates and deletions the previous run left in flight: the updates found applied \
+             are settled, the rest are sent again"
         );
-        let pending = again
+        let settled = again
             .iter()
-            .map(|r| RowUpdate::new(r.number, RowState::Pending, None, None))
+            .map(|r| {
+                if applied.contains(&r.number) {
+                    RowUpdate::new(r.number, RowState::Updated, r.target_id.clone(), None)
+                } else {
+                    RowUpdate::new(r.number, RowState::Pending, None, None)
+                }
+            })
             .collect();
         ledger
-            .settle(run, None, "in flight when the run stopped", pending)
+            .settle(run, None, "in flight when the run stopped", settled)
             .await?;
     }
     let sendables: Vec<Sendable> = rows
@@ -578,6 +661,76 @@ async fn recover_in_flight(
         )
         .await;
     Ok(())
+}
+
+/// Which of a killed run's updates in flight the account already shows (so that sending them
+/// again would apply them twice): the activities of their codes modified since the earliest
+/// call in flight left (less a margin for the server's clock) are read back, and an update is
+/// applied when its activity now holds what the row says. Without notes in the server's
+/// answer nothing can be confirmed, and every update is sent again (it is idempotent).
+async fn updates_applied(
+    api: &crate::lsq::calls::Api,
+    ledger: &Ledger,
+    run: i64,
+    key: &KeyColumn,
+    rows: &[StoredRow],
+    since: Option<String>,
+) -> Vec<u64> {
+    let mut wanted: HashMap<String, (u64, Option<String>, i64)> = HashMap::new();
+    for row in rows.iter().filter(|r| r.action == RowAction::Update) {
+        if let (Some(target), Ok(Some(entry))) =
+            (&row.target_id, ledger.sync_entry(run, row.number))
+        {
+            wanted.insert(
+                target.to_ascii_lowercase(),
+                (row.number, entry.content, entry.event),
+            );
+        }
+    }
+    let mut codes: Vec<i64> = wanted.values().map(|(_, _, code)| *code).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let since = since.and_then(|t| {
+        chrono::NaiveDateTime::parse_from_str(&t, DATE_TIME_FORMAT)
+            .ok()
+            .map(|t| {
+                (t - chrono::Duration::minutes(5))
+                    .format(DATE_TIME_FORMAT)
+                    .to_string()
+            })
+    });
+    let reader = crate::lsq::by_event::EventReader::new(api.clone());
+    let field = key.field.clone().unwrap_or_default();
+    let mut applied = Vec::new();
+    for code in codes {
+        let query = crate::lsq::by_event::EventQuery {
+            event: code,
+            modified_from: since.clone(),
+            keep_empty_values: true,
+            ..Default::default()
+        };
+        let walked = reader
+            .walk_event::<crate::lsq::activities::FetchError>(&query, |page| {
+                for activity in page {
+                    let Some((number, content, _)) = wanted.get(&activity.id) else {
+                        continue;
+                    };
+                    let now = crate::import::keymap::entry_from_account(&activity, &field);
+                    if now.content.is_some() && now.content == *content {
+                        applied.push(*number);
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = walked {
+            warn!(
+                "cannot read back code {code} to see which updates were applied ({e}); they are \
+                 sent again"
+            );
+        }
+    }
+    applied
 }
 
 fn client_config(settings: &Settings) -> Result<ClientConfig, ImportError> {

@@ -47,6 +47,9 @@ fn parse_entry(json: &str) -> Result<KeyEntry, LedgerError> {
         .map_err(|e| LedgerError::Corrupt(format!("unreadable key entry {json:?}: {e}")))
 }
 
+/// A key more than one row holds, with those rows' `(number, line)`.
+pub(crate) type HeldTwice = (String, Vec<(u64, u64)>);
+
 /// `meta` key naming the input column whose keys the map holds.
 const KEY_COLUMN: &str = "sync_key_column";
 /// `meta` key, followed by an activity code: every activity of that code modified on the
@@ -94,10 +97,7 @@ impl Ledger {
 
     /// Keys that more than one row of `run` holds, each with its rows' `(number, line)` in
     /// order.
-    pub(crate) fn duplicate_keys(
-        &self,
-        run: i64,
-    ) -> Result<Vec<(String, Vec<(u64, u64)>)>, LedgerError> {
+    pub(crate) fn duplicate_keys(&self, run: i64) -> Result<Vec<HeldTwice>, LedgerError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT sync_key, row_number, line FROM rows WHERE run = ?1 AND sync_key IN \
@@ -300,6 +300,26 @@ impl Ledger {
             )
             .optional()?;
         json.flatten().map(|j| parse_entry(&j)).transpose()
+    }
+
+    /// When the earliest call still carrying rows of `run` in flight left (UTC, to the
+    /// second), if any: what a killed run's updates could have changed on the account since.
+    pub(crate) fn in_flight_since(&self, run: i64) -> Result<Option<String>, LedgerError> {
+        let at: Option<String> = self.conn().query_row(
+            "SELECT MIN(c.started_at) FROM rows r JOIN calls c ON c.id = r.last_call \
+             WHERE r.run = ?1 AND r.state = 'in_flight'",
+            params![run],
+            |r| r.get(0),
+        )?;
+        Ok(at.map(|t| t.chars().take(19).collect()))
+    }
+
+    /// A consistent copy of the whole ledger at `path` (which must not exist): what a keyed
+    /// dry run plans in, so that nothing it does reaches the real ledger.
+    pub(crate) fn copy_to(&self, path: &std::path::Path) -> Result<(), LedgerError> {
+        self.conn()
+            .execute("VACUUM INTO ?1", params![path.display().to_string()])?;
+        Ok(())
     }
 
     /// The time through which the account's keyed activities of `code` have been read into

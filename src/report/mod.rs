@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use csv::ByteRecord;
 
 use crate::input::rows::{RowScan, SourceRow};
-use crate::ledger::{Ledger, NO_INPUT_LINE, RowState, StoredRow};
+use crate::ledger::{Ledger, NO_INPUT_LINE, RowAction, RowState, StoredRow};
 
 /// The report's own leading columns.
 pub(crate) const REPORT_COLUMNS: [&str; 4] = ["RowNumber", "Status", "ProspectActivityId", "Error"];
@@ -695,6 +695,48 @@ pub(crate) fn write_from_ledger_as(
     path: &Path,
     format: CellFormat,
 ) -> Result<StatusCounts, ReportError> {
+    write_ledger_rows(ledger, run, path, format, |row| {
+        outcome_of(row).unwrap_or_else(|| RowOutcome::failed(NOT_SENT))
+    })
+}
+
+/// The report of a keyed dry run: what the run would do with each line. A line to send is
+/// `valid`, its Error saying how (created, updated in place, moved, deleted) and
+/// `ProspectActivityId` naming the activity it acts on; the others as a run reports them.
+pub(crate) fn write_plan_from_ledger(
+    ledger: &Ledger,
+    run: i64,
+    path: &Path,
+    format: CellFormat,
+) -> Result<StatusCounts, ReportError> {
+    write_ledger_rows(ledger, run, path, format, |row| {
+        outcome_of(row).unwrap_or_else(|| {
+            let target = row.target_id.clone().unwrap_or_default();
+            let plan = match row.action {
+                RowAction::Create => "plan: create".to_string(),
+                RowAction::Update => format!("plan: update {target} in place"),
+                RowAction::Replace => {
+                    format!("plan: delete {target} (the row moves it), then create the row")
+                }
+                RowAction::Delete => format!("plan: delete {target} (the input lacks its key)"),
+            };
+            RowOutcome {
+                status: RowStatus::Valid,
+                activity_id: row.target_id.clone(),
+                error: Some(plan),
+            }
+        })
+    })
+}
+
+/// Writes every row of a run from the ledger, in order, each with the outcome `outcome` gives.
+fn write_ledger_rows(
+    ledger: &Ledger,
+    run: i64,
+    path: &Path,
+    format: CellFormat,
+    outcome: impl Fn(&StoredRow) -> RowOutcome,
+) -> Result<StatusCounts, ReportError> {
     let ledger_error = |e: crate::ledger::LedgerError| ReportError::Write {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -710,7 +752,7 @@ pub(crate) fn write_from_ledger_as(
         let rows = chunk
             .into_iter()
             .map(|row| ReportedRow {
-                outcome: outcome_of(&row).unwrap_or_else(|| RowOutcome::failed(NOT_SENT)),
+                outcome: outcome(&row),
                 source: SourceRow::from(row),
             })
             .collect();

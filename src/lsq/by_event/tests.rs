@@ -240,6 +240,7 @@ fn the_request_asks_newest_modified_first_without_empty_values() {
         event: 201,
         modified_from: Some("2024-05-01 00:00:00".into()),
         modified_to: None,
+        ..Default::default()
     };
     assert_eq!(
         serde_json::to_value(query.request(3, 100)).unwrap(),
@@ -438,7 +439,7 @@ mod against_the_simulator {
         let query = EventQuery {
             event: 202,
             ..EventQuery::default()
-        };
+    };
         let mut got = Vec::new();
         let mut pages = 0;
         let stats = reader
@@ -467,7 +468,7 @@ mod against_the_simulator {
         let since = EventQuery {
             modified_from: Some("2029-12-31 23:59:59".into()),
             ..query.clone()
-        };
+    };
         assert_eq!(reader.count_event(&since).await.unwrap(), 5);
         let mut recent = HashSet::new();
         reader
@@ -488,7 +489,7 @@ mod against_the_simulator {
         let unknown = EventQuery {
             event: 999,
             ..EventQuery::default()
-        };
+    };
         assert!(matches!(
             reader.count_event(&unknown).await,
             Err(FetchError::Failed(m)) if m.contains("Invalid activity event code")
@@ -510,7 +511,7 @@ mod against_the_simulator {
         let query = EventQuery {
             event: 203,
             ..EventQuery::default()
-        };
+    };
         let stats = reader
             .walk_event(&query, |page| {
                 assert!(page.iter().all(|a| a.note.is_none()));
