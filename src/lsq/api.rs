@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Post up to [`MAX_BATCH`] activities, each naming its lead by id.
-pub(crate) const PATH_BULK_ADD_BY_LEAD_ID: &str =
+pub const PATH_BULK_ADD_BY_LEAD_ID: &str =
     "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId";
 /// Post up to [`MAX_BATCH`] activities, each naming its lead by the value of a unique lead
 /// field; the field goes in the [`QUERY_SEARCH_BY`] query parameter.
@@ -20,7 +20,7 @@ pub(crate) const PATH_BULK_ADD_BY_LEAD_FIELD: &str =
 pub(crate) const QUERY_SEARCH_BY: &str = "searchBy";
 /// Update up to [`MAX_BATCH`] activities' notes and custom fields, each named by its
 /// `ProspectActivityId` (vendor page "Update Activities in Bulk").
-pub(crate) const PATH_BULK_UPDATE: &str = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Update";
+pub const PATH_BULK_UPDATE: &str = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Update";
 /// Get a lead's activities, paged; the lead goes in the `leadId` query parameter.
 pub const PATH_RETRIEVE: &str = "/v2/ProspectActivity.svc/Retrieve";
 /// Every lead's activities of one custom type, paged by `PageIndex` (from 1) and `PageSize`,

@@ -21,6 +21,7 @@ mod secrets;
 mod streams;
 mod stub;
 mod support;
+mod sync;
 mod transport;
 mod unattended;
 mod undo;

@@ -439,7 +439,7 @@ mod against_the_simulator {
         let query = EventQuery {
             event: 202,
             ..EventQuery::default()
-    };
+        };
         let mut got = Vec::new();
         let mut pages = 0;
         let stats = reader
@@ -468,7 +468,7 @@ mod against_the_simulator {
         let since = EventQuery {
             modified_from: Some("2029-12-31 23:59:59".into()),
             ..query.clone()
-    };
+        };
         assert_eq!(reader.count_event(&since).await.unwrap(), 5);
         let mut recent = HashSet::new();
         reader
@@ -489,7 +489,7 @@ mod against_the_simulator {
         let unknown = EventQuery {
             event: 999,
             ..EventQuery::default()
-    };
+        };
         assert!(matches!(
             reader.count_event(&unknown).await,
             Err(FetchError::Failed(m)) if m.contains("Invalid activity event code")
@@ -511,7 +511,7 @@ mod against_the_simulator {
         let query = EventQuery {
             event: 203,
             ..EventQuery::default()
-    };
+        };
         let stats = reader
             .walk_event(&query, |page| {
                 assert!(page.iter().all(|a| a.note.is_none()));
