@@ -36,7 +36,7 @@ fn seed(sim: &RunningSimulator, code: i64, leads: usize, per_lead: usize) -> Vec
             ids.push(sim.sim.add_activity(ActivityItem {
                 related_prospect_id: lead(l),
                 activity_event: code,
-                activity_note: (n % 5 != 0).then(|| format!("note {code}/{n}, \"quoted\"")),
+                activity_note: (!n.is_multiple_of(5)).then(|| format!("note {code}/{n}, \"quoted\"")),
                 activity_owner_email: None,
                 activity_date_time: Some(format!(
                     "2024-{:02}-{:02} {:02}:{:02}:{:02}",
