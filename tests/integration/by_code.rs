@@ -36,7 +36,8 @@ fn seed(sim: &RunningSimulator, code: i64, leads: usize, per_lead: usize) -> Vec
             ids.push(sim.sim.add_activity(ActivityItem {
                 related_prospect_id: lead(l),
                 activity_event: code,
-                activity_note: (!n.is_multiple_of(5)).then(|| format!("note {code}/{n}, \"quoted\"")),
+                activity_note:
+                    (!n.is_multiple_of(5)).then(|| format!("note {code}/{n}, \"quoted\"")),
                 activity_owner_email: None,
                 activity_date_time: Some(format!(
                     "2024-{:02}-{:02} {:02}:{:02}:{:02}",
@@ -66,8 +67,14 @@ fn essence(a: &lsq_sync::simulator::StoredActivity) -> Essence {
     )
 }
 
-async fn export(dir: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
-    let mut all = vec!["export", "--event", "201"];
+/// `lsq-sync export --event CODE ARGS...` against the simulator at `url`.
+async fn export(
+    dir: &std::path::Path,
+    url: &str,
+    code: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let mut all = vec!["export", "--event", code];
     all.extend(args);
     run_cli(dir, &all, &api_env(url)).await
 }
@@ -111,6 +118,7 @@ async fn export_by_code_reads_the_account_exactly_incrementally_and_migrates() {
     let out = export(
         dir.path(),
         &url,
+        "201",
         &["--out", "all.csv", "--status", "status.csv"],
     )
     .await;
@@ -143,6 +151,7 @@ async fn export_by_code_reads_the_account_exactly_incrementally_and_migrates() {
     let out = export(
         dir.path(),
         &url,
+        "201",
         &[
             "--modified-since",
             "2025-06-01 12:00:00",
@@ -194,7 +203,7 @@ async fn a_server_listing_no_note_exports_empty_notes_and_says_so_once() {
         seed_activity(&sim, &demo_lead_id(i), 201, "2024-01-01 10:00:00", "a note");
     }
     let dir = tempfile::tempdir().expect("dir");
-    let out = export(dir.path(), &sim.base_url(), &["--out", "out.csv"]).await;
+    let out = export(dir.path(), &sim.base_url(), "201", &["--out", "out.csv"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let rows = read_csv(&dir.path().join("out.csv"));
     assert_eq!(rows.len(), 3);
@@ -209,18 +218,11 @@ async fn a_failed_export_by_code_leaves_no_file_and_bad_flags_send_nothing() {
     seed_activity(&sim, &demo_lead_id(1), 201, "2024-01-01 10:00:00", "x");
     let dir = tempfile::tempdir().expect("dir");
     let url = sim.base_url();
-    let out = run_cli(
+    let out = export(
         dir.path(),
-        &[
-            "export",
-            "--event",
-            "999",
-            "--out",
-            "out.csv",
-            "--status",
-            "status.csv",
-        ],
-        &api_env(&url),
+        &url,
+        "999",
+        &["--out", "out.csv", "--status", "status.csv"],
     )
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
