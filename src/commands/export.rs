@@ -174,7 +174,7 @@ async fn by_code(
     let query = EventQuery {
         event: code,
         modified_from: modified_since,
-        modified_to: None,
+        ..EventQuery::default()
     };
 
     let mut out = csv::Writer::from_writer(std::io::BufWriter::new(file));
