@@ -20,8 +20,9 @@
 //! - [`lsq`]: talking to LeadSquared: wire types ([`lsq::api`]), the client and its one
 //!   classifier ([`lsq::client`]), the rate quota and the pacer ([`lsq::quota`],
 //!   [`lsq::pace`]), the outage gate ([`lsq::outage`]), keys and hosts ([`lsq::secure`]), Get
-//!   Activities ([`lsq::activities`]) and [`lsq::calls::Api`], the one paced, counted, retried
-//!   call every command makes.
+//!   Activities of a lead ([`lsq::activities`]) and of a code account-wide ([`lsq::by_event`]),
+//!   date windows applied on our side ([`lsq::window`]), and [`lsq::calls::Api`], the one
+//!   paced, counted, retried call every command makes.
 //! - [`ledger`]: the SQLite record of every run, row and call; what makes resuming safe. All
 //!   the program's SQL is there.
 //! - [`report`]: per-row results in input order, and a run's end: counters ([`report::stats`]),

@@ -193,28 +193,32 @@ impl Fetcher {
                 Some(&self.api.stats.lookup_calls),
                 || self.api.client.post(PATH_RETRIEVE, &params, &body),
                 |verdict| match verdict {
-                    Verdict::Success(response) => Judged::Done(Ok(response)),
-                    // A read is safe to repeat whatever happened to the first attempt.
-                    Verdict::Unknown(message) => Judged::Retry(message),
                     Verdict::DataError(message) if names_missing_lead(&message) => {
                         Judged::Done(Err(FetchError::LeadNotFound(message)))
                     }
-                    Verdict::Unauthorized(message) => {
-                        Judged::Done(Err(FetchError::Unauthorized(message)))
-                    }
-                    Verdict::Fatal(message) => Judged::Done(Err(FetchError::Fatal(message))),
-                    Verdict::DataError(message)
-                    | Verdict::Rejected(message)
-                    | Verdict::Transient(message)
-                    | Verdict::RateLimited { message, .. } => {
-                        Judged::Done(Err(FetchError::Failed(message)))
-                    }
+                    other => judge_read(other),
                 },
                 |closed| FetchError::Failed(closed.to_string()),
                 FetchError::Failed,
             )
             .instrument(tracing::warn_span!("lookup", lead = %query.lead_id))
             .await
+    }
+}
+
+/// What a read makes of an answer that is neither a rate limit nor a transient failure (those
+/// [`Api::call`] retries itself): shared by every read, of a lead or of a code.
+pub(crate) fn judge_read<R>(verdict: Verdict<R>) -> Judged<R, FetchError> {
+    match verdict {
+        Verdict::Success(response) => Judged::Done(Ok(response)),
+        // A read is safe to repeat whatever happened to the first attempt.
+        Verdict::Unknown(message) => Judged::Retry(message),
+        Verdict::Unauthorized(message) => Judged::Done(Err(FetchError::Unauthorized(message))),
+        Verdict::Fatal(message) => Judged::Done(Err(FetchError::Fatal(message))),
+        Verdict::DataError(message)
+        | Verdict::Rejected(message)
+        | Verdict::Transient(message)
+        | Verdict::RateLimited { message, .. } => Judged::Done(Err(FetchError::Failed(message))),
     }
 }
 

@@ -30,13 +30,12 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::{Map, Value};
 use tracing::{Instrument, debug};
 
-use crate::lsq::activities::FetchError;
+use crate::lsq::activities::{FetchError, judge_read};
 use crate::lsq::api::{
     ByEventParameter, ByEventRequest, ByEventResponse, FIELD_NOTE, MAX_CUSTOM_FIELD,
     PATH_RETRIEVE_BY_EVENT, PageIndexPaging, Sorting,
 };
-use crate::lsq::calls::{Api, Judged};
-use crate::lsq::client::Verdict;
+use crate::lsq::calls::Api;
 
 /// `PageSize` asked for: public scripts use 1000 on a similar endpoint; a server that caps
 /// lower is handled by learning its size from the first page.
@@ -495,20 +494,7 @@ impl EventReader {
                 "get activities by activity event",
                 Some(&self.api.stats.reads),
                 || self.api.client.post(PATH_RETRIEVE_BY_EVENT, &[], &body),
-                |verdict| match verdict {
-                    Verdict::Success(response) => Judged::Done(Ok(response)),
-                    Verdict::Unknown(message) => Judged::Retry(message),
-                    Verdict::Unauthorized(message) => {
-                        Judged::Done(Err(FetchError::Unauthorized(message)))
-                    }
-                    Verdict::Fatal(message) => Judged::Done(Err(FetchError::Fatal(message))),
-                    Verdict::DataError(message)
-                    | Verdict::Rejected(message)
-                    | Verdict::Transient(message)
-                    | Verdict::RateLimited { message, .. } => {
-                        Judged::Done(Err(FetchError::Failed(message)))
-                    }
-                },
+                judge_read,
                 |closed| FetchError::Failed(closed.to_string()),
                 FetchError::Failed,
             )

@@ -261,3 +261,80 @@ under_both_retrieve_modes!(
     an_export_imports_as_is_into_another_account,
     excel_safe_prefixes_formula_cells_of_the_export,
 );
+
+/// Bar 1 of issue 25: on a server that ignores Retrieve's undocumented date filter, a windowed
+/// export writes exactly the activities in the window, by lead and by code alike. 54
+/// activities on one lead over 2019, 30 of them in the quarter (its first and last second
+/// included, the seconds just outside left out), and another lead's of the same code.
+async fn a_windowed_export_writes_exactly_the_window(dates: RetrieveDates) {
+    let sim = simulator(fast_sim(PagingMode::ZeroBasedPage, dates)).await;
+    let (lead, other) = (demo_lead_id(6), demo_lead_id(7));
+    let (from, to) = ("2019-03-01 00:00:00", "2019-06-30 23:59:59");
+    let mut inside_dates: Vec<String> = vec![from.into(), to.into()];
+    inside_dates.extend((0..28).map(|i| format!("2019-{:02}-{:02} 12:00:00", 3 + i % 4, 1 + i)));
+    let mut outside_dates: Vec<String> =
+        vec!["2019-02-28 23:59:59".into(), "2019-07-01 00:00:00".into()];
+    outside_dates.extend((0..22).map(|i| {
+        let month = [1, 2, 7, 8, 9, 10, 11, 12][i % 8];
+        format!("2019-{month:02}-{:02} 08:00:00", 1 + i)
+    }));
+    let add = |lead: &str, code: i64, date: &str| seed_activity(&sim, lead, code, date, date);
+    let mut inside: Vec<(String, i64)> = Vec::new();
+    for (i, date) in inside_dates.iter().enumerate() {
+        let code = 201 + (i % 2) as i64;
+        inside.push((add(&lead, code, date), code));
+    }
+    for (i, date) in outside_dates.iter().enumerate() {
+        add(&lead, 201 + (i % 2) as i64, date);
+    }
+    assert_eq!(inside.len() + outside_dates.len(), 54);
+    let other_inside = add(&other, 201, "2019-04-04 04:04:04");
+    add(&other, 201, "2018-04-04 04:04:04");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let url = sim.base_url();
+    let exported = |args: &[&str]| {
+        let mut all = vec!["export", "--from", from, "--to", to, "--out", "out.csv"];
+        all.extend(args);
+        let dir = dir.path().to_path_buf();
+        let env = api_env(&url).map(|(k, v)| (k.to_string(), v.to_string()));
+        let all: Vec<String> = all.iter().map(|a| a.to_string()).collect();
+        async move {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let out = run_cli(&dir, &args, &env).await;
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+            read_csv(&dir.join("out.csv"))
+                .into_iter()
+                .map(|r| r["Id"].clone())
+                .collect::<HashSet<String>>()
+        }
+    };
+    let ids = |code: Option<i64>| -> HashSet<String> {
+        inside
+            .iter()
+            .filter(|(_, c)| code.is_none_or(|code| *c == code))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    assert_eq!(
+        exported(&["--leads", &lead]).await,
+        ids(None),
+        "{dates:?}: by lead"
+    );
+    assert_eq!(
+        exported(&["--leads", &lead, "--event", "201"]).await,
+        ids(Some(201)),
+        "{dates:?}: by lead, one code"
+    );
+    let mut by_code = ids(Some(201));
+    by_code.insert(other_inside);
+    assert_eq!(
+        exported(&["--event", "201"]).await,
+        by_code,
+        "{dates:?}: by code"
+    );
+}
+
+under_both_retrieve_modes!(a_windowed_export_writes_exactly_the_window);

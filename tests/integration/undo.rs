@@ -463,3 +463,69 @@ under_both_retrieve_modes!(
     undo_cuts_windows_around_scattered_foreign_activities,
     undo_reads_a_mapped_import_the_way_the_import_read_it,
 );
+
+/// Bar 2 of issue 25: `undo --wait` of an import whose leads also hold activities it did not
+/// create, on a server whose Get Activities ignores `FromDate`/`ToDate` (as documented) and
+/// applies queued deletes within a second. Four leads, each with five imported activities cut
+/// into four windows by three foreign ones, and a foreign one before and after the span: every
+/// one of the 16 windows is confirmed (counted on the activities' own dates, so a window beside
+/// a foreign activity reaches zero), well within 15 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_wait_confirms_every_window_beside_foreign_activities_on_a_documented_server() {
+    let sim = simulator(SimConfig {
+        retrieve_dates: RetrieveDates::Ignored,
+        delete_delay: std::time::Duration::from_millis(700),
+        ..delete_sim()
+    })
+    .await;
+    let at = |day: usize, minutes: usize| {
+        format!(
+            "2024-07-{:02} {:02}:{:02}:00",
+            day,
+            10 + minutes / 60,
+            minutes % 60
+        )
+    };
+    let mut text = String::from("RelatedProspectId,ActivityEvent,ActivityNote,ActivityDateTime\n");
+    let mut foreign = Vec::new();
+    for (day, lead) in (40..44).map(demo_lead_id).enumerate() {
+        let day = day + 1;
+        for i in 0..5 {
+            text.push_str(&format!("{lead},201,imported {i},{}\n", at(day, i * 10)));
+        }
+        // Between imported 0|1, 1|2 and 2|3: four windows per lead.
+        for i in 0..3 {
+            foreign.push(add(&sim, &lead, 201, &at(day, i * 10 + 5)));
+        }
+        foreign.push(add(&sim, &lead, 201, &format!("2024-07-{day:02} 09:00:00")));
+        foreign.push(add(&sim, &lead, 201, &format!("2024-07-{day:02} 12:00:00")));
+    }
+    let input = write_input(&text);
+    let out = import_into(&sim, &input, &[], &["--rate", RATE], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "import: {}", stderr(&out));
+    let imported = posted_activities(&sim);
+    assert_eq!(imported.len(), 20);
+
+    let started = std::time::Instant::now();
+    let out = undo(
+        &sim,
+        &input,
+        &["report.csv", "--yes", "--wait", "--wait-timeout", "60s"],
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = read_csv(&input.dir.path().join("undo.csv"));
+    assert_eq!(lines.len(), 16, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["Status"] == "confirmed"),
+        "{lines:?}"
+    );
+    let all = sim.sim.activities();
+    let is_deleted = |id: &str| all.iter().any(|a| a.id == id && a.deleted);
+    assert!(imported.iter().all(|a| is_deleted(&a.id)));
+    assert!(foreign.iter().all(|id| !is_deleted(id)));
+    // Figures for the record (`--nocapture`).
+    eprintln!("undo --wait bar test: 16 windows confirmed in {took:?}");
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
+}
