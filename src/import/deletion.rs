@@ -17,8 +17,7 @@ use futures::future::BoxFuture;
 use tracing::{info, warn};
 
 use crate::abort::{Abort, Interrupt};
-use crate::import::plan::ImportError;
-use crate::ledger::{KeyEntry, Ledger, RowAction, RowState, RowUpdate, StoredRow};
+use crate::ledger::{KeyEntry, Ledger, LedgerError, RowAction, RowState, RowUpdate, StoredRow};
 use crate::lsq::calls::Api;
 
 /// One activity to delete.
@@ -69,6 +68,15 @@ pub(crate) trait Deleter: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, String>>;
 }
 
+/// Why the deletion stage could not go on.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeletionError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
 /// What the deletion stage did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct DeletionTally {
@@ -98,14 +106,14 @@ pub(crate) async fn run_deletions(
     deleter: Option<&dyn Deleter>,
     abort: &Abort,
     interrupt: &Interrupt,
-) -> Result<DeletionTally, ImportError> {
+) -> Result<DeletionTally, DeletionError> {
     let mut tally = DeletionTally::default();
     let doomed = doomed_rows(ledger, run)?;
     if doomed.is_empty() {
         return Ok(tally);
     }
     let Some(deleter) = deleter else {
-        return Err(ImportError::Internal(
+        return Err(DeletionError::Internal(
             "this run has activities to delete and no way to delete them".into(),
         ));
     };
@@ -213,7 +221,7 @@ pub(crate) async fn run_deletions(
 }
 
 /// The run's pending rows that delete something, with the lead and code of what they delete.
-fn doomed_rows(ledger: &Ledger, run: i64) -> Result<Vec<Doomed>, ImportError> {
+fn doomed_rows(ledger: &Ledger, run: i64) -> Result<Vec<Doomed>, DeletionError> {
     let mut doomed = Vec::new();
     for row in ledger.rows_in_state(run, RowState::Pending)? {
         let deletes =
@@ -232,7 +240,7 @@ fn doomed_rows(ledger: &Ledger, run: i64) -> Result<Vec<Doomed>, ImportError> {
             _ => (own, None),
         };
         let Some(old) = old else {
-            return Err(ImportError::Internal(format!(
+            return Err(DeletionError::Internal(format!(
                 "row {}: the activity it deletes is not in the ledger",
                 row.number
             )));

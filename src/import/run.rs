@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::abort::Abort;
 use crate::config::Settings;
 use crate::import::batch::{Batch, BatchRow, Batcher, RowWork};
-use crate::import::deletion::{DeletionTally, run_deletions};
+use crate::import::deletion::{DeletionError, DeletionTally, run_deletions};
 use crate::import::keyed::{KeyColumn, SyncPlan, classify_run};
 use crate::import::plan::{ImportError, ImportJob, plan_run};
 use crate::import::send::{Sendable, Sender};
@@ -231,7 +231,11 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
             &abort,
             &job.interrupt,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            DeletionError::Ledger(e) => ImportError::Ledger(e),
+            DeletionError::Internal(m) => ImportError::Internal(m),
+        })?;
         if deleted != DeletionTally::default() {
             info!(
                 "deletions: {} activities of keys the input lacks queued, {} moved rows' old \

@@ -153,12 +153,12 @@ fn next_night(
     }
     at += moved;
     next.drain(at..at + removed);
-    for i in 0..added {
+    for (i, like) in base.iter().take(added).enumerate() {
         next.push(Call {
             key: format!("N-{i:05}"),
             note: format!("new call {i}"),
             date: format!("2024-07-01 00:{:02}:{:02}", i / 60, i % 60),
-            ..base[i].clone()
+            ..like.clone()
         });
     }
     next
