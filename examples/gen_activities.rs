@@ -129,7 +129,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let mut fields: Vec<String> = (1..=6)
             .map(|i| {
-                if i <= activity_type.fields.len() && rng.u8(0..4) != 0 {
+                let defined = activity_type
+                    .fields
+                    .iter()
+                    .any(|f| *f == format!("mx_Custom_{i}"));
+                if defined && rng.u8(0..4) != 0 {
                     format!(
                         "{}-{}",
                         activity_type.display_name.split(' ').next().unwrap_or("v"),
@@ -162,7 +166,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     fields[5] = "extra".into();
                     event = types
                         .iter()
-                        .find(|t| t.fields.len() < 6)
+                        .find(|t| !t.fields.iter().any(|f| f == "mx_Custom_6"))
                         .map_or(event, |t| t.activity_event.to_string());
                 }
                 _ => {}

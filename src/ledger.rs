@@ -38,7 +38,7 @@ mod lookups;
 mod records;
 mod writer;
 
-pub(crate) use codec::{decode_record, encode_record, fingerprint, hash_file};
+pub(crate) use codec::{decode_record, encode_record, fingerprint, hash_file, hex16};
 pub use deletions::DeletionRecord;
 pub(crate) use keys::Classified;
 pub(crate) use lookups::created_per_call;
@@ -122,7 +122,6 @@ CREATE TABLE IF NOT EXISTS sync_keys (
     run         INTEGER,             -- the run that last sent it
     updated_at  TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rows_by_key ON rows(run, sync_key) WHERE sync_key IS NOT NULL;
 ";
 
 /// The ledger cannot be used.
@@ -184,6 +183,9 @@ pub struct Ledger {
     indexed: std::sync::atomic::AtomicBool,
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// `PRAGMA synchronous` as the durability setting asks, restored after a run's rows are
+    /// recorded without it.
+    sync_mode: &'static str,
     _lock: File,
 }
 
@@ -211,15 +213,19 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, Le
         .map_err(open_error)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(open_error)?;
-    let sync = match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", sync)
+    conn.pragma_update(None, "synchronous", sync_mode(durability))
         .map_err(open_error)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(open_error)?;
     Ok(conn)
+}
+
+/// `PRAGMA synchronous` for a durability setting.
+fn sync_mode(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    }
 }
 
 /// Takes the lock file beside the ledger, or says who holds it.
@@ -334,6 +340,7 @@ impl Ledger {
             indexed: std::sync::atomic::AtomicBool::new(false),
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(thread)),
+            sync_mode: sync_mode(durability),
             _lock: lock,
         })
     }
@@ -502,12 +509,29 @@ impl Ledger {
     }
 
     /// Records a run's rows, in chunks of one transaction each.
-    pub(crate) fn insert_rows(
+    pub(crate) fn insert_rows<R: std::borrow::Borrow<NewRow>>(
         &self,
         run: i64,
-        rows: impl IntoIterator<Item = NewRow>,
+        rows: impl IntoIterator<Item = R>,
     ) -> Result<u64, LedgerError> {
         let mut conn = self.conn();
+        // A run's rows are recorded while it is `planning`, and a run killed then is discarded,
+        // never resumed: these commits need not wait for the disk (the run's status change to
+        // `running` afterwards does, and is ordered after them).
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        let result = insert_all(&mut conn, run, rows);
+        conn.pragma_update(None, "synchronous", self.sync_mode)?;
+        result
+    }
+}
+
+/// [`Ledger::insert_rows`]'s inserts, in chunks of one transaction each.
+fn insert_all<R: std::borrow::Borrow<NewRow>>(
+    conn: &mut Connection,
+    run: i64,
+    rows: impl IntoIterator<Item = R>,
+) -> Result<u64, LedgerError> {
+    {
         let mut count = 0u64;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
@@ -519,6 +543,7 @@ impl Ledger {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )?;
                 for row in rows.by_ref().take(10_000) {
+                    let row = row.borrow();
                     stmt.execute(params![
                         run,
                         row.number as i64,
@@ -541,7 +566,9 @@ impl Ledger {
         }
         Ok(count)
     }
+}
 
+impl Ledger {
     /// Up to `limit` rows of a run after row number `after`, in row order: the report, or the
     /// send stage, walks a run in chunks so no read transaction stays open for long.
     pub(crate) fn rows(
@@ -552,6 +579,58 @@ impl Ledger {
     ) -> Result<Vec<StoredRow>, LedgerError> {
         self.select_rows(
             "run = ?1 AND row_number > ?2 ORDER BY row_number LIMIT ?3",
+            params![run, after as i64, limit as i64],
+        )
+    }
+
+    /// The number of the first row of `run` after `after` still to be settled (pending or in
+    /// flight), if any.
+    pub(crate) fn first_unsettled(&self, run: i64, after: u64) -> Result<Option<u64>, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT row_number FROM rows WHERE run = ?1 AND row_number > ?2 \
+                 AND state IN ('pending', 'in_flight') ORDER BY row_number LIMIT 1",
+                params![run, after as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|n| n as u64))
+    }
+
+    /// A run's rows with these numbers, in row order.
+    pub(crate) fn rows_numbered(
+        &self,
+        run: i64,
+        numbers: &[u64],
+    ) -> Result<Vec<StoredRow>, LedgerError> {
+        let mut rows = Vec::with_capacity(numbers.len());
+        for chunk in numbers.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            rows.extend(self.select_rows(
+                &format!("run = ?1 AND row_number IN ({list}) ORDER BY row_number"),
+                params![run],
+            )?);
+        }
+        rows.sort_by_key(|r| r.number);
+        Ok(rows)
+    }
+
+    /// Up to `limit` rows of a run after row number `after` still to be settled (pending or in
+    /// flight), in row order.
+    pub(crate) fn unsettled_rows(
+        &self,
+        run: i64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRow>, LedgerError> {
+        self.select_rows(
+            "run = ?1 AND row_number > ?2 AND state IN ('pending', 'in_flight') \
+             ORDER BY row_number LIMIT ?3",
             params![run, after as i64, limit as i64],
         )
     }

@@ -1,14 +1,15 @@
-//! Keyed sync's classification step (`--key`): after planning has recorded every row, each
-//! valid row is compared with what the key map knows of its key, and becomes a create, an
-//! update in place, nothing (unchanged), a conflict, or (`--replace-changed`) a delete and a
-//! create; keys the input lacks become deletions (`--delete-missing`).
+//! Keyed sync's classification step (`--key`): while planning records the rows, each valid
+//! row is compared with what the key map knows of its key, and becomes a create, an update in
+//! place, nothing (unchanged), a conflict, or (`--replace-changed`) a delete and a create; keys
+//! the input lacks become deletions (`--delete-missing`).
 //!
-//! Rows enter as the plan recorded them (each keyed row with its [`KeyEntry`], computed by
-//! [`KeyColumn`] and [`entry_of`] while planning); the key map is the ledger's (filled from the
-//! account first when the run rebuilds it, see `keymap`). What leaves is the ledger's rows with
-//! their action and state ([`classify_run`]), and the [`SyncPlan`] that counts them. The rule
-//! itself, [`decide`], is pure.
+//! Rows enter one by one as the plan reads them, each keyed row with its [`KeyEntry`]
+//! ([`KeyColumn`], [`entry_of`]) beside the key map's entry ([`Classifier::classify`]); what
+//! needs every row (keys held twice, keys read back from the account since, keys the input
+//! lacks) follows once they are recorded. What leaves is the ledger's rows with their action
+//! and state, and the [`SyncPlan`] that counts them. The rule itself, [`decide`], is pure.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use csv::ByteRecord;
@@ -150,8 +151,7 @@ pub(crate) fn content_of(
         part(name.as_bytes());
         part(value.as_bytes());
     }
-    let digest = hasher.finalize();
-    let hex = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::ledger::hex16(&hasher.finalize());
     (hex, kept.iter().map(|(n, _)| n.to_string()).collect())
 }
 
@@ -281,127 +281,263 @@ impl fmt::Display for SyncPlan {
     }
 }
 
-/// Rows classified per ledger transaction.
+/// Rows re-classified per ledger transaction.
 const CHUNK: usize = 2000;
 
-/// Classifies every keyed row of `run` against the key map and records the outcome: rows with
-/// an empty key or a key another row holds too are invalid; the rest become creates, updates,
-/// replaces, unchanged or conflicts ([`decide`]); with `--delete-missing`, each key the input
-/// lacks is appended as a row to delete (unless some row's key could not be read, in which case
-/// nothing is deleted: the unreadable keys may be exactly those). `width` is the input's
-/// column count, for the appended rows' records.
-pub(crate) fn classify_run(
-    ledger: &Ledger,
-    run: i64,
-    sync: &SyncSettings,
-    key: &KeyColumn,
-    width: usize,
-) -> Result<SyncPlan, LedgerError> {
-    let mut plan = SyncPlan {
-        known: ledger.known_key_count()?,
-        ..SyncPlan::default()
-    };
-    let mut decided: Vec<Classified> = Vec::new();
-    for (dup, rows) in ledger.duplicate_keys(run)? {
-        let where_ = rows
-            .iter()
-            .map(|(number, line)| format!("row {number} (line {line})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        for (number, _) in &rows {
-            plan.bad_keys += 1;
-            decided.push(Classified {
-                number: *number,
-                state: RowState::Invalid,
-                action: RowAction::Create,
-                target_id: None,
-                activity_id: None,
-                error: Some(format!(
-                    "{}: key {dup:?} (--key) is held by {where_}; a key names one activity, so \
-                     none of these rows is sent",
-                    key.name
-                )),
-            });
+/// A key's place in a run, for finding keys held twice and keys the input lacks without an
+/// index over every run's rows: a 64-bit hash of the key (8 bytes a row), checked against the
+/// real keys wherever two hashes meet.
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Classifies a keyed run while planning records its rows, one row at a time against the key
+/// map ([`Classifier::classify`]), then deals with what needs every row seen: keys held by
+/// more than one row ([`Classifier::settle_duplicates`]), keys read back from the account
+/// since ([`Classifier::reclassify_unknown`]), and keys the input lacks
+/// ([`Classifier::add_missing`]).
+#[derive(Debug)]
+pub(crate) struct Classifier {
+    sync: SyncSettings,
+    /// The first row seen with each key hash: `(number, line)`.
+    first: HashMap<u64, (u64, u64)>,
+    /// Later rows whose key hash was seen before.
+    repeats: HashMap<u64, Vec<(u64, u64)>>,
+    /// Rows read whose key could not be read (an empty cell).
+    unreadable: u64,
+    /// What the rows became so far.
+    pub plan: SyncPlan,
+    /// Where the old activities of replaced rows are.
+    replaced_from: HashSet<(String, i64)>,
+}
+
+impl Classifier {
+    /// A classifier for a run under `sync`, whose key map holds `known` keys.
+    pub(crate) fn new(sync: SyncSettings, known: u64) -> Classifier {
+        Classifier {
+            sync,
+            first: HashMap::new(),
+            repeats: HashMap::new(),
+            unreadable: 0,
+            plan: SyncPlan {
+                known,
+                ..SyncPlan::default()
+            },
+            replaced_from: HashSet::new(),
         }
     }
-    ledger.classify(run, &decided)?;
 
-    // Where the old activities of replaced rows are: each lead and code is a deletion to plan.
-    let mut replaced_from: std::collections::HashSet<(String, i64)> = Default::default();
-    let mut after = 0;
-    loop {
-        let rows = ledger.keyed_rows(run, after, CHUNK)?;
-        let Some(last) = rows.last() else { break };
-        after = last.number;
-        let mut decided = Vec::with_capacity(rows.len());
-        for row in rows {
-            let Some(known) = &row.known else {
-                plan.create += 1;
+    /// Notes a row's key (`None`: the cell was empty), whatever the row's state.
+    pub(crate) fn note_key(&mut self, key: Option<&str>, number: u64, line: u64) {
+        let Some(key) = key else {
+            self.unreadable += 1;
+            return;
+        };
+        let hash = key_hash(key);
+        match self.first.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.repeats.entry(hash).or_default().push((number, line));
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((number, line));
+            }
+        }
+    }
+
+    /// Classifies a valid keyed row, about to be recorded, against the key map's entry for its
+    /// key: the row's state, action, target, id and error are set.
+    pub(crate) fn classify(
+        &mut self,
+        row: &mut NewRow,
+        entry: &KeyEntry,
+        known: Option<&KnownKey>,
+    ) {
+        let Some(known) = known else {
+            self.plan.create += 1;
+            return;
+        };
+        let c = classified(row.number, self.decide(entry, known), known);
+        (
+            row.state,
+            row.action,
+            row.target_id,
+            row.activity_id,
+            row.error,
+        ) = (c.state, c.action, c.target_id, c.activity_id, c.error);
+        if row.state != RowState::Pending {
+            // Settled now, never sent: its entry would only weigh on the ledger (a quiet
+            // night's rows are nearly all unchanged).
+            row.sync_entry = None;
+        }
+    }
+
+    fn decide(&mut self, entry: &KeyEntry, known: &KnownKey) -> Decision {
+        let decision = decide(entry, known, self.sync.replace_changed);
+        match &decision {
+            Decision::Unchanged => self.plan.unchanged += 1,
+            Decision::Update => self.plan.update += 1,
+            Decision::Conflict(_) => self.plan.conflict += 1,
+            Decision::Replace => {
+                self.plan.replace += 1;
+                self.replaced_from
+                    .insert((known.entry.lead.clone(), known.entry.event));
+            }
+        }
+        decision
+    }
+
+    /// Rows that hold a key another row holds too are invalid, all of them, naming the key and
+    /// the rows; run once every row is recorded.
+    pub(crate) fn settle_duplicates(
+        &mut self,
+        ledger: &Ledger,
+        run: i64,
+    ) -> Result<(), LedgerError> {
+        let mut decided: Vec<Classified> = Vec::new();
+        for (hash, later) in std::mem::take(&mut self.repeats) {
+            let Some(first) = self.first.get(&hash).copied() else {
                 continue;
             };
-            let id = Some(known.activity_id.clone());
-            let (state, action, target, error) =
-                match decide(&row.entry, known, sync.replace_changed) {
-                    Decision::Unchanged => {
-                        plan.unchanged += 1;
-                        (RowState::Unchanged, RowAction::Create, None, None)
-                    }
-                    Decision::Update => {
-                        plan.update += 1;
-                        (RowState::Pending, RowAction::Update, id.clone(), None)
-                    }
-                    Decision::Replace => {
-                        plan.replace += 1;
-                        replaced_from.insert((known.entry.lead.clone(), known.entry.event));
-                        (RowState::Pending, RowAction::Replace, id.clone(), None)
-                    }
-                    Decision::Conflict(why) => {
-                        plan.conflict += 1;
-                        (RowState::Conflict, RowAction::Create, None, Some(why))
-                    }
-                };
-            decided.push(Classified {
-                number: row.number,
-                state,
-                action,
-                target_id: target,
-                // An unchanged or conflicting row's report shows the activity it is; an update's
-                // id is set when it is sent.
-                activity_id: (state != RowState::Pending).then(|| known.activity_id.clone()),
-                error,
-            });
+            // The same hash is nearly always the same key; group by the real keys to be sure.
+            let mut by_key: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+            for (number, line) in std::iter::once(first).chain(later) {
+                if let Some(key) = ledger.row_key(run, number)? {
+                    by_key.entry(key).or_default().push((number, line));
+                }
+            }
+            for (dup, rows) in by_key.into_iter().filter(|(_, rows)| rows.len() > 1) {
+                let where_ = rows
+                    .iter()
+                    .map(|(number, line)| format!("row {number} (line {line})"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                for (number, _) in rows {
+                    decided.push(Classified {
+                        number,
+                        state: RowState::Invalid,
+                        action: RowAction::Create,
+                        target_id: None,
+                        activity_id: None,
+                        error: Some(format!(
+                            "{}: key {dup:?} (--key) is held by {where_}; a key names one \
+                             activity, so none of these rows is sent",
+                            self.sync.key.as_deref().unwrap_or_default()
+                        )),
+                    });
+                }
+            }
         }
-        ledger.classify(run, &decided)?;
+        if decided.is_empty() {
+            return Ok(());
+        }
+        // The rows were counted as what they would have become; they are invalid instead.
+        for row in
+            ledger.rows_numbered(run, &decided.iter().map(|c| c.number).collect::<Vec<_>>())?
+        {
+            match (row.state, row.action) {
+                (RowState::Unchanged, _) => self.plan.unchanged -= 1,
+                (RowState::Conflict, _) => self.plan.conflict -= 1,
+                (RowState::Pending, RowAction::Update) => self.plan.update -= 1,
+                (RowState::Pending, RowAction::Replace) => self.plan.replace -= 1,
+                (RowState::Pending, _) => self.plan.create -= 1,
+                _ => {}
+            }
+        }
+        self.plan.bad_keys += decided.len() as u64;
+        ledger.classify(run, &decided)
     }
 
-    let missing = ledger.missing_keys(run)?;
-    let unreadable = ledger.rows_without_key(run)?;
-    if !sync.delete_missing || unreadable > 0 {
-        plan.missing_kept = missing.len() as u64;
-        plan.delete_groups = replaced_from.len() as u64;
-        if sync.delete_missing && !missing.is_empty() {
-            tracing::warn!(
-                "{unreadable} rows have no readable key, so none of the {} keys the input lacks is \
-                 deleted (a key that could not be read may be one of them)",
-                missing.len()
-            );
+    /// Classifies again the rows that were to be created because the key map did not know
+    /// their key, after the map learnt keys from the account (`--key-field`).
+    pub(crate) fn reclassify_unknown(
+        &mut self,
+        ledger: &Ledger,
+        run: i64,
+    ) -> Result<(), LedgerError> {
+        let mut after = 0;
+        loop {
+            let rows = ledger.keyed_rows(run, after, CHUNK)?;
+            let Some(last) = rows.last() else { break };
+            after = last.number;
+            let mut decided = Vec::new();
+            for row in rows {
+                let Some(known) = &row.known else { continue };
+                self.plan.create -= 1;
+                let decision = self.decide(&row.entry, known);
+                decided.push(classified(row.number, decision, known));
+            }
+            ledger.classify(run, &decided)?;
         }
-        return Ok(plan);
+        Ok(())
     }
-    plan.delete = missing.len() as u64;
-    let mut pairs: std::collections::HashSet<(String, i64)> = missing
-        .iter()
-        .map(|k| (k.entry.lead.clone(), k.entry.event))
-        .collect();
-    pairs.extend(replaced_from);
-    plan.delete_groups = pairs.len() as u64;
-    let first = ledger.last_row_number(run)? + 1;
-    let rows = missing
-        .into_iter()
-        .zip(first..)
-        .map(|(known, number)| missing_row(known, number, key, width));
-    ledger.insert_rows(run, rows)?;
-    Ok(plan)
+
+    /// The keys the map holds that no row of the run holds. With `--delete-missing` each is
+    /// appended to the run as a row that deletes its activity, unless some row's key could not
+    /// be read (then nothing is deleted: the unreadable keys may be exactly those). `width` is
+    /// the input's column count, for the appended rows' records.
+    pub(crate) fn add_missing(
+        &mut self,
+        ledger: &Ledger,
+        run: i64,
+        key: &KeyColumn,
+        width: usize,
+    ) -> Result<(), LedgerError> {
+        self.plan.known = ledger.known_key_count()?;
+        let first = &self.first;
+        let missing = ledger.known_keys_where(|key| !first.contains_key(&key_hash(key)))?;
+        if !self.sync.delete_missing || self.unreadable > 0 {
+            self.plan.missing_kept = missing.len() as u64;
+            self.plan.delete_groups = self.replaced_from.len() as u64;
+            if self.sync.delete_missing && !missing.is_empty() {
+                tracing::warn!(
+                    "{} rows have no readable key, so none of the {} keys the input lacks is \
+                     deleted (a key that could not be read may be one of them)",
+                    self.unreadable,
+                    missing.len()
+                );
+            }
+            return Ok(());
+        }
+        self.plan.delete = missing.len() as u64;
+        let mut pairs = std::mem::take(&mut self.replaced_from);
+        pairs.extend(
+            missing
+                .iter()
+                .map(|k| (k.entry.lead.clone(), k.entry.event)),
+        );
+        self.plan.delete_groups = pairs.len() as u64;
+        let first = ledger.last_row_number(run)? + 1;
+        let rows = missing
+            .into_iter()
+            .zip(first..)
+            .map(|(known, number)| missing_row(known, number, key, width));
+        ledger.insert_rows(run, rows)?;
+        Ok(())
+    }
+}
+
+/// What `decision` makes row `number`: its state, action, target, id and error.
+fn classified(number: u64, decision: Decision, known: &KnownKey) -> Classified {
+    let id = Some(known.activity_id.clone());
+    let (state, action, target_id, error) = match decision {
+        Decision::Unchanged => (RowState::Unchanged, RowAction::Create, None, None),
+        Decision::Update => (RowState::Pending, RowAction::Update, id.clone(), None),
+        Decision::Replace => (RowState::Pending, RowAction::Replace, id.clone(), None),
+        Decision::Conflict(why) => (RowState::Conflict, RowAction::Create, None, Some(why)),
+    };
+    Classified {
+        number,
+        state,
+        action,
+        target_id,
+        // An unchanged or conflicting row's report shows the activity it is; an update's id is
+        // set when it is sent.
+        activity_id: (state != RowState::Pending).then_some(known.activity_id.clone()),
+        error,
+    }
 }
 
 /// The row that deletes a missing key's activity: a report line after the input's rows.

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::abort::Interrupt;
 use crate::config::{InputSettings, Settings};
-use crate::import::keyed::{KeyColumn, entry_of};
+use crate::import::keyed::{Classifier, KeyColumn, entry_of};
 use crate::import::validate::{Schema, SchemaError};
 use crate::input::InputSource;
 use crate::input::rows::{InputError, SourceRow};
@@ -149,6 +149,9 @@ pub(crate) struct Plan {
     /// earlier (resume, retry and undo all read rows the one way they were planned), the
     /// settings given now for a new run.
     pub input: InputSettings,
+    /// A new keyed run's classification so far: every row classified against the ledger's key
+    /// map; what needs the account or every key (`keymap`, missing keys) is still to come.
+    pub keyed: Option<Classifier>,
 }
 
 /// Maps the input's header and rows to the run's: for a report, the first four columns are the
@@ -338,6 +341,7 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
                 run: old.id,
                 resumed: true,
                 input,
+                keyed: None,
             });
         } else if job.force {
             warn!(
@@ -380,6 +384,7 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
             run: done.id,
             resumed: true,
             input,
+            keyed: None,
         });
     }
 
@@ -430,6 +435,17 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
     let mut skip_used: HashMap<String, usize> = HashMap::new();
     let mut seen_numbers: HashSet<u64> = HashSet::new();
     let mut last_number = 0;
+    let key_map = match shape.key {
+        Some(_) => Some(ledger.key_map_reader()?),
+        None => None,
+    };
+    let mut classifier = match shape.key {
+        Some(_) => Some(Classifier::new(
+            job.settings.sync.clone(),
+            ledger.known_key_count()?,
+        )),
+        None => None,
+    };
     let mut failure: Option<ImportError> = None;
 
     let rows = source.map_while(|row| {
@@ -461,13 +477,22 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
                 action: RowAction::Create,
                 target_id: None,
             };
+            let mut entry = None;
             if let Ok(item) = &check {
-                new.fingerprint = Some(fingerprint(item));
+                // A keyed row is found by its key, never by its content (`--skip-existing` and
+                // `--force` are for runs without a key).
+                if shape.key.is_none() {
+                    new.fingerprint = Some(fingerprint(item));
+                }
                 new.lead_id = Some(item.related_prospect_id.clone());
                 if let Some(key) = &shape.key {
-                    let entry = entry_of(item, key.field.as_deref());
-                    new.sync_entry = serde_json::to_string(&entry).ok();
+                    let e = entry_of(item, key.field.as_deref());
+                    new.sync_entry = serde_json::to_string(&e).ok();
+                    entry = Some(e);
                 }
+            }
+            if let Some(classifier) = &mut classifier {
+                classifier.note_key(new.sync_key.as_deref(), new.number, new.line);
             }
             match (prior, check) {
                 (Prior::Done(state, id, error), _) => {
@@ -487,6 +512,17 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
                         "{column}: the key (--key) is empty; a keyed sync needs every row's key"
                     ));
                     new.sync_entry = None;
+                }
+                (Prior::None, Ok(_)) if classifier.is_some() => {
+                    if let (Some(classifier), Some(entry), Some(key)) =
+                        (&mut classifier, &entry, &new.sync_key)
+                    {
+                        let known = match &key_map {
+                            Some(map) => map.get(key)?,
+                            None => None,
+                        };
+                        classifier.classify(&mut new, entry, known.as_ref());
+                    }
                 }
                 (Prior::None, Ok(_)) => {
                     let fp = new.fingerprint.clone().unwrap_or_default();
@@ -514,15 +550,49 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
             }
         }
     });
-    ledger.insert_rows(run, rows)?;
+    // Reading and checking the rows (CPU) runs on its own thread, recording them (SQLite) on
+    // this one: on two cores, planning takes about the longer of the two, not their sum.
+    // Rows cross in blocks, so the threads do not wake each other for every row, and each
+    // block goes back to be freed where it was made (freeing another thread's memory makes
+    // the allocator's threads wait on each other).
+    let inserted = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<NewRow>>(16);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<NewRow>>();
+        scope.spawn(move || {
+            let mut rows = rows.peekable();
+            while rows.peek().is_some() {
+                let block: Vec<NewRow> = rows.by_ref().take(256).collect();
+                if tx.send(block).is_err() {
+                    break;
+                }
+                while let Ok(done) = done_rx.try_recv() {
+                    drop(done);
+                }
+            }
+            drop(tx);
+            for done in done_rx {
+                drop(done);
+            }
+        });
+        let mut inserted = 0;
+        for block in rx {
+            inserted += ledger.insert_rows(run, &block)?;
+            let _ = done_tx.send(block);
+        }
+        Ok::<u64, LedgerError>(inserted)
+    });
+    drop(key_map);
+    inserted?;
     if let Some(e) = failure {
         ledger.finish_run(run, RunStatus::Abandoned)?;
         return Err(e);
     }
-    // A keyed run is resumable only once classified (`keyed::classify_run`, which may read the
-    // account first): until then a kill leaves it `planning`, and the next run plans afresh.
-    if shape.key.is_none() {
-        ledger.planned(run)?;
+    // A keyed run is resumable only once classified whole (keys held twice, the key map read
+    // back from the account, keys the input lacks: `run` finishes it): until then a kill leaves
+    // it `planning`, and the next run plans afresh.
+    match &mut classifier {
+        Some(classifier) => classifier.settle_duplicates(ledger, run)?,
+        None => ledger.planned(run)?,
     }
     let orphans: usize = carried.values().map(VecDeque::len).sum();
     if let Some(old) = carry_from.filter(|_| orphans > 0) {
@@ -536,6 +606,7 @@ pub(crate) fn plan_run(ledger: &Ledger, job: &ImportJob) -> Result<Plan, ImportE
         run,
         resumed: false,
         input: job.settings.input.clone(),
+        keyed: classifier,
     })
 }
 

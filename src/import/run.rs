@@ -20,7 +20,7 @@ use crate::abort::Abort;
 use crate::config::Settings;
 use crate::import::batch::{Batch, BatchRow, Batcher, RowWork};
 use crate::import::deletion::{DeletionError, DeletionTally, run_deletions};
-use crate::import::keyed::{KeyColumn, SyncPlan, classify_run};
+use crate::import::keyed::{Classifier, KeyColumn, SyncPlan};
 use crate::import::plan::{ImportError, ImportJob, plan_run};
 use crate::import::send::{Sendable, Sender};
 use crate::import::validate::Schema;
@@ -32,8 +32,8 @@ use crate::lsq::counters::RunStats;
 use crate::progress::Progress;
 use crate::report::stats::{NotSent, RunSummary};
 use crate::report::{
-    CellFormat, ReportWriter, RowOutcome, StatusCounts, create_report_file, outcome_of,
-    write_from_ledger_as,
+    CellFormat, ReportWriter, RowOutcome, StatusCounts, TrailingReport, create_report_file,
+    outcome_of, write_from_ledger_as,
 };
 
 /// The activity to send for a pending row, with the `ActivityDateTime` chosen for a row that
@@ -140,7 +140,7 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
                 .map_err(|e| ImportError::Internal(e.to_string()))??,
         )
     };
-    let plan = {
+    let mut plan = {
         let ledger = ledger.clone();
         let job = job.clone();
         tokio::task::spawn_blocking(move || plan_run(&ledger, &job))
@@ -148,6 +148,7 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
             .map_err(|e| ImportError::Internal(e.to_string()))??
     };
     let run = plan.run;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "planned");
     let client = client.matching_leads_by(plan.input.columns.match_by());
     let headers = ledger.headers(run)?;
     let schema = Schema::for_input(&headers, &plan.input)
@@ -163,12 +164,27 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     })?;
     let api = settings.api(client);
 
+    let mut deletions_planned = 0;
     if !plan.resumed
         && let Some(key) = &key
     {
-        let classified = classify(job, &ledger, run, key, headers.len(), &api, started).await?;
-        if let Classified::Stop(summary) = classified {
-            return Ok(*summary);
+        let classifier = plan.keyed.take().ok_or_else(|| {
+            ImportError::Internal("a keyed run planned without its classifier".into())
+        })?;
+        let classified = classify(
+            job,
+            &ledger,
+            run,
+            key,
+            headers.len(),
+            &api,
+            started,
+            classifier,
+        )
+        .await?;
+        match classified {
+            Classified::Stop(summary) => return Ok(*summary),
+            Classified::Go(deletions) => deletions_planned = deletions,
         }
     }
 
@@ -222,7 +238,9 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     if count(RowState::InFlight) > 0 {
         recover_in_flight(&sender, &ledger, run, &schema, key.as_ref()).await?;
     }
-    if key.is_some() {
+    // A new run knows from its plan whether it deletes anything; a resumed one looks.
+    let deletes = plan.resumed || deletions_planned > 0;
+    if key.is_some() && deletes {
         let deleted = run_deletions(
             &ledger,
             run,
@@ -246,7 +264,7 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     }
 
     let format = CellFormat::of(settings);
-    let mut report = ReportWriter::with_format(
+    let report = ReportWriter::with_format(
         &job.report,
         create_report_file(&job.report)?,
         &ledger.headers(run)?,
@@ -273,7 +291,13 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
             ];
             let mut after = 0;
             while interrupt.flag().reason().is_none() {
-                let chunk = ledger.rows(run, after, 1000)?;
+                // A keyed sync reads only the rows still to send: its report trails them from
+                // the ledger, so the settled ones (most rows, on a quiet night) need no trip.
+                let chunk = if keyed {
+                    ledger.unsettled_rows(run, after, 1000)?
+                } else {
+                    ledger.rows(run, after, 1000)?
+                };
                 let Some(last) = chunk.last() else { break };
                 after = last.number;
                 for row in chunk {
@@ -316,12 +340,20 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
 
     let progress = Progress::new(total, job.progress);
     let mut report_failure = None;
+    // A keyed sync's calls do not follow input order: its report trails the first row still to
+    // be sent, written from the ledger.
+    let mut trailing = None;
+    let mut report = Some(report);
+    if keyed {
+        trailing = report.take().map(TrailingReport::new);
+    }
     while let Some(outcome) = outcome_rx.recv().await {
-        if keyed {
-            progress.advance(outcome.rows.len() as u64);
-            continue;
-        }
-        match report.accept(outcome) {
+        let written = match (&mut trailing, &mut report) {
+            (Some(trailing), _) => trailing.catch_up(&ledger, run),
+            (None, Some(report)) => report.accept(outcome),
+            (None, None) => Ok(0),
+        };
+        match written {
             Ok(rows) => progress.advance(rows),
             Err(e) => {
                 abort.trigger(format!("the report cannot be written: {e}"));
@@ -359,17 +391,19 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     // The report is complete before the run is marked finished: a kill in between leaves a run
     // that the next invocation resumes (with nothing left to send), never a finished run with a
     // partial report, which would invite a re-import.
-    let counts = if interrupted.is_some() || keyed {
-        // Rows the run never reached are missing from the streamed report (and a keyed sync's
-        // report is written from the ledger anyway): write it whole.
-        drop(report);
-        write_from_ledger_as(&ledger, run, &job.report, format)
-            .map_err(|e| ImportError::Stopped(e.to_string()))?
-    } else {
-        report
-            .finish()
-            .map_err(|e| ImportError::Stopped(e.to_string()))?
-    };
+    let counts = match (interrupted, trailing, report) {
+        (Some(_), _, _) | (None, None, None) => {
+            // Rows the run never reached are missing from the streamed report: write it whole.
+            write_from_ledger_as(&ledger, run, &job.report, format)
+        }
+        (None, Some(trailing), _) => trailing.finish(&ledger, run),
+        (None, None, Some(report)) => report.finish(),
+    }
+    .map_err(|e| ImportError::Stopped(e.to_string()))?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "reported"
+    );
     ledger.finish_run(run, status)?;
     ledger.close();
     let late = RunStats::get(&stats.late_permits);
@@ -414,6 +448,36 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     })
 }
 
+/// What needs every row of a keyed run recorded: the key map read back from the account
+/// (`--key-field`, when the ledger did not know some keys and `api` is given) and the rows it
+/// knew nothing of classified again, then the keys the input lacks.
+async fn finish_classifying(
+    ledger: &Arc<Ledger>,
+    run: i64,
+    key: &KeyColumn,
+    width: usize,
+    api: Option<&crate::lsq::calls::Api>,
+    mut classifier: Classifier,
+) -> Result<SyncPlan, ImportError> {
+    let read = match api {
+        Some(api) if classifier.plan.create > 0 => {
+            crate::import::keymap::read_back(api, ledger, run, key).await?
+        }
+        _ => Default::default(),
+    };
+    let (ledger, key) = (ledger.clone(), key.clone());
+    let plan = tokio::task::spawn_blocking(move || -> Result<SyncPlan, LedgerError> {
+        if read.added > 0 {
+            classifier.reclassify_unknown(&ledger, run)?;
+        }
+        classifier.add_missing(&ledger, run, &key, width)?;
+        Ok(classifier.plan)
+    })
+    .await
+    .map_err(|e| ImportError::Internal(e.to_string()))??;
+    Ok(plan)
+}
+
 /// A keyed dry run (`--dry-run` with `--key`): the run planned and classified as it would be
 /// (the key map read back from the account when `--key-field` asks for it: reads, nothing
 /// written), in a copy of the ledger that is thrown away. The report says of every line what
@@ -447,7 +511,7 @@ async fn plan_in(
         ..job.clone()
     };
     let ledger = Arc::new(Ledger::open(scratch, durability)?);
-    let plan = {
+    let mut plan = {
         let (ledger, job) = (ledger.clone(), job.clone());
         tokio::task::spawn_blocking(move || plan_run(&ledger, &job))
             .await
@@ -460,18 +524,25 @@ async fn plan_in(
             message,
         })?
         .ok_or_else(|| ImportError::Internal("a keyed dry run without a key".into()))?;
-    if key.field.is_some() {
-        let client = LsqClient::new(&client_config(&job.settings)?)?;
-        let api = job.settings.api(client);
-        crate::import::keymap::read_back(&api, &ledger, plan.run, &key).await?;
-    }
-    let sync = {
-        let (ledger, sync, key) = (ledger.clone(), job.settings.sync.clone(), key.clone());
-        let (run, width) = (plan.run, headers.len());
-        tokio::task::spawn_blocking(move || classify_run(&ledger, run, &sync, &key, width))
-            .await
-            .map_err(|e| ImportError::Internal(e.to_string()))??
+    let classifier = plan.keyed.take().ok_or_else(|| {
+        ImportError::Internal("a keyed run planned without its classifier".into())
+    })?;
+    let api = match key.field {
+        Some(_) => Some(
+            job.settings
+                .api(LsqClient::new(&client_config(&job.settings)?)?),
+        ),
+        None => None,
     };
+    let sync = finish_classifying(
+        &ledger,
+        plan.run,
+        &key,
+        headers.len(),
+        api.as_ref(),
+        classifier,
+    )
+    .await?;
     let counts = crate::report::write_plan_from_ledger(
         &ledger,
         plan.run,
@@ -484,16 +555,17 @@ async fn plan_in(
 
 /// What a keyed run's classification led to.
 enum Classified {
-    /// Send: every row is classified and the deletions, if any, are allowed.
-    Go,
+    /// Send: every row is classified and the deletions (how many), if any, are allowed.
+    Go(u64),
     /// Nothing is to be sent (too many deletions, deletions not confirmed, or only a plan was
     /// asked for): the run's summary.
     Stop(Box<RunSummary>),
 }
 
-/// The second half of planning a keyed run: rebuild the key map from the account when asked
-/// (`--key-field`), classify every row, and decide whether the deletions may go ahead (the
-/// `--max-delete` guard, and confirmation).
+/// The second half of planning a keyed run: read the key map back from the account when asked
+/// (`--key-field`) and classify again the rows it knew nothing of, add the keys the input lacks,
+/// and decide whether the deletions may go ahead (the `--max-delete` guard, and confirmation).
+#[allow(clippy::too_many_arguments)]
 async fn classify(
     job: &ImportJob,
     ledger: &Arc<Ledger>,
@@ -502,18 +574,14 @@ async fn classify(
     width: usize,
     api: &crate::lsq::calls::Api,
     started: Instant,
+    classifier: Classifier,
 ) -> Result<Classified, ImportError> {
-    let read = crate::import::keymap::read_back(api, ledger, run, key).await?;
-    let plan = {
-        let ledger = ledger.clone();
-        let sync = job.settings.sync.clone();
-        let key = key.clone();
-        tokio::task::spawn_blocking(move || classify_run(&ledger, run, &sync, &key, width))
-            .await
-            .map_err(|e| ImportError::Internal(e.to_string()))??
-    };
+    let plan = finish_classifying(ledger, run, key, width, Some(api), classifier).await?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "classified"
+    );
     info!("sync plan: {plan}");
-    let _ = read;
     let deletions = plan.deletions();
     let most = job.settings.sync.max_delete.most(plan.known);
     if deletions > most {
@@ -543,7 +611,7 @@ async fn classify(
             stop_before_sending(job, ledger, run, not_sent("not_confirmed", why), started).await?;
         return Ok(Classified::Stop(Box::new(summary)));
     }
-    Ok(Classified::Go)
+    Ok(Classified::Go(deletions))
 }
 
 fn not_sent(status: &'static str, reason: String) -> NotSent {

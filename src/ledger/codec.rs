@@ -118,8 +118,18 @@ pub(crate) fn fingerprint(item: &ActivityItem) -> String {
         part(field.schema_name.as_bytes());
         part(field.value.as_bytes());
     }
-    let digest = hasher.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex16(&hasher.finalize())
+}
+
+/// The first 16 bytes of a digest as 32 lowercase hex digits.
+pub(crate) fn hex16(digest: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(32);
+    for b in digest.iter().take(16) {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    text
 }
 
 /// SHA-256 of everything read through it, for telling whether an input changed between runs.

@@ -47,8 +47,38 @@ fn parse_entry(json: &str) -> Result<KeyEntry, LedgerError> {
         .map_err(|e| LedgerError::Corrupt(format!("unreadable key entry {json:?}: {e}")))
 }
 
-/// A key more than one row holds, with those rows' `(number, line)`.
-pub(crate) type HeldTwice = (String, Vec<(u64, u64)>);
+/// The key map, read in one transaction on a connection of its own
+/// ([`Ledger::key_map_reader`]); ends it when dropped. Behind a mutex so that the planning
+/// thread that reads the rows can hold it (it is never contended).
+pub(crate) struct KeyMapReader {
+    conn: std::sync::Mutex<rusqlite::Connection>,
+}
+
+impl KeyMapReader {
+    /// The activity `key` maps to, if the map holds it.
+    pub(crate) fn get(&self, key: &str) -> Result<Option<KnownKey>, LedgerError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let raw: Option<(String, String)> = conn
+            .prepare_cached("SELECT activity_id, entry FROM sync_keys WHERE key = ?1")?
+            .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        raw.map(|(activity_id, entry)| {
+            Ok(KnownKey {
+                key: key.to_string(),
+                activity_id,
+                entry: parse_entry(&entry)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl Drop for KeyMapReader {
+    fn drop(&mut self) {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = conn.execute_batch("COMMIT");
+    }
+}
 
 /// `meta` key naming the input column whose keys the map holds.
 const KEY_COLUMN: &str = "sync_key_column";
@@ -95,37 +125,9 @@ impl Ledger {
             as u64)
     }
 
-    /// Keys that more than one row of `run` holds, each with its rows' `(number, line)` in
-    /// order.
-    pub(crate) fn duplicate_keys(&self, run: i64) -> Result<Vec<HeldTwice>, LedgerError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT sync_key, row_number, line FROM rows WHERE run = ?1 AND sync_key IN \
-             (SELECT sync_key FROM rows WHERE run = ?1 AND sync_key IS NOT NULL \
-              GROUP BY sync_key HAVING COUNT(*) > 1) \
-             ORDER BY sync_key, row_number",
-        )?;
-        let rows = stmt
-            .query_map(params![run], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, i64>(2)? as u64,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut keys: Vec<(String, Vec<(u64, u64)>)> = Vec::new();
-        for (key, number, line) in rows {
-            match keys.last_mut() {
-                Some((last, at)) if *last == key => at.push((number, line)),
-                _ => keys.push((key, vec![(number, line)])),
-            }
-        }
-        Ok(keys)
-    }
-
-    /// Up to `limit` keyed rows of `run` still pending classification (valid, with an entry),
-    /// after row `after`, in row order, each beside the key map's entry for its key.
+    /// Up to `limit` keyed rows of `run` to be created (valid, with an entry), after row
+    /// `after`, in row order, each beside the key map's entry for its key (which it did not
+    /// have when the row was classified, unless the map has learnt it since).
     pub(crate) fn keyed_rows(
         &self,
         run: i64,
@@ -137,7 +139,7 @@ impl Ledger {
             "SELECT r.row_number, r.sync_key, r.sync_entry, k.activity_id, k.entry \
              FROM rows r LEFT JOIN sync_keys k ON k.key = r.sync_key \
              WHERE r.run = ?1 AND r.row_number > ?2 AND r.state = 'pending' \
-             AND r.sync_entry IS NOT NULL ORDER BY r.row_number LIMIT ?3",
+             AND r.action IS NULL AND r.sync_entry IS NOT NULL ORDER BY r.row_number LIMIT ?3",
         )?;
         let raw = stmt
             .query_map(params![run, after as i64, limit as i64], |r| {
@@ -195,44 +197,6 @@ impl Ledger {
         Ok(())
     }
 
-    /// Entries of keys that no row of `run` holds (valid or not), in key order: what
-    /// `--delete-missing` deletes.
-    pub(crate) fn missing_keys(&self, run: i64) -> Result<Vec<KnownKey>, LedgerError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT k.key, k.activity_id, k.entry FROM sync_keys k WHERE NOT EXISTS \
-             (SELECT 1 FROM rows r WHERE r.run = ?1 AND r.sync_key = k.key) ORDER BY k.key",
-        )?;
-        let raw = stmt
-            .query_map(params![run], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        raw.into_iter()
-            .map(|(key, activity_id, entry)| {
-                Ok(KnownKey {
-                    key,
-                    activity_id,
-                    entry: parse_entry(&entry)?,
-                })
-            })
-            .collect()
-    }
-
-    /// Rows of `run`'s input without a key (an empty cell): while any exists, the keys the
-    /// input lacks cannot be told from the keys it could not read.
-    pub(crate) fn rows_without_key(&self, run: i64) -> Result<u64, LedgerError> {
-        Ok(self.conn().query_row(
-            "SELECT COUNT(*) FROM rows WHERE run = ?1 AND sync_key IS NULL",
-            params![run],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
-    }
-
     /// The highest row number of `run` (0 for none).
     pub(crate) fn last_row_number(&self, run: i64) -> Result<u64, LedgerError> {
         Ok(self.conn().query_row(
@@ -240,6 +204,43 @@ impl Ledger {
             params![run],
             |r| r.get::<_, i64>(0),
         )? as u64)
+    }
+
+    /// Every key of the map for which `wanted` says yes (it sees the key only; the entry is
+    /// read for the keys it wants), in key order.
+    pub(crate) fn known_keys_where(
+        &self,
+        mut wanted: impl FnMut(&str) -> bool,
+    ) -> Result<Vec<KnownKey>, LedgerError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT key, activity_id, entry FROM sync_keys ORDER BY key")?;
+        let mut rows = stmt.query([])?;
+        let mut keys = Vec::new();
+        while let Some(r) = rows.next()? {
+            let key: String = r.get(0)?;
+            if wanted(&key) {
+                keys.push(KnownKey {
+                    key,
+                    activity_id: r.get(1)?,
+                    entry: parse_entry(&r.get::<_, String>(2)?)?,
+                });
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The key of row `number` of `run`, if it has one.
+    pub(crate) fn row_key(&self, run: i64, number: u64) -> Result<Option<String>, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT sync_key FROM rows WHERE run = ?1 AND row_number = ?2",
+                params![run, number as i64],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Adds keys read back from the account for keys the map does not hold yet (what this
@@ -264,15 +265,27 @@ impl Ledger {
         Ok(added)
     }
 
-    /// The activity a key maps to, if the map holds it.
+    /// A reader of the key map for a run's planning: one read transaction on the lookup
+    /// connection for every key asked (not one each, which costs file locks and cache checks
+    /// per row), while the main connection inserts the run's rows. The map does not change
+    /// while a run is planned.
+    pub(crate) fn key_map_reader(&self) -> Result<KeyMapReader, LedgerError> {
+        let conn = super::open_connection(&self.path, super::Durability::Normal)?;
+        conn.execute_batch("BEGIN DEFERRED")?;
+        Ok(KeyMapReader {
+            conn: std::sync::Mutex::new(conn),
+        })
+    }
+
+    /// The activity a key maps to, if the map holds it. Asked on the lookup connection, so
+    /// that planning can ask while it holds the main one inserting the run's rows.
     pub(crate) fn known_key(&self, key: &str) -> Result<Option<KnownKey>, LedgerError> {
         let raw: Option<(String, String)> = self
-            .conn()
-            .query_row(
-                "SELECT activity_id, entry FROM sync_keys WHERE key = ?1",
-                params![key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .lookup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .prepare_cached("SELECT activity_id, entry FROM sync_keys WHERE key = ?1")?
+            .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         raw.map(|(activity_id, entry)| {
             Ok(KnownKey {

@@ -507,6 +507,11 @@ impl<W: Write> ReportWriter<W> {
         Ok(())
     }
 
+    /// The report's path, for messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Rows written so far, by status.
     #[cfg(test)]
     pub(crate) fn counts(&self) -> StatusCounts {
@@ -727,6 +732,80 @@ pub(crate) fn write_plan_from_ledger(
             }
         })
     })
+}
+
+/// A report written from the ledger while the run goes on, for runs whose calls do not follow
+/// input order (a keyed sync's adds and updates): a row before the first one still to be sent
+/// is final, so [`TrailingReport::catch_up`] writes every row up to there; the end writes the
+/// rest. The report is then mostly written while the pacer holds the calls back, not after.
+pub(crate) struct TrailingReport<W: Write> {
+    writer: ReportWriter<W>,
+    /// The last row number written.
+    written: u64,
+    seq: u64,
+}
+
+impl<W: Write> TrailingReport<W> {
+    pub(crate) fn new(writer: ReportWriter<W>) -> TrailingReport<W> {
+        TrailingReport {
+            writer,
+            written: 0,
+            seq: 0,
+        }
+    }
+
+    /// Writes the rows of `run` that are final and not written yet; returns how many.
+    pub(crate) fn catch_up(&mut self, ledger: &Ledger, run: i64) -> Result<u64, ReportError> {
+        let until = ledger
+            .first_unsettled(run, self.written)
+            .map_err(|e| self.ledger_error(e))?;
+        self.write_until(ledger, run, until)
+    }
+
+    /// Writes every row not written yet (a row still unsettled says why it was not sent) and
+    /// closes the report.
+    pub(crate) fn finish(mut self, ledger: &Ledger, run: i64) -> Result<StatusCounts, ReportError> {
+        self.write_until(ledger, run, None)?;
+        self.writer.finish()
+    }
+
+    fn write_until(
+        &mut self,
+        ledger: &Ledger,
+        run: i64,
+        until: Option<u64>,
+    ) -> Result<u64, ReportError> {
+        let mut written = 0;
+        loop {
+            let chunk = ledger
+                .rows(run, self.written, 2000)
+                .map_err(|e| self.ledger_error(e))?;
+            let rows: Vec<ReportedRow> = chunk
+                .into_iter()
+                .take_while(|row| until.is_none_or(|until| row.number < until))
+                .map(|row| ReportedRow {
+                    outcome: outcome_of(&row).unwrap_or_else(|| RowOutcome::failed(NOT_SENT)),
+                    source: SourceRow::from(row),
+                })
+                .collect();
+            let Some(last) = rows.last() else { break };
+            self.written = last.source.number;
+            written += rows.len() as u64;
+            self.writer.accept(BatchOutcome {
+                seq: self.seq,
+                rows,
+            })?;
+            self.seq += 1;
+        }
+        Ok(written)
+    }
+
+    fn ledger_error(&self, e: crate::ledger::LedgerError) -> ReportError {
+        ReportError::Write {
+            path: self.writer.path().to_path_buf(),
+            message: e.to_string(),
+        }
+    }
 }
 
 /// Writes every row of a run from the ledger, in order, each with the outcome `outcome` gives.

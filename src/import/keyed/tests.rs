@@ -180,19 +180,20 @@ fn the_key_column_is_found_without_case_and_named_when_missing() {
     );
 }
 
-/// A ledger whose key map knows `C-1` .. `C-4` (created by run 1), and a run 2 over `rows`:
-/// `(key, lead, note)`; a key of `None` is an empty cell.
+/// A ledger whose key map knows `C-1` .. `C-4` (created by run 1), and run 2 over `rows`:
+/// `(key, lead, note)`, a key of `None` being an empty cell, planned as `plan_run` plans a keyed
+/// run (each row classified as it is recorded, then duplicates and missing keys).
 fn second_run(
     rows: &[(Option<&str>, &str, &str)],
     sync: &SyncSettings,
-) -> (tempfile::TempDir, Ledger, i64, KeyColumn) {
+) -> (tempfile::TempDir, Ledger, i64, SyncPlan) {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(&dir.path().join("k.ledger"), Durability::Normal).unwrap();
     let headers = ByteRecord::from(vec!["CallId", "RelatedProspectId", "ActivityNote"]);
     let key = KeyColumn::find(&headers, sync).unwrap().unwrap();
     let row = |number: u64, key: Option<&str>, lead: &str, note: &str| {
         let entry = entry_of(&item(lead, note, &[]), None);
-        NewRow {
+        let new = NewRow {
             number,
             line: number + 1,
             record: ByteRecord::from(vec![key.unwrap_or(""), lead, note]),
@@ -205,7 +206,8 @@ fn second_run(
             sync_entry: key.and(serde_json::to_string(&entry).ok()),
             action: RowAction::Create,
             target_id: None,
-        }
+        };
+        (new, entry)
     };
     let first = ledger
         .start_run("import", "in", "h1", &headers, "{}")
@@ -216,7 +218,7 @@ fn second_run(
             first,
             keys.iter()
                 .zip(1..)
-                .map(|(k, n)| row(n, Some(k), LEAD_A, "n")),
+                .map(|(k, n)| row(n, Some(k), LEAD_A, "n").0),
         )
         .unwrap();
     let created = (1..=4)
@@ -230,15 +232,24 @@ fn second_run(
     let run = ledger
         .start_run("import", "in", "h2", &headers, "{}")
         .unwrap();
-    ledger
-        .insert_rows(
-            run,
-            rows.iter()
-                .zip(1..)
-                .map(|((k, lead, note), n)| row(n, *k, lead, note)),
-        )
-        .unwrap();
-    (dir, ledger, run, key)
+    let mut classifier = Classifier::new(sync.clone(), ledger.known_key_count().unwrap());
+    let planned: Vec<NewRow> = rows
+        .iter()
+        .zip(1..)
+        .map(|((k, lead, note), n)| {
+            let (mut new, entry) = row(n, *k, lead, note);
+            classifier.note_key(new.sync_key.as_deref(), new.number, new.line);
+            if let Some(key) = &new.sync_key {
+                let known = ledger.known_key(key).unwrap();
+                classifier.classify(&mut new, &entry, known.as_ref());
+            }
+            new
+        })
+        .collect();
+    ledger.insert_rows(run, planned).unwrap();
+    classifier.settle_duplicates(&ledger, run).unwrap();
+    classifier.add_missing(&ledger, run, &key, 3).unwrap();
+    (dir, ledger, run, classifier.plan)
 }
 
 #[test]
@@ -247,7 +258,7 @@ fn a_run_is_classified_against_the_keys_earlier_runs_created() {
         key: Some("CallId".into()),
         ..SyncSettings::default()
     };
-    let (_dir, ledger, run, key) = second_run(
+    let (_dir, ledger, run, plan) = second_run(
         &[
             (Some("C-1"), LEAD_A, "n"),
             (Some("C-2"), LEAD_A, "n (edited)"),
@@ -256,7 +267,6 @@ fn a_run_is_classified_against_the_keys_earlier_runs_created() {
         ],
         &sync,
     );
-    let plan = classify_run(&ledger, run, &sync, &key, 3).unwrap();
     assert_eq!(
         (plan.unchanged, plan.update, plan.conflict, plan.create),
         (1, 1, 1, 1)
@@ -283,11 +293,10 @@ fn keys_the_input_lacks_are_deleted_only_when_every_key_could_be_read() {
         delete_missing: true,
         ..SyncSettings::default()
     };
-    let (_dir, ledger, run, key) = second_run(
+    let (_dir, ledger, run, plan) = second_run(
         &[(Some("C-1"), LEAD_A, "n"), (Some("C-2"), LEAD_A, "n")],
         &sync,
     );
-    let plan = classify_run(&ledger, run, &sync, &key, 3).unwrap();
     assert_eq!(plan.delete, 2);
     let rows = ledger.rows(run, 2, 10).unwrap();
     let deleting: Vec<_> = rows
@@ -324,9 +333,7 @@ fn keys_the_input_lacks_are_deleted_only_when_every_key_could_be_read() {
     assert_eq!(rows[0].record, ByteRecord::from(vec!["C-3", "", ""]));
 
     // A row whose key is empty could be C-3 or C-4: nothing is deleted.
-    let (_dir, ledger, run, key) =
-        second_run(&[(Some("C-1"), LEAD_A, "n"), (None, LEAD_A, "n")], &sync);
-    let plan = classify_run(&ledger, run, &sync, &key, 3).unwrap();
+    let (_dir, _, _, plan) = second_run(&[(Some("C-1"), LEAD_A, "n"), (None, LEAD_A, "n")], &sync);
     assert_eq!((plan.delete, plan.missing_kept), (0, 3));
 }
 
@@ -336,7 +343,7 @@ fn a_key_held_by_two_rows_makes_both_invalid_and_names_them() {
         key: Some("CallId".into()),
         ..SyncSettings::default()
     };
-    let (_dir, ledger, run, key) = second_run(
+    let (_dir, ledger, run, plan) = second_run(
         &[
             (Some("C-8"), LEAD_A, "a"),
             (Some("C-1"), LEAD_A, "n"),
@@ -344,7 +351,6 @@ fn a_key_held_by_two_rows_makes_both_invalid_and_names_them() {
         ],
         &sync,
     );
-    let plan = classify_run(&ledger, run, &sync, &key, 3).unwrap();
     assert_eq!((plan.bad_keys, plan.unchanged, plan.create), (2, 1, 0));
     let rows = ledger.rows(run, 0, 10).unwrap();
     for row in [&rows[0], &rows[2]] {
