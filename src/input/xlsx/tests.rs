@@ -455,3 +455,188 @@ proptest::proptest! {
         read_all(&path, None);
     }
 }
+
+/// A workbook written part by part, for what the writer library does not make: the 1904 date
+/// system, ISO date cells, phonetic runs, cells without a reference, a sheet without a used
+/// range or with a wrong one.
+fn hand_made(path: &Path, date1904: bool, dimension: Option<&str>, sheet_data: &str) {
+    use std::io::Write;
+    let parts = [
+        (
+            "_rels/.rels",
+            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#.to_string(),
+        ),
+        (
+            "xl/_rels/workbook.xml.rels",
+            r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#.to_string(),
+        ),
+        (
+            "xl/workbook.xml",
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><workbookPr{}/><sheets><sheet name="Data &amp; more" sheetId="1" r:id="rId1"/></sheets></workbook>"#,
+                if date1904 { r#" date1904="1""# } else { "" }
+            ),
+        ),
+        (
+            "xl/styles.xml",
+            r#"<?xml version="1.0" encoding="UTF-8"?><styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><numFmts count="1"><numFmt numFmtId="164" formatCode="dd/mm/yyyy hh:mm"/></numFmts><cellStyleXfs count="1"><xf numFmtId="22"/></cellStyleXfs><cellXfs count="3"><xf numFmtId="0"/><xf numFmtId="164"/><xf numFmtId="14"/></cellXfs></styleSheet>"#.to_string(),
+        ),
+        (
+            "xl/sharedStrings.xml",
+            r#"<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="4" uniqueCount="4"><si><t>Lead</t></si><si><r><t>ri</t></r><r><rPr><b/></rPr><t xml:space="preserve">ch </t></r><rPh><t>ignored</t></rPh></si><si><t>line_x000D_break</t></si><si><t>  trimmed  </t></si></sst>"#.to_string(),
+        ),
+        (
+            "xl/worksheets/sheet1.xml",
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">{}<sheetData>{sheet_data}</sheetData></worksheet>"#,
+                dimension.map_or(String::new(), |d| format!(r#"<dimension ref="{d}"/>"#))
+            ),
+        ),
+    ];
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, text) in parts {
+        zip.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(text.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+#[test]
+fn hand_made_cells_read_the_same_on_both_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hand.xlsx");
+    let sheet = concat!(
+        r#"<row r="1"><c r="A1" t="s"><v>0</v></c><c t="inlineStr"><is><t>B</t></is></c>"#,
+        r#"<c t="inlineStr"><is><t>C</t></is></c><c t="inlineStr"><is><t>D</t></is></c>"#,
+        r#"<c t="inlineStr"><is><t>E</t></is></c><c t="inlineStr"><is><t>F</t></is></c>"#,
+        r#"<c t="inlineStr"><is><t>G</t></is></c><c t="inlineStr"><is><t>H</t></is></c></row>"#,
+        r#"<row r="2"><c r="A2" t="s"><v>1</v></c><c r="B2" t="s"><v>2</v></c>"#,
+        r#"<c r="C2" t="d"><v>2024-03-10T09:30:00</v></c>"#,
+        r#"<c r="D2" t="str"><f>A1&amp;"x"</f><v>a &amp; b &#65;</v></c>"#,
+        r#"<c r="E2" t="inlineStr"><is><t xml:space="preserve"> kept </t></is></c>"#,
+        r#"<c r="F2" s="1"><v>0.5</v></c><c r="G2" s="2"><v>1</v></c><c r="H2"><v>1.5E3</v></c></row>"#,
+        r#"<row r="4"><c t="s"><v>3</v></c><c><v>abc</v></c></row>"#,
+    );
+    for date1904 in [false, true] {
+        hand_made(&path, date1904, Some("A1:H4"), sheet);
+        let (headers, rows) = read_all(&path, Some("data & more"));
+        assert_eq!(
+            headers,
+            ByteRecord::from(vec!["Lead", "B", "C", "D", "E", "F", "G", "H"])
+        );
+        let (half, one) = if date1904 {
+            ("1904-01-01 12:00:00", "1904-01-02 00:00:00")
+        } else {
+            ("1899-12-31 12:00:00", "1900-01-01 00:00:00")
+        };
+        assert_eq!(
+            fields(&rows[0]),
+            [
+                "rich ",
+                "line\rbreak",
+                "2024-03-10 09:30:00",
+                "a & b A",
+                " kept ",
+                half,
+                one,
+                "1500"
+            ],
+            "1904: {date1904}"
+        );
+        assert_eq!(rows[1].number, 4);
+        assert_eq!(fields(&rows[1])[..2], ["trimmed", "abc"]);
+    }
+}
+
+#[test]
+fn without_a_declared_range_the_table_starts_at_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.xlsx");
+    let sheet = concat!(
+        r#"<row r="2"><c r="C2" t="s"><v>0</v></c><c r="D2" t="inlineStr"><is><t>Code</t></is></c></row>"#,
+        r#"<row r="3"><c r="D3"><v>201</v></c></row>"#,
+    );
+    hand_made(&path, false, None, sheet);
+    let (headers, rows) = read_all(&path, None);
+    assert_eq!(headers, ByteRecord::from(vec!["Lead", "Code"]));
+    assert_eq!(fields(&rows[0]), ["", "201"]);
+    // The placeholder "A1" some writers declare is no range either.
+    hand_made(&path, false, Some("A1"), sheet);
+    assert_eq!(read_all(&path, None).1, rows);
+}
+
+#[test]
+fn a_stream_that_cannot_be_trusted_stops_naming_the_sheet_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.xlsx");
+    let header = r#"<row r="1"><c r="B1" t="s"><v>0</v></c></row>"#;
+    let cases = [
+        // A value left of the range the sheet declares.
+        (
+            Some("B1:B3"),
+            r#"<row r="2"><c r="A2"><v>1</v></c></row>"#,
+            "column A, left of the table's first column B",
+        ),
+        // A row before the one above it.
+        (
+            Some("B1:B3"),
+            r#"<row r="3"><c r="B3"><v>1</v></c></row><row r="2"><c r="B2"><v>2</v></c></row>"#,
+            "sheet row 2 comes after row 3",
+        ),
+        // A cell written twice.
+        (
+            Some("B1:C3"),
+            r#"<row r="2"><c r="C2"><v>1</v></c><c r="B2"><v>2</v></c></row>"#,
+            "holds column B twice",
+        ),
+        // A shared string the table does not hold.
+        (
+            Some("B1:B3"),
+            r#"<row r="2"><c r="B2" t="s"><v>99</v></c></row>"#,
+            "string 99",
+        ),
+    ];
+    for (dimension, rows, expected) in cases {
+        hand_made(&path, false, dimension, &format!("{header}{rows}"));
+        // Found while reading the rows, or at the header (the stream reads one cell ahead).
+        let errors: Vec<String> =
+            match SheetSource::open(&path, None, InputLimits::default(), SheetReader::Auto) {
+                Ok(source) => source
+                    .filter_map(Result::err)
+                    .map(|e| e.to_string())
+                    .collect(),
+                Err(e) => vec![e.to_string()],
+            };
+        assert!(
+            errors.len() == 1 && errors[0].contains(expected) && errors[0].contains("damaged.xlsx"),
+            "{expected}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_is_no_workbook_is_a_file_level_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.xlsx");
+    std::fs::write(&path, b"RelatedProspectId,ActivityEvent\n").unwrap();
+    for err in error_of_each(&path, None, InputLimits::default()) {
+        assert!(
+            err.contains("bad.xlsx") && err.contains("cannot read the spreadsheet"),
+            "{err}"
+        );
+    }
+    let err = SheetSource::open(
+        &dir.path().join("missing.xlsx"),
+        None,
+        InputLimits::default(),
+        SheetReader::Auto,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.starts_with("cannot open") && err.contains("missing.xlsx"),
+        "{err}"
+    );
+}
