@@ -338,14 +338,7 @@ impl CsvSource {
             });
         }
         source.check_closed(&headers, line)?;
-        if headers.len() > limits.max_columns {
-            return Err(InputError::TooManyColumns {
-                path: name.to_path_buf(),
-                line,
-                columns: headers.len(),
-                limit: limits.max_columns,
-            });
-        }
+        limits.check_header(name, line, headers.len())?;
         if headers.iter().any(|h| h.contains(&0)) {
             return Err(InputError::NotUtf8Csv {
                 path: name.to_path_buf(),

@@ -265,14 +265,7 @@ impl SheetSource {
         }
         let used = last_used(&header);
         header.truncate(used);
-        if header.len() > limits.max_columns {
-            return Err(InputError::TooManyColumns {
-                path: path.to_path_buf(),
-                line,
-                columns: header.len(),
-                limit: limits.max_columns,
-            });
-        }
+        limits.check_header(path, line, header.len())?;
         source.headers = header;
         Ok(source)
     }

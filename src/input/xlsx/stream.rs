@@ -40,6 +40,17 @@ pub(crate) struct CellStream {
     element: String,
 }
 
+/// What a cell's attributes say about reading its value.
+#[derive(Debug, Clone, Copy)]
+struct CellAttrs {
+    /// Index of its style (`s`), which says whether a number is a date.
+    style: Option<usize>,
+    /// How its value is written (`t`).
+    kind: CellType,
+    /// No `t` at all: text that is not a number is then text, not an error.
+    untyped: bool,
+}
+
 /// An element inside a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Element {
@@ -167,7 +178,14 @@ impl CellStream {
                         None => (self.row, self.col),
                     };
                     text.clear();
-                    self.read_cell(style, kind, untyped, text)?;
+                    self.read_cell(
+                        CellAttrs {
+                            style,
+                            kind,
+                            untyped,
+                        },
+                        text,
+                    )?;
                     self.col = self.col.saturating_add(1);
                     return Ok(Some(pos));
                 }
@@ -180,13 +198,7 @@ impl CellStream {
 
     /// Reads a cell's elements up to `</c>`; each `<v>`, `<is>` or `<f>` replaces the value
     /// read before it, as in calamine.
-    fn read_cell(
-        &mut self,
-        style: Option<usize>,
-        kind: CellType,
-        untyped: bool,
-        text: &mut String,
-    ) -> Result<(), ReadError> {
+    fn read_cell(&mut self, attrs: CellAttrs, text: &mut String) -> Result<(), ReadError> {
         loop {
             self.cell_buf.clear();
             let element = match self.xml.read_event_into(&mut self.cell_buf)? {
@@ -209,34 +221,22 @@ impl CellStream {
                 _ => continue,
             };
             text.clear();
-            self.read_value(element, style, kind, untyped, text)?;
+            let name = std::mem::take(&mut self.element);
+            let read = self.read_element(element, &name, attrs, text);
+            self.element = name;
+            read?;
         }
-    }
-
-    fn read_value(
-        &mut self,
-        element: Element,
-        style: Option<usize>,
-        kind: CellType,
-        untyped: bool,
-        text: &mut String,
-    ) -> Result<(), ReadError> {
-        let name = std::mem::take(&mut self.element);
-        let read = self.read_element(element, &name, style, kind, untyped, text);
-        self.element = name;
-        read
     }
 
     fn read_element(
         &mut self,
         element: Element,
         name: &str,
-        style: Option<usize>,
-        kind: CellType,
-        untyped: bool,
+        attrs: CellAttrs,
         text: &mut String,
     ) -> Result<(), ReadError> {
         let end = QName(name);
+        let kind = attrs.kind;
         match element {
             Element::Inline => read_string(&mut self.xml, end, &mut self.text_buf, text)?,
             Element::Formula => self.skip(end)?,
@@ -257,7 +257,7 @@ impl CellStream {
                     _ => {}
                 }
                 self.skip(end)?;
-                self.value_text(style, kind, untyped, text)?;
+                self.value_text(attrs, text)?;
             }
             Element::Value => {
                 self.raw.clear();
@@ -271,7 +271,7 @@ impl CellStream {
                         _ => {}
                     }
                 }
-                self.value_text(style, kind, untyped, text)?;
+                self.value_text(attrs, text)?;
             }
         }
         Ok(())
@@ -284,15 +284,9 @@ impl CellStream {
     }
 
     /// The text of the value written in `self.raw`, as calamine's `read_v` reads it.
-    fn value_text(
-        &mut self,
-        style: Option<usize>,
-        kind: CellType,
-        untyped: bool,
-        text: &mut String,
-    ) -> Result<(), ReadError> {
+    fn value_text(&mut self, attrs: CellAttrs, text: &mut String) -> Result<(), ReadError> {
         let raw = self.raw.as_str();
-        let value = match kind {
+        let value = match attrs.kind {
             CellType::Shared => {
                 if raw.is_empty() {
                     return Ok(());
@@ -324,14 +318,14 @@ impl CellStream {
                 }
                 match raw.parse::<f64>() {
                     Ok(n) => {
-                        let format = match style {
+                        let format = match attrs.style {
                             Some(s) => self.formats.get(s).copied(),
                             None => Some(NumberKind::Other),
                         };
                         number_value(n, format, self.is_1904)
                     }
                     // With no type at all, text that is not a number is text.
-                    Err(_) if untyped => {
+                    Err(_) if attrs.untyped => {
                         text.push_str(raw);
                         return Ok(());
                     }
