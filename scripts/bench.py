@@ -2,7 +2,7 @@
 """lsq-sync benchmark: runs import scenarios against the simulator in separate processes and
 prints one table (scenario, rows, ideal time, actual time, ratio, calls, 429s, peak memory).
 
-Usage:  python3 scripts/bench.py [--only NAME,NAME] [--keep DIR]
+Usage:  python3 scripts/bench.py [--only NAME,NAME] [--keep DIR] [--compare-bin PATH]
 
 Each scenario starts `lsq-sync simulate` as its own process, runs `lsq-sync import` against it
 as another, and measures the import process: wall time from spawn to exit, and peak RSS from
@@ -18,6 +18,14 @@ best time of each (as hyperfine's `min`): on a shared 2-core VM a single run of 
 slowed by half by a neighbour. Before each timed run the previous report is removed and dirty
 pages are written out (`sync`), so one run's disk writes are not billed to the next. Each row
 ends PASS or FAIL against the bar the issues set.
+
+`--only xlsx` runs the spreadsheet rows (issue 26): `validate` and an import into the simulator
+of an .xlsx at 200,000 rows and at Excel's limit (1,048,575 data rows under the header). The
+workbook holds the rows of a generated CSV (random lead ids and a unique note per row, so the
+shared-strings table is as large as such a sheet makes it), written by `examples/csv_to_xlsx`
+(shared strings, number and date cells). The same CSV is validated beside it. `--compare-bin`
+runs the same rows with another build (e.g. main's, which loads a sheet whole), labelled `@cmp`;
+bar 1's "no slower" is then judged against it.
 """
 
 import argparse
@@ -35,6 +43,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "lsq-sync")
 GEN = os.path.join(ROOT, "target", "release", "examples", "gen_activities")
+TO_XLSX = os.path.join(ROOT, "target", "release", "examples", "csv_to_xlsx")
 KEYS = {"LSQ_ACCESS_KEY": "bench-access", "LSQ_SECRET_KEY": "bench-secret"}
 
 # name, rows, simulator flags, import flags, data kind, calls per second left for the import
@@ -99,16 +108,17 @@ SCENARIOS = [
 
 def build():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "lsq-sync",
-                    "--example", "gen_activities"], cwd=ROOT, check=True)
+                    "--example", "gen_activities", "--example", "csv_to_xlsx"], cwd=ROOT,
+                   check=True)
 
 
 def generate(path, rows, kind):
     if os.path.exists(path):
         return
     args = [GEN, "--rows", str(rows), "--out", path]
-    if kind == "any":
+    if kind in ("any", "unique"):
         args.append("--any-lead")
-    if kind in ("numbered", "refused50"):
+    if kind in ("numbered", "refused50", "unique"):
         args.append("--numbered")
     if kind == "refused50":
         args += ["--refused-every", "50"]
@@ -131,7 +141,7 @@ def sim_stats(url):
         return json.load(response)
 
 
-def run_import(url, data, report, flags):
+def run_import(url, data, report, flags, binary=BIN):
     # Each scenario is a first run: a ledger left by an earlier bench would make it a no-op.
     for leftover in (report, report + ".ledger", report + ".ledger-wal", report + ".ledger-shm"):
         if os.path.exists(leftover):
@@ -139,7 +149,7 @@ def run_import(url, data, report, flags):
     env = dict(os.environ, **KEYS, LSQ_HOST=url, RUST_LOG="lsq_sync=warn")
     env.pop("LSQ_CONFIG", None)
     start = time.monotonic()
-    proc = subprocess.Popen([BIN, "import", data, "--out", report, *flags], env=env,
+    proc = subprocess.Popen([binary, "import", data, "--out", report, *flags], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -213,8 +223,83 @@ def dry_run(work, data):
     return lsq_s, max(run[1] for run in lsq_runs), code, stderr, py_s, times
 
 
+# Issue 26: (scenario, data rows, command, bar).
+SPREADSHEETS = [
+    ("xlsx-200k-validate", 200_000, "validate",
+     "issue 26.1: peak < 60 MB, no slower than main's whole-sheet path"),
+    ("xlsx-200k-import", 200_000, "import", "issue 26: rows/s and peak (no bar)"),
+    ("xlsx-max-validate", 1_048_575, "validate",
+     "issue 26.2: peak < 100 MB, every row in the report"),
+    ("xlsx-max-import", 1_048_575, "import",
+     "issue 26.2: peak < 100 MB, every row in the report"),
+]
+
+
+def report_rows(path):
+    """Data rows of a report (records, not lines: notes may hold line breaks)."""
+    with open(path, newline="") as f:
+        return sum(1 for _ in csv.reader(f)) - 1
+
+
+def spreadsheet_rows(work, binary, label):
+    """Issue 26's rows, run with `binary`; each scenario name gets `label` appended."""
+    results = []
+    env = dict(os.environ)
+    env.pop("LSQ_CONFIG", None)
+    env.pop("LSQ_XLSX_READER", None)
+    for name, rows, command, goal in SPREADSHEETS:
+        data = os.path.join(work, f"unique-{rows}.csv")
+        generate(data, rows, "unique")
+        book = data[:-4] + ".xlsx"
+        if not os.path.exists(book):
+            subprocess.run([TO_XLSX, data, book], check=True)
+        report = os.path.join(work, f"{name}{label}.report.csv")
+        r = {"scenario": name + label, "rows": rows, "goal": goal, "ideal_s": None,
+             "ratio": None, "calls": None, "429s": None, "created": None, "failed": None,
+             "dup_lost": "-", "speedup": None, "python_s": None, "max_in_window": None,
+             "xlsx_mb": os.path.getsize(book) / 1e6}
+        if command == "validate":
+            if os.path.exists(report):
+                os.remove(report)
+            os.sync()
+            elapsed, peak, code, stderr = timed([binary, "validate", book, "--out", report],
+                                                env)
+            os.sync()
+            csv_s, csv_peak, _, _ = timed([binary, "validate", data, "--out", report + ".csv"],
+                                          env)
+            r["csv"] = (csv_s, csv_peak)
+            r.update(calls=0, **{"429s": 0})
+        else:
+            sim, url = start_simulator(["--rate", "none", "--accept-any-lead"])
+            try:
+                code, elapsed, peak, stderr = run_import(url, book, report,
+                                                         ["--rate", "1000000/1s"], binary)
+            finally:
+                sim.send_signal(signal.SIGTERM)
+                sim.wait(timeout=30)
+            r.update(calls=figure(stderr, "calls made"), created=figure(stderr, "created"),
+                     failed=figure(stderr, "failed"), **{"429s": 0})
+        r.update(actual_s=elapsed, peak_mb=peak, exit=code, rows_per_s=rows / elapsed,
+                 reported=report_rows(report) if os.path.exists(report) else 0)
+        if code not in (0, 1):
+            print(stderr, file=sys.stderr)
+        results.append(r)
+    return results
+
+
 def verdict(name, r):
     """PASS or FAIL against the scenario's bar."""
+    if name.startswith("xlsx-"):
+        if "@" in name:
+            return "-"
+        every_row = r["exit"] == 0 and r["reported"] == r["rows"]
+        if name == "xlsx-200k-validate":
+            baseline = r.get("baseline_s") or 2.7
+            return "PASS" if every_row and r["peak_mb"] < 60 and r["actual_s"] <= baseline \
+                else "FAIL"
+        if name == "xlsx-200k-import":
+            return "PASS" if every_row and r["created"] == r["rows"] else "FAIL"
+        return "PASS" if every_row and r["peak_mb"] < 100 else "FAIL"
     rows, calls, limited = r["rows"], r["calls"] or 0, r["429s"] or 0
     if name.startswith("12."):
         bar = name.split("-")[0]
@@ -251,6 +336,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated scenario names")
     parser.add_argument("--keep", help="folder for generated data (reused between runs)")
+    parser.add_argument("--compare-bin",
+                        help="another lsq-sync build to run the spreadsheet rows with too")
     args = parser.parse_args()
     wanted = set(args.only.split(",")) if args.only else None
 
@@ -312,6 +399,16 @@ def main():
             print(stderr, file=sys.stderr)
         r["verdict"] = verdict(name, r)
         rows_out.append(r)
+    if wanted is None or "xlsx" in wanted:
+        ours = spreadsheet_rows(work, BIN, "")
+        if args.compare_bin:
+            theirs = spreadsheet_rows(work, os.path.abspath(args.compare_bin), "@cmp")
+            for r, t in zip(ours, theirs):
+                r["baseline_s"] = t["actual_s"]
+            ours += theirs
+        for r in ours:
+            r["verdict"] = verdict(r["scenario"], r)
+        rows_out += ours
 
     print(f"\nlsq-sync benchmark on {platform.node()}: {os.cpu_count()} cores, "
           f"{platform.machine()}, Python {platform.python_version()}; "
@@ -330,6 +427,12 @@ def main():
             other.append(f"dup/lost {r['dup_lost']}")
         if r["failed"]:
             other.append(f"{r['failed']} failed")
+        if "xlsx_mb" in r:
+            other.append(f"{r['xlsx_mb']:.1f} MB .xlsx; {r['reported']:,} rows in the report")
+            if "csv" in r:
+                other.append(f"same rows as CSV: {r['csv'][0]:.2f} s, {r['csv'][1]:.1f} MB")
+            if r.get("baseline_s"):
+                other.append(f"@cmp {r['baseline_s']:.2f} s")
         if r["speedup"] is not None:
             other.append(f"Python csv {r['python_s']:.2f} s: {r['speedup']:.2f}x "
                          f"(best of {DRY_RUN_ROUNDS}; lsq {r['runs'][0]}, Python {r['runs'][1]})")

@@ -37,7 +37,7 @@ use crate::input::rows::{InputError, InputLimits, SourceRow};
 
 /// An input file of either kind, iterated row by row.
 pub(crate) enum InputSource {
-    /// Boxed: a CSV reader carries its parser's state, several times a sheet's size.
+    /// Boxed: a CSV reader carries its parser's state, several times a sheet source's size.
     Csv(Box<CsvSource>),
     Sheet(crate::input::xlsx::SheetSource),
     Jsonl(crate::input::sources::jsonl::JsonlSource),
@@ -63,7 +63,13 @@ impl InputSource {
             return jsonl::JsonlSource::open(path, limits).map(InputSource::Jsonl);
         }
         if crate::input::xlsx::is_spreadsheet(path) {
-            return crate::input::xlsx::SheetSource::open(path, sheet).map(InputSource::Sheet);
+            return crate::input::xlsx::SheetSource::open(
+                path,
+                sheet,
+                limits,
+                crate::input::xlsx::SheetReader::from_env(),
+            )
+            .map(InputSource::Sheet);
         }
         if let Some(sheet) = sheet {
             return Err(InputError::Sheet {
@@ -109,7 +115,7 @@ impl InputSource {
     pub(crate) fn read_into(&mut self, row: &mut SourceRow) -> Result<bool, InputError> {
         match self {
             InputSource::Csv(csv) => csv.read_into(row),
-            InputSource::Sheet(sheet) => refill(sheet, row),
+            InputSource::Sheet(sheet) => sheet.read_into(row),
             InputSource::Jsonl(jsonl) => refill(jsonl, row),
         }
     }
@@ -332,14 +338,7 @@ impl CsvSource {
             });
         }
         source.check_closed(&headers, line)?;
-        if headers.len() > limits.max_columns {
-            return Err(InputError::TooManyColumns {
-                path: name.to_path_buf(),
-                line,
-                columns: headers.len(),
-                limit: limits.max_columns,
-            });
-        }
+        limits.check_header(name, line, headers.len())?;
         if headers.iter().any(|h| h.contains(&0)) {
             return Err(InputError::NotUtf8Csv {
                 path: name.to_path_buf(),

@@ -144,6 +144,26 @@ pub struct InputLimits {
     pub max_columns: usize,
 }
 
+impl InputLimits {
+    /// A header of `columns` columns (at `line` of `path`) within `max_columns`.
+    pub(crate) fn check_header(
+        &self,
+        path: &std::path::Path,
+        line: u64,
+        columns: usize,
+    ) -> Result<(), InputError> {
+        if columns > self.max_columns {
+            return Err(InputError::TooManyColumns {
+                path: path.to_path_buf(),
+                line,
+                columns,
+                limit: self.max_columns,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for InputLimits {
     fn default() -> Self {
         InputLimits {

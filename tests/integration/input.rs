@@ -10,17 +10,35 @@ use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 
 use crate::support::*;
 
+/// How the binary reads an .xlsx: streamed (the default), or loaded whole as before issue 26
+/// (`LSQ_XLSX_READER=whole`). The spreadsheet tests run under both.
+#[derive(Debug, Clone, Copy)]
+enum XlsxReader {
+    Stream,
+    Whole,
+}
+
+impl XlsxReader {
+    fn env(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            XlsxReader::Stream => vec![],
+            XlsxReader::Whole => vec![("LSQ_XLSX_READER", "whole")],
+        }
+    }
+}
+
 /// Runs `lsq-sync import INPUT --out report.csv --host SIM [extra...]` in `dir`.
 async fn import_file(
     sim: &RunningSimulator,
     dir: &Path,
     input: &str,
     extra: &[&str],
+    reader: XlsxReader,
 ) -> std::process::Output {
     let url = sim.base_url();
     let mut args = vec!["import", input, "--out", "report.csv", "--host", &url];
     args.extend(extra);
-    run_cli(dir, &args, &[]).await
+    run_cli(dir, &args, &reader.env()).await
 }
 
 /// The posted activity a report row names.
@@ -92,13 +110,22 @@ const CALLS_FLAGS: [&str; 12] = [
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_xlsx_with_its_own_columns_imports_with_utc_dates_and_retries_from_its_report() {
+    xlsx_with_its_own_columns(XlsxReader::Stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_xlsx_loaded_whole_imports_the_same() {
+    xlsx_with_its_own_columns(XlsxReader::Whole).await;
+}
+
+async fn xlsx_with_its_own_columns(reader: XlsxReader) {
     let sim = simulator(SimConfig::default()).await;
     let dir = tempfile::tempdir().expect("temp dir");
     write_calls_workbook(&dir.path().join("calls.xlsx"));
 
     let mut extra = CALLS_FLAGS.to_vec();
     extra.extend(["--set", "ActivityEvent=201", "--timezone", "Asia/Kolkata"]);
-    let out = import_file(&sim, dir.path(), "calls.xlsx", &extra).await;
+    let out = import_file(&sim, dir.path(), "calls.xlsx", &extra, reader).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     let rows = read_report(&dir.path().join("report.csv"));
@@ -143,7 +170,7 @@ async fn an_xlsx_with_its_own_columns_imports_with_utc_dates_and_retries_from_it
     ];
     args.extend(&CALLS_FLAGS[2..]);
     args.extend(["--set", "ActivityEvent=201", "--timezone", "Asia/Kolkata"]);
-    let out = run_cli(dir.path(), &args, &[]).await;
+    let out = run_cli(dir.path(), &args, &reader.env()).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let again = read_report(&dir.path().join("report-2.csv"));
     assert!(again.iter().all(|r| r["Status"] == "created"), "{again:?}");

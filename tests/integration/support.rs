@@ -32,6 +32,7 @@ pub(crate) async fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> 
         .env_remove("LSQ_HOST")
         .env_remove("LSQ_RATE")
         .env_remove("RUST_LOG")
+        .env_remove("LSQ_XLSX_READER")
         .env("LSQ_ACCESS_KEY", ACCESS_KEY)
         .env("LSQ_SECRET_KEY", SECRET_KEY)
         .kill_on_drop(true);
