@@ -212,8 +212,18 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
     let total: u64 = counts.values().sum();
     let to_send = count(RowState::Pending) + count(RowState::InFlight);
     let calls = to_send.div_ceil(settings.batch_size as u64);
+    let settled_keyed = if key.is_some() {
+        format!(
+            ", {} unchanged, {} conflicts, {} deleted",
+            count(RowState::Unchanged),
+            count(RowState::Conflict),
+            count(RowState::Deleted)
+        )
+    } else {
+        String::new()
+    };
     info!(
-        "plan: {to_send} rows to send of {total} ({} invalid, {} already created) in about {calls} calls at {}: at least {:.1}s",
+        "plan: {to_send} rows to send of {total} ({} invalid, {} already created{settled_keyed}) in about {calls} calls at {}: at least {:.1}s",
         count(RowState::Invalid),
         count(RowState::Created) + count(RowState::Skipped),
         settings.rate,

@@ -99,12 +99,24 @@ pub(crate) fn write_html_report(
         status_line: summary.status_line(),
         exit_code: summary.exit_status().code(),
         rows_total: summary.rows,
-        counts: vec![
-            ("created", c.created),
-            ("failed", c.failed),
-            ("invalid", c.invalid),
-            ("skipped", c.skipped),
-        ],
+        counts: if summary.keyed {
+            vec![
+                ("created", c.created),
+                ("updated", c.updated),
+                ("unchanged", c.unchanged),
+                ("conflict", c.conflict),
+                ("deleted", c.deleted),
+                ("failed", c.failed),
+                ("invalid", c.invalid),
+            ]
+        } else {
+            vec![
+                ("created", c.created),
+                ("failed", c.failed),
+                ("invalid", c.invalid),
+                ("skipped", c.skipped),
+            ]
+        },
         facts: vec![
             ("input", paths.input.display().to_string()),
             ("report", paths.report.display().to_string()),
@@ -147,7 +159,8 @@ pub(crate) fn write_html_report(
     write_atomically(path, render(&data).as_bytes()).map_err(|e| error(e.to_string()))
 }
 
-/// Groups the report's failed and invalid rows by Status and Error, largest group first.
+/// Groups the report's failed, invalid and conflicting rows by Status and Error, largest group
+/// first. A keyed sync's line for a key its input lacked has no row number: it is shown as `-`.
 fn error_groups(report: &Path) -> Result<(Vec<ErrorGroup>, usize), String> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -160,7 +173,7 @@ fn error_groups(report: &Path) -> Result<(Vec<ErrorGroup>, usize), String> {
         let field =
             |i: usize| String::from_utf8_lossy(record.get(i).unwrap_or_default()).into_owned();
         let status = field(1);
-        if status != "failed" && status != "invalid" {
+        if !matches!(status.as_str(), "failed" | "invalid" | "conflict") {
             continue;
         }
         let key = (status.clone(), field(3));
@@ -176,7 +189,12 @@ fn error_groups(report: &Path) -> Result<(Vec<ErrorGroup>, usize), String> {
         let group = &mut groups[at];
         group.count += 1;
         if group.examples.len() < EXAMPLES {
-            group.examples.push(field(0));
+            let number = field(0);
+            group.examples.push(if number.is_empty() {
+                "-".into()
+            } else {
+                number
+            });
         }
     }
     groups.sort_by_key(|g| std::cmp::Reverse(g.count));
@@ -297,7 +315,7 @@ pub(crate) fn render(data: &PageData) -> String {
     html.push_str(&chart(&data.throughput));
     html.push_str("\n<h2>Errors by message</h2>\n");
     if data.errors.is_empty() {
-        html.push_str("<p id=\"no-errors\">No failed or invalid rows.</p>\n");
+        html.push_str("<p id=\"no-errors\">No failed, invalid or conflicting rows.</p>\n");
     } else {
         html.push_str(
             "<table id=\"errors\"><tr><th>rows</th><th>status</th><th>message</th><th>example rows</th></tr>\n",
@@ -465,7 +483,7 @@ mod tests {
     fn a_run_without_creations_says_so_instead_of_a_chart() {
         let html = render(&page(Vec::new(), bucket(Vec::new())));
         assert!(html.contains("no-throughput") && !html.contains("<svg"));
-        assert!(html.contains("No failed or invalid rows."));
+        assert!(html.contains("No failed, invalid or conflicting rows."));
     }
 
     #[test]

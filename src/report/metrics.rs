@@ -54,6 +54,10 @@ pub(crate) fn render(
                 ("{status=\"failed\"}", c.failed as f64),
                 ("{status=\"invalid\"}", c.invalid as f64),
                 ("{status=\"skipped\"}", c.skipped as f64),
+                ("{status=\"updated\"}", c.updated as f64),
+                ("{status=\"unchanged\"}", c.unchanged as f64),
+                ("{status=\"conflict\"}", c.conflict as f64),
+                ("{status=\"deleted\"}", c.deleted as f64),
             ],
         );
         for (name, help, value) in [
@@ -76,6 +80,11 @@ pub(crate) fn render(
                 "lsq_sync_last_run_lookup_calls",
                 "Get Activities calls the last run made to check calls with an unknown outcome.",
                 s.lookup_calls,
+            ),
+            (
+                "lsq_sync_last_run_key_reads",
+                "Keyed sync: reads of the account's keyed activities that rebuilt the key map.",
+                s.key_reads,
             ),
         ] {
             gauge(name, help, &[("", value as f64)]);

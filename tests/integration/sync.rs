@@ -661,3 +661,96 @@ async fn bad_keys_are_invalid_and_a_dry_run_only_plans() {
         count(&[("created", 3), ("updated", 1), ("unchanged", 6)])
     );
 }
+
+/// The reconcile loop on a sync's report: a row whose update the server refused and a row in
+/// conflict are fixed in the report, and `retry` with the sync's key and ledger updates the one
+/// and finds the other unchanged, carrying every other line as it was, lines of deleted keys
+/// included.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_of_a_sync_report_sends_only_what_is_fixed() {
+    let mut n = Nightly::new(SimConfig::default()).await;
+    let base = calls(20);
+    let (code, _, err) = n.night(&base, &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut next: Vec<Call> = base[1..].to_vec();
+    next[2].note.push_str(" (edited)");
+    next[4].lead = demo_lead_id(49);
+    // Code 205 defines mx_Custom_1 and _2 only: the server refuses an update setting _4.
+    let bad = next.iter().position(|c| c.code == 205).expect("a 205");
+    next[bad].note.push_str(" (edited too)");
+    let text = csv_of(&next).replacen("mx_Custom_1\n", "mx_Custom_1,mx_Custom_4\n", 1);
+    let text: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i {
+            0 => l.to_string(),
+            i if i == bad + 1 => format!("{l},x"),
+            _ => format!("{l},"),
+        })
+        .collect();
+    std::fs::write(&n.input.path, text.join("\n") + "\n").expect("input");
+    let url = n.sim.base_url();
+    let sync = [
+        "--key",
+        "CallId",
+        "--ledger",
+        "sync.ledger",
+        "--rate",
+        API_RATE,
+    ];
+    let mut args = vec!["import", "input.csv", "--out", "r2.csv", "--host", &url];
+    args.extend(sync);
+    args.extend(["--delete-missing", "--yes"]);
+    let out = run_cli(n.input.dir.path(), &args, &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = n.input.dir.path().join("r2.csv");
+    let rows = read_report(&report);
+    assert_eq!(
+        statuses(&rows),
+        count(&[
+            ("updated", 1),
+            ("failed", 1),
+            ("conflict", 1),
+            ("unchanged", 16),
+            ("deleted", 1)
+        ])
+    );
+
+    // Fix the report as a person would: the field value gone, the lead put back.
+    let moved = &next[4];
+    let fixed = std::fs::read_to_string(&report)
+        .expect("report")
+        .replace(",x\n", ",\n")
+        .replace(&moved.lead, &base[5].lead);
+    std::fs::write(&report, fixed).expect("fixed report");
+    let mut args = vec!["retry", "r2.csv", "--out", "r3.csv", "--host", &url];
+    args.extend(sync);
+    let before = n.requests();
+    let out = run_cli(n.input.dir.path(), &args, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let again = read_report(&n.input.dir.path().join("r3.csv"));
+    assert_eq!(
+        statuses(&again),
+        count(&[("updated", 2), ("unchanged", 17), ("deleted", 1)])
+    );
+    assert_eq!(
+        n.calls_to(PATH_BULK_UPDATE, before),
+        1,
+        "only the fixed row is sent"
+    );
+    assert_eq!(n.calls_to(PATH_BULK_ADD_BY_LEAD_ID, before), 0);
+    let fixed_row = again
+        .iter()
+        .find(|r| r["CallId"] == next[bad].key)
+        .expect("the fixed row");
+    assert_eq!(fixed_row["Status"], "updated");
+    assert_eq!(
+        n.live()[&fixed_row["ProspectActivityId"]].note.as_deref(),
+        Some(next[bad].note.as_str())
+    );
+    assert!(
+        again
+            .iter()
+            .any(|r| r["Status"] == "deleted" && r["RowNumber"].is_empty())
+    );
+}
