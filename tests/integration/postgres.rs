@@ -361,3 +361,74 @@ async fn a_failing_query_or_a_refused_connection_exits_2_sends_nothing_and_hides
     assert!(sim.sim.requests().is_empty(), "nothing was sent");
     assert!(!dir.path().join("report.csv").exists());
 }
+
+/// The README's nightly sync recipe: a keyed sync straight from a table, twice, with the table
+/// edited, grown and trimmed in between: the second night updates in place, creates, deletes
+/// (`--delete-missing`) and leaves the rest, each call through the keyed pipeline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nightly_keyed_sync_from_postgres_mirrors_the_table() {
+    let pg = PgServer::start();
+    let client = pg.client().await;
+    seed(&client, 200).await;
+    let query = "SELECT 'A-' || id AS \"CallId\", lead AS \"RelatedProspectId\", event AS \
+                 \"ActivityEvent\", note AS \"ActivityNote\", at AS \"ActivityDateTime\", \
+                 score AS \"mx_Custom_1\" FROM activities ORDER BY id";
+    let sim = simulator(SimConfig {
+        rate: Some("1000/1s".parse().expect("quota")),
+        delete_delay: Duration::from_millis(20),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, host) = (pg.url(), sim.base_url());
+    let mut args = import_args(&url, query, &host, "1000/1s");
+    args.extend([
+        "--ledger",
+        "nightly.ledger",
+        "--key",
+        "CallId",
+        "--key-field",
+        "mx_Custom_50",
+        "--delete-missing",
+        "--yes",
+    ]);
+    let night = || async {
+        let out = run_cli(dir.path(), &args, &[]).await;
+        let rows = read_report(&dir.path().join("report.csv"));
+        let mut counts = std::collections::BTreeMap::new();
+        for r in &rows {
+            *counts.entry(r["Status"].clone()).or_insert(0) += 1;
+        }
+        (out, counts)
+    };
+    let (out, counts) = night().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(counts.get("created"), Some(&200));
+
+    client
+        .batch_execute(
+            "UPDATE activities SET note = note || ' (edited)' WHERE id <= 10;
+             UPDATE activities SET score = score + 1 WHERE id BETWEEN 11 AND 15;
+             DELETE FROM activities WHERE id BETWEEN 16 AND 18;
+             INSERT INTO activities (lead, event, note, at, score)
+             SELECT lead, event, 'new ' || id, at + interval '1 day', 1
+             FROM activities WHERE id BETWEEN 100 AND 106;",
+        )
+        .await
+        .expect("the source changes");
+    let (out, counts) = night().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let expected: std::collections::BTreeMap<String, i32> = [
+        ("created", 7),
+        ("updated", 15),
+        ("unchanged", 182),
+        ("deleted", 3),
+    ]
+    .into_iter()
+    .map(|(s, n)| (s.to_string(), n))
+    .collect();
+    assert_eq!(counts, expected, "{}", stderr(&out));
+    let (out, counts) = night().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(counts.get("unchanged"), Some(&204), "the next night: nothing to do");
+}
