@@ -323,7 +323,15 @@ impl Sender {
                 if depth > 0 {
                     RunStats::add(&self.api.stats.isolation_calls);
                 }
-                let verdict = self.exchange(sent_at, &pending).await;
+                let verdict = match self.exchange(sent_at, &pending).await {
+                    // An update is idempotent: sending it again is the check, so a lost answer
+                    // is retried like a failure that carried nothing.
+                    Verdict::Unknown(message) if pending.iter().any(|r| r.update.is_some()) => {
+                        RunStats::add(&self.api.stats.ambiguous);
+                        Verdict::Transient(message)
+                    }
+                    verdict => verdict,
+                };
                 match verdict {
                     Verdict::Success(answer) => {
                         let results = row_results(&pending, &answer);
@@ -369,23 +377,6 @@ impl Sender {
                                 done.extend(found);
                                 pending = missing;
                             }
-                        }
-                    }
-                    Verdict::Unknown(message)
-                        if pending.first().is_some_and(|r| r.update.is_some()) =>
-                    {
-                        // An update is idempotent: sending it again is the check.
-                        RunStats::add(&self.api.stats.ambiguous);
-                        last_problem = message;
-                        let wait = if self.api.gate_open() {
-                            self.api.retry.backoff(attempt, rng)
-                        } else {
-                            Duration::ZERO
-                        };
-                        self.retry_later(call, attempt, &last_problem, &pending, wait)
-                            .await;
-                        if self.api.in_outage_since(epoch) {
-                            attempt -= 1;
                         }
                     }
                     Verdict::RateLimited {

@@ -92,15 +92,7 @@ impl Ledger {
     /// claims it; a run keyed by another column is refused, since its keys would be taken for
     /// this column's (and `--delete-missing` would delete every one of them).
     pub(crate) fn claim_key_column(&self, column: &str) -> Result<(), LedgerError> {
-        let conn = self.conn();
-        let held: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                params![KEY_COLUMN],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match held {
+        match self.meta(KEY_COLUMN)? {
             Some(held) if !held.eq_ignore_ascii_case(column) => Err(LedgerError::KeyColumn {
                 path: self.path.clone(),
                 held,
@@ -108,7 +100,7 @@ impl Ledger {
             }),
             Some(_) => Ok(()),
             None => {
-                conn.execute(
+                self.conn().execute(
                     "INSERT INTO meta (key, value) VALUES (?1, ?2)",
                     params![KEY_COLUMN, column],
                 )?;
@@ -338,13 +330,16 @@ impl Ledger {
     /// The time through which the account's keyed activities of `code` have been read into
     /// the map (`--key-field`); `None` if they never were.
     pub(crate) fn keys_read_through(&self, code: i64) -> Result<Option<String>, LedgerError> {
+        self.meta(&format!("{READ_THROUGH}{code}"))
+    }
+
+    /// A `meta` value.
+    fn meta(&self, key: &str) -> Result<Option<String>, LedgerError> {
         Ok(self
             .conn()
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                params![format!("{READ_THROUGH}{code}")],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 

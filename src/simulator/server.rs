@@ -631,17 +631,7 @@ fn bulk_post(
         (_, Err(message)) => Answer::bad_request(message),
         (_, Ok(rows)) => bulk_rows(sim, seq, &rows),
     };
-    let answer = match fault {
-        Some(Fault::CommitThen500) => Answer::plain_500(RequestOutcome::CommittedThen500),
-        Some(Fault::CommitThenDrop) => Answer::dropped(RequestOutcome::CommittedThenDropped),
-        Some(Fault::CommitThenLate) => Answer {
-            outcome: RequestOutcome::CommittedThenLate,
-            late_by: sim.shared.config.faults.late_by,
-            ..answer
-        },
-        _ => answer,
-    };
-    answer.with_items(items)
+    after_commit(sim, fault, answer).with_items(items)
 }
 
 /// Update Activities in Bulk: at most 25 items by `ProspectActivityId`, their notes and fields
@@ -704,7 +694,13 @@ fn bulk_update(sim: &Simulator, headers: &HeaderMap, body: &[u8], fault: Option<
             "Message": { "Message": format!("{count} activities updated") }
         }))
     };
-    let answer = match fault {
+    after_commit(sim, fault, answer).with_items(count)
+}
+
+/// The answer of a bulk call whose rows the server has acted on, spoiled by a commit-then fault
+/// drawn for it: a 500 or a dropped connection instead, or the answer arriving late.
+fn after_commit(sim: &Simulator, fault: Option<Fault>, answer: Answer) -> Answer {
+    match fault {
         Some(Fault::CommitThen500) => Answer::plain_500(RequestOutcome::CommittedThen500),
         Some(Fault::CommitThenDrop) => Answer::dropped(RequestOutcome::CommittedThenDropped),
         Some(Fault::CommitThenLate) => Answer {
@@ -713,8 +709,7 @@ fn bulk_update(sim: &Simulator, headers: &HeaderMap, body: &[u8], fault: Option<
             ..answer
         },
         _ => answer,
-    };
-    answer.with_items(count)
+    }
 }
 
 /// ByLeadField items addressed to their leads' ids, or the row's error when no lead has the

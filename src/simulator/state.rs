@@ -119,6 +119,34 @@ struct TypeInfo {
     fields: u64,
 }
 
+impl TypeInfo {
+    /// The custom fields of a posted or updated item, by number, refused as the vendor does
+    /// when one is not a custom field or not one this type defines (the row's
+    /// `ExceptionMessage`). A repeated field keeps its last value, as a key-value store would.
+    fn check_fields(&self, given: &[api::FieldValue]) -> Result<Vec<(u8, Box<str>)>, String> {
+        let mut fields: Vec<(u8, Box<str>)> = Vec::with_capacity(given.len());
+        for field in given {
+            let n = parse_field_name(&field.schema_name).ok_or_else(|| {
+                format!(
+                    "Invalid field SchemaName '{}': expected mx_Custom_1 .. mx_Custom_50",
+                    field.schema_name
+                )
+            })?;
+            if self.fields & (1 << n) == 0 {
+                return Err(format!(
+                    "Field {} is not defined for activity event {}",
+                    field.schema_name, self.code
+                ));
+            }
+            match fields.iter_mut().find(|(m, _)| *m == n) {
+                Some(slot) => slot.1 = field.value.as_str().into(),
+                None => fields.push((n, field.value.as_str().into())),
+            }
+        }
+        Ok(fields)
+    }
+}
+
 /// The order of Get Activities by Activity Event's listing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct EventSort {
@@ -469,26 +497,7 @@ impl State {
                 format!("Invalid ActivityDateTime '{text}': expected yyyy-MM-dd HH:mm:ss (UTC)")
             })?),
         };
-        let mut fields: Vec<(u8, Box<str>)> = Vec::with_capacity(item.fields.len());
-        for field in &item.fields {
-            let n = parse_field_name(&field.schema_name).ok_or_else(|| {
-                format!(
-                    "Invalid field SchemaName '{}': expected mx_Custom_1 .. mx_Custom_50",
-                    field.schema_name
-                )
-            })?;
-            if kind.fields & (1 << n) == 0 {
-                return Err(format!(
-                    "Field {} is not defined for activity event {code}",
-                    field.schema_name
-                ));
-            }
-            // A repeated field keeps its last value, as a key-value store would.
-            match fields.iter_mut().find(|(m, _)| *m == n) {
-                Some(slot) => slot.1 = field.value.as_str().into(),
-                None => fields.push((n, field.value.as_str().into())),
-            }
-        }
+        let mut fields = kind.check_fields(&item.fields)?;
         fields.sort_by_key(|(n, _)| *n);
         let owner = match &item.activity_owner_email {
             None => NO_OWNER,
@@ -597,25 +606,7 @@ impl State {
                 item.prospect_activity_id
             ));
         };
-        let mut fields: Vec<(u8, Box<str>)> = Vec::with_capacity(item.fields.len());
-        for field in &item.fields {
-            let n = parse_field_name(&field.schema_name).ok_or_else(|| {
-                format!(
-                    "Invalid field SchemaName '{}': expected mx_Custom_1 .. mx_Custom_50",
-                    field.schema_name
-                )
-            })?;
-            if kind.fields & (1 << n) == 0 {
-                return Err(format!(
-                    "Field {} is not defined for activity event {code}",
-                    field.schema_name
-                ));
-            }
-            match fields.iter_mut().find(|(m, _)| *m == n) {
-                Some(slot) => slot.1 = field.value.as_str().into(),
-                None => fields.push((n, field.value.as_str().into())),
-            }
-        }
+        let fields = kind.check_fields(&item.fields)?;
         Ok(ValidUpdate {
             index,
             note: item.activity_note.as_str().into(),

@@ -430,5 +430,9 @@ async fn a_nightly_keyed_sync_from_postgres_mirrors_the_table() {
     assert_eq!(counts, expected, "{}", stderr(&out));
     let (out, counts) = night().await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(counts.get("unchanged"), Some(&204), "the next night: nothing to do");
+    assert_eq!(
+        counts.get("unchanged"),
+        Some(&204),
+        "the next night: nothing to do"
+    );
 }

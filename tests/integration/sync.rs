@@ -164,6 +164,25 @@ fn next_night(
     next
 }
 
+/// The CSV of `calls` with one more column, `mx_Custom_4`, filled only on the first call of code
+/// 205, whose type defines `mx_Custom_1` and `_2` only: the server refuses that row (an update
+/// of it fails, the whole call with the simulator's default answer). Returns the text and the
+/// refused call's index.
+fn with_a_refused_field(calls: &[Call]) -> (String, usize) {
+    let bad = calls.iter().position(|c| c.code == 205).expect("a 205");
+    let text = csv_of(calls).replacen("mx_Custom_1\n", "mx_Custom_1,mx_Custom_4\n", 1);
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i {
+            0 => l.to_string(),
+            i if i == bad + 1 => format!("{l},x"),
+            _ => format!("{l},"),
+        })
+        .collect();
+    (lines.join("\n") + "\n", bad)
+}
+
 fn by_key(rows: &[ReportRow]) -> BTreeMap<String, ReportRow> {
     rows.iter()
         .map(|r| (r["CallId"].clone(), r.clone()))
@@ -415,24 +434,8 @@ async fn both_shapes_of_the_update_answer_are_read_and_a_bad_row_is_isolated() {
         for c in next.iter_mut().take(30) {
             c.note.push_str(" (edited)");
         }
-        // Code 205 defines mx_Custom_1 and _2 only: a value for _4 is refused by the server.
-        let bad = next.iter().position(|c| c.code == 205).expect("a 205");
-        let mut text = csv_of(&next);
-        text = text.replacen(
-            "ActivityNote,ActivityDateTime,mx_Custom_1\n",
-            "ActivityNote,ActivityDateTime,mx_Custom_1,mx_Custom_4\n",
-            1,
-        );
-        let lines: Vec<String> = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| match i {
-                0 => l.to_string(),
-                i if i == bad + 1 => format!("{l},x"),
-                _ => format!("{l},"),
-            })
-            .collect();
-        std::fs::write(&n.input.path, lines.join("\n") + "\n").expect("input");
+        let (text, _) = with_a_refused_field(&next);
+        std::fs::write(&n.input.path, text).expect("input");
         let url = n.sim.base_url();
         let out = run_cli(
             n.input.dir.path(),
@@ -675,20 +678,10 @@ async fn retry_of_a_sync_report_sends_only_what_is_fixed() {
     let mut next: Vec<Call> = base[1..].to_vec();
     next[2].note.push_str(" (edited)");
     next[4].lead = demo_lead_id(49);
-    // Code 205 defines mx_Custom_1 and _2 only: the server refuses an update setting _4.
     let bad = next.iter().position(|c| c.code == 205).expect("a 205");
     next[bad].note.push_str(" (edited too)");
-    let text = csv_of(&next).replacen("mx_Custom_1\n", "mx_Custom_1,mx_Custom_4\n", 1);
-    let text: Vec<String> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| match i {
-            0 => l.to_string(),
-            i if i == bad + 1 => format!("{l},x"),
-            _ => format!("{l},"),
-        })
-        .collect();
-    std::fs::write(&n.input.path, text.join("\n") + "\n").expect("input");
+    let (text, _) = with_a_refused_field(&next);
+    std::fs::write(&n.input.path, text).expect("input");
     let url = n.sim.base_url();
     let sync = [
         "--key",
