@@ -57,19 +57,7 @@ pub(crate) struct KeyMapReader {
 impl KeyMapReader {
     /// The activity `key` maps to, if the map holds it.
     pub(crate) fn get(&self, key: &str) -> Result<Option<KnownKey>, LedgerError> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let raw: Option<(String, String)> = conn
-            .prepare_cached("SELECT activity_id, entry FROM sync_keys WHERE key = ?1")?
-            .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        raw.map(|(activity_id, entry)| {
-            Ok(KnownKey {
-                key: key.to_string(),
-                activity_id,
-                entry: parse_entry(&entry)?,
-            })
-        })
-        .transpose()
+        known_key_on(&self.conn.lock().unwrap_or_else(|e| e.into_inner()), key)
     }
 }
 
@@ -78,6 +66,22 @@ impl Drop for KeyMapReader {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let _ = conn.execute_batch("COMMIT");
     }
+}
+
+/// The key map's entry for `key`, read on `conn`.
+fn known_key_on(conn: &rusqlite::Connection, key: &str) -> Result<Option<KnownKey>, LedgerError> {
+    let raw: Option<(String, String)> = conn
+        .prepare_cached("SELECT activity_id, entry FROM sync_keys WHERE key = ?1")?
+        .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    raw.map(|(activity_id, entry)| {
+        Ok(KnownKey {
+            key: key.to_string(),
+            activity_id,
+            entry: parse_entry(&entry)?,
+        })
+    })
+    .transpose()
 }
 
 /// `meta` key naming the input column whose keys the map holds.
@@ -272,21 +276,7 @@ impl Ledger {
     /// The activity a key maps to, if the map holds it. Asked on the lookup connection, so
     /// that planning can ask while it holds the main one inserting the run's rows.
     pub(crate) fn known_key(&self, key: &str) -> Result<Option<KnownKey>, LedgerError> {
-        let raw: Option<(String, String)> = self
-            .lookup
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .prepare_cached("SELECT activity_id, entry FROM sync_keys WHERE key = ?1")?
-            .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        raw.map(|(activity_id, entry)| {
-            Ok(KnownKey {
-                key: key.to_string(),
-                activity_id,
-                entry: parse_entry(&entry)?,
-            })
-        })
-        .transpose()
+        known_key_on(&self.lookup.lock().unwrap_or_else(|e| e.into_inner()), key)
     }
 
     /// What row `number` of `run` says of its key's activity (for a row deleting a missing

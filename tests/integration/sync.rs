@@ -103,6 +103,31 @@ impl Nightly {
         (out.status.code().unwrap_or(-1), rows, stderr(&out))
     }
 
+    /// Runs `import input.csv --out REPORT --key CallId --ledger sync.ledger` over the input as
+    /// it is, at `rate`.
+    async fn sync(&self, report: &str, rate: &str) -> std::process::Output {
+        let url = self.sim.base_url();
+        run_cli(
+            self.input.dir.path(),
+            &[
+                "import",
+                "input.csv",
+                "--out",
+                report,
+                "--host",
+                &url,
+                "--key",
+                "CallId",
+                "--ledger",
+                "sync.ledger",
+                "--rate",
+                rate,
+            ],
+            &[],
+        )
+        .await
+    }
+
     /// Requests to `path` since request `from`.
     fn calls_to(&self, path: &str, from: usize) -> usize {
         self.sim.sim.requests()[from..]
@@ -436,26 +461,7 @@ async fn both_shapes_of_the_update_answer_are_read_and_a_bad_row_is_isolated() {
         }
         let (text, _) = with_a_refused_field(&next);
         std::fs::write(&n.input.path, text).expect("input");
-        let url = n.sim.base_url();
-        let out = run_cli(
-            n.input.dir.path(),
-            &[
-                "import",
-                "input.csv",
-                "--out",
-                "r.csv",
-                "--host",
-                &url,
-                "--key",
-                "CallId",
-                "--ledger",
-                "sync.ledger",
-                "--rate",
-                API_RATE,
-            ],
-            &[],
-        )
-        .await;
+        let out = n.sync("r.csv", API_RATE).await;
         let rows = read_report(&n.input.dir.path().join("r.csv"));
         let st = statuses(&rows);
         assert_eq!(st.get("updated"), Some(&29), "{answer:?}: {}", stderr(&out));
@@ -531,26 +537,7 @@ async fn sigkill_mid_update_then_resume_applies_every_update_once() {
         "killed mid-update ({updated_before_resume} applied)"
     );
 
-    let url = n.sim.base_url();
-    let out = run_cli(
-        n.input.dir.path(),
-        &[
-            "import",
-            "input.csv",
-            "--out",
-            "r.csv",
-            "--host",
-            &url,
-            "--key",
-            "CallId",
-            "--ledger",
-            "sync.ledger",
-            "--rate",
-            "50/1s",
-        ],
-        &[],
-    )
-    .await;
+    let out = n.sync("r.csv", "50/1s").await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let rows = read_report(&n.input.dir.path().join("r.csv"));
     assert_eq!(
