@@ -16,20 +16,23 @@
 //! - [`import`]: the import's own stages: [`import::plan`] (every row validated and recorded
 //!   in the ledger before anything is sent, or the run to resume), [`import::validate`],
 //!   [`import::batch`], [`import::send`], [`import::resolve`] (which rows of an unknown-outcome
-//!   call exist), the [`import::run`] that runs the plan, and [`import::dry_run`].
+//!   call exist), the [`import::run`] that runs the plan, and [`import::dry_run`]; for a keyed
+//!   sync (`--key`), the classification step [`import::keyed`], the key map read back from the
+//!   account [`import::keymap`], and the deletion stage [`import::deletion`].
 //! - [`lsq`]: talking to LeadSquared: wire types ([`lsq::api`]), the client and its one
 //!   classifier ([`lsq::client`]), the rate quota and the pacer ([`lsq::quota`],
 //!   [`lsq::pace`]), the outage gate ([`lsq::outage`]), keys and hosts ([`lsq::secure`]), Get
 //!   Activities of a lead ([`lsq::activities`]) and of a code account-wide ([`lsq::by_event`]),
 //!   date windows applied on our side ([`lsq::window`]), and [`lsq::calls::Api`], the one
 //!   paced, counted, retried call every command makes.
-//! - [`ledger`]: the SQLite record of every run, row and call; what makes resuming safe. All
-//!   the program's SQL is there.
+//! - [`ledger`]: the SQLite record of every run, row and call, and a keyed sync's key map;
+//!   what makes resuming safe. All the program's SQL is there.
 //! - [`report`]: per-row results in input order, and a run's end: counters ([`report::stats`]),
 //!   the JSON summary ([`report::summary`]), the HTML page ([`report::html`]), Prometheus
 //!   metrics ([`report::metrics`]) and the webhook ([`report::notify`]).
 //! - [`ops`]: the other commands' work: [`ops::export`], [`ops::deletes`], [`ops::undo`],
-//!   [`ops::check`], and the `--leads` input ([`ops::leads`]).
+//!   [`ops::check`], the `--leads` input ([`ops::leads`]), and how a keyed sync deletes
+//!   ([`ops::mirror`], undo's surgical windows, handed to the import).
 //! - [`commands`]: the CLI commands, thin wrappers over the above.
 //! - [`simulator`]: an in-process HTTP simulator of the LeadSquared API for tests and demos.
 //! - [`config`], [`cli`], [`progress`], [`abort`], [`exit`]: settings (defaults < file < env <
