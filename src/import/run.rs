@@ -304,7 +304,10 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
                 // A keyed sync reads only the rows still to send: its report trails them from
                 // the ledger, so the settled ones (most rows, on a quiet night) need no trip.
                 let chunk = if keyed {
-                    ledger.unsettled_rows(run, after, 1000)?
+                    // A small first chunk: the first call should not wait for a scan of the
+                    // whole run when the rows to send are few and far between.
+                    let limit = if after == 0 { 50 } else { 1000 };
+                    ledger.unsettled_rows(run, after, limit)?
                 } else {
                     ledger.rows(run, after, 1000)?
                 };
