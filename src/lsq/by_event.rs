@@ -7,7 +7,9 @@
 //! GUIDs). [`EventWalk`] (pure, no I/O) decides which page to ask for next, reads each answer
 //! leniently ([`EventActivity::from_item`]), de-duplicates and says when the walk is over;
 //! [`EventReader`] (the I/O half) makes each call through the run's [`Api`] (paced, counted in
-//! `reads`, retried, watched by the outage gate, like every other call).
+//! `reads`, or in `check_reads` for a check's reads, retried, watched by the outage gate, like
+//! every other call). [`EventReader::walk_event_if`] lets the caller stop after the first page,
+//! whose `RecordCount` tells what the whole read would cost.
 //!
 //! What the vendor documents, and what is assumed (`shared/leadsquared-api/README.md`):
 //! `PageIndex` counts from 1; the largest `PageSize` is not documented, so the reader asks for
@@ -412,12 +414,35 @@ impl EventWalk {
     }
 }
 
+/// Which of the run's counters an [`EventReader`]'s calls count in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum CountedAs {
+    /// `reads`: exports by code, the keyed sync's key map.
+    #[default]
+    Reads,
+    /// `check_reads`: checks of calls whose outcome is unknown, which the summary counts among
+    /// the run's lookups (what certainty cost), apart from the key map's reads.
+    Checks,
+}
+
 /// Reads activities account-wide by code; cheap to share behind a reference, every call paced.
 pub(crate) struct EventReader {
     /// The run's client, pacer, counters, retry policy and outage gate.
     pub api: Api,
     /// `PageSize` asked for; [`DEFAULT_EVENT_PAGE_SIZE`] unless configured.
     pub page_size: u64,
+    /// The counter each call (retries included) adds to.
+    pub counted_as: CountedAs,
+}
+
+/// How [`EventReader::walk_event_if`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Walked {
+    /// Every page was read; the totals.
+    Complete(EventWalkStats),
+    /// The caller declined to read past the first page, whose totals these are; nothing was
+    /// handed out.
+    Declined(EventWalkStats),
 }
 
 impl EventReader {
@@ -426,6 +451,7 @@ impl EventReader {
         EventReader {
             api,
             page_size: DEFAULT_EVENT_PAGE_SIZE,
+            counted_as: CountedAs::Reads,
         }
     }
 
@@ -436,9 +462,25 @@ impl EventReader {
     pub(crate) async fn walk_event<E: From<FetchError>>(
         &self,
         query: &EventQuery,
-        mut each_page: impl FnMut(Vec<EventActivity>) -> Result<(), E>,
+        each_page: impl FnMut(Vec<EventActivity>) -> Result<(), E>,
     ) -> Result<EventWalkStats, E> {
+        match self.walk_event_if(query, |_| true, each_page).await? {
+            Walked::Complete(stats) | Walked::Declined(stats) => Ok(stats),
+        }
+    }
+
+    /// [`EventReader::walk_event`], except that once the first page is in, `go_on` sees the
+    /// totals so far (`RecordCount`, the page size the server serves, items without a note)
+    /// and decides whether the rest is worth reading: the first page costs what a bare count
+    /// would, and tells the same. When it declines, nothing is handed out.
+    pub(crate) async fn walk_event_if<E: From<FetchError>>(
+        &self,
+        query: &EventQuery,
+        go_on: impl FnOnce(&EventWalkStats) -> bool,
+        mut each_page: impl FnMut(Vec<EventActivity>) -> Result<(), E>,
+    ) -> Result<Walked, E> {
         let mut walk = EventWalk::new(query.event, self.page_size);
+        let mut go_on = Some(go_on);
         loop {
             while let Some((index, size)) = walk.next_request() {
                 let response = self.page(query, index, size).await?;
@@ -451,12 +493,17 @@ impl EventReader {
                     "activities-by-event page"
                 );
                 let fresh = walk.feed(response);
+                if let Some(decide) = go_on.take()
+                    && !decide(walk.stats())
+                {
+                    return Ok(Walked::Declined(walk.stats().clone()));
+                }
                 if !fresh.is_empty() {
                     each_page(fresh)?;
                 }
             }
             match walk.end_walk() {
-                WalkEnd::Complete => return Ok(walk.stats().clone()),
+                WalkEnd::Complete => return Ok(Walked::Complete(walk.stats().clone())),
                 WalkEnd::Again(why) => {
                     tracing::warn!(
                         event = query.event,
@@ -493,7 +540,10 @@ impl EventReader {
         self.api
             .call(
                 "get activities by activity event",
-                Some(&self.api.stats.reads),
+                Some(match self.counted_as {
+                    CountedAs::Reads => &self.api.stats.reads,
+                    CountedAs::Checks => &self.api.stats.check_reads,
+                }),
                 || self.api.client.post(PATH_RETRIEVE_BY_EVENT, &[], &body),
                 |verdict| match verdict {
                     Verdict::Success(response) => Judged::Done(Ok(response)),

@@ -240,6 +240,7 @@ fn the_request_asks_newest_modified_first_without_empty_values() {
         event: 201,
         modified_from: Some("2024-05-01 00:00:00".into()),
         modified_to: None,
+        ..Default::default()
     };
     assert_eq!(
         serde_json::to_value(query.request(3, 100)).unwrap(),
