@@ -1,0 +1,433 @@
+//! How a check round reads back what the server created: lead by lead, or an activity code's
+//! recently modified activities account-wide, whichever costs fewer calls.
+//!
+//! A check round (`send::Sender::check_server`) hands [`settle`] the rows of every call in doubt
+//! at that moment ([`RowInDoubt`], each naming its [`CallInDoubt`]: when the call left, and its
+//! canaries, below), the activity ids the ledger already attributes, and what earlier rounds
+//! learned ([`CheckMemory`]). Out comes, per row and in order, the id of the server activity that
+//! is the row's, or `None` (not found: safe to send again). Every call goes through the run's one
+//! `Api`: Get Activities of a Lead by way of [`resolve`], Get Activities by Activity Event by way
+//! of [`EventReader`] (counted as the run's `check_reads`).
+//!
+//! The choice, per activity code of the round ([`plan`] and [`worth_reading`], pure):
+//! - lead by lead costs about one call per lead with rows of the code in doubt (L);
+//! - the account-wide read lists every activity of the code **modified** since the earliest of
+//!   those calls left, less [`CLOCK_MARGIN`] (`ModifiedOn` is the server's clock, `FromDate`
+//!   selects on it): whatever those calls created is among them, and rows are matched by
+//!   content as [`match_event_rows`] does for any read. Its first page's `RecordCount` says what
+//!   it costs, P = ceil(RecordCount / the page size served); that first page costs what a bare
+//!   count would, so it is the estimate, and the walk goes on only while the P - 1 pages left
+//!   cost less than the L leads. Otherwise the leads are read after all, and the estimate is
+//!   remembered so that the next round does not pay for it again.
+//!
+//! With one or two leads there is nothing to save, and no estimate is paid for. One log line per
+//! code and round says which read was chosen and why.
+//!
+//! An account-wide read is only believed when nothing it left out could be one of the rows:
+//! - it must list the code's **canary**: an activity of the code this run created, in a call
+//!   answered before the first call in doubt left, dated (`ActivityDateTime`) before the read's
+//!   `FromDate`. Listed, it shows that the server selects by a stamp no earlier than its own
+//!   clock's reading when the canary was created, not by the activity's date, and so that
+//!   whatever the calls in doubt created (later) is listed too, however far its clock is from
+//!   ours. Without a canary, or when the read does not list it, the code is read lead by lead;
+//! - every item must carry a note field (a server may list none, as the vendor's example does):
+//!   rows are told apart by their notes;
+//! - a read that fails, or whose pages never add up to its `RecordCount`, is not used.
+//!
+//! In each case the code's rows are read lead by lead, and the log says why: nothing an
+//! account-wide read leaves out is ever taken for "not created".
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tracing::{info, warn};
+
+use crate::import::resolve::{match_event_rows, normalise_lead, resolve};
+use crate::lsq::activities::{FetchError, Fetcher};
+use crate::lsq::api::{ActivityItem, DATE_TIME_FORMAT};
+use crate::lsq::by_event::{EventActivity, EventQuery, EventReader, EventWalkStats, Walked};
+
+/// How much earlier than our clock's start of a call the account-wide read begins. The server
+/// stamps `ModifiedOn` with its own clock; the canary proves the margin was enough, so this
+/// only sets how often a skewed clock sends a round back to reading leads, against how many
+/// older activities every read lists.
+pub(crate) const CLOCK_MARGIN: TimeDelta = TimeDelta::minutes(2);
+
+/// Leads so few that reading them costs no more than an account-wide read's first page.
+const FEW_LEADS: usize = 2;
+
+/// A call whose rows are in doubt, as a round needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CallInDoubt {
+    /// When the call left, by our clock (taken before its request was sent); `None` for rows a
+    /// previous run left in flight, whose calls' times this run does not know.
+    pub started: Option<DateTime<Utc>>,
+    /// Per activity code: the id (lowercase) of an activity of that code which this run created,
+    /// in a call answered before this one left, and which is dated before that answer less
+    /// [`CLOCK_MARGIN`]. See the module comment.
+    pub canaries: HashMap<i64, String>,
+}
+
+/// One row of a round: the activity as sent, and which of the round's calls left it in doubt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowInDoubt<'a> {
+    /// The row as it was posted.
+    pub item: &'a ActivityItem,
+    /// Index of its call in the round's calls.
+    pub call: usize,
+}
+
+/// What earlier rounds of the run learned about the account-wide read, so that later rounds do
+/// not pay for the same lesson again. Rounds are serialized, so it is held under the round lock.
+#[derive(Debug, Default)]
+pub(crate) struct CheckMemory {
+    /// Per activity code.
+    codes: HashMap<i64, CodeMemory>,
+    /// Why the account-wide read is not used at all in this run (the endpoint is missing).
+    unavailable: Option<String>,
+}
+
+/// What is known of one code's account-wide read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CodeMemory {
+    /// The server lists this code's activities without their notes.
+    no_notes: bool,
+    /// Pages the last estimate found, when that was more than reading the leads: a later round
+    /// with no more leads skips the estimate.
+    costly: Option<u64>,
+}
+
+/// What a round does about one code before anything is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    /// Read the first page of the account-wide listing, and decide from its `RecordCount`.
+    Estimate,
+    /// Read the leads; why.
+    Leads(String),
+}
+
+/// The rows of one code in a round, and what an account-wide read of it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Demand<'a> {
+    /// The activity code.
+    event: i64,
+    /// Indexes of the code's dated rows in the round (rows without a date match nothing).
+    rows: Vec<usize>,
+    /// The leads of those rows, normalised.
+    leads: BTreeSet<String>,
+    /// `FromDate` of the account-wide read: the earliest of the rows' calls' starts less
+    /// [`CLOCK_MARGIN`]; `None` when one of them has no known start (every activity of the
+    /// code is read, which needs no canary).
+    from: Option<DateTime<Utc>>,
+    /// The canary of the earliest call, when it has one for this code.
+    canary: Option<&'a str>,
+}
+
+/// The round's rows grouped by code, in order of first appearance.
+fn demands<'a>(rows: &[RowInDoubt<'_>], calls: &'a [CallInDoubt]) -> Vec<Demand<'a>> {
+    let mut out: Vec<Demand<'a>> = Vec::new();
+    // Per code: whether a call of unknown start is among its rows, and the earliest call.
+    let mut earliest: Vec<(bool, Option<usize>)> = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        if row.item.activity_date_time.is_none() {
+            continue;
+        }
+        let event = row.item.activity_event;
+        let slot = match out.iter().position(|d| d.event == event) {
+            Some(slot) => slot,
+            None => {
+                out.push(Demand {
+                    event,
+                    rows: Vec::new(),
+                    leads: BTreeSet::new(),
+                    from: None,
+                    canary: None,
+                });
+                earliest.push((false, None));
+                out.len() - 1
+            }
+        };
+        out[slot].rows.push(index);
+        out[slot]
+            .leads
+            .insert(normalise_lead(&row.item.related_prospect_id));
+        let started = calls.get(row.call).and_then(|c| c.started);
+        let (unknown, first) = &mut earliest[slot];
+        match started {
+            None => *unknown = true,
+            Some(at) => {
+                let earlier = first
+                    .and_then(|f| calls.get(f))
+                    .and_then(|c| c.started)
+                    .is_none_or(|f| at < f);
+                if earlier {
+                    *first = Some(row.call);
+                }
+            }
+        }
+    }
+    for (demand, (unknown, first)) in out.iter_mut().zip(earliest) {
+        if unknown {
+            continue;
+        }
+        let Some(call) = first.and_then(|f| calls.get(f)) else {
+            continue;
+        };
+        demand.from = call.started.map(|at| at - CLOCK_MARGIN);
+        demand.canary = call.canaries.get(&demand.event).map(String::as_str);
+    }
+    out
+}
+
+/// Whether to estimate the account-wide read of a code whose rows in doubt lie on `leads`
+/// leads, or to read those leads straight away. `bounded`: the read has a `FromDate` (and so
+/// needs a canary to be believed).
+fn plan(
+    leads: usize,
+    bounded: bool,
+    canary: bool,
+    memory: &CodeMemory,
+    unavailable: Option<&str>,
+) -> Plan {
+    if leads <= FEW_LEADS {
+        return Plan::Leads(format!(
+            "{leads} lead(s) cost no more than an account-wide read's first page"
+        ));
+    }
+    if let Some(why) = unavailable {
+        return Plan::Leads(format!("the account-wide read is not available: {why}"));
+    }
+    if memory.no_notes {
+        return Plan::Leads(
+            "the server lists this code's activities without their notes, so they cannot be \
+             matched"
+                .to_string(),
+        );
+    }
+    if bounded && !canary {
+        return Plan::Leads(
+            "no activity of this code is known created just before the calls in doubt, to \
+             verify an account-wide read against"
+                .to_string(),
+        );
+    }
+    if let Some(pages) = memory.costly
+        && !worth_reading(pages, leads)
+    {
+        return Plan::Leads(format!(
+            "the last estimate of this code's account-wide read was {pages} pages"
+        ));
+    }
+    Plan::Estimate
+}
+
+/// Pages a read listing `record_count` activities takes at `page_size` per page (at least one:
+/// the first page is read whatever it holds).
+fn pages_of(record_count: u64, page_size: u64) -> u64 {
+    record_count.div_ceil(page_size.max(1)).max(1)
+}
+
+/// Whether an account-wide read of `pages` pages, its first already read, costs fewer calls
+/// than reading `leads` leads: the `pages - 1` left against `leads`.
+fn worth_reading(pages: u64, leads: usize) -> bool {
+    pages.saturating_sub(1) < leads as u64
+}
+
+/// How one code's account-wide read ended.
+enum CodeRead {
+    /// Believed: the listed activities of the round's leads.
+    Listed(Vec<EventActivity>),
+    /// Not used; the code's rows are read lead by lead.
+    Leads,
+}
+
+/// The round: every row's match, reading each code account-wide or lead by lead as the module
+/// comment says. `known` holds the ids the ledger attributes to the round's leads, which are
+/// never claimed again. Errors are those of the per-lead reads, and an account-wide read's
+/// `Unauthorized` (the keys were refused: nothing else will work either); any other failure of
+/// an account-wide read only sends its code to the per-lead reads.
+pub(crate) async fn settle(
+    fetcher: &Fetcher,
+    reader: &EventReader,
+    rows: &[RowInDoubt<'_>],
+    calls: &[CallInDoubt],
+    known: &HashSet<String>,
+    memory: &mut CheckMemory,
+) -> Result<Vec<Option<String>>, FetchError> {
+    let mut matched: Vec<Option<String>> = vec![None; rows.len()];
+    let demands = demands(rows, calls);
+    // The codes' reads run side by side (each page still waits for the pacer); what they teach
+    // is written to `memory` once all are in.
+    let reads = demands.iter().map(|demand| {
+        let remembered = memory
+            .codes
+            .get(&demand.event)
+            .cloned()
+            .unwrap_or_default();
+        let unavailable = memory.unavailable.clone();
+        async move {
+            let plan = plan(
+                demand.leads.len(),
+                demand.from.is_some(),
+                demand.canary.is_some(),
+                &remembered,
+                unavailable.as_deref(),
+            );
+            read_code(reader, demand, plan, remembered).await
+        }
+    });
+    let results = futures::future::join_all(reads).await;
+    let mut by_lead: Vec<usize> = Vec::new();
+    for (demand, result) in demands.iter().zip(results) {
+        let (read, learned) = result?;
+        match learned {
+            Learned::Nothing => {}
+            Learned::Code(code) => {
+                memory.codes.insert(demand.event, code);
+            }
+            Learned::Unavailable(why) => memory.unavailable = Some(why),
+        }
+        match read {
+            CodeRead::Listed(found) => {
+                let items: Vec<&ActivityItem> = demand.rows.iter().map(|&i| rows[i].item).collect();
+                for (&index, id) in demand
+                    .rows
+                    .iter()
+                    .zip(match_event_rows(&items, &found, known))
+                {
+                    matched[index] = id;
+                }
+            }
+            CodeRead::Leads => by_lead.extend(&demand.rows),
+        }
+    }
+    if !by_lead.is_empty() {
+        by_lead.sort_unstable();
+        let items: Vec<&ActivityItem> = by_lead.iter().map(|&i| rows[i].item).collect();
+        for (&index, id) in by_lead.iter().zip(resolve(fetcher, &items, known).await?) {
+            matched[index] = id;
+        }
+    }
+    Ok(matched)
+}
+
+/// What a code's read taught, for [`CheckMemory`].
+enum Learned {
+    /// Nothing new.
+    Nothing,
+    /// The code's memory from now on.
+    Code(CodeMemory),
+    /// The account-wide read is not available in this run, and why.
+    Unavailable(String),
+}
+
+/// One code: the plan carried out, with its log line.
+async fn read_code(
+    reader: &EventReader,
+    demand: &Demand<'_>,
+    plan: Plan,
+    mut memory: CodeMemory,
+) -> Result<(CodeRead, Learned), FetchError> {
+    let head = format!(
+        "check: code {}: {} rows on {} leads in doubt",
+        demand.event,
+        demand.rows.len(),
+        demand.leads.len()
+    );
+    if let Plan::Leads(why) = plan {
+        info!("{head}: reading the leads ({why})");
+        return Ok((CodeRead::Leads, Learned::Nothing));
+    }
+    let since = demand.from.map_or_else(
+        || "of any date (a call's start is not known)".to_string(),
+        |from| format!("modified since {}", from.format(DATE_TIME_FORMAT)),
+    );
+    let query = EventQuery {
+        event: demand.event,
+        modified_from: demand.from.map(|f| f.format(DATE_TIME_FORMAT).to_string()),
+        modified_to: None,
+        // Empty values listed as "", so that an empty note is told from no note field at all.
+        keep_empty_values: true,
+    };
+    let leads = demand.leads.len();
+    let mut kept = Vec::new();
+    let mut canary_listed = false;
+    let walked = reader
+        .walk_event_if(
+            &query,
+            |first| first.without_note == 0 && worth_reading(pages(first), leads),
+            |page| {
+                for activity in page {
+                    canary_listed |= demand.canary == Some(activity.id.as_str());
+                    // Only the round's leads can hold one of its rows: the rest is not kept.
+                    if demand.leads.contains(&activity.lead_id) {
+                        kept.push(activity);
+                    }
+                }
+                Ok::<(), FetchError>(())
+            },
+        )
+        .await;
+    let stats = match walked {
+        Ok(Walked::Complete(stats)) => stats,
+        Ok(Walked::Declined(first)) => {
+            if first.without_note > 0 {
+                memory.no_notes = true;
+                warn!(
+                    "{head}: reading the leads (the server lists this code's activities \
+                     without their notes, so they cannot be matched)"
+                );
+            } else {
+                memory.costly = Some(pages(&first));
+                info!(
+                    "{head}: reading the leads (the code's activities {since} would take {} \
+                     pages: {} activities)",
+                    pages(&first),
+                    first.record_count
+                );
+            }
+            return Ok((CodeRead::Leads, Learned::Code(memory)));
+        }
+        Err(FetchError::Unauthorized(message)) => return Err(FetchError::Unauthorized(message)),
+        Err(FetchError::Fatal(message)) => {
+            warn!("{head}: reading the leads (the account-wide read is not available: {message})");
+            return Ok((CodeRead::Leads, Learned::Unavailable(message)));
+        }
+        Err(e) => {
+            warn!("{head}: reading the leads (the account-wide read failed: {e})");
+            return Ok((CodeRead::Leads, Learned::Nothing));
+        }
+    };
+    if stats.without_note > 0 {
+        memory.no_notes = true;
+        warn!(
+            "{head}: reading the leads ({} of the code's activities were listed without a note, \
+             so they cannot be matched)",
+            stats.without_note
+        );
+        return Ok((CodeRead::Leads, Learned::Code(memory)));
+    }
+    if let Some(canary) = demand.canary.filter(|_| !canary_listed) {
+        warn!(
+            "{head}: reading the leads (the code's activities {since} did not include {canary}, \
+             created before the calls in doubt left: the server's clock or its date filter is \
+             not what this read relies on)"
+        );
+        return Ok((CodeRead::Leads, Learned::Nothing));
+    }
+    info!(
+        "{head}: read the code's activities {since} ({} activities, {} pages) instead of the \
+         {leads} leads",
+        stats.activities, stats.pages
+    );
+    memory.costly = None;
+    Ok((CodeRead::Listed(kept), Learned::Code(memory)))
+}
+
+/// Pages the whole read takes, by the first page's count and the size the server serves.
+fn pages(stats: &EventWalkStats) -> u64 {
+    pages_of(stats.record_count, stats.page_size)
+}
+
+#[cfg(test)]
+mod tests;

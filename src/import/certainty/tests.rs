@@ -1,0 +1,367 @@
+//! Unit tests of `certainty`: the pure choice (plan, cost, grouping by code), then whole rounds
+//! against the simulator: the account-wide read chosen and believed, and each reason it is not.
+
+use super::*;
+use std::time::Duration;
+
+use crate::lsq::api::FieldValue;
+use crate::lsq::by_event::CountedAs;
+use crate::lsq::calls::{Api, RetryPolicy};
+use crate::lsq::client::LsqClient;
+use crate::lsq::counters::RunStats;
+use crate::simulator::{ByEventNote, RunningSimulator, SimConfig};
+
+fn item(lead: &str, code: i64, date: Option<&str>, note: &str) -> ActivityItem {
+    ActivityItem {
+        related_prospect_id: lead.to_string(),
+        activity_event: code,
+        activity_note: Some(note.to_string()),
+        activity_owner_email: Some("asha.rao@example.com".into()),
+        activity_date_time: date.map(str::to_string),
+        fields: vec![FieldValue {
+            schema_name: "mx_Custom_1".into(),
+            value: format!("{note}-field"),
+        }],
+    }
+}
+
+fn lead(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    chrono::NaiveDateTime::parse_from_str(text, DATE_TIME_FORMAT)
+        .unwrap()
+        .and_utc()
+}
+
+// ---- the choice ----
+
+#[test]
+fn a_code_is_estimated_unless_its_leads_are_few_or_the_read_cannot_be_believed() {
+    let fresh = CodeMemory::default();
+    assert_eq!(plan(3, true, true, &fresh, None), Plan::Estimate);
+    // Unbounded (a call of unknown start): every activity is listed, nothing to verify.
+    assert_eq!(plan(3, false, false, &fresh, None), Plan::Estimate);
+    let leads = |p: Plan| matches!(p, Plan::Leads(_));
+    assert!(leads(plan(FEW_LEADS, true, true, &fresh, None)));
+    assert!(leads(plan(1, false, false, &fresh, None)));
+    assert!(leads(plan(3, true, false, &fresh, None)));
+    assert!(leads(plan(30, true, true, &fresh, Some("HTTP 404"))));
+    let no_notes = CodeMemory {
+        no_notes: true,
+        costly: None,
+    };
+    assert!(leads(plan(30, true, true, &no_notes, None)));
+    // An earlier estimate of 12 pages: not paid again for 11 leads or fewer, paid for 12.
+    let costly = CodeMemory {
+        no_notes: false,
+        costly: Some(12),
+    };
+    assert!(leads(plan(11, true, true, &costly, None)));
+    assert_eq!(plan(12, true, true, &costly, None), Plan::Estimate);
+}
+
+#[test]
+fn the_read_goes_on_while_its_pages_left_cost_less_than_the_leads() {
+    assert_eq!(pages_of(0, 100), 1);
+    assert_eq!(pages_of(100, 100), 1);
+    assert_eq!(pages_of(101, 100), 2);
+    assert_eq!(pages_of(5, 0), 5);
+    // The first page is paid: 4 pages leave 3 calls, against 4 leads yes, against 3 no.
+    assert!(worth_reading(4, 4));
+    assert!(!worth_reading(4, 3));
+    assert!(worth_reading(1, 1));
+    assert!(!worth_reading(2, 0));
+}
+
+#[test]
+fn rows_group_by_code_with_the_earliest_call_setting_the_date_and_the_canary() {
+    let rows = [
+        item(&lead(1), 201, Some("2024-01-01 10:00:00"), "a"),
+        item(&lead(2).to_uppercase(), 201, Some("2024-01-01 10:00:00"), "b"),
+        item(&lead(2), 202, Some("2024-01-01 10:00:00"), "c"),
+        item(&lead(3), 201, None, "undated"),
+        item(&lead(4), 203, Some("2024-01-01 10:00:00"), "d"),
+        item(&lead(1), 201, Some("2024-01-01 10:00:00"), "e"),
+    ];
+    let calls = [
+        CallInDoubt {
+            started: Some(at("2026-12-06 10:05:00")),
+            canaries: HashMap::from([(201, "late-201".to_string())]),
+        },
+        CallInDoubt {
+            started: Some(at("2026-12-06 10:04:12")),
+            canaries: HashMap::from([(201, "early-201".to_string())]),
+        },
+        CallInDoubt::default(),
+    ];
+    let in_doubt = [
+        RowInDoubt {
+            item: &rows[0],
+            call: 0,
+        },
+        RowInDoubt {
+            item: &rows[1],
+            call: 1,
+        },
+        RowInDoubt {
+            item: &rows[2],
+            call: 0,
+        },
+        RowInDoubt {
+            item: &rows[3],
+            call: 2,
+        },
+        RowInDoubt {
+            item: &rows[4],
+            call: 2,
+        },
+        RowInDoubt {
+            item: &rows[5],
+            call: 0,
+        },
+    ];
+    let grouped = demands(&in_doubt, &calls);
+    assert_eq!(
+        grouped.iter().map(|d| d.event).collect::<Vec<_>>(),
+        vec![201, 202, 203]
+    );
+    let code_201 = &grouped[0];
+    // The undated row matches nothing and costs nothing; a lead written in capitals is the
+    // same lead.
+    assert_eq!(code_201.rows, vec![0, 1, 5]);
+    assert_eq!(
+        code_201.leads,
+        BTreeSet::from([lead(1), lead(2)]),
+        "leads normalised and counted once"
+    );
+    assert_eq!(code_201.from, Some(at("2026-12-06 10:02:12")));
+    assert_eq!(code_201.canary, Some("early-201"));
+    // Code 202's only call has no canary of that code.
+    assert_eq!(grouped[1].from, Some(at("2026-12-06 10:03:00")));
+    assert_eq!(grouped[1].canary, None);
+    // Code 203's call has no known start: every date is read, with no canary.
+    assert_eq!((grouped[2].from, grouped[2].canary), (None, None));
+}
+
+// ---- rounds against the simulator ----
+
+/// A simulator, a fetcher and a reader sharing one test `Api`, with `activities` stored before
+/// the round (as a server that applied an uncertain call would hold them); their ids.
+struct Rig {
+    sim: RunningSimulator,
+    fetcher: Fetcher,
+    reader: EventReader,
+    ids: Vec<String>,
+}
+
+async fn rig(note: ByEventNote, page_cap: u64, activities: &[&ActivityItem]) -> Rig {
+    let config = SimConfig {
+        rate: None,
+        accept_any_lead: true,
+        by_event_note: note,
+        by_event_page_cap: page_cap,
+        ..SimConfig::default()
+    };
+    let (access, secret) = (config.access_key.clone(), config.secret_key.clone());
+    let sim = RunningSimulator::start(config).await.unwrap();
+    let api = Api::for_tests(
+        LsqClient::for_tests(&sim.base_url(), access, secret),
+        "1000/1s",
+        RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        },
+    );
+    let ids = activities
+        .iter()
+        .map(|a| sim.sim.add_activity((*a).clone()))
+        .collect();
+    Rig {
+        sim,
+        fetcher: Fetcher::new(api.clone()),
+        reader: EventReader {
+            counted_as: CountedAs::Checks,
+            ..EventReader::new(api)
+        },
+        ids,
+    }
+}
+
+impl Rig {
+    async fn settle(
+        &self,
+        rows: &[&ActivityItem],
+        call: CallInDoubt,
+        memory: &mut CheckMemory,
+    ) -> Vec<Option<String>> {
+        let in_doubt: Vec<RowInDoubt> = rows
+            .iter()
+            .map(|&item| RowInDoubt { item, call: 0 })
+            .collect();
+        settle(
+            &self.fetcher,
+            &self.reader,
+            &in_doubt,
+            &[call],
+            &HashSet::new(),
+            memory,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// (per-lead lookups, account-wide reads) so far.
+    fn cost(&self) -> (u64, u64) {
+        let stats = &self.fetcher.api.stats;
+        (
+            RunStats::get(&stats.lookup_calls),
+            RunStats::get(&stats.check_reads),
+        )
+    }
+}
+
+/// Ten rows of code 201 on ten leads, the first six created on the server (as an uncertain call
+/// that was applied would leave them) and the last four not; plus a canary of the same code.
+fn ten_rows() -> (Vec<ActivityItem>, ActivityItem) {
+    let rows = (0..10)
+        .map(|n| {
+            item(
+                &lead(100 + n),
+                201,
+                Some("2024-05-01 09:00:00"),
+                &format!("row {n}"),
+            )
+        })
+        .collect();
+    let canary = item(&lead(999), 201, Some("2023-01-01 00:00:00"), "canary");
+    (rows, canary)
+}
+
+/// A call that left a second ago, with `canary` as its code-201 canary.
+fn call_with(canary: &str) -> CallInDoubt {
+    CallInDoubt {
+        started: Some(Utc::now() - TimeDelta::seconds(1)),
+        canaries: HashMap::from([(201, canary.to_string())]),
+    }
+}
+
+#[tokio::test]
+async fn many_leads_of_one_code_are_settled_by_one_account_wide_read() {
+    let (rows, canary) = ten_rows();
+    let mut stored: Vec<&ActivityItem> = vec![&canary];
+    stored.extend(&rows[..6]);
+    let rig = rig(ByEventNote::Present, 100, &stored).await;
+    let items: Vec<&ActivityItem> = rows.iter().collect();
+    let mut memory = CheckMemory::default();
+    let found = rig
+        .settle(&items, call_with(&rig.ids[0]), &mut memory)
+        .await;
+    let expected: Vec<Option<String>> = rig.ids[1..]
+        .iter()
+        .map(|id| Some(id.clone()))
+        .chain(std::iter::repeat_n(None, 4))
+        .collect();
+    assert_eq!(found, expected);
+    // One page of the code's activities instead of ten leads.
+    assert_eq!(rig.cost(), (0, 1));
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_read_costing_more_pages_than_leads_is_left_after_its_first_page() {
+    let (rows, canary) = ten_rows();
+    // 40 activities of the code modified recently, listed 5 per page: 9 pages for 3 leads.
+    let others: Vec<ActivityItem> = (0..39)
+        .map(|n| item(&lead(500 + n), 201, Some("2024-02-02 10:00:00"), "other"))
+        .collect();
+    let mut stored: Vec<&ActivityItem> = vec![&canary, &rows[0]];
+    stored.extend(&others);
+    let rig = rig(ByEventNote::Present, 5, &stored).await;
+    let items: Vec<&ActivityItem> = rows[..3].iter().collect();
+    let mut memory = CheckMemory::default();
+    let found = rig
+        .settle(&items, call_with(&rig.ids[0]), &mut memory)
+        .await;
+    assert_eq!(found, vec![Some(rig.ids[1].clone()), None, None]);
+    // The estimate (one page), then the three leads.
+    assert_eq!(rig.cost(), (3, 1));
+    assert_eq!(memory.codes[&201].costly, Some(9));
+    // The next round with as few leads does not pay for the estimate again.
+    let again = rig
+        .settle(&items, call_with(&rig.ids[0]), &mut memory)
+        .await;
+    assert_eq!(again, found);
+    assert_eq!(rig.cost(), (6, 1));
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_read_that_misses_the_canary_is_not_believed() {
+    let (rows, canary) = ten_rows();
+    let mut stored: Vec<&ActivityItem> = vec![&canary];
+    stored.extend(&rows[..6]);
+    let rig = rig(ByEventNote::Present, 100, &stored).await;
+    // The canary's stamp is older than the read's FromDate, as on a server whose clock runs
+    // far behind ours (or that selects by another date): the read cannot be trusted to hold
+    // what the calls in doubt created.
+    assert!(rig.sim.sim.set_modified(&rig.ids[0], "2020-01-01 00:00:00"));
+    let items: Vec<&ActivityItem> = rows.iter().collect();
+    let mut memory = CheckMemory::default();
+    let found = rig
+        .settle(&items, call_with(&rig.ids[0]), &mut memory)
+        .await;
+    assert_eq!(found.iter().filter(|f| f.is_some()).count(), 6);
+    // The read, then every lead.
+    assert_eq!(rig.cost(), (10, 1));
+    // No canary at all: the leads straight away.
+    let no_canary = CallInDoubt {
+        started: Some(Utc::now()),
+        canaries: HashMap::new(),
+    };
+    let again = rig.settle(&items, no_canary, &mut memory).await;
+    assert_eq!(again, found);
+    assert_eq!(rig.cost(), (20, 1));
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_lists_no_notes_sends_the_code_to_the_leads_for_the_rest_of_the_run() {
+    let (rows, canary) = ten_rows();
+    let mut stored: Vec<&ActivityItem> = vec![&canary];
+    stored.extend(&rows[..6]);
+    let rig = rig(ByEventNote::Absent, 100, &stored).await;
+    let items: Vec<&ActivityItem> = rows.iter().collect();
+    let mut memory = CheckMemory::default();
+    let found = rig
+        .settle(&items, call_with(&rig.ids[0]), &mut memory)
+        .await;
+    assert_eq!(found.iter().filter(|f| f.is_some()).count(), 6);
+    assert_eq!(rig.cost(), (10, 1));
+    assert!(memory.codes[&201].no_notes);
+    rig.settle(&items, call_with(&rig.ids[0]), &mut memory)
+        .await;
+    assert_eq!(rig.cost(), (20, 1), "no account-wide read the second time");
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn rows_left_in_flight_by_an_earlier_run_are_read_without_a_date() {
+    let (rows, _) = ten_rows();
+    let stored: Vec<&ActivityItem> = rows[..6].iter().collect();
+    let rig = rig(ByEventNote::Present, 100, &stored).await;
+    // Modified long ago: an account-wide read with any FromDate would miss them.
+    for id in &rig.ids {
+        assert!(rig.sim.sim.set_modified(id, "2020-01-01 00:00:00"));
+    }
+    let items: Vec<&ActivityItem> = rows.iter().collect();
+    let mut memory = CheckMemory::default();
+    let found = rig
+        .settle(&items, CallInDoubt::default(), &mut memory)
+        .await;
+    assert_eq!(found.iter().filter(|f| f.is_some()).count(), 6);
+    assert_eq!(rig.cost(), (0, 1));
+    rig.sim.shutdown().await;
+}
