@@ -133,6 +133,7 @@ impl Sender {
             fetcher: Fetcher::new(api.clone()),
             reader: EventReader {
                 counted_as: CountedAs::Checks,
+                freeze: true,
                 ..EventReader::new(api.clone())
             },
             api,

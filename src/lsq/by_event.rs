@@ -26,6 +26,9 @@
 //! comes back short, a page repeats the one before, or after `ceil(RecordCount / size) + 3`
 //! pages; if the ids then fall short of `RecordCount` it walks once more (handing out only ids
 //! not seen yet), and if they still fall short it is an error, never a silent partial result.
+//! A reader that needs nothing modified after its walk began (a check) can freeze the listing
+//! at its first page ([`EventReader::freeze`]), so that an import writing the same code at full
+//! speed does not keep the walk from catching up.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -39,6 +42,7 @@ use crate::lsq::api::{
 };
 use crate::lsq::calls::{Api, Judged};
 use crate::lsq::client::Verdict;
+use crate::lsq::window::{format_api_second, parse_api_second};
 
 /// `PageSize` asked for: public scripts use 1000 on a similar endpoint; a server that caps
 /// lower is handled by learning its size from the first page.
@@ -414,6 +418,28 @@ impl EventWalk {
     }
 }
 
+/// `query` with `ToDate` a second after the latest `ModifiedOn` among `first` (its first page's
+/// activities), when it has no `ToDate` and one of them has a readable `ModifiedOn`. The listing
+/// is newest-modified first, so nothing visible when the first page was served was modified
+/// later than that: the frozen query lists everything the first one did, except activities
+/// modified after the walk began. The second added covers a server that keeps fractions of a
+/// second (and compares `ToDate` against them): leaving out an activity the first page listed
+/// would move every later one up a place, and the walk would skip one; taking in a few more
+/// only repeats some, which the walk sets aside.
+fn freeze(query: &EventQuery, first: &[EventActivity]) -> Option<EventQuery> {
+    if query.modified_to.is_some() {
+        return None;
+    }
+    let newest = first
+        .iter()
+        .filter_map(|a| a.modified_on.as_deref().and_then(parse_api_second))
+        .max()?;
+    Some(EventQuery {
+        modified_to: Some(format_api_second(newest + 1)),
+        ..query.clone()
+    })
+}
+
 /// Which of the run's counters an [`EventReader`]'s calls count in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum CountedAs {
@@ -433,6 +459,14 @@ pub(crate) struct EventReader {
     pub page_size: u64,
     /// The counter each call (retries included) adds to.
     pub counted_as: CountedAs,
+    /// After the first page of a query without `ToDate`, ask only for activities modified no
+    /// later than the newest that page listed ([`freeze`]). An import creating activities of the
+    /// code while the walk goes on would otherwise keep pushing new ones in at the front of the
+    /// newest-first listing: every page would repeat part of the one before, and on a busy
+    /// account the walk might never catch up with `RecordCount`. Only for readers that need
+    /// nothing modified after their first page (a check: what it looks for was created before it
+    /// began).
+    pub freeze: bool,
 }
 
 /// How [`EventReader::walk_event_if`] ended.
@@ -452,6 +486,7 @@ impl EventReader {
             api,
             page_size: DEFAULT_EVENT_PAGE_SIZE,
             counted_as: CountedAs::Reads,
+            freeze: false,
         }
     }
 
@@ -481,9 +516,10 @@ impl EventReader {
     ) -> Result<Walked, E> {
         let mut walk = EventWalk::new(query.event, self.page_size);
         let mut go_on = Some(go_on);
+        let mut query = std::borrow::Cow::Borrowed(query);
         loop {
             while let Some((index, size)) = walk.next_request() {
-                let response = self.page(query, index, size).await?;
+                let response = self.page(&query, index, size).await?;
                 debug!(
                     event = query.event,
                     index,
@@ -493,10 +529,20 @@ impl EventReader {
                     "activities-by-event page"
                 );
                 let fresh = walk.feed(response);
-                if let Some(decide) = go_on.take()
-                    && !decide(walk.stats())
-                {
-                    return Ok(Walked::Declined(walk.stats().clone()));
+                if let Some(decide) = go_on.take() {
+                    if !decide(walk.stats()) {
+                        return Ok(Walked::Declined(walk.stats().clone()));
+                    }
+                    if self.freeze
+                        && let Some(frozen) = freeze(&query, &fresh)
+                    {
+                        debug!(
+                            event = query.event,
+                            to = frozen.modified_to,
+                            "listing frozen at its first page's newest activity"
+                        );
+                        query = std::borrow::Cow::Owned(frozen);
+                    }
                 }
                 if !fresh.is_empty() {
                     each_page(fresh)?;

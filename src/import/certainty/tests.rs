@@ -184,6 +184,7 @@ async fn rig(note: ByEventNote, page_cap: u64, activities: &[&ActivityItem]) -> 
         fetcher: Fetcher::new(api.clone()),
         reader: EventReader {
             counted_as: CountedAs::Checks,
+            freeze: true,
             ..EventReader::new(api)
         },
         ids,

@@ -252,6 +252,40 @@ fn the_request_asks_newest_modified_first_without_empty_values() {
     );
 }
 
+#[test]
+fn a_frozen_query_stops_at_the_first_pages_newest_modification() {
+    let query = EventQuery {
+        event: 201,
+        modified_from: Some("2024-05-01 00:00:00".into()),
+        ..Default::default()
+    };
+    let stamped = |n: u64, modified: Option<&str>| EventActivity {
+        id: guid(n),
+        modified_on: modified.map(str::to_string),
+        ..EventActivity::default()
+    };
+    let first = [
+        stamped(1, Some("2024-05-02 10:00:07")),
+        stamped(2, Some("2024-05-02T10:00:09.5")),
+        stamped(3, None),
+        stamped(4, Some("yesterday")),
+    ];
+    assert_eq!(
+        freeze(&query, &first),
+        Some(EventQuery {
+            modified_to: Some("2024-05-02 10:00:10".into()),
+            ..query.clone()
+        })
+    );
+    // Nothing readable to freeze at, or a ToDate already set: the query as it is.
+    assert_eq!(freeze(&query, &first[2..]), None);
+    let bounded = EventQuery {
+        modified_to: Some("2024-06-01 00:00:00".into()),
+        ..query.clone()
+    };
+    assert_eq!(freeze(&bounded, &first), None);
+}
+
 fn read(value: Value) -> Result<EventActivity, String> {
     match value {
         Value::Object(map) => EventActivity::from_item(&map, 201),
