@@ -111,7 +111,8 @@ enum Plan {
 struct Demand<'a> {
     /// The activity code.
     event: i64,
-    /// Indexes of the code's dated rows in the round (rows without a date match nothing).
+    /// Indexes of the code's dated rows in the round that an account-wide read could settle
+    /// (rows without a date match nothing, and are in neither list).
     rows: Vec<usize>,
     /// The leads of those rows, normalised.
     leads: BTreeSet<String>,
@@ -119,15 +120,17 @@ struct Demand<'a> {
     /// [`CLOCK_MARGIN`]; `None` when one of them has no known start (every activity of the
     /// code is read, which needs no canary).
     from: Option<DateTime<Utc>>,
-    /// The canary of the earliest call, when it has one for this code.
+    /// The canary of the earliest call, when the read has a `FromDate`.
     canary: Option<&'a str>,
+    /// Rows whose call had no canary of the code (nothing of it had been created yet when it
+    /// left, typically the first calls of a run): no bounded read can be verified to hold
+    /// them, so they are read lead by lead whatever is chosen for the others.
+    leads_only: Vec<usize>,
 }
 
 /// The round's rows grouped by code, in order of first appearance.
 fn demands<'a>(rows: &[RowInDoubt<'_>], calls: &'a [CallInDoubt]) -> Vec<Demand<'a>> {
     let mut out: Vec<Demand<'a>> = Vec::new();
-    // Per code: whether a call of unknown start is among its rows, and the earliest call.
-    let mut earliest: Vec<(bool, Option<usize>)> = Vec::new();
     for (index, row) in rows.iter().enumerate() {
         if row.item.activity_date_time.is_none() {
             continue;
@@ -142,39 +145,45 @@ fn demands<'a>(rows: &[RowInDoubt<'_>], calls: &'a [CallInDoubt]) -> Vec<Demand<
                     leads: BTreeSet::new(),
                     from: None,
                     canary: None,
+                    leads_only: Vec::new(),
                 });
-                earliest.push((false, None));
                 out.len() - 1
             }
         };
         out[slot].rows.push(index);
-        out[slot]
-            .leads
-            .insert(normalise_lead(&row.item.related_prospect_id));
-        let started = calls.get(row.call).and_then(|c| c.started);
-        let (unknown, first) = &mut earliest[slot];
-        match started {
-            None => *unknown = true,
-            Some(at) => {
-                let earlier = first
-                    .and_then(|f| calls.get(f))
-                    .and_then(|c| c.started)
-                    .is_none_or(|f| at < f);
-                if earlier {
-                    *first = Some(row.call);
-                }
-            }
-        }
     }
-    for (demand, (unknown, first)) in out.iter_mut().zip(earliest) {
-        if unknown {
-            continue;
+    for demand in &mut out {
+        let call_of = |index: &usize| rows.get(*index).and_then(|r| calls.get(r.call));
+        // A call of unknown start: the read lists every date, which needs no canary and holds
+        // every row of the code.
+        let unbounded = demand
+            .rows
+            .iter()
+            .any(|i| call_of(i).is_none_or(|c| c.started.is_none()));
+        if !unbounded {
+            let event = demand.event;
+            let (canaried, bare): (Vec<usize>, Vec<usize>) = demand
+                .rows
+                .iter()
+                .partition(|i| call_of(i).is_some_and(|c| c.canaries.contains_key(&event)));
+            let earliest = canaried
+                .iter()
+                .filter_map(|i| call_of(i))
+                .filter_map(|c| c.started.map(|at| (at, c)))
+                .min_by_key(|(at, _)| *at);
+            if let Some((at, call)) = earliest {
+                demand.from = Some(at - CLOCK_MARGIN);
+                demand.canary = call.canaries.get(&event).map(String::as_str);
+            }
+            demand.rows = canaried;
+            demand.leads_only = bare;
         }
-        let Some(call) = first.and_then(|f| calls.get(f)) else {
-            continue;
-        };
-        demand.from = call.started.map(|at| at - CLOCK_MARGIN);
-        demand.canary = call.canaries.get(&demand.event).map(String::as_str);
+        demand.leads = demand
+            .rows
+            .iter()
+            .filter_map(|&i| rows.get(i))
+            .map(|r| normalise_lead(&r.item.related_prospect_id))
+            .collect();
     }
     out
 }
@@ -266,6 +275,15 @@ pub(crate) async fn settle(
             .unwrap_or_default();
         let unavailable = memory.unavailable.clone();
         async move {
+            if demand.rows.is_empty() {
+                info!(
+                    "check: code {}: {} rows in doubt, all of calls sent before anything of the \
+                     code was known created: reading the leads",
+                    demand.event,
+                    demand.leads_only.len()
+                );
+                return Ok((CodeRead::Leads, Learned::Nothing));
+            }
             let plan = plan(
                 demand.leads.len(),
                 demand.from.is_some(),
@@ -279,6 +297,7 @@ pub(crate) async fn settle(
     let results = futures::future::join_all(reads).await;
     let mut by_lead: Vec<usize> = Vec::new();
     for (demand, result) in demands.iter().zip(results) {
+        by_lead.extend(&demand.leads_only);
         let (read, learned) = result?;
         match learned {
             Learned::Nothing => {}
@@ -328,12 +347,19 @@ async fn read_code(
     plan: Plan,
     mut memory: CodeMemory,
 ) -> Result<(CodeRead, Learned), FetchError> {
-    let head = format!(
+    let mut head = format!(
         "check: code {}: {} rows on {} leads in doubt",
         demand.event,
         demand.rows.len(),
         demand.leads.len()
     );
+    if !demand.leads_only.is_empty() {
+        head.push_str(&format!(
+            " (and {} of calls sent before anything of the code was known created, read lead by \
+             lead)",
+            demand.leads_only.len()
+        ));
+    }
     if let Plan::Leads(why) = plan {
         info!("{head}: reading the leads ({why})");
         return Ok((CodeRead::Leads, Learned::Nothing));

@@ -4,6 +4,7 @@
 // Test helpers outside #[test] functions unwrap too: a panic there is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod certainty;
 mod check;
 mod delete;
 mod export;

@@ -138,11 +138,51 @@ fn rows_group_by_code_with_the_earliest_call_setting_the_date_and_the_canary() {
     );
     assert_eq!(code_201.from, Some(at("2026-12-06 10:02:12")));
     assert_eq!(code_201.canary, Some("early-201"));
-    // Code 202's only call has no canary of that code.
-    assert_eq!(grouped[1].from, Some(at("2026-12-06 10:03:00")));
-    assert_eq!(grouped[1].canary, None);
+    assert!(code_201.leads_only.is_empty());
+    // Code 202's only call has no canary of that code (it left before anything of the code was
+    // created): no bounded read can be verified, so its row is read lead by lead.
+    assert_eq!(grouped[1].rows, Vec::<usize>::new());
+    assert_eq!(grouped[1].leads_only, vec![2]);
+    assert_eq!((grouped[1].from, grouped[1].canary), (None, None));
     // Code 203's call has no known start: every date is read, with no canary.
+    assert_eq!(grouped[2].rows, vec![4]);
     assert_eq!((grouped[2].from, grouped[2].canary), (None, None));
+}
+
+#[test]
+fn rows_of_calls_without_a_canary_are_read_lead_by_lead_beside_the_others() {
+    let rows = [
+        item(&lead(1), 201, Some("2024-01-01 10:00:00"), "first call"),
+        item(&lead(2), 201, Some("2024-01-01 10:00:00"), "later call"),
+    ];
+    let calls = [
+        CallInDoubt {
+            started: Some(at("2026-12-06 10:00:00")),
+            canaries: HashMap::new(),
+        },
+        CallInDoubt {
+            started: Some(at("2026-12-06 10:00:01")),
+            canaries: HashMap::from([(201, "c".to_string())]),
+        },
+    ];
+    let in_doubt = [
+        RowInDoubt {
+            item: &rows[0],
+            call: 0,
+        },
+        RowInDoubt {
+            item: &rows[1],
+            call: 1,
+        },
+    ];
+    let grouped = demands(&in_doubt, &calls);
+    assert_eq!(grouped.len(), 1);
+    assert_eq!(grouped[0].rows, vec![1]);
+    assert_eq!(grouped[0].leads, BTreeSet::from([lead(2)]));
+    assert_eq!(grouped[0].leads_only, vec![0]);
+    // The read starts from the call that has a canary, not from the earlier one.
+    assert_eq!(grouped[0].from, Some(at("2026-12-06 09:58:01")));
+    assert_eq!(grouped[0].canary, Some("c"));
 }
 
 // ---- rounds against the simulator ----
