@@ -12,8 +12,9 @@
 //! The choice, per activity code of the round ([`plan`] and [`worth_reading`], pure):
 //! - lead by lead costs about one call per lead with rows of the code in doubt (L);
 //! - the account-wide read lists every activity of the code **modified** since the earliest of
-//!   those calls left, less [`CLOCK_MARGIN`] (`ModifiedOn` is the server's clock, `FromDate`
-//!   selects on it): whatever those calls created is among them, and rows are matched by
+//!   those calls left, less a margin (`ModifiedOn` is the server's clock, `FromDate` selects on
+//!   it; see [`CheckMemory::margin`]): whatever those calls created is among them, and rows are
+//!   matched by
 //!   content as [`match_event_rows`] does for any read. Its first page's `RecordCount` says what
 //!   it costs, P = ceil(RecordCount / the page size served); that first page costs what a bare
 //!   count would, so it is the estimate, and the walk goes on only while the P - 1 pages left
@@ -25,11 +26,13 @@
 //!
 //! An account-wide read is only believed when nothing it left out could be one of the rows:
 //! - it must list the code's **canary**: an activity of the code this run created, in a call
-//!   answered before the first call in doubt left, dated (`ActivityDateTime`) before the read's
-//!   `FromDate`. Listed, it shows that the server selects by a stamp no earlier than its own
-//!   clock's reading when the canary was created, not by the activity's date, and so that
-//!   whatever the calls in doubt created (later) is listed too, however far its clock is from
-//!   ours. Without a canary, or when the read does not list it, the code is read lead by lead;
+//!   answered before the first call in doubt left, dated (`ActivityDateTime`) more than
+//!   [`LAST_MARGIN`] before that answer, so before any `FromDate` a read can have. Listed, it
+//!   shows that the server selects by a stamp no earlier than its own clock's reading when the
+//!   canary was created, not by the activity's date, and so that whatever the calls in doubt
+//!   created (later) is listed too, however far its clock is from ours. Rows of calls that left
+//!   before any canary of their code existed (the run's first calls) are read lead by lead; so
+//!   is a code whose read does not list its canary, and the margin doubles for later rounds;
 //! - every item must carry a note field (a server may list none, as the vendor's example does):
 //!   rows are told apart by their notes;
 //! - a read that fails, or whose pages never add up to its `RecordCount`, is not used.
@@ -47,11 +50,18 @@ use crate::lsq::activities::{FetchError, Fetcher};
 use crate::lsq::api::{ActivityItem, DATE_TIME_FORMAT};
 use crate::lsq::by_event::{EventActivity, EventQuery, EventReader, EventWalkStats, Walked};
 
-/// How much earlier than our clock's start of a call the account-wide read begins. The server
-/// stamps `ModifiedOn` with its own clock; the canary proves the margin was enough, so this
-/// only sets how often a skewed clock sends a round back to reading leads, against how many
-/// older activities every read lists.
-pub(crate) const CLOCK_MARGIN: TimeDelta = TimeDelta::minutes(2);
+/// How much earlier than our clock's start of a call the account-wide read begins, at first.
+/// The server stamps `ModifiedOn` with its own clock, but the canary proves whether the margin
+/// was enough, so the margin only weighs how many older activities every read lists against
+/// how often a skewed clock sends a round to the leads. Clocks kept by NTP agree within a
+/// second; a read that misses its canary doubles the margin for the rest of the run.
+pub(crate) const FIRST_MARGIN: TimeDelta = TimeDelta::seconds(30);
+
+/// The widest margin. A read that misses its canary even so means the server does not select
+/// what this module relies on (or its clock is an hour off): account-wide reads stop for the
+/// run. A canary is dated at least this long before its creation, so that no read can select it
+/// by its date.
+pub(crate) const LAST_MARGIN: TimeDelta = TimeDelta::hours(1);
 
 /// Leads so few that reading them costs no more than an account-wide read's first page.
 const FEW_LEADS: usize = 2;
@@ -64,7 +74,7 @@ pub(crate) struct CallInDoubt {
     pub started: Option<DateTime<Utc>>,
     /// Per activity code: the id (lowercase) of an activity of that code which this run created,
     /// in a call answered before this one left, and which is dated before that answer less
-    /// [`CLOCK_MARGIN`]. See the module comment.
+    /// [`LAST_MARGIN`]. See the module comment.
     pub canaries: HashMap<i64, String>,
 }
 
@@ -83,8 +93,41 @@ pub(crate) struct RowInDoubt<'a> {
 pub(crate) struct CheckMemory {
     /// Per activity code.
     codes: HashMap<i64, CodeMemory>,
-    /// Why the account-wide read is not used at all in this run (the endpoint is missing).
+    /// Why the account-wide read is not used at all in this run (the endpoint is missing, or
+    /// no margin made a read list its canary).
     unavailable: Option<String>,
+    /// The margin once a read missed its canary; [`FIRST_MARGIN`] until then.
+    widened: Option<TimeDelta>,
+}
+
+impl CheckMemory {
+    /// How much earlier than the first call in doubt an account-wide read begins.
+    fn margin(&self) -> TimeDelta {
+        self.widened.unwrap_or(FIRST_MARGIN)
+    }
+
+    /// After a read missed its canary: twice the margin, or no more account-wide reads when it
+    /// was already [`LAST_MARGIN`].
+    fn widen(&mut self) {
+        let margin = self.margin();
+        if margin >= LAST_MARGIN {
+            self.unavailable = Some(format!(
+                "reads beginning {} minutes before the calls in doubt did not list what was \
+                 created before those calls: the server's clock or its date filter is not what \
+                 this read relies on",
+                LAST_MARGIN.num_minutes()
+            ));
+        } else {
+            let wider = (margin * 2).min(LAST_MARGIN);
+            warn!(
+                "check: an account-wide read missed its canary: later reads begin {} s before \
+                 the calls in doubt instead of {} s",
+                wider.num_seconds(),
+                margin.num_seconds()
+            );
+            self.widened = Some(wider);
+        }
+    }
 }
 
 /// What is known of one code's account-wide read.
@@ -116,9 +159,9 @@ struct Demand<'a> {
     rows: Vec<usize>,
     /// The leads of those rows, normalised.
     leads: BTreeSet<String>,
-    /// `FromDate` of the account-wide read: the earliest of the rows' calls' starts less
-    /// [`CLOCK_MARGIN`]; `None` when one of them has no known start (every activity of the
-    /// code is read, which needs no canary).
+    /// `FromDate` of the account-wide read: the earliest of the rows' calls' starts less the
+    /// margin; `None` when one of them has no known start (every activity of the code is read,
+    /// which needs no canary).
     from: Option<DateTime<Utc>>,
     /// The canary of the earliest call, when the read has a `FromDate`.
     canary: Option<&'a str>,
@@ -128,8 +171,13 @@ struct Demand<'a> {
     leads_only: Vec<usize>,
 }
 
-/// The round's rows grouped by code, in order of first appearance.
-fn demands<'a>(rows: &[RowInDoubt<'_>], calls: &'a [CallInDoubt]) -> Vec<Demand<'a>> {
+/// The round's rows grouped by code, in order of first appearance; a read's `FromDate` is its
+/// earliest call's start less `margin`.
+fn demands<'a>(
+    rows: &[RowInDoubt<'_>],
+    calls: &'a [CallInDoubt],
+    margin: TimeDelta,
+) -> Vec<Demand<'a>> {
     let mut out: Vec<Demand<'a>> = Vec::new();
     for (index, row) in rows.iter().enumerate() {
         if row.item.activity_date_time.is_none() {
@@ -172,7 +220,7 @@ fn demands<'a>(rows: &[RowInDoubt<'_>], calls: &'a [CallInDoubt]) -> Vec<Demand<
                 .filter_map(|c| c.started.map(|at| (at, c)))
                 .min_by_key(|(at, _)| *at);
             if let Some((at, call)) = earliest {
-                demand.from = Some(at - CLOCK_MARGIN);
+                demand.from = Some(at - margin);
                 demand.canary = call.canaries.get(&event).map(String::as_str);
             }
             demand.rows = canaried;
@@ -264,7 +312,7 @@ pub(crate) async fn settle(
     memory: &mut CheckMemory,
 ) -> Result<Vec<Option<String>>, FetchError> {
     let mut matched: Vec<Option<String>> = vec![None; rows.len()];
-    let demands = demands(rows, calls);
+    let demands = demands(rows, calls, memory.margin());
     // The codes' reads run side by side (each page still waits for the pacer); what they teach
     // is written to `memory` once all are in.
     let reads = demands.iter().map(|demand| {
@@ -296,6 +344,7 @@ pub(crate) async fn settle(
     });
     let results = futures::future::join_all(reads).await;
     let mut by_lead: Vec<usize> = Vec::new();
+    let mut missed = false;
     for (demand, result) in demands.iter().zip(results) {
         by_lead.extend(&demand.leads_only);
         let (read, learned) = result?;
@@ -305,6 +354,7 @@ pub(crate) async fn settle(
                 memory.codes.insert(demand.event, code);
             }
             Learned::Unavailable(why) => memory.unavailable = Some(why),
+            Learned::CanaryMissed => missed = true,
         }
         match read {
             CodeRead::Listed(found) => {
@@ -319,6 +369,9 @@ pub(crate) async fn settle(
             }
             CodeRead::Leads => by_lead.extend(&demand.rows),
         }
+    }
+    if missed {
+        memory.widen();
     }
     if !by_lead.is_empty() {
         by_lead.sort_unstable();
@@ -338,6 +391,9 @@ enum Learned {
     Code(CodeMemory),
     /// The account-wide read is not available in this run, and why.
     Unavailable(String),
+    /// A read did not list its canary: the margin was too narrow (or the server selects by
+    /// something else).
+    CanaryMissed,
 }
 
 /// One code: the plan carried out, with its log line.
@@ -436,10 +492,10 @@ async fn read_code(
     if let Some(canary) = demand.canary.filter(|_| !canary_listed) {
         warn!(
             "{head}: reading the leads (the code's activities {since} did not include {canary}, \
-             created before the calls in doubt left: the server's clock or its date filter is \
-             not what this read relies on)"
+             created before the calls in doubt left: the server's clock is behind ours by more \
+             than the margin, or its date filter is not what this read relies on)"
         );
-        return Ok((CodeRead::Leads, Learned::Nothing));
+        return Ok((CodeRead::Leads, Learned::CanaryMissed));
     }
     info!(
         "{head}: read the code's activities {since} ({} activities, {} pages) instead of the \

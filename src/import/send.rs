@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::abort::{Abort, Interrupt};
 use crate::import::batch::{Batch, RowWork};
-use crate::import::certainty::{CLOCK_MARGIN, CallInDoubt, CheckMemory, RowInDoubt};
+use crate::import::certainty::{CallInDoubt, CheckMemory, LAST_MARGIN, RowInDoubt};
 use crate::ledger::{Ledger, RowState, RowUpdate};
 use crate::lsq::activities::Fetcher;
 use crate::lsq::api::{ActivityItem, BulkResponse, UpdateItem};
@@ -886,15 +886,15 @@ fn updates(rows: &[Sendable], state: RowState, error: Option<&str>) -> Vec<RowUp
 }
 
 /// A row just created as a canary of its code ([`CallInDoubt::canaries`]): `(code, id)`, when
-/// its date is earlier than now less [`CLOCK_MARGIN`], so that no account-wide read that could
-/// need it would select it by its date (a row the server stamped, or dated to the minute, is
-/// not one).
+/// its date is earlier than now less [`LAST_MARGIN`], so that no account-wide read that could
+/// need it would select it by its date (a row dated in the last hour, or stamped with the time
+/// it was sent, is not one).
 fn canary(item: &ActivityItem, id: &str) -> Option<(i64, String)> {
     let dated = item
         .activity_date_time
         .as_deref()
         .and_then(crate::lsq::window::parse_api_second)?;
-    (dated < (Utc::now() - CLOCK_MARGIN).timestamp())
+    (dated < (Utc::now() - LAST_MARGIN).timestamp())
         .then(|| (item.activity_event, id.trim().to_ascii_lowercase()))
 }
 

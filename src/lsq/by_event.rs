@@ -55,6 +55,11 @@ const EXTRA_PAGES: u64 = 3;
 /// Walks made before the reader gives up on pages that never add up to `RecordCount`.
 const MAX_WALKS: u32 = 2;
 
+/// How long a frozen walk that fell short waits before walking again: the two seconds its
+/// `ToDate` leaves open ([`freeze`]) are then past on the server's clock too, since that clock
+/// had reached them when the first page was served.
+const FROZEN_SECONDS_PASS: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Spellings of the note an item may carry, the vendor's schema name first.
 const NOTE_KEYS: [&str; 4] = [
     FIELD_NOTE,
@@ -555,6 +560,13 @@ impl EventReader {
                         event = query.event,
                         "listing incomplete, walking again: {why}"
                     );
+                    if matches!(query, std::borrow::Cow::Owned(_)) {
+                        // Frozen at the second of the first page's newest activity (and the
+                        // one after): activities stamped in those seconds kept joining the
+                        // listing ahead of the walk. Once they are past, the next walk finds
+                        // the listing still.
+                        tokio::time::sleep(FROZEN_SECONDS_PASS).await;
+                    }
                 }
                 WalkEnd::Short(why) => {
                     return Err(E::from(FetchError::Failed(format!(

@@ -63,6 +63,26 @@ fn a_code_is_estimated_unless_its_leads_are_few_or_the_read_cannot_be_believed()
 }
 
 #[test]
+fn a_missed_canary_doubles_the_margin_until_the_last_then_stops_account_wide_reads() {
+    let mut memory = CheckMemory::default();
+    assert_eq!(memory.margin(), FIRST_MARGIN);
+    let mut margins = Vec::new();
+    while memory.unavailable.is_none() {
+        memory.widen();
+        margins.push(memory.margin().num_seconds());
+    }
+    assert_eq!(
+        margins,
+        vec![60, 120, 240, 480, 960, 1920, 3600, 3600],
+        "doubled up to an hour, then given up"
+    );
+    assert!(matches!(
+        plan(30, true, true, &CodeMemory::default(), memory.unavailable.as_deref()),
+        Plan::Leads(_)
+    ));
+}
+
+#[test]
 fn the_read_goes_on_while_its_pages_left_cost_less_than_the_leads() {
     assert_eq!(pages_of(0, 100), 1);
     assert_eq!(pages_of(100, 100), 1);
@@ -122,7 +142,7 @@ fn rows_group_by_code_with_the_earliest_call_setting_the_date_and_the_canary() {
             call: 0,
         },
     ];
-    let grouped = demands(&in_doubt, &calls);
+    let grouped = demands(&in_doubt, &calls, TimeDelta::minutes(2));
     assert_eq!(
         grouped.iter().map(|d| d.event).collect::<Vec<_>>(),
         vec![201, 202, 203]
@@ -175,13 +195,13 @@ fn rows_of_calls_without_a_canary_are_read_lead_by_lead_beside_the_others() {
             call: 1,
         },
     ];
-    let grouped = demands(&in_doubt, &calls);
+    let grouped = demands(&in_doubt, &calls, FIRST_MARGIN);
     assert_eq!(grouped.len(), 1);
     assert_eq!(grouped[0].rows, vec![1]);
     assert_eq!(grouped[0].leads, BTreeSet::from([lead(2)]));
     assert_eq!(grouped[0].leads_only, vec![0]);
     // The read starts from the call that has a canary, not from the earlier one.
-    assert_eq!(grouped[0].from, Some(at("2026-12-06 09:58:01")));
+    assert_eq!(grouped[0].from, Some(at("2026-12-06 09:59:31")));
     assert_eq!(grouped[0].canary, Some("c"));
 }
 
@@ -355,8 +375,9 @@ async fn a_read_that_misses_the_canary_is_not_believed() {
         .settle(&items, call_with(&rig.ids[0]), &mut memory)
         .await;
     assert_eq!(found.iter().filter(|f| f.is_some()).count(), 6);
-    // The read, then every lead.
+    // The read, then every lead; later reads begin twice as early.
     assert_eq!(rig.cost(), (10, 1));
+    assert_eq!(memory.margin(), FIRST_MARGIN * 2);
     // No canary at all: the leads straight away.
     let no_canary = CallInDoubt {
         started: Some(Utc::now()),
