@@ -190,7 +190,12 @@ mod tests {
         let codes: Vec<i64> = types.iter().map(|t| t.activity_event).collect();
         assert_eq!(codes, vec![201, 202, 203, 204, 205]);
         assert!(!codes.contains(&OWNER_CHANGE_EVENT));
-        assert_eq!(types[3].fields.len(), 6);
+        assert_eq!(types[3].fields.len(), 7, "mx_Custom_1..6 and the key field");
         assert_eq!(types[3].fields[5], "mx_Custom_6");
+        assert!(
+            types
+                .iter()
+                .all(|t| t.fields.last().is_some_and(|f| f == "mx_Custom_50"))
+        );
     }
 }
