@@ -27,8 +27,8 @@
 //! pages; if the ids then fall short of `RecordCount` it walks once more (handing out only ids
 //! not seen yet), and if they still fall short it is an error, never a silent partial result.
 //! A reader that needs nothing modified after its walk began (a check) can freeze the listing
-//! at its first page ([`EventReader::freeze`]), so that an import writing the same code at full
-//! speed does not keep the walk from catching up.
+//! at its first page and walk the rest oldest first ([`EventReader::freeze`]), so that an
+//! import writing the same code at full speed does not keep the walk from catching up.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -55,10 +55,10 @@ const EXTRA_PAGES: u64 = 3;
 /// Walks made before the reader gives up on pages that never add up to `RecordCount`.
 const MAX_WALKS: u32 = 2;
 
-/// How long a frozen walk that fell short waits before walking again: the two seconds its
-/// `ToDate` leaves open ([`freeze`]) are then past on the server's clock too, since that clock
-/// had reached them when the first page was served.
-const FROZEN_SECONDS_PASS: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long after its first page a frozen listing stops taking in activities: its `ToDate`
+/// leaves open the second of the newest activity that page listed and the one after
+/// ([`freeze`]), and the server's clock had reached the first of them when it served the page.
+const FROZEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Spellings of the note an item may carry, the vendor's schema name first.
 const NOTE_KEYS: [&str; 4] = [
@@ -91,9 +91,10 @@ pub(crate) struct EventQuery {
 }
 
 impl EventQuery {
-    /// The request body for one page: newest-modified first (see the module comment), empty
-    /// values left out as the vendor documents `RemoveEmptyValue`.
-    fn request(&self, page_index: u64, page_size: u64) -> ByEventRequest {
+    /// The request body for one page: newest-modified first (see the module comment) unless
+    /// `newest_first` is false (a frozen walk, [`EventReader::freeze`]), empty values left out
+    /// as the vendor documents `RemoveEmptyValue`.
+    fn request(&self, page_index: u64, page_size: u64, newest_first: bool) -> ByEventRequest {
         ByEventRequest {
             parameter: ByEventParameter {
                 activity_event: self.event,
@@ -107,7 +108,7 @@ impl EventQuery {
             }),
             sorting: Some(Sorting {
                 column_name: "ModifiedOn".to_string(),
-                direction: 1,
+                direction: u64::from(newest_first),
             }),
         }
     }
@@ -417,6 +418,17 @@ impl EventWalk {
         WalkEnd::Again(why)
     }
 
+    /// Goes on from the other end of the listing: the next request is its first page again,
+    /// while what was seen stays seen (and counts towards `RecordCount`). Nothing changes when
+    /// the walk is already over.
+    pub(crate) fn turn(&mut self) {
+        if self.stop.is_none() {
+            self.rows = 0;
+            self.pages = 0;
+            self.previous.clear();
+        }
+    }
+
     /// The totals so far.
     pub(crate) fn stats(&self) -> &EventWalkStats {
         &self.stats
@@ -465,11 +477,16 @@ pub(crate) struct EventReader {
     /// The counter each call (retries included) adds to.
     pub counted_as: CountedAs,
     /// After the first page of a query without `ToDate`, ask only for activities modified no
-    /// later than the newest that page listed ([`freeze`]). An import creating activities of the
-    /// code while the walk goes on would otherwise keep pushing new ones in at the front of the
-    /// newest-first listing: every page would repeat part of the one before, and on a busy
-    /// account the walk might never catch up with `RecordCount`. Only for readers that need
-    /// nothing modified after their first page (a check: what it looks for was created before it
+    /// later than the newest that page listed ([`freeze`]), and walk the rest oldest first. An
+    /// import creating activities of the code while the walk goes on would otherwise keep
+    /// pushing new ones in at the front of the newest-first listing: every page would repeat
+    /// part of the one before (each page of a check waits behind the bulk calls for its permit),
+    /// and the walk might never catch up with `RecordCount`. Oldest first, the few that still
+    /// come in (stamped in the frozen last seconds) land at the far end, and the walk is over
+    /// as soon as its pages meet the first page's. If some landed behind it (a server stamping
+    /// to the second sorts a second's activities among themselves), a second walk, newest first
+    /// and once the open seconds are over, lists them first. Only for readers that need nothing
+    /// modified after their first page (a check: what it looks for was created before it
     /// began).
     pub freeze: bool,
 }
@@ -522,9 +539,12 @@ impl EventReader {
         let mut walk = EventWalk::new(query.event, self.page_size);
         let mut go_on = Some(go_on);
         let mut query = std::borrow::Cow::Borrowed(query);
+        let mut newest_first = true;
+        // When the listing was frozen: its last seconds are over on the server's clock by then.
+        let mut settled_at = None;
         loop {
             while let Some((index, size)) = walk.next_request() {
-                let response = self.page(&query, index, size).await?;
+                let response = self.page(&query, index, size, newest_first).await?;
                 debug!(
                     event = query.event,
                     index,
@@ -544,9 +564,13 @@ impl EventReader {
                         debug!(
                             event = query.event,
                             to = frozen.modified_to,
-                            "listing frozen at its first page's newest activity"
+                            "listing frozen at its first page's newest activity; the rest \
+                             oldest first"
                         );
                         query = std::borrow::Cow::Owned(frozen);
+                        newest_first = false;
+                        settled_at = Some(tokio::time::Instant::now() + FROZEN_SECONDS);
+                        walk.turn();
                     }
                 }
                 if !fresh.is_empty() {
@@ -560,12 +584,14 @@ impl EventReader {
                         event = query.event,
                         "listing incomplete, walking again: {why}"
                     );
-                    if matches!(query, std::borrow::Cow::Owned(_)) {
-                        // Frozen at the second of the first page's newest activity (and the
-                        // one after): activities stamped in those seconds kept joining the
-                        // listing ahead of the walk. Once they are past, the next walk finds
-                        // the listing still.
-                        tokio::time::sleep(FROZEN_SECONDS_PASS).await;
+                    if let Some(settled_at) = settled_at {
+                        // What a frozen walk misses came in during it, stamped in the seconds
+                        // it left open (a server that stamps to the second sorts them among
+                        // that second's, not after them). Once those seconds are over, nothing
+                        // more comes in; what came is among the newest, which a newest-first
+                        // walk lists first, and the walk ends once it has them all.
+                        tokio::time::sleep_until(settled_at).await;
+                        newest_first = true;
                     }
                 }
                 WalkEnd::Short(why) => {
@@ -583,7 +609,7 @@ impl EventReader {
     // Not called by this crate's commands yet: the keyed sync's checks are its first user.
     #[allow(dead_code)]
     pub(crate) async fn count_event(&self, query: &EventQuery) -> Result<u64, FetchError> {
-        Ok(self.page(query, 1, 1).await?.record_count)
+        Ok(self.page(query, 1, 1, true).await?.record_count)
     }
 
     /// One page, through the pacer, retried on rate limits and transient failures (a read is
@@ -593,8 +619,9 @@ impl EventReader {
         query: &EventQuery,
         index: u64,
         size: u64,
+        newest_first: bool,
     ) -> Result<ByEventResponse, FetchError> {
-        let body = query.request(index, size);
+        let body = query.request(index, size, newest_first);
         self.api
             .call(
                 "get activities by activity event",
