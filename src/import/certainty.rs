@@ -14,15 +14,18 @@
 //! - the account-wide read lists every activity of the code **modified** since the earliest of
 //!   those calls left, less a margin (`ModifiedOn` is the server's clock, `FromDate` selects on
 //!   it; see [`CheckMemory::margin`]): whatever those calls created is among them, and rows are
-//!   matched by
-//!   content as [`match_event_rows`] does for any read. Its first page's `RecordCount` says what
-//!   it costs, P = ceil(RecordCount / the page size served); that first page costs what a bare
-//!   count would, so it is the estimate, and the walk goes on only while the P - 1 pages left
-//!   cost less than the L leads. Otherwise the leads are read after all, and the estimate is
-//!   remembered so that the next round does not pay for it again.
+//!   matched by content as [`match_event_rows`] does for any read. Its first page's
+//!   `RecordCount` says what it costs, P = ceil(RecordCount / the page size served); that first
+//!   page costs what a bare count would, so it is the estimate, and the walk goes on only while
+//!   the P - 1 pages left cost less than the L leads. Otherwise the leads are read after all,
+//!   and the estimate is remembered so that the next round does not pay for it again. The
+//!   reader freezes the listing at its first page ([`EventReader::freeze`]), since the import
+//!   goes on writing the code while a check reads it.
 //!
 //! With one or two leads there is nothing to save, and no estimate is paid for. One log line per
-//! code and round says which read was chosen and why.
+//! code and round says which read was chosen and why. Rounds are pooled by the caller (a round
+//! waits a moment for more calls in doubt): a read costs about the same for one call as for
+//! twenty.
 //!
 //! An account-wide read is only believed when nothing it left out could be one of the rows:
 //! - it must list the code's **canary**: an activity of the code this run created, in a call
@@ -216,7 +219,7 @@ fn demands<'a>(
                 .partition(|i| call_of(i).is_some_and(|c| c.canaries.contains_key(&event)));
             let earliest = canaried
                 .iter()
-                .filter_map(|i| call_of(i))
+                .filter_map(call_of)
                 .filter_map(|c| c.started.map(|at| (at, c)))
                 .min_by_key(|(at, _)| *at);
             if let Some((at, call)) = earliest {
@@ -316,11 +319,7 @@ pub(crate) async fn settle(
     // The codes' reads run side by side (each page still waits for the pacer); what they teach
     // is written to `memory` once all are in.
     let reads = demands.iter().map(|demand| {
-        let remembered = memory
-            .codes
-            .get(&demand.event)
-            .cloned()
-            .unwrap_or_default();
+        let remembered = memory.codes.get(&demand.event).cloned().unwrap_or_default();
         let unavailable = memory.unavailable.clone();
         async move {
             if demand.rows.is_empty() {

@@ -178,9 +178,9 @@ pub(crate) fn match_event_rows(
     found: &[EventActivity],
     known_ids: &HashSet<String>,
 ) -> Vec<Option<String>> {
-    let found = found.iter().filter_map(|activity| {
-        MatchKey::of_event(activity).map(|key| (activity.id.as_str(), key))
-    });
+    let found = found
+        .iter()
+        .filter_map(|activity| MatchKey::of_event(activity).map(|key| (activity.id.as_str(), key)));
     match_keys(rows, found, known_ids)
 }
 

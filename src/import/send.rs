@@ -730,7 +730,12 @@ impl Sender {
         let in_doubt: Vec<RowInDoubt> = doubts
             .iter()
             .enumerate()
-            .flat_map(|(call, d)| d.rows.iter().map(move |r| RowInDoubt { item: &r.item, call }))
+            .flat_map(|(call, d)| {
+                d.rows.iter().map(move |r| RowInDoubt {
+                    item: &r.item,
+                    call,
+                })
+            })
             .collect();
         let matches = match self.ledger.known_activity_ids(&leads) {
             Ok(known) => crate::import::certainty::settle(
@@ -743,13 +748,13 @@ impl Sender {
             )
             .await
             .map_err(|e| {
-                    if let crate::lsq::activities::FetchError::Unauthorized(m)
-                    | crate::lsq::activities::FetchError::Fatal(m) = &e
-                    {
-                        self.abort.trigger(m.clone());
-                    }
-                    e.to_string()
-                }),
+                if let crate::lsq::activities::FetchError::Unauthorized(m)
+                | crate::lsq::activities::FetchError::Fatal(m) = &e
+                {
+                    self.abort.trigger(m.clone());
+                }
+                e.to_string()
+            }),
             Err(e) => Err(e.to_string()),
         };
         let matches = match matches {

@@ -291,7 +291,7 @@ impl Remote {
     ) -> Vec<Result<u64, FetchError>> {
         let mut counts: Vec<Result<u64, FetchError>> = vec![Ok(0); queries.len()];
         // (lead, code) -> indexes of its queries, in first-seen order.
-        let mut groups: Vec<((String, Option<i64>), Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(LeadCode, Vec<usize>)> = Vec::new();
         for (i, query) in queries.iter().enumerate() {
             let key = (query.lead_id.to_ascii_lowercase(), query.event);
             match groups.iter_mut().find(|(k, _)| *k == key) {
@@ -346,6 +346,9 @@ impl Remote {
         counts
     }
 }
+
+/// A lead (lowercase) and an optional activity code: what one listing covers.
+type LeadCode = (String, Option<i64>);
 
 /// How `--wait` polls.
 #[derive(Debug, Clone, Copy)]

@@ -118,7 +118,10 @@ async fn calls_applied_then_failed_over_many_leads_are_settled_by_account_wide_r
     // cost a page or so each; rows of the run's very first calls, sent before anything of
     // their code existed to verify a read against, are still read lead by lead.
     assert!(by_code > 0 && by_code <= 15, "{summary}");
-    assert!(reads * 2 <= in_doubt, "{reads} reads for {in_doubt} rows: {summary}");
+    assert!(
+        reads * 2 <= in_doubt,
+        "{reads} reads for {in_doubt} rows: {summary}"
+    );
     let log = summary["stderr"].as_str().unwrap_or_default();
     assert!(
         log.contains("read the code's activities modified since"),

@@ -77,7 +77,13 @@ fn a_missed_canary_doubles_the_margin_until_the_last_then_stops_account_wide_rea
         "doubled up to an hour, then given up"
     );
     assert!(matches!(
-        plan(30, true, true, &CodeMemory::default(), memory.unavailable.as_deref()),
+        plan(
+            30,
+            true,
+            true,
+            &CodeMemory::default(),
+            memory.unavailable.as_deref()
+        ),
         Plan::Leads(_)
     ));
 }
@@ -99,7 +105,12 @@ fn the_read_goes_on_while_its_pages_left_cost_less_than_the_leads() {
 fn rows_group_by_code_with_the_earliest_call_setting_the_date_and_the_canary() {
     let rows = [
         item(&lead(1), 201, Some("2024-01-01 10:00:00"), "a"),
-        item(&lead(2).to_uppercase(), 201, Some("2024-01-01 10:00:00"), "b"),
+        item(
+            &lead(2).to_uppercase(),
+            201,
+            Some("2024-01-01 10:00:00"),
+            "b",
+        ),
         item(&lead(2), 202, Some("2024-01-01 10:00:00"), "c"),
         item(&lead(3), 201, None, "undated"),
         item(&lead(4), 203, Some("2024-01-01 10:00:00"), "d"),

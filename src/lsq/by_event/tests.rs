@@ -280,7 +280,10 @@ fn a_turned_walk_ends_where_its_oldest_pages_meet_the_first_newest_page() {
     }
     assert_eq!(walk.end_walk(), WalkEnd::Complete);
     let ids = distinct_ids(&out);
-    assert!((0..2500).all(|i| ids.contains(&guid(i))), "every activity listed at the start");
+    assert!(
+        (0..2500).all(|i| ids.contains(&guid(i))),
+        "every activity listed at the start"
+    );
     // The first page, and two from the other end: the third meets the first page's rows
     // (pushed up 60 by the arrivals) and reaches the end.
     assert_eq!(calls, 4);
