@@ -88,21 +88,39 @@ fn figure(summary: &serde_json::Value, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} in {summary}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn calls_applied_then_failed_over_many_leads_are_settled_by_account_wide_reads() {
-    let sim = simulator(SimConfig {
+/// A simulator accepting any lead, where a share `applied_then_failed` of bulk calls is
+/// applied, then answered 500, and as many applied, then cut.
+async fn failing_after_applying(
+    applied_then_failed: f64,
+    seed: u64,
+    config: SimConfig,
+) -> RunningSimulator {
+    simulator(SimConfig {
         rate: None,
         accept_any_lead: true,
-        // A server that serves the 1000 rows per page asked for (the vendor documents no cap).
-        by_event_page_cap: 1000,
         faults: FaultConfig {
-            commit_then_500: 0.03,
-            commit_then_drop: 0.03,
-            seed: 25,
+            commit_then_500: applied_then_failed,
+            commit_then_drop: applied_then_failed,
+            seed,
             ..FaultConfig::default()
         },
-        ..SimConfig::default()
+        ..config
     })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_applied_then_failed_over_many_leads_are_settled_by_account_wide_reads() {
+    let sim = failing_after_applying(
+        0.03,
+        25,
+        SimConfig {
+            // A server that serves the 1000 rows per page asked for (the vendor documents no
+            // cap).
+            by_event_page_cap: 1000,
+            ..SimConfig::default()
+        },
+    )
     .await;
     let input = rows_over_many_leads(3000, 600);
     let summary = import_with_summary(&sim, &input).await;
@@ -132,18 +150,14 @@ async fn calls_applied_then_failed_over_many_leads_are_settled_by_account_wide_r
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_listing_no_notes_is_checked_lead_by_lead_and_nothing_doubles() {
-    let sim = simulator(SimConfig {
-        rate: None,
-        accept_any_lead: true,
-        by_event_note: ByEventNote::Absent,
-        faults: FaultConfig {
-            commit_then_500: 0.05,
-            commit_then_drop: 0.05,
-            seed: 7,
-            ..FaultConfig::default()
+    let sim = failing_after_applying(
+        0.05,
+        7,
+        SimConfig {
+            by_event_note: ByEventNote::Absent,
+            ..SimConfig::default()
         },
-        ..SimConfig::default()
-    })
+    )
     .await;
     let input = rows_over_many_leads(1000, 400);
     let summary = import_with_summary(&sim, &input).await;

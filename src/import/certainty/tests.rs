@@ -29,6 +29,14 @@ fn lead(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
 }
 
+/// `rows` in doubt, row `i` of call `calls[i]`.
+fn of_calls<'a>(rows: &'a [ActivityItem], calls: &[usize]) -> Vec<RowInDoubt<'a>> {
+    rows.iter()
+        .zip(calls)
+        .map(|(item, &call)| RowInDoubt { item, call })
+        .collect()
+}
+
 fn at(text: &str) -> DateTime<Utc> {
     chrono::NaiveDateTime::parse_from_str(text, DATE_TIME_FORMAT)
         .unwrap()
@@ -127,32 +135,7 @@ fn rows_group_by_code_with_the_earliest_call_setting_the_date_and_the_canary() {
         },
         CallInDoubt::default(),
     ];
-    let in_doubt = [
-        RowInDoubt {
-            item: &rows[0],
-            call: 0,
-        },
-        RowInDoubt {
-            item: &rows[1],
-            call: 1,
-        },
-        RowInDoubt {
-            item: &rows[2],
-            call: 0,
-        },
-        RowInDoubt {
-            item: &rows[3],
-            call: 2,
-        },
-        RowInDoubt {
-            item: &rows[4],
-            call: 2,
-        },
-        RowInDoubt {
-            item: &rows[5],
-            call: 0,
-        },
-    ];
+    let in_doubt = of_calls(&rows, &[0, 1, 0, 2, 2, 0]);
     let grouped = demands(&in_doubt, &calls, TimeDelta::minutes(2));
     assert_eq!(
         grouped.iter().map(|d| d.event).collect::<Vec<_>>(),
@@ -196,16 +179,7 @@ fn rows_of_calls_without_a_canary_are_read_lead_by_lead_beside_the_others() {
             canaries: HashMap::from([(201, "c".to_string())]),
         },
     ];
-    let in_doubt = [
-        RowInDoubt {
-            item: &rows[0],
-            call: 0,
-        },
-        RowInDoubt {
-            item: &rows[1],
-            call: 1,
-        },
-    ];
+    let in_doubt = of_calls(&rows, &[0, 1]);
     let grouped = demands(&in_doubt, &calls, FIRST_MARGIN);
     assert_eq!(grouped.len(), 1);
     assert_eq!(grouped[0].rows, vec![1]);
@@ -320,17 +294,34 @@ fn call_with(canary: &str) -> CallInDoubt {
     }
 }
 
-#[tokio::test]
-async fn many_leads_of_one_code_are_settled_by_one_account_wide_read() {
+/// [`ten_rows`], on a server listing notes as `note` that holds the canary (`ids[0]`) and the
+/// first six rows (`ids[1..=6]`).
+async fn six_of_ten_applied(note: ByEventNote) -> (Vec<ActivityItem>, Rig) {
     let (rows, canary) = ten_rows();
     let mut stored: Vec<&ActivityItem> = vec![&canary];
     stored.extend(&rows[..6]);
-    let rig = rig(ByEventNote::Present, 100, &stored).await;
-    let items: Vec<&ActivityItem> = rows.iter().collect();
+    let rig = rig(note, 100, &stored).await;
+    (rows, rig)
+}
+
+impl Rig {
+    /// A round of `rows`, all of one call that left a second ago with the canary (`ids[0]`) as
+    /// its code-201 canary.
+    async fn settle_all(
+        &self,
+        rows: &[ActivityItem],
+        memory: &mut CheckMemory,
+    ) -> Vec<Option<String>> {
+        let items: Vec<&ActivityItem> = rows.iter().collect();
+        self.settle(&items, call_with(&self.ids[0]), memory).await
+    }
+}
+
+#[tokio::test]
+async fn many_leads_of_one_code_are_settled_by_one_account_wide_read() {
+    let (rows, rig) = six_of_ten_applied(ByEventNote::Present).await;
     let mut memory = CheckMemory::default();
-    let found = rig
-        .settle(&items, call_with(&rig.ids[0]), &mut memory)
-        .await;
+    let found = rig.settle_all(&rows, &mut memory).await;
     let expected: Vec<Option<String>> = rig.ids[1..]
         .iter()
         .map(|id| Some(id.clone()))
@@ -372,19 +363,13 @@ async fn a_read_costing_more_pages_than_leads_is_left_after_its_first_page() {
 
 #[tokio::test]
 async fn a_read_that_misses_the_canary_is_not_believed() {
-    let (rows, canary) = ten_rows();
-    let mut stored: Vec<&ActivityItem> = vec![&canary];
-    stored.extend(&rows[..6]);
-    let rig = rig(ByEventNote::Present, 100, &stored).await;
+    let (rows, rig) = six_of_ten_applied(ByEventNote::Present).await;
     // The canary's stamp is older than the read's FromDate, as on a server whose clock runs
     // far behind ours (or that selects by another date): the read cannot be trusted to hold
     // what the calls in doubt created.
     assert!(rig.sim.sim.set_modified(&rig.ids[0], "2020-01-01 00:00:00"));
-    let items: Vec<&ActivityItem> = rows.iter().collect();
     let mut memory = CheckMemory::default();
-    let found = rig
-        .settle(&items, call_with(&rig.ids[0]), &mut memory)
-        .await;
+    let found = rig.settle_all(&rows, &mut memory).await;
     assert_eq!(found.iter().filter(|f| f.is_some()).count(), 6);
     // The read, then every lead; later reads begin twice as early.
     assert_eq!(rig.cost(), (10, 1));
@@ -394,6 +379,7 @@ async fn a_read_that_misses_the_canary_is_not_believed() {
         started: Some(Utc::now()),
         canaries: HashMap::new(),
     };
+    let items: Vec<&ActivityItem> = rows.iter().collect();
     let again = rig.settle(&items, no_canary, &mut memory).await;
     assert_eq!(again, found);
     assert_eq!(rig.cost(), (20, 1));
@@ -402,20 +388,13 @@ async fn a_read_that_misses_the_canary_is_not_believed() {
 
 #[tokio::test]
 async fn a_server_that_lists_no_notes_sends_the_code_to_the_leads_for_the_rest_of_the_run() {
-    let (rows, canary) = ten_rows();
-    let mut stored: Vec<&ActivityItem> = vec![&canary];
-    stored.extend(&rows[..6]);
-    let rig = rig(ByEventNote::Absent, 100, &stored).await;
-    let items: Vec<&ActivityItem> = rows.iter().collect();
+    let (rows, rig) = six_of_ten_applied(ByEventNote::Absent).await;
     let mut memory = CheckMemory::default();
-    let found = rig
-        .settle(&items, call_with(&rig.ids[0]), &mut memory)
-        .await;
+    let found = rig.settle_all(&rows, &mut memory).await;
     assert_eq!(found.iter().filter(|f| f.is_some()).count(), 6);
     assert_eq!(rig.cost(), (10, 1));
     assert!(memory.codes[&201].no_notes);
-    rig.settle(&items, call_with(&rig.ids[0]), &mut memory)
-        .await;
+    rig.settle_all(&rows, &mut memory).await;
     assert_eq!(rig.cost(), (20, 1), "no account-wide read the second time");
     rig.sim.shutdown().await;
 }
