@@ -9,21 +9,25 @@
 //! `Api`: Get Activities of a Lead by way of [`resolve`], Get Activities by Activity Event by way
 //! of [`EventReader`] (counted as the run's `check_reads`).
 //!
-//! The choice, per activity code of the round ([`plan`] and [`worth_reading`], pure):
-//! - lead by lead costs about one call per lead with rows of the code in doubt (L);
-//! - the account-wide read lists every activity of the code **modified** since the earliest of
-//!   those calls left, less a margin (`ModifiedOn` is the server's clock, `FromDate` selects on
-//!   it; see [`CheckMemory::margin`]): whatever those calls created is among them, and rows are
-//!   matched by content as [`match_event_rows`] does for any read. Its first page's
-//!   `RecordCount` says what it costs, P = ceil(RecordCount / the page size served); that first
-//!   page costs what a bare count would, so it is the estimate, and the walk goes on only while
-//!   the P - 1 pages left cost less than the L leads. Otherwise the leads are read after all,
-//!   and the estimate is remembered so that the next round does not pay for it again. The
+//! The choice ([`plan`] and [`choose`], pure):
+//! - lead by lead costs one call per distinct lead in doubt, whatever codes its rows have (a
+//!   lead read for one code's rows is read for all of them);
+//! - the account-wide read of a code lists every activity of the code **modified** since the
+//!   earliest of its rows' calls left, less a margin (`ModifiedOn` is the server's clock,
+//!   `FromDate` selects on it; see [`CheckMemory::margin`]): whatever those calls created is
+//!   among them, and rows are matched by content as [`match_event_rows`] does for any read. Its
+//!   first page's `RecordCount` says what it costs, P = ceil(RecordCount / the page size
+//!   served); that first page costs what a bare count would, so it is the estimate;
+//! - once the estimates are in, the round reads account-wide the set of codes that makes it
+//!   cheapest: the P - 1 pages left of each, plus the distinct leads of every other code. The
 //!   reader freezes the listing at its first page ([`EventReader::freeze`]), since the import
 //!   goes on writing the code while a check reads it.
 //!
-//! With one or two leads there is nothing to save, and no estimate is paid for. One log line per
-//! code and round says which read was chosen and why. Rounds are pooled by the caller (a round
+//! An estimate costs a read whatever it finds, so it is only paid for where it can pay back: not
+//! for a code with one or two leads, not for more codes than a quarter of the round's leads
+//! ([`affordable`]), and not where the code's last estimate ([`Density`]: activities per second
+//! of window) predicts a read longer than its leads. One log line per code and round says which
+//! read was chosen and why. Rounds are pooled by the caller (a round
 //! waits a moment for more calls in doubt): a read costs about the same for one call as for
 //! twenty.
 //!
@@ -50,8 +54,8 @@ use tracing::{info, warn};
 
 use crate::import::resolve::{match_event_rows, normalise_lead, resolve};
 use crate::lsq::activities::{FetchError, Fetcher};
-use crate::lsq::api::{ActivityItem, DATE_TIME_FORMAT};
-use crate::lsq::by_event::{EventActivity, EventQuery, EventReader, EventWalkStats, Walked};
+use crate::lsq::api::{ActivityItem, DATE_TIME_FORMAT, MAX_BATCH};
+use crate::lsq::by_event::{EventActivity, EventQuery, EventReader, FROZEN_SECONDS, OpenWalk};
 
 /// How much earlier than our clock's start of a call the account-wide read begins, at first.
 /// The server stamps `ModifiedOn` with its own clock, but the canary proves whether the margin
@@ -69,6 +73,13 @@ pub(crate) const LAST_MARGIN: TimeDelta = TimeDelta::hours(1);
 /// Leads so few that reading them costs no more than an account-wide read's first page.
 const FEW_LEADS: usize = 2;
 
+/// Leads in doubt a round needs per estimate it pays for. Each estimate costs a read whatever
+/// it finds, and every account-wide read takes at least that one page, so estimates of k codes
+/// can save at most (leads - k) reads and may waste k: a round takes that risk only where the
+/// leads are at least four times the estimates (a single batch of 25 rows over five codes on 19
+/// leads does not, and is read lead by lead as before).
+const LEADS_PER_ESTIMATE: usize = 4;
+
 /// A call whose rows are in doubt, as a round needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct CallInDoubt {
@@ -79,6 +90,45 @@ pub(crate) struct CallInDoubt {
     /// in a call answered before this one left, and which is dated before that answer less
     /// [`LAST_MARGIN`]. See the module comment.
     pub canaries: HashMap<i64, String>,
+}
+
+/// What the run has created so far, as checks need it: the latest canary of each code, and how
+/// many activities of each code (whose shares say how fast the import writes each code).
+#[derive(Debug, Default)]
+pub(crate) struct Created {
+    /// Per activity code, the latest activity that can serve as a canary: lowercase id.
+    canaries: HashMap<i64, String>,
+    /// Per activity code, activities created.
+    counts: HashMap<i64, u64>,
+}
+
+impl Created {
+    /// An activity of `code` created, `canary` its id when it can serve as one.
+    pub(crate) fn note(&mut self, code: i64, canary: Option<String>) {
+        *self.counts.entry(code).or_default() += 1;
+        if let Some(id) = canary {
+            self.canaries.insert(code, id);
+        }
+    }
+
+    /// The latest canaries of `codes`: what a call leaving now carries ([`CallInDoubt`]).
+    pub(crate) fn canaries_of(&self, codes: impl Iterator<Item = i64>) -> HashMap<i64, String> {
+        codes
+            .filter_map(|code| self.canaries.get(&code).map(|id| (code, id.clone())))
+            .collect()
+    }
+
+    /// Per code, how many activities the import itself may add to a frozen listing while it
+    /// is walked: [`FROZEN_SECONDS`] of bulk calls at `calls_per_second` (the pacer's rate, an
+    /// upper bound), full batches, split between codes as the run's creations so far are.
+    pub(crate) fn arrivals(&self, calls_per_second: f64) -> HashMap<i64, u64> {
+        let total: u64 = self.counts.values().sum();
+        let rows = calls_per_second * MAX_BATCH as f64 * FROZEN_SECONDS.as_secs_f64();
+        self.counts
+            .iter()
+            .map(|(&code, &n)| (code, (rows * n as f64 / total.max(1) as f64).ceil() as u64))
+            .collect()
+    }
 }
 
 /// One row of a round: the activity as sent, and which of the round's calls left it in doubt.
@@ -134,13 +184,29 @@ impl CheckMemory {
 }
 
 /// What is known of one code's account-wide read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct CodeMemory {
     /// The server lists this code's activities without their notes.
     no_notes: bool,
-    /// Pages the last estimate found, when that was more than reading the leads: a later round
-    /// with no more leads skips the estimate.
-    costly: Option<u64>,
+    /// What the last estimate found, to predict the next one's.
+    density: Option<Density>,
+}
+
+/// How many activities of a code an account-wide read lists, as the last estimate found it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Density {
+    /// Activities listed per second of the read's window (from `FromDate` to the read).
+    per_second: f64,
+    /// Rows per page the server served.
+    page_size: u64,
+}
+
+impl Density {
+    /// Pages a read of a window beginning at `from` would take now, at this density.
+    fn pages_since(&self, from: DateTime<Utc>) -> u64 {
+        let window = (Utc::now() - from).num_milliseconds().max(0) as f64 / 1000.0;
+        pages_of((self.per_second * window).ceil() as u64, self.page_size)
+    }
 }
 
 /// What a round does about one code before anything is read.
@@ -241,13 +307,15 @@ fn demands<'a>(
 
 /// Whether to estimate the account-wide read of a code whose rows in doubt lie on `leads`
 /// leads, or to read those leads straight away. `bounded`: the read has a `FromDate` (and so
-/// needs a canary to be believed).
+/// needs a canary to be believed); `predicted`: the pages the code's last estimate predicts
+/// for this read, if there was one.
 fn plan(
     leads: usize,
     bounded: bool,
     canary: bool,
     memory: &CodeMemory,
     unavailable: Option<&str>,
+    predicted: Option<u64>,
 ) -> Plan {
     if leads <= FEW_LEADS {
         return Plan::Leads(format!(
@@ -271,14 +339,28 @@ fn plan(
                 .to_string(),
         );
     }
-    if let Some(pages) = memory.costly
+    if let Some(pages) = predicted
         && !worth_reading(pages, leads)
     {
         return Plan::Leads(format!(
-            "the last estimate of this code's account-wide read was {pages} pages"
+            "the code's last estimate puts its account-wide read at about {pages} pages"
         ));
     }
     Plan::Estimate
+}
+
+/// Which of the codes planned for an estimate (`leads` of each) keep it, when the round has
+/// `total` distinct leads in doubt: as many as [`LEADS_PER_ESTIMATE`] allows, those with the
+/// most leads first.
+fn affordable(leads: &[usize], total: usize) -> Vec<bool> {
+    let allowed = total / LEADS_PER_ESTIMATE;
+    let mut order: Vec<usize> = (0..leads.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(leads[i]));
+    let mut keep = vec![false; leads.len()];
+    for &i in order.iter().take(allowed) {
+        keep[i] = true;
+    }
+    keep
 }
 
 /// Pages a read listing `record_count` activities takes at `page_size` per page (at least one:
@@ -293,70 +375,274 @@ fn worth_reading(pages: u64, leads: usize) -> bool {
     pages.saturating_sub(1) < leads as u64
 }
 
-/// How one code's account-wide read ended.
-enum CodeRead {
-    /// Believed: the listed activities of the round's leads.
-    Listed(Vec<EventActivity>),
-    /// Not used; the code's rows are read lead by lead.
-    Leads,
+/// Which of the estimated codes to read account-wide. `codes` gives, per code, the leads of its
+/// rows and, for a code whose first page is in, the pages its read has left (`None`: it is read
+/// lead by lead whatever happens); `anyway` holds leads read in any case. The choice makes the
+/// round cheapest: the pages left of the codes chosen, plus one read per distinct lead of all
+/// the others (a lead with rows of several codes is read once for all of them, so a code whose
+/// leads are read anyway costs nothing more lead by lead). A tie goes to reading leads. Every
+/// subset is tried up to [`EXACT_CHOICE`] candidates; beyond, codes are added one at a time
+/// while one makes the round cheaper.
+fn choose(codes: &[(&BTreeSet<String>, Option<u64>)], anyway: &BTreeSet<String>) -> Vec<bool> {
+    // Leads as small numbers, so that a subset's distinct leads are counted without hashing.
+    let mut numbers: HashMap<&str, usize> = HashMap::new();
+    for lead in anyway
+        .iter()
+        .chain(codes.iter().flat_map(|(leads, _)| leads.iter()))
+    {
+        let next = numbers.len();
+        numbers.entry(lead.as_str()).or_insert(next);
+    }
+    let number = |leads: &BTreeSet<String>| -> Vec<usize> {
+        leads
+            .iter()
+            .filter_map(|l| numbers.get(l.as_str()).copied())
+            .collect()
+    };
+    let base = number(anyway);
+    let per_code: Vec<Vec<usize>> = codes.iter().map(|(leads, _)| number(leads)).collect();
+    let mut marks = vec![0u32; numbers.len()];
+    let mut generation = 0u32;
+    let mut cost = |chosen: &[bool]| -> u64 {
+        generation += 1;
+        let mut reads = 0u64;
+        let lead_reads = base.iter().chain(
+            per_code
+                .iter()
+                .zip(chosen)
+                .filter(|(_, chosen)| !**chosen)
+                .flat_map(|(leads, _)| leads.iter()),
+        );
+        for &lead in lead_reads {
+            if marks[lead] != generation {
+                marks[lead] = generation;
+                reads += 1;
+            }
+        }
+        reads
+            + codes
+                .iter()
+                .zip(chosen)
+                .filter(|(_, chosen)| **chosen)
+                .map(|((_, pages), _)| pages.unwrap_or(0))
+                .sum::<u64>()
+    };
+    let candidates: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].1.is_some()).collect();
+    let mut best = vec![false; codes.len()];
+    let mut best_cost = cost(&best);
+    if candidates.len() <= EXACT_CHOICE {
+        for mask in 1u32..(1 << candidates.len()) {
+            let mut chosen = vec![false; codes.len()];
+            for (bit, &i) in candidates.iter().enumerate() {
+                chosen[i] = mask & (1 << bit) != 0;
+            }
+            let here = cost(&chosen);
+            let fewer_codes =
+                chosen.iter().filter(|c| **c).count() < best.iter().filter(|c| **c).count();
+            if here < best_cost || (here == best_cost && fewer_codes) {
+                best = chosen;
+                best_cost = here;
+            }
+        }
+    } else {
+        loop {
+            let mut step = None;
+            for &i in &candidates {
+                if best[i] {
+                    continue;
+                }
+                best[i] = true;
+                let here = cost(&best);
+                best[i] = false;
+                if here < step.map_or(best_cost, |(_, c)| c) {
+                    step = Some((i, here));
+                }
+            }
+            let Some((i, here)) = step else { break };
+            best[i] = true;
+            best_cost = here;
+        }
+    }
+    best
 }
+
+/// Candidates up to which [`choose`] tries every subset (4,096 of them).
+const EXACT_CHOICE: usize = 12;
 
 /// The round: every row's match, reading each code account-wide or lead by lead as the module
 /// comment says. `known` holds the ids the ledger attributes to the round's leads, which are
-/// never claimed again. Errors are those of the per-lead reads, and an account-wide read's
-/// `Unauthorized` (the keys were refused: nothing else will work either); any other failure of
-/// an account-wide read only sends its code to the per-lead reads.
+/// never claimed again; `arrivals`, per code, what the import may add to a listing while it is
+/// walked ([`Created::arrivals`]), which an estimate counts in. Errors are those of the
+/// per-lead reads, and an account-wide read's `Unauthorized` (the keys were refused: nothing
+/// else will work either); any other failure of an account-wide read only sends its code to the
+/// per-lead reads.
 pub(crate) async fn settle(
     fetcher: &Fetcher,
     reader: &EventReader,
     rows: &[RowInDoubt<'_>],
     calls: &[CallInDoubt],
     known: &HashSet<String>,
+    arrivals: &HashMap<i64, u64>,
     memory: &mut CheckMemory,
 ) -> Result<Vec<Option<String>>, FetchError> {
-    let mut matched: Vec<Option<String>> = vec![None; rows.len()];
     let demands = demands(rows, calls, memory.margin());
-    // The codes' reads run side by side (each page still waits for the pacer); what they teach
-    // is written to `memory` once all are in.
-    let reads = demands.iter().map(|demand| {
-        let remembered = memory.codes.get(&demand.event).cloned().unwrap_or_default();
-        let unavailable = memory.unavailable.clone();
-        async move {
+    // Rows read lead by lead whatever is chosen, and the leads that are read for them.
+    let mut by_lead: Vec<usize> = demands
+        .iter()
+        .flat_map(|d| d.leads_only.iter().copied())
+        .collect();
+    let anyway: BTreeSet<String> = by_lead
+        .iter()
+        .filter_map(|&i| rows.get(i))
+        .map(|r| normalise_lead(&r.item.related_prospect_id))
+        .collect();
+
+    // Which codes are worth an estimate.
+    let mut plans: Vec<Option<Plan>> = demands
+        .iter()
+        .map(|demand| {
             if demand.rows.is_empty() {
-                info!(
-                    "check: code {}: {} rows in doubt, all of calls sent before anything of the \
-                     code was known created: reading the leads",
-                    demand.event,
-                    demand.leads_only.len()
-                );
-                return Ok((CodeRead::Leads, Learned::Nothing));
+                return None;
             }
-            let plan = plan(
+            let remembered = memory.codes.get(&demand.event).cloned().unwrap_or_default();
+            let predicted = remembered
+                .density
+                .zip(demand.from)
+                .map(|(d, f)| d.pages_since(f));
+            Some(plan(
                 demand.leads.len(),
                 demand.from.is_some(),
                 demand.canary.is_some(),
                 &remembered,
-                unavailable.as_deref(),
-            );
-            read_code(reader, demand, plan, remembered).await
+                memory.unavailable.as_deref(),
+                predicted,
+            ))
+        })
+        .collect();
+    let total = demands
+        .iter()
+        .flat_map(|d| d.leads.iter())
+        .chain(&anyway)
+        .collect::<HashSet<_>>()
+        .len();
+    let estimated: Vec<usize> = (0..plans.len())
+        .filter(|&i| plans[i] == Some(Plan::Estimate))
+        .collect();
+    let sizes: Vec<usize> = estimated.iter().map(|&i| demands[i].leads.len()).collect();
+    for (&i, keep) in estimated.iter().zip(affordable(&sizes, total)) {
+        if !keep {
+            plans[i] = Some(Plan::Leads(format!(
+                "the round's {total} leads in doubt are too few to pay for an estimate of \
+                 every code"
+            )));
+        }
+    }
+
+    // First pages, side by side (each still waits for the pacer).
+    let opening = demands.iter().zip(plans).map(|(demand, plan)| async move {
+        match plan {
+            Some(Plan::Estimate) => {
+                Opened::Walk(reader.open_walk(&demand.query()).await.map(Box::new))
+            }
+            Some(Plan::Leads(why)) => Opened::Leads(why),
+            None => Opened::Nothing,
         }
     });
-    let results = futures::future::join_all(reads).await;
-    let mut by_lead: Vec<usize> = Vec::new();
-    let mut missed = false;
-    for (demand, result) in demands.iter().zip(results) {
-        by_lead.extend(&demand.leads_only);
-        let (read, learned) = result?;
-        match learned {
-            Learned::Nothing => {}
-            Learned::Code(code) => {
-                memory.codes.insert(demand.event, code);
+    let opened = futures::future::join_all(opening).await;
+
+    // What each first page says, and the choice.
+    let mut walks: Vec<Option<Box<OpenWalk<'_>>>> = Vec::new();
+    let mut costs: Vec<(&BTreeSet<String>, Option<u64>)> = Vec::new();
+    for (demand, opened) in demands.iter().zip(opened) {
+        let head = demand.head();
+        let mut walk = None;
+        match opened {
+            Opened::Nothing => {
+                if !demand.leads_only.is_empty() {
+                    info!(
+                        "check: code {}: {} rows in doubt, all of calls sent before anything \
+                         of the code was known created: reading the leads",
+                        demand.event,
+                        demand.leads_only.len()
+                    );
+                }
             }
-            Learned::Unavailable(why) => memory.unavailable = Some(why),
-            Learned::CanaryMissed => missed = true,
+            Opened::Leads(why) => info!("{head}: reading the leads ({why})"),
+            Opened::Walk(Err(FetchError::Unauthorized(message))) => {
+                return Err(FetchError::Unauthorized(message));
+            }
+            Opened::Walk(Err(FetchError::Fatal(message))) => {
+                warn!(
+                    "{head}: reading the leads (the account-wide read is not available: \
+                     {message})"
+                );
+                memory.unavailable = Some(message);
+            }
+            Opened::Walk(Err(e)) => {
+                warn!("{head}: reading the leads (the account-wide read failed: {e})");
+            }
+            Opened::Walk(Ok(open)) if open.stats().without_note > 0 => {
+                warn!(
+                    "{head}: reading the leads (the server lists this code's activities \
+                     without their notes, so they cannot be matched)"
+                );
+                memory.codes.entry(demand.event).or_default().no_notes = true;
+            }
+            Opened::Walk(Ok(open)) => walk = Some(open),
         }
-        match read {
-            CodeRead::Listed(found) => {
+        if let (Some(open), Some(from)) = (&walk, demand.from) {
+            let window = (Utc::now() - from).num_milliseconds().max(1) as f64 / 1000.0;
+            memory.codes.entry(demand.event).or_default().density = Some(Density {
+                per_second: open.stats().record_count as f64 / window,
+                page_size: open.stats().page_size.max(1),
+            });
+        }
+        // The pages left by the first page's count, and what the import may add meanwhile.
+        let pages_left = walk.as_ref().map(|w| {
+            let coming = arrivals.get(&demand.event).copied().unwrap_or(0);
+            pages_of(w.stats().record_count + coming, w.stats().page_size).saturating_sub(1)
+        });
+        costs.push((&demand.leads, pages_left));
+        walks.push(walk);
+    }
+    let chosen = choose(&costs, &anyway);
+    let pages_left: Vec<Option<u64>> = costs.iter().map(|(_, left)| *left).collect();
+
+    // The chosen codes' walks finished, side by side; the others' leads read.
+    let mut finishing = Vec::new();
+    for (((demand, walk), chosen), left) in demands.iter().zip(walks).zip(&chosen).zip(pages_left) {
+        let Some(walk) = walk else {
+            by_lead.extend(&demand.rows);
+            continue;
+        };
+        if !chosen {
+            let first = walk.stats();
+            let estimate = left.unwrap_or(0) + 1;
+            let alone = !worth_reading(estimate, demand.leads.len());
+            info!(
+                "{}: reading the leads (the code's activities {} would take about {estimate} \
+                 pages: {} activities, and up to {} more the import may write meanwhile{})",
+                demand.head(),
+                demand.since(),
+                first.record_count,
+                arrivals.get(&demand.event).copied().unwrap_or(0),
+                if alone {
+                    ""
+                } else {
+                    "; more than its leads add to those the round reads anyway"
+                }
+            );
+            by_lead.extend(&demand.rows);
+            continue;
+        }
+        finishing.push(finish_code(demand, walk));
+    }
+    let mut matched: Vec<Option<String>> = vec![None; rows.len()];
+    let finished = futures::future::join_all(finishing).await;
+    let mut missed = false;
+    for (demand, result) in finished {
+        match result {
+            Finished::Listed(found) => {
                 let items: Vec<&ActivityItem> = demand.rows.iter().map(|&i| rows[i].item).collect();
                 for (&index, id) in demand
                     .rows
@@ -366,7 +652,16 @@ pub(crate) async fn settle(
                     matched[index] = id;
                 }
             }
-            CodeRead::Leads => by_lead.extend(&demand.rows),
+            Finished::Unauthorized(message) => return Err(FetchError::Unauthorized(message)),
+            Finished::NoNotes => {
+                memory.codes.entry(demand.event).or_default().no_notes = true;
+                by_lead.extend(&demand.rows);
+            }
+            Finished::CanaryMissed => {
+                missed = true;
+                by_lead.extend(&demand.rows);
+            }
+            Finished::Leads => by_lead.extend(&demand.rows),
         }
     }
     if missed {
@@ -382,132 +677,126 @@ pub(crate) async fn settle(
     Ok(matched)
 }
 
-/// What a code's read taught, for [`CheckMemory`].
-enum Learned {
-    /// Nothing new.
+/// What became of a code's estimate.
+enum Opened<'r> {
+    /// No rows an account-wide read could settle.
     Nothing,
-    /// The code's memory from now on.
-    Code(CodeMemory),
-    /// The account-wide read is not available in this run, and why.
-    Unavailable(String),
-    /// A read did not list its canary: the margin was too narrow (or the server selects by
-    /// something else).
-    CanaryMissed,
+    /// Not estimated: its leads are read, for this reason.
+    Leads(String),
+    /// The first page, or why it could not be read (boxed: a walk under way is large).
+    Walk(Result<Box<OpenWalk<'r>>, FetchError>),
 }
 
-/// One code: the plan carried out, with its log line.
-async fn read_code(
-    reader: &EventReader,
-    demand: &Demand<'_>,
-    plan: Plan,
-    mut memory: CodeMemory,
-) -> Result<(CodeRead, Learned), FetchError> {
-    let mut head = format!(
-        "check: code {}: {} rows on {} leads in doubt",
-        demand.event,
-        demand.rows.len(),
-        demand.leads.len()
-    );
-    if !demand.leads_only.is_empty() {
-        head.push_str(&format!(
-            " (and {} of calls sent before anything of the code was known created, read lead by \
-             lead)",
-            demand.leads_only.len()
-        ));
-    }
-    if let Plan::Leads(why) = plan {
-        info!("{head}: reading the leads ({why})");
-        return Ok((CodeRead::Leads, Learned::Nothing));
-    }
-    let since = demand.from.map_or_else(
-        || "of any date (a call's start is not known)".to_string(),
-        |from| format!("modified since {}", from.format(DATE_TIME_FORMAT)),
-    );
-    let query = EventQuery {
-        event: demand.event,
-        modified_from: demand.from.map(|f| f.format(DATE_TIME_FORMAT).to_string()),
-        modified_to: None,
-        // Empty values listed as "", so that an empty note is told from no note field at all.
-        keep_empty_values: true,
-    };
-    let leads = demand.leads.len();
+/// How a chosen code's account-wide read ended.
+enum Finished {
+    /// Believed: the listed activities of the round's leads.
+    Listed(Vec<EventActivity>),
+    /// The keys were refused.
+    Unauthorized(String),
+    /// Items came without a note field.
+    NoNotes,
+    /// The read did not list the canary.
+    CanaryMissed,
+    /// Failed otherwise.
+    Leads,
+}
+
+/// The rest of a chosen code's walk, keeping what the round's leads hold, then the checks of the
+/// module comment, with the code's log line.
+async fn finish_code<'d, 'a>(
+    demand: &'d Demand<'a>,
+    walk: Box<OpenWalk<'_>>,
+) -> (&'d Demand<'a>, Finished) {
+    let head = demand.head();
     let mut kept = Vec::new();
     let mut canary_listed = false;
-    let walked = reader
-        .walk_event_if(
-            &query,
-            |first| first.without_note == 0 && worth_reading(pages(first), leads),
-            |page| {
-                for activity in page {
-                    canary_listed |= demand.canary == Some(activity.id.as_str());
-                    // Only the round's leads can hold one of its rows: the rest is not kept.
-                    if demand.leads.contains(&activity.lead_id) {
-                        kept.push(activity);
-                    }
+    let walked = walk
+        .finish(|page| {
+            for activity in page {
+                canary_listed |= demand.canary == Some(activity.id.as_str());
+                // Only the round's leads can hold one of its rows: the rest is not kept.
+                if demand.leads.contains(&activity.lead_id) {
+                    kept.push(activity);
                 }
-                Ok::<(), FetchError>(())
-            },
-        )
+            }
+            Ok::<(), FetchError>(())
+        })
         .await;
     let stats = match walked {
-        Ok(Walked::Complete(stats)) => stats,
-        Ok(Walked::Declined(first)) => {
-            if first.without_note > 0 {
-                memory.no_notes = true;
-                warn!(
-                    "{head}: reading the leads (the server lists this code's activities \
-                     without their notes, so they cannot be matched)"
-                );
-            } else {
-                memory.costly = Some(pages(&first));
-                info!(
-                    "{head}: reading the leads (the code's activities {since} would take {} \
-                     pages: {} activities)",
-                    pages(&first),
-                    first.record_count
-                );
-            }
-            return Ok((CodeRead::Leads, Learned::Code(memory)));
-        }
-        Err(FetchError::Unauthorized(message)) => return Err(FetchError::Unauthorized(message)),
-        Err(FetchError::Fatal(message)) => {
-            warn!("{head}: reading the leads (the account-wide read is not available: {message})");
-            return Ok((CodeRead::Leads, Learned::Unavailable(message)));
+        Ok(stats) => stats,
+        Err(FetchError::Unauthorized(message)) => {
+            return (demand, Finished::Unauthorized(message));
         }
         Err(e) => {
             warn!("{head}: reading the leads (the account-wide read failed: {e})");
-            return Ok((CodeRead::Leads, Learned::Nothing));
+            return (demand, Finished::Leads);
         }
     };
     if stats.without_note > 0 {
-        memory.no_notes = true;
         warn!(
             "{head}: reading the leads ({} of the code's activities were listed without a note, \
              so they cannot be matched)",
             stats.without_note
         );
-        return Ok((CodeRead::Leads, Learned::Code(memory)));
+        return (demand, Finished::NoNotes);
     }
     if let Some(canary) = demand.canary.filter(|_| !canary_listed) {
         warn!(
-            "{head}: reading the leads (the code's activities {since} did not include {canary}, \
+            "{head}: reading the leads (the code's activities {} did not include {canary}, \
              created before the calls in doubt left: the server's clock is behind ours by more \
-             than the margin, or its date filter is not what this read relies on)"
+             than the margin, or its date filter is not what this read relies on)",
+            demand.since()
         );
-        return Ok((CodeRead::Leads, Learned::CanaryMissed));
+        return (demand, Finished::CanaryMissed);
     }
     info!(
-        "{head}: read the code's activities {since} ({} activities, {} pages) instead of the \
-         {leads} leads",
-        stats.activities, stats.pages
+        "{head}: read the code's activities {} ({} activities, {} pages) instead of the {} \
+         leads",
+        demand.since(),
+        stats.activities,
+        stats.pages,
+        demand.leads.len()
     );
-    memory.costly = None;
-    Ok((CodeRead::Listed(kept), Learned::Code(memory)))
+    (demand, Finished::Listed(kept))
 }
 
-/// Pages the whole read takes, by the first page's count and the size the server serves.
-fn pages(stats: &EventWalkStats) -> u64 {
-    pages_of(stats.record_count, stats.page_size)
+impl Demand<'_> {
+    /// The account-wide read: the code's activities modified since `from`, empty values listed
+    /// as "" (so that an empty note is told from no note field at all).
+    fn query(&self) -> EventQuery {
+        EventQuery {
+            event: self.event,
+            modified_from: self.from.map(|f| f.format(DATE_TIME_FORMAT).to_string()),
+            modified_to: None,
+            keep_empty_values: true,
+        }
+    }
+
+    /// The start of the code's log line.
+    fn head(&self) -> String {
+        let mut head = format!(
+            "check: code {}: {} rows on {} leads in doubt",
+            self.event,
+            self.rows.len(),
+            self.leads.len()
+        );
+        if !self.leads_only.is_empty() {
+            head.push_str(&format!(
+                " (and {} of calls sent before anything of the code was known created, read \
+                 lead by lead)",
+                self.leads_only.len()
+            ));
+        }
+        head
+    }
+
+    /// Which activities the account-wide read lists, for the log.
+    fn since(&self) -> String {
+        self.from.map_or_else(
+            || "of any date (a call's start is not known)".to_string(),
+            |from| format!("modified since {}", from.format(DATE_TIME_FORMAT)),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::abort::{Abort, Interrupt};
 use crate::import::batch::{Batch, RowWork};
-use crate::import::certainty::{CallInDoubt, CheckMemory, LAST_MARGIN, RowInDoubt};
+use crate::import::certainty::{CallInDoubt, CheckMemory, Created, LAST_MARGIN, RowInDoubt};
 use crate::ledger::{Ledger, RowState, RowUpdate};
 use crate::lsq::activities::Fetcher;
 use crate::lsq::api::{ActivityItem, BulkResponse, UpdateItem};
@@ -91,16 +91,17 @@ pub(crate) struct Sender {
     pub active: AtomicUsize,
     /// Woken when a batch joins the doubts or a batch is done, for the round waiting to start.
     pub pool_changed: tokio::sync::Notify,
-    /// Per activity code, the latest activity this run created that can serve as a canary
-    /// ([`CallInDoubt::canaries`]): lowercase id.
-    pub canaries: std::sync::Mutex<HashMap<i64, String>>,
+    /// What this run created: canaries ([`CallInDoubt::canaries`]) and counts per code.
+    pub created: std::sync::Mutex<Created>,
 }
 
 /// Longest a check round waits for more batches in doubt to join it, from the moment the first
 /// one queued. A round's account-wide reads cost about the same for one batch as for twenty,
 /// so rounds that each take a few batches cost several times what one round taking them all
-/// does; the wait is cut short once every batch being sent is waiting for the check.
-pub(crate) const POOL_WAIT: Duration = Duration::from_secs(1);
+/// does (20,000 rows at 200 calls/s with 3% in doubt: three rounds and about 70 reads with a
+/// 1 s wait, two and about 45 with 2 s); the wait is cut short once every batch being sent is
+/// waiting for the check, and a batch in doubt holds no permit while it waits.
+pub(crate) const POOL_WAIT: Duration = Duration::from_secs(2);
 
 /// Rows of one call whose outcome is unknown, waiting for a check round.
 pub(crate) struct Doubt {
@@ -145,7 +146,7 @@ impl Sender {
             checking: tokio::sync::Mutex::new(CheckMemory::default()),
             active: AtomicUsize::new(0),
             pool_changed: tokio::sync::Notify::new(),
-            canaries: std::sync::Mutex::new(HashMap::new()),
+            created: std::sync::Mutex::new(Created::default()),
         }
     }
 }
@@ -406,7 +407,10 @@ impl Sender {
                                     let state = if row.update.is_some() {
                                         RowState::Updated
                                     } else {
-                                        created.extend(canary(&row.item, &id));
+                                        created.push((
+                                            row.item.activity_event,
+                                            canary(&row.item, &id),
+                                        ));
                                         RowState::Created
                                     };
                                     RowUpdate::new(row.number, state, Some(id), None)
@@ -420,7 +424,7 @@ impl Sender {
                             };
                             settled.push(update);
                         }
-                        self.note_canaries(created);
+                        self.note_created(created);
                         debug!(call, rows = settled.len(), attempt, "batch posted");
                         done.extend(settled.iter().map(outcome_of_update));
                         if unsure.first().is_some_and(|r| r.update.is_some()) {
@@ -605,27 +609,29 @@ impl Sender {
         if rows.first().is_none_or(|r| r.update.is_some()) {
             return CallInDoubt::default();
         }
-        let latest = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
-        let mut canaries = HashMap::new();
-        for row in rows {
-            let code = row.item.activity_event;
-            if let Some(id) = latest.get(&code) {
-                canaries.entry(code).or_insert_with(|| id.clone());
-            }
-        }
+        let canaries = self
+            .lock_created()
+            .canaries_of(rows.iter().map(|r| r.item.activity_event));
         CallInDoubt {
             started: Some(Utc::now()),
             canaries,
         }
     }
 
-    /// Keeps the latest canary of each code among `created` (in answer order, so the last wins).
-    fn note_canaries(&self, created: Vec<(i64, String)>) {
+    /// Counts the activities a call created, `(code, canary)` in answer order (so the last
+    /// canary of a code is kept).
+    fn note_created(&self, created: Vec<(i64, Option<String>)>) {
         if created.is_empty() {
             return;
         }
-        let mut latest = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
-        latest.extend(created);
+        let mut so_far = self.lock_created();
+        for (code, canary) in created {
+            so_far.note(code, canary);
+        }
+    }
+
+    fn lock_created(&self) -> std::sync::MutexGuard<'_, Created> {
+        self.created.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Asks the server which of `rows` exist after a call with an unknown outcome (`call`), or
@@ -727,6 +733,10 @@ impl Sender {
         leads.dedup();
         let reads_before = self.check_calls();
         let calls: Vec<CallInDoubt> = doubts.iter().map(|d| d.sent.clone()).collect();
+        let quota = self.api.pacer.quota();
+        let arrivals = self
+            .lock_created()
+            .arrivals(f64::from(quota.calls.get()) / quota.window.as_secs_f64().max(0.001));
         let in_doubt: Vec<RowInDoubt> = doubts
             .iter()
             .enumerate()
@@ -744,6 +754,7 @@ impl Sender {
                 &in_doubt,
                 &calls,
                 &known,
+                &arrivals,
                 memory,
             )
             .await
@@ -890,17 +901,16 @@ fn updates(rows: &[Sendable], state: RowState, error: Option<&str>) -> Vec<RowUp
         .collect()
 }
 
-/// A row just created as a canary of its code ([`CallInDoubt::canaries`]): `(code, id)`, when
-/// its date is earlier than now less [`LAST_MARGIN`], so that no account-wide read that could
-/// need it would select it by its date (a row dated in the last hour, or stamped with the time
-/// it was sent, is not one).
-fn canary(item: &ActivityItem, id: &str) -> Option<(i64, String)> {
+/// The id (lowercase) of a row just created, when it can serve as a canary of its code
+/// ([`CallInDoubt::canaries`]): its date is earlier than now less [`LAST_MARGIN`], so that no
+/// account-wide read that could need it would select it by its date (a row dated in the last
+/// hour, or stamped with the time it was sent, is not one).
+fn canary(item: &ActivityItem, id: &str) -> Option<String> {
     let dated = item
         .activity_date_time
         .as_deref()
         .and_then(crate::lsq::window::parse_api_second)?;
-    (dated < (Utc::now() - LAST_MARGIN).timestamp())
-        .then(|| (item.activity_event, id.trim().to_ascii_lowercase()))
+    (dated < (Utc::now() - LAST_MARGIN).timestamp()).then(|| id.trim().to_ascii_lowercase())
 }
 
 /// What the report says of a row just settled (created or failed).

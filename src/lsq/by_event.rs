@@ -8,7 +8,7 @@
 //! leniently ([`EventActivity::from_item`]), de-duplicates and says when the walk is over;
 //! [`EventReader`] (the I/O half) makes each call through the run's [`Api`] (paced, counted in
 //! `reads`, or in `check_reads` for a check's reads, retried, watched by the outage gate, like
-//! every other call). [`EventReader::walk_event_if`] lets the caller stop after the first page,
+//! every other call). [`EventReader::open_walk`] lets the caller stop after the first page,
 //! whose `RecordCount` tells what the whole read would cost.
 //!
 //! What the vendor documents, and what is assumed (`shared/leadsquared-api/README.md`):
@@ -58,7 +58,7 @@ const MAX_WALKS: u32 = 2;
 /// How long after its first page a frozen listing stops taking in activities: its `ToDate`
 /// leaves open the second of the newest activity that page listed and the one after
 /// ([`freeze`]), and the server's clock had reached the first of them when it served the page.
-const FROZEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const FROZEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Spellings of the note an item may carry, the vendor's schema name first.
 const NOTE_KEYS: [&str; 4] = [
@@ -491,14 +491,90 @@ pub(crate) struct EventReader {
     pub freeze: bool,
 }
 
-/// How [`EventReader::walk_event_if`] ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Walked {
-    /// Every page was read; the totals.
-    Complete(EventWalkStats),
-    /// The caller declined to read past the first page, whose totals these are; nothing was
-    /// handed out.
-    Declined(EventWalkStats),
+/// A walk whose first page is in ([`EventReader::open_walk`]); [`OpenWalk::finish`] reads the
+/// rest.
+pub(crate) struct OpenWalk<'r> {
+    /// The reader whose calls it makes.
+    reader: &'r EventReader,
+    /// Where the walk stands.
+    walk: EventWalk,
+    /// What is asked: the caller's query, or the same frozen at the first page.
+    query: EventQuery,
+    /// Which end of the listing the next page counts from.
+    newest_first: bool,
+    /// When a frozen listing's open seconds are over (on the server's clock too).
+    settled_at: Option<tokio::time::Instant>,
+    /// The first page's activities, not handed out yet.
+    first: Vec<EventActivity>,
+}
+
+impl OpenWalk<'_> {
+    /// The totals of the first page: `RecordCount`, the page size served, items without a
+    /// note.
+    pub(crate) fn stats(&self) -> &EventWalkStats {
+        self.walk.stats()
+    }
+
+    /// One page, fed to the walk; its new activities.
+    async fn next_page(&mut self, index: u64, size: u64) -> Result<Vec<EventActivity>, FetchError> {
+        let response = self
+            .reader
+            .page(&self.query, index, size, self.newest_first)
+            .await?;
+        debug!(
+            event = self.query.event,
+            index,
+            size,
+            rows = response.list.len(),
+            record_count = response.record_count,
+            "activities-by-event page"
+        );
+        Ok(self.walk.feed(response))
+    }
+
+    /// The rest of the walk: hands the first page's activities and then each further page's
+    /// to `each_page`, and returns the totals (errors as [`EventReader::walk_event`]).
+    pub(crate) async fn finish<E: From<FetchError>>(
+        mut self,
+        mut each_page: impl FnMut(Vec<EventActivity>) -> Result<(), E>,
+    ) -> Result<EventWalkStats, E> {
+        let first = std::mem::take(&mut self.first);
+        if !first.is_empty() {
+            each_page(first)?;
+        }
+        loop {
+            while let Some((index, size)) = self.walk.next_request() {
+                let fresh = self.next_page(index, size).await?;
+                if !fresh.is_empty() {
+                    each_page(fresh)?;
+                }
+            }
+            match self.walk.end_walk() {
+                WalkEnd::Complete => return Ok(self.walk.stats().clone()),
+                WalkEnd::Again(why) => {
+                    tracing::warn!(
+                        event = self.query.event,
+                        "listing incomplete, walking again: {why}"
+                    );
+                    if let Some(settled_at) = self.settled_at {
+                        // What a frozen walk misses came in during it, stamped in the seconds
+                        // it left open (a server that stamps to the second sorts them among
+                        // that second's, not after them). Once those seconds are over, nothing
+                        // more comes in; what came is among the newest, which a newest-first
+                        // walk lists first, and the walk ends once it has them all.
+                        tokio::time::sleep_until(settled_at).await;
+                        self.newest_first = true;
+                    }
+                }
+                WalkEnd::Short(why) => {
+                    return Err(E::from(FetchError::Failed(format!(
+                        "could not list every activity of code {} after {MAX_WALKS} walks: {why}",
+                        self.query.event
+                    ))));
+                }
+            }
+        }
+    }
 }
 
 impl EventReader {
@@ -521,87 +597,40 @@ impl EventReader {
         query: &EventQuery,
         each_page: impl FnMut(Vec<EventActivity>) -> Result<(), E>,
     ) -> Result<EventWalkStats, E> {
-        match self.walk_event_if(query, |_| true, each_page).await? {
-            Walked::Complete(stats) | Walked::Declined(stats) => Ok(stats),
-        }
+        self.open_walk(query).await?.finish(each_page).await
     }
 
-    /// [`EventReader::walk_event`], except that once the first page is in, `go_on` sees the
-    /// totals so far (`RecordCount`, the page size the server serves, items without a note)
-    /// and decides whether the rest is worth reading: the first page costs what a bare count
-    /// would, and tells the same. When it declines, nothing is handed out.
-    pub(crate) async fn walk_event_if<E: From<FetchError>>(
-        &self,
-        query: &EventQuery,
-        go_on: impl FnOnce(&EventWalkStats) -> bool,
-        mut each_page: impl FnMut(Vec<EventActivity>) -> Result<(), E>,
-    ) -> Result<Walked, E> {
-        let mut walk = EventWalk::new(query.event, self.page_size);
-        let mut go_on = Some(go_on);
-        let mut query = std::borrow::Cow::Borrowed(query);
-        let mut newest_first = true;
-        // When the listing was frozen: its last seconds are over on the server's clock by then.
-        let mut settled_at = None;
-        loop {
-            while let Some((index, size)) = walk.next_request() {
-                let response = self.page(&query, index, size, newest_first).await?;
-                debug!(
-                    event = query.event,
-                    index,
-                    size,
-                    rows = response.list.len(),
-                    record_count = response.record_count,
-                    "activities-by-event page"
-                );
-                let fresh = walk.feed(response);
-                if let Some(decide) = go_on.take() {
-                    if !decide(walk.stats()) {
-                        return Ok(Walked::Declined(walk.stats().clone()));
-                    }
-                    if self.freeze
-                        && let Some(frozen) = freeze(&query, &fresh)
-                    {
-                        debug!(
-                            event = query.event,
-                            to = frozen.modified_to,
-                            "listing frozen at its first page's newest activity; the rest \
-                             oldest first"
-                        );
-                        query = std::borrow::Cow::Owned(frozen);
-                        newest_first = false;
-                        settled_at = Some(tokio::time::Instant::now() + FROZEN_SECONDS);
-                        walk.turn();
-                    }
-                }
-                if !fresh.is_empty() {
-                    each_page(fresh)?;
-                }
-            }
-            match walk.end_walk() {
-                WalkEnd::Complete => return Ok(Walked::Complete(walk.stats().clone())),
-                WalkEnd::Again(why) => {
-                    tracing::warn!(
-                        event = query.event,
-                        "listing incomplete, walking again: {why}"
-                    );
-                    if let Some(settled_at) = settled_at {
-                        // What a frozen walk misses came in during it, stamped in the seconds
-                        // it left open (a server that stamps to the second sorts them among
-                        // that second's, not after them). Once those seconds are over, nothing
-                        // more comes in; what came is among the newest, which a newest-first
-                        // walk lists first, and the walk ends once it has them all.
-                        tokio::time::sleep_until(settled_at).await;
-                        newest_first = true;
-                    }
-                }
-                WalkEnd::Short(why) => {
-                    return Err(E::from(FetchError::Failed(format!(
-                        "could not list every activity of code {} after {MAX_WALKS} walks: {why}",
-                        query.event
-                    ))));
-                }
-            }
+    /// The first page of [`EventReader::walk_event`]: what it tells (`RecordCount`, the page
+    /// size the server serves, items without a note) costs what a bare count would, so the
+    /// caller can decide from it whether the rest is worth reading ([`OpenWalk::finish`]) or
+    /// not (the walk is simply dropped). A [`EventReader::freeze`] reader freezes the listing
+    /// here.
+    pub(crate) async fn open_walk(&self, query: &EventQuery) -> Result<OpenWalk<'_>, FetchError> {
+        let mut open = OpenWalk {
+            reader: self,
+            walk: EventWalk::new(query.event, self.page_size),
+            query: query.clone(),
+            newest_first: true,
+            settled_at: None,
+            first: Vec::new(),
+        };
+        if let Some((index, size)) = open.walk.next_request() {
+            open.first = open.next_page(index, size).await?;
         }
+        if self.freeze
+            && let Some(frozen) = freeze(&open.query, &open.first)
+        {
+            debug!(
+                event = query.event,
+                to = frozen.modified_to,
+                "listing frozen at its first page's newest activity; the rest oldest first"
+            );
+            open.query = frozen;
+            open.newest_first = false;
+            open.settled_at = Some(tokio::time::Instant::now() + FROZEN_SECONDS);
+            open.walk.turn();
+        }
+        Ok(open)
     }
 
     /// Just `RecordCount`: how many activities of the code match, from one call asking for a

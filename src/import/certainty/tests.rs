@@ -48,26 +48,66 @@ fn at(text: &str) -> DateTime<Utc> {
 #[test]
 fn a_code_is_estimated_unless_its_leads_are_few_or_the_read_cannot_be_believed() {
     let fresh = CodeMemory::default();
-    assert_eq!(plan(3, true, true, &fresh, None), Plan::Estimate);
+    assert_eq!(plan(3, true, true, &fresh, None, None), Plan::Estimate);
     // Unbounded (a call of unknown start): every activity is listed, nothing to verify.
-    assert_eq!(plan(3, false, false, &fresh, None), Plan::Estimate);
+    assert_eq!(plan(3, false, false, &fresh, None, None), Plan::Estimate);
     let leads = |p: Plan| matches!(p, Plan::Leads(_));
-    assert!(leads(plan(FEW_LEADS, true, true, &fresh, None)));
-    assert!(leads(plan(1, false, false, &fresh, None)));
-    assert!(leads(plan(3, true, false, &fresh, None)));
-    assert!(leads(plan(30, true, true, &fresh, Some("HTTP 404"))));
+    assert!(leads(plan(FEW_LEADS, true, true, &fresh, None, None)));
+    assert!(leads(plan(1, false, false, &fresh, None, None)));
+    assert!(leads(plan(3, true, false, &fresh, None, None)));
+    assert!(leads(plan(30, true, true, &fresh, Some("HTTP 404"), None)));
     let no_notes = CodeMemory {
         no_notes: true,
-        costly: None,
+        density: None,
     };
-    assert!(leads(plan(30, true, true, &no_notes, None)));
-    // An earlier estimate of 12 pages: not paid again for 11 leads or fewer, paid for 12.
-    let costly = CodeMemory {
-        no_notes: false,
-        costly: Some(12),
+    assert!(leads(plan(30, true, true, &no_notes, None, None)));
+    // The last estimate predicts 12 pages: not worth an estimate for 11 leads, worth one for 12.
+    assert!(leads(plan(11, true, true, &fresh, None, Some(12))));
+    assert_eq!(plan(12, true, true, &fresh, None, Some(12)), Plan::Estimate);
+}
+
+#[test]
+fn arrivals_split_the_pacers_rate_by_what_the_run_created_of_each_code() {
+    let mut created = Created::default();
+    for _ in 0..3 {
+        created.note(201, None);
+    }
+    created.note(202, Some("b".into()));
+    // 10 calls a second of 25 rows for 2 s: 500 rows, three quarters of code 201.
+    assert_eq!(
+        created.arrivals(10.0),
+        HashMap::from([(201, 375), (202, 125)])
+    );
+    assert_eq!(
+        created.canaries_of([201, 202, 203].into_iter()),
+        HashMap::from([(202, "b".to_string())])
+    );
+    assert!(Created::default().arrivals(10.0).is_empty());
+}
+
+#[test]
+fn a_density_predicts_the_pages_of_a_window() {
+    let density = Density {
+        per_second: 25.0,
+        page_size: 100,
     };
-    assert!(leads(plan(11, true, true, &costly, None)));
-    assert_eq!(plan(12, true, true, &costly, None), Plan::Estimate);
+    // 40 s of window at 25 activities a second: 1,000 activities, 10 pages (give or take the
+    // test's own second).
+    let pages = density.pages_since(Utc::now() - TimeDelta::seconds(40));
+    assert!((10..=11).contains(&pages), "{pages}");
+    assert_eq!(density.pages_since(Utc::now() + TimeDelta::hours(1)), 1);
+}
+
+#[test]
+fn estimates_go_to_the_codes_with_the_most_leads_while_the_round_can_pay_for_them() {
+    // 19 leads for five codes: four estimates at most, and not even one with fewer than four.
+    assert_eq!(
+        affordable(&[3, 6, 6, 4, 5], 19),
+        vec![false, true, true, true, true]
+    );
+    assert_eq!(affordable(&[3, 6, 6, 4, 5], 20), vec![true; 5]);
+    assert_eq!(affordable(&[3], 3), vec![false]);
+    assert_eq!(affordable(&[], 0), Vec::<bool>::new());
 }
 
 #[test]
@@ -90,7 +130,8 @@ fn a_missed_canary_doubles_the_margin_until_the_last_then_stops_account_wide_rea
             true,
             true,
             &CodeMemory::default(),
-            memory.unavailable.as_deref()
+            memory.unavailable.as_deref(),
+            None
         ),
         Plan::Leads(_)
     ));
@@ -107,6 +148,55 @@ fn the_read_goes_on_while_its_pages_left_cost_less_than_the_leads() {
     assert!(!worth_reading(4, 3));
     assert!(worth_reading(1, 1));
     assert!(!worth_reading(2, 0));
+}
+
+fn leads(numbers: std::ops::Range<u32>) -> BTreeSet<String> {
+    numbers.map(lead).collect()
+}
+
+#[test]
+fn the_choice_counts_a_lead_once_however_many_codes_it_has() {
+    let none = BTreeSet::new();
+    // Two codes on the same three leads: three reads lead by lead cover both, cheaper than
+    // two pages left of either code's read plus the leads for the other.
+    let same = leads(0..3);
+    assert_eq!(
+        choose(&[(&same, Some(2)), (&same, Some(2))], &none),
+        vec![false, false]
+    );
+    // Ten leads for 2 pages left is a bargain; ten other leads for 15 pages is not.
+    let (a, b) = (leads(0..10), leads(10..20));
+    assert_eq!(
+        choose(&[(&a, Some(2)), (&b, Some(15))], &none),
+        vec![true, false]
+    );
+    // Leads read anyway (calls without a canary) cost nothing more.
+    assert_eq!(choose(&[(&same, Some(1))], &same), vec![false]);
+    // A tie goes to the leads; a code without an estimate is never chosen.
+    assert_eq!(choose(&[(&leads(0..2), Some(2))], &none), vec![false]);
+    assert_eq!(choose(&[(&a, None)], &none), vec![false]);
+    // The demo account's round from the outage benchmark: 19 leads shared by five codes.
+    let shared = [
+        leads(0..3),
+        leads(2..8),
+        leads(6..12),
+        leads(11..15),
+        leads(14..19),
+    ];
+    let costs: Vec<_> = shared.iter().map(|l| (l, Some(6))).collect();
+    assert_eq!(choose(&costs, &none), vec![false; 5]);
+}
+
+#[test]
+fn past_a_dozen_candidates_codes_are_added_while_one_makes_the_round_cheaper() {
+    let sets: Vec<BTreeSet<String>> = (0..14).map(|c| leads(c * 5..c * 5 + 5)).collect();
+    let mut costs: Vec<(&BTreeSet<String>, Option<u64>)> =
+        sets.iter().map(|l| (l, Some(1))).collect();
+    // One code whose read is dearer than its five leads.
+    costs[3].1 = Some(9);
+    let chosen = choose(&costs, &BTreeSet::new());
+    assert_eq!(chosen.iter().filter(|c| **c).count(), 13);
+    assert!(!chosen[3]);
 }
 
 #[test]
@@ -253,6 +343,7 @@ impl Rig {
             &in_doubt,
             &[call],
             &HashSet::new(),
+            &HashMap::new(),
             memory,
         )
         .await
@@ -336,28 +427,31 @@ async fn many_leads_of_one_code_are_settled_by_one_account_wide_read() {
 #[tokio::test]
 async fn a_read_costing_more_pages_than_leads_is_left_after_its_first_page() {
     let (rows, canary) = ten_rows();
-    // 40 activities of the code modified recently, listed 5 per page: 9 pages for 3 leads.
-    let others: Vec<ActivityItem> = (0..39)
+    // 51 activities of the code modified recently, listed 5 per page: 11 pages for 8 leads.
+    let others: Vec<ActivityItem> = (0..49)
         .map(|n| item(&lead(500 + n), 201, Some("2024-02-02 10:00:00"), "other"))
         .collect();
     let mut stored: Vec<&ActivityItem> = vec![&canary, &rows[0]];
     stored.extend(&others);
     let rig = rig(ByEventNote::Present, 5, &stored).await;
-    let items: Vec<&ActivityItem> = rows[..3].iter().collect();
+    let items: Vec<&ActivityItem> = rows[..8].iter().collect();
     let mut memory = CheckMemory::default();
     let found = rig
         .settle(&items, call_with(&rig.ids[0]), &mut memory)
         .await;
-    assert_eq!(found, vec![Some(rig.ids[1].clone()), None, None]);
-    // The estimate (one page), then the three leads.
-    assert_eq!(rig.cost(), (3, 1));
-    assert_eq!(memory.codes[&201].costly, Some(9));
-    // The next round with as few leads does not pay for the estimate again.
+    let mut expected = vec![None; 8];
+    expected[0] = Some(rig.ids[1].clone());
+    assert_eq!(found, expected);
+    // The estimate (one page), then the eight leads.
+    assert_eq!(rig.cost(), (8, 1));
+    assert!(memory.codes[&201].density.is_some());
+    // The next round with as few leads does not pay for the estimate again: the last one
+    // predicts as many pages.
     let again = rig
         .settle(&items, call_with(&rig.ids[0]), &mut memory)
         .await;
     assert_eq!(again, found);
-    assert_eq!(rig.cost(), (6, 1));
+    assert_eq!(rig.cost(), (16, 1));
     rig.sim.shutdown().await;
 }
 
