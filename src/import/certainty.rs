@@ -119,11 +119,13 @@ impl Created {
     }
 
     /// Per code, how many activities the import itself may add to a frozen listing while it
-    /// is walked: [`FROZEN_SECONDS`] of bulk calls at `calls_per_second` (the pacer's rate, an
-    /// upper bound), full batches, split between codes as the run's creations so far are.
+    /// is walked: bulk calls at `calls_per_second`, full batches, split between codes as the
+    /// run's creations so far are, for half of
+    /// [`FROZEN_SECONDS`] (the listing stays open for one to two seconds after its first page,
+    /// and a short walk is over sooner).
     pub(crate) fn arrivals(&self, calls_per_second: f64) -> HashMap<i64, u64> {
         let total: u64 = self.counts.values().sum();
-        let rows = calls_per_second * MAX_BATCH as f64 * FROZEN_SECONDS.as_secs_f64();
+        let rows = calls_per_second * MAX_BATCH as f64 * (FROZEN_SECONDS.as_secs_f64() / 2.0);
         self.counts
             .iter()
             .map(|(&code, &n)| (code, (rows * n as f64 / total.max(1) as f64).ceil() as u64))
@@ -471,8 +473,9 @@ const EXACT_CHOICE: usize = 12;
 
 /// The round: every row's match, reading each code account-wide or lead by lead as the module
 /// comment says. `known` holds the ids the ledger attributes to the round's leads, which are
-/// never claimed again; `arrivals`, per code, what the import may add to a listing while it is
-/// walked ([`Created::arrivals`]), which an estimate counts in. Errors are those of the
+/// never claimed again; `arrivals` says, per code, what the import may add to a listing while it
+/// is walked ([`Created::arrivals`]), which an estimate counts in (asked once the first pages
+/// are in, so that it can go by how fast the import wrote meanwhile). Errors are those of the
 /// per-lead reads, and an account-wide read's `Unauthorized` (the keys were refused: nothing
 /// else will work either); any other failure of an account-wide read only sends its code to the
 /// per-lead reads.
@@ -482,7 +485,7 @@ pub(crate) async fn settle(
     rows: &[RowInDoubt<'_>],
     calls: &[CallInDoubt],
     known: &HashSet<String>,
-    arrivals: &HashMap<i64, u64>,
+    arrivals: &(dyn Fn() -> HashMap<i64, u64> + Sync),
     memory: &mut CheckMemory,
 ) -> Result<Vec<Option<String>>, FetchError> {
     let demands = demands(rows, calls, memory.margin());
@@ -551,6 +554,7 @@ pub(crate) async fn settle(
     let opened = futures::future::join_all(opening).await;
 
     // What each first page says, and the choice.
+    let arrivals = arrivals();
     let mut walks: Vec<Option<Box<OpenWalk<'_>>>> = Vec::new();
     let mut costs: Vec<(&BTreeSet<String>, Option<u64>)> = Vec::new();
     for (demand, opened) in demands.iter().zip(opened) {

@@ -733,10 +733,14 @@ impl Sender {
         leads.dedup();
         let reads_before = self.check_calls();
         let calls: Vec<CallInDoubt> = doubts.iter().map(|d| d.sent.clone()).collect();
-        let quota = self.api.pacer.quota();
-        let arrivals = self
-            .lock_created()
-            .arrivals(f64::from(quota.calls.get()) / quota.window.as_secs_f64().max(0.001));
+        // How fast the import goes on writing while the round reads: the bulk calls made since
+        // the round began (none once the input is done), asked once its first pages are in.
+        let began = (tokio::time::Instant::now(), self.bulk_calls());
+        let arrivals = || {
+            let seconds = began.0.elapsed().as_secs_f64().max(0.05);
+            let rate = self.bulk_calls().saturating_sub(began.1) as f64 / seconds;
+            self.lock_created().arrivals(rate)
+        };
         let in_doubt: Vec<RowInDoubt> = doubts
             .iter()
             .enumerate()
@@ -838,6 +842,15 @@ impl Sender {
                  could duplicate whatever the server created"
             );
         }
+    }
+
+    /// Bulk calls made so far: every call but the checks' reads and the outage probes.
+    fn bulk_calls(&self) -> u64 {
+        let stats = &self.api.stats;
+        RunStats::get(&stats.calls)
+            .saturating_sub(RunStats::get(&stats.lookup_calls))
+            .saturating_sub(RunStats::get(&stats.check_reads))
+            .saturating_sub(RunStats::get(&stats.probes))
     }
 
     /// The run's checking calls so far: Get Activities of a Lead, and account-wide reads.

@@ -73,10 +73,10 @@ fn arrivals_split_the_pacers_rate_by_what_the_run_created_of_each_code() {
         created.note(201, None);
     }
     created.note(202, Some("b".into()));
-    // 10 calls a second of 25 rows for 2 s: 500 rows, three quarters of code 201.
+    // 10 calls a second of 25 rows for 1 s: 250 rows, three quarters of code 201.
     assert_eq!(
         created.arrivals(10.0),
-        HashMap::from([(201, 375), (202, 125)])
+        HashMap::from([(201, 188), (202, 63)])
     );
     assert_eq!(
         created.canaries_of([201, 202, 203].into_iter()),
@@ -343,7 +343,7 @@ impl Rig {
             &in_doubt,
             &[call],
             &HashSet::new(),
-            &HashMap::new(),
+            &HashMap::new,
             memory,
         )
         .await
