@@ -9,7 +9,9 @@
 //! `--sample` mixes in the rows a realistic export has: notes with commas, quotes and line
 //! breaks, a few invalid rows (caught before sending) and a few for unknown leads or undefined
 //! fields (refused by the server), so the report shows every status.
-//! `--any-lead` draws random lead ids (for a simulator run with `--accept-any-lead`).
+//! `--any-lead` draws random lead ids (for a simulator run with `--accept-any-lead`); with
+//! `--leads N` too, rows are spread over N random lead ids drawn once (so that each lead has
+//! several rows, as on a real account).
 //! `--numbered` makes every note unique, so a test can find each row on the server.
 //! `--refused-every N` gives every Nth row an owner the simulator does not know, so the server
 //! refuses it (a whole batch, with the simulator's `--reject-mode batch`).
@@ -38,6 +40,8 @@ struct Options {
     out: String,
     sample: bool,
     any_lead: bool,
+    /// With `any_lead`: how many distinct random leads (0: a new one per row).
+    leads: usize,
     numbered: bool,
     refused_every: usize,
     seed: u64,
@@ -49,6 +53,7 @@ fn parse_args() -> Result<Options, String> {
         out: String::new(),
         sample: false,
         any_lead: false,
+        leads: 0,
         numbered: false,
         refused_every: 0,
         seed: 42,
@@ -70,6 +75,11 @@ fn parse_args() -> Result<Options, String> {
             }
             "--sample" => options.sample = true,
             "--any-lead" => options.any_lead = true,
+            "--leads" => {
+                options.leads = value("--leads")?
+                    .parse()
+                    .map_err(|e| format!("--leads: {e}"))?
+            }
             "--numbered" => options.numbered = true,
             "--refused-every" => {
                 options.refused_every = value("--refused-every")?
@@ -88,8 +98,17 @@ fn parse_args() -> Result<Options, String> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = parse_args()?;
     let types = demo_activity_types();
-    let leads: Vec<String> = (0..DEMO_LEADS).map(demo_lead_id).collect();
     let mut rng = fastrand::Rng::with_seed(options.seed);
+    let random_lead = |rng: &mut fastrand::Rng| {
+        uuid::Builder::from_random_bytes(rng.u128(..).to_be_bytes())
+            .into_uuid()
+            .to_string()
+    };
+    let leads: Vec<String> = if options.any_lead && options.leads > 0 {
+        (0..options.leads).map(|_| random_lead(&mut rng)).collect()
+    } else {
+        (0..DEMO_LEADS).map(demo_lead_id).collect()
+    };
     let file = std::fs::File::create(&options.out)?;
     let mut out = csv::Writer::from_writer(BufWriter::with_capacity(1 << 20, file));
     out.write_record([
@@ -109,10 +128,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ])?;
     for n in 1..=options.rows {
         let activity_type = &types[rng.usize(..types.len())];
-        let mut lead = if options.any_lead {
-            uuid::Builder::from_random_bytes(rng.u128(..).to_be_bytes())
-                .into_uuid()
-                .to_string()
+        let mut lead = if options.any_lead && options.leads == 0 {
+            random_lead(&mut rng)
         } else {
             leads[rng.usize(..leads.len())].clone()
         };
@@ -129,10 +146,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let mut fields: Vec<String> = (1..=6)
             .map(|i| {
+                // Only fields the type defines (its list also holds the key field,
+                // mx_Custom_50, which no generated row fills).
                 let defined = activity_type
                     .fields
                     .iter()
-                    .any(|f| *f == format!("mx_Custom_{i}"));
+                    .any(|f| f == &format!("mx_Custom_{i}"));
                 if defined && rng.u8(0..4) != 0 {
                     format!(
                         "{}-{}",

@@ -2,7 +2,7 @@
 """lsq-sync benchmark: runs import scenarios against the simulator in separate processes and
 prints one table (scenario, rows, ideal time, actual time, ratio, calls, 429s, peak memory).
 
-Usage:  python3 scripts/bench.py [--only NAME,NAME] [--keep DIR] [--compare-bin PATH]
+Usage:  python3 scripts/bench.py [--only NAME,NAME] [--keep DIR] [--compare-bin PATH] [--repeat N]
 
 Each scenario starts `lsq-sync simulate` as its own process, runs `lsq-sync import` against it
 as another, and measures the import process: wall time from spawn to exit, and peak RSS from
@@ -26,6 +26,10 @@ shared-strings table is as large as such a sheet makes it), written by `examples
 (shared strings, number and date cells). The same CSV is validated beside it. `--compare-bin`
 runs the same rows with another build (e.g. main's, which loads a sheet whole), labelled `@cmp`;
 bar 1's "no slower" is then judged against it.
+The certainty scenarios (issue 25) count what settling calls with an unknown outcome cost:
+bulk calls, calls whose outcome was unknown, the reads that checked them (Get Activities of a
+lead, and account-wide reads by activity code), and duplicates and lost rows on the server; with
+`--repeat N` each scenario runs N times and a last table gives the median of each figure.
 """
 
 import argparse
@@ -34,6 +38,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +54,8 @@ KEYS = {"LSQ_ACCESS_KEY": "bench-access", "LSQ_SECRET_KEY": "bench-secret"}
 # name, rows, simulator flags, import flags, data kind, calls per second left for the import
 # (None: no quota), latency seconds, the bar from the issues. Data kinds: "demo" (demo leads),
 # "any" (random lead ids), "numbered" (unique notes, so duplicates and losses can be counted on the
-# server), "refused50" (numbered, every 50th row refused by the server).
+# server), "refused50" (numbered, every 50th row refused by the server), "numbered-any" (numbered,
+# a random lead per row), "numbered-1000" (numbered, over 1,000 random leads).
 SCENARIOS = [
     ("pace-300ms", 5000, ["--rate", "25/1s", "--latency-ms", "300"],
      ["--rate", "25/1s"], "demo", 25.0, 0.300, "issue 2: <= 1.10 x 8 s, zero 429s"),
@@ -103,6 +109,25 @@ SCENARIOS = [
     ("whole-batch-2pct", 5000, ["--rate", "none", "--reject-mode", "batch"],
      ["--rate", "1000/1s"], "refused50", None, 0.0,
      "issue 3: good rows created, bad rows failed"),
+] + [
+    # Issue 25, certainty at scale: 3% of bulk calls fail after the server applied them (half
+    # answered 500, half cut), 20,000 rows on 1,000 leads at 200/1s; and 50,000 rows, a lead per
+    # row, with 5% plain 500s, 2% applied-then-failed and 1% resets. Each on a server that serves
+    # the 1,000 rows per page lsq-sync asks of the account-wide read (the vendor documents no
+    # cap), and on one that serves 100 (the simulator's default, the vendor example's size).
+    (f"certainty-{name}-cap{cap}", rows,
+     ["--rate", "200/1s", "--accept-any-lead", "--by-event-page-cap", str(cap), *faults],
+     ["--rate", "200/1s", "--max-attempts", "20"], kind, None, 0.0, goal)
+    for name, rows, kind, faults, goal in (
+        ("bar4", 20000, "numbered-1000",
+         ["--commit-then-500", "0.015", "--commit-then-drop", "0.015", "--seed", "1"],
+         "issue 25 bar 4: 0 duplicates, 0 lost, <= 95 reads to settle"),
+        ("mixed-50k", 50000, "numbered-any",
+         ["--fail-500", "0.05", "--commit-then-500", "0.01", "--commit-then-drop", "0.01",
+          "--drop-connection", "0.01", "--seed", "3"],
+         "issue 25: 0 duplicates, 0 lost; reads against bulk calls (3,587 for 2,121 before)"),
+    )
+    for cap in (1000, 100)
 ]
 
 
@@ -116,9 +141,11 @@ def generate(path, rows, kind):
     if os.path.exists(path):
         return
     args = [GEN, "--rows", str(rows), "--out", path]
-    if kind in ("any", "unique"):
+    if kind in ("any", "unique", "numbered-any", "numbered-1000"):
         args.append("--any-lead")
-    if kind in ("numbered", "refused50", "unique"):
+    if kind == "numbered-1000":
+        args += ["--leads", "1000"]
+    if kind in ("numbered", "refused50", "unique", "numbered-any", "numbered-1000"):
         args.append("--numbered")
     if kind == "refused50":
         args += ["--refused-every", "50"]
@@ -148,6 +175,7 @@ def run_import(url, data, report, flags, binary=BIN):
             os.remove(leftover)
     env = dict(os.environ, **KEYS, LSQ_HOST=url, RUST_LOG="lsq_sync=warn")
     env.pop("LSQ_CONFIG", None)
+    flags = [*flags, "--summary-json", report + ".summary.json"]
     start = time.monotonic()
     proc = subprocess.Popen([binary, "import", data, "--out", report, *flags], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -286,6 +314,18 @@ def spreadsheet_rows(work, binary, label):
         results.append(r)
     return results
 
+def certainty_figures(path):
+    """What checking cost, from the import's summary: bulk calls (every call but the checks'
+    reads and the outage probes), calls with an unknown outcome, and the reads that settled
+    them, of a lead's activities and account-wide by code."""
+    with open(path) as f:
+        s = json.load(f)
+    reads = s.get("lookup_calls", 0)
+    by_code = s.get("lookup_reads_by_code", 0)
+    return {"bulk": s["calls"] - reads - s.get("probe_calls", 0),
+            "uncertain": s.get("unknown_outcome_calls", 0), "reads": reads,
+            "per_lead": reads - by_code, "by_code": by_code}
+
 
 def verdict(name, r):
     """PASS or FAIL against the scenario's bar."""
@@ -326,6 +366,10 @@ def verdict(name, r):
         "faults": lambda: r["dup_lost"] == "0/0",
         "whole-batch-2pct": lambda: r["created"] == rows - rows // 50 and r["failed"] == rows // 50,
     }
+    if name.startswith("certainty-"):
+        clean = r["dup_lost"] == "0/0" and r["created"] == rows
+        bar4 = name.startswith("certainty-bar4")
+        return "PASS" if clean and (not bar4 or r["reads"] <= 95) else "FAIL"
     try:
         return "PASS" if checks[name]() else "FAIL"
     except (TypeError, KeyError):
@@ -338,6 +382,9 @@ def main():
     parser.add_argument("--keep", help="folder for generated data (reused between runs)")
     parser.add_argument("--compare-bin",
                         help="another lsq-sync build to run the spreadsheet rows with too")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each scenario this many times (the certainty table gives "
+                             "the median)")
     args = parser.parse_args()
     wanted = set(args.only.split(",")) if args.only else None
 
@@ -346,9 +393,8 @@ def main():
     work = args.keep or tempfile.mkdtemp(prefix="lsq-bench-")
     os.makedirs(work, exist_ok=True)
     rows_out = []
-    for name, rows, sim_flags, import_flags, kind, rate_left, latency, goal in SCENARIOS:
-        if wanted and name not in wanted:
-            continue
+    runs = [s for s in SCENARIOS if not wanted or s[0] in wanted for _ in range(args.repeat)]
+    for name, rows, sim_flags, import_flags, kind, rate_left, latency, goal in runs:
         data = os.path.join(work, f"{kind}-{rows}.csv")
         generate(data, rows, kind)
         r = {"scenario": name, "rows": rows, "goal": goal, "ideal_s": None, "ratio": None,
@@ -364,10 +410,11 @@ def main():
             sim_ready = time.monotonic()
             try:
                 import_started = time.monotonic()
-                code, elapsed, peak, stderr = run_import(
-                    url, data, os.path.join(work, f"{name}.report.csv"), import_flags)
+                report = os.path.join(work, f"{name}.report.csv")
+                code, elapsed, peak, stderr = run_import(url, data, report, import_flags)
                 stats = sim_stats(url)
-                checked = server_check(url, data) if kind in ("numbered", "refused50") else None
+                checked = server_check(url, data) if kind.startswith(("numbered", "refused")) \
+                    else None
             finally:
                 sim.send_signal(signal.SIGTERM)
                 sim.wait(timeout=30)
@@ -379,6 +426,9 @@ def main():
                      **{"429s": stats["rate_limited"]})
             if checked:
                 r["dup_lost"] = f"{checked[0]}/{checked[1]}"
+                r["duplicates"], r["lost"] = checked
+            if name.startswith("certainty-"):
+                r.update(certainty_figures(report + ".summary.json"))
             r["other_refused"] = stats.get("other_refused")
             r["other_calls"] = stats.get("other_calls")
             if rate_left == "half":
@@ -423,6 +473,9 @@ def main():
             other.append(f"max {r['max_in_window']}/window")
         if r.get("other_calls"):
             other.append(f"other client: {r['other_refused']} of {r['other_calls']} refused")
+        if r.get("bulk") is not None:
+            other.append(f"bulk {r['bulk']}, unknown outcome {r['uncertain']}, reads "
+                         f"{r['reads']} ({r['per_lead']} of a lead, {r['by_code']} by code)")
         if r["dup_lost"] != "-":
             other.append(f"dup/lost {r['dup_lost']}")
         if r["failed"]:
@@ -442,6 +495,30 @@ def main():
                  f"{r['peak_mb']:.1f}", f"{r['rows_per_s']:,.0f}", "; ".join(other) or "-",
                  r["verdict"], r["goal"]]
         print("| " + " | ".join(str(c) for c in cells) + " |")
+    certainty_table([r for r in rows_out if r.get("bulk") is not None])
+
+
+def certainty_table(results):
+    """The certainty scenarios' figures, the median of each over the scenario's runs."""
+    if not results:
+        return
+    names = list(dict.fromkeys(r["scenario"] for r in results))
+    header = ("scenario", "runs", "bulk calls", "unknown outcome", "reads to settle",
+              "of a lead", "by code", "duplicates", "lost", "time s")
+    print("\nMedians (the split of the reads is the median run's):")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for name in names:
+        mine = [r for r in results if r["scenario"] == name]
+        med = lambda key: statistics.median(r[key] for r in mine)
+        middle = sorted(mine, key=lambda r: r["reads"])[(len(mine) - 1) // 2]
+        cells = [name, len(mine), med("bulk"), med("uncertain"), middle["reads"],
+                 middle["per_lead"], middle["by_code"], med("duplicates"), med("lost"),
+                 f"{med('actual_s'):.1f}"]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+        print("  runs: " + "; ".join(
+            f"reads {r['reads']} ({r['per_lead']}+{r['by_code']}), bulk {r['bulk']}, "
+            f"dup/lost {r['dup_lost']}" for r in mine))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ Usage:  python3 scripts/bench_outage.py [--only NAME,NAME] [--keep DIR]
 Each scenario starts `lsq-sync simulate` as its own process with an outage timed from the first
 API request (`--outage KIND --outage-after 2s --outage-for 60s`), runs `lsq-sync import` against
 it as another, and reads the simulator's /_sim admin routes afterwards: activities (duplicates
-and losses, counted by each row's unique note), requests (Get Activities calls) and stats (the
-most requests in any window of the quota's length, which must stay <= the quota).
+and losses, counted by each row's unique note), requests (the checks' reads, of leads and
+account-wide) and stats (the most requests in any window of the quota's length, which must stay
+<= the quota).
 
 Ideal time = calls / quota rate + one round trip, as in bench.py. The leads in doubt are the
 distinct leads of the batches whose outcome was unknown, as the import logs them when it checks
@@ -94,7 +95,9 @@ def server_counts(url, rows):
         per_note[a["note"]] = per_note.get(a["note"], 0) + 1
     duplicates = sum(n - 1 for n in per_note.values() if n > 1)
     lost = rows - len(per_note)
-    lookups = sum(1 for r in get(url + "/_sim/requests") if r["path"].endswith("/Retrieve"))
+    # Checks read leads (Retrieve) or a code's activities account-wide (RetrieveByActivityEvent).
+    lookups = sum(1 for r in get(url + "/_sim/requests")
+                  if r["path"].endswith(("/Retrieve", "/RetrieveByActivityEvent")))
     return duplicates, lost, lookups, get(url + "/_sim/stats")["max_requests_in_window"]
 
 

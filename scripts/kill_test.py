@@ -95,8 +95,10 @@ def one_round(work, data, rows, kills_wanted, rng):
     for killed in range(kills):
         leads_sent += len({a["lead_id"] for a in activities
                            if a["created_by_request"] < starts[killed + 1]})
-    lookups = sum(1 for r in requests if r["path"].endswith("/Retrieve") and r["seq"] >= starts[1]) \
-        if len(starts) > 1 else 0
+    # Both kinds of check read: of a lead (Retrieve) and of a code account-wide.
+    lookups = sum(1 for r in requests
+                  if r["path"].endswith(("/Retrieve", "/RetrieveByActivityEvent"))
+                  and r["seq"] >= starts[1]) if len(starts) > 1 else 0
     final_ideal = -(-final_to_send // 25) / CALLS_PER_SECOND
     final_bound = 3 * final_ideal + 10.0
     cost = (lookups, leads_sent, final_elapsed, final_to_send, final_bound)

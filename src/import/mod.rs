@@ -6,12 +6,15 @@
 //! - [`batch`]: groups rows into bulk calls of at most 25 valid rows.
 //! - [`send`]: posts a batch and acts on each answer (retry, split, check, stop).
 //! - [`resolve`]: after a bulk post with an unknown outcome, finds which rows were created.
+//! - [`certainty`]: chooses how a check round reads the server (lead by lead, or a code's
+//!   activities account-wide), whichever costs fewer calls.
 //! - [`plan`]: plans a run into the ledger: every row read, validated and recorded, or the run
 //!   to resume found.
 //! - [`run`]: runs the plan: ledger -> batch -> send -> report.
 //! - [`dry_run`]: `validate` / `import --dry-run`: read, validate and report, nothing sent.
 
 pub mod batch;
+pub(crate) mod certainty;
 pub(crate) mod deletion;
 pub mod dry_run;
 pub(crate) mod keyed;

@@ -6,7 +6,9 @@
 //! rows here: [`resolve`] reads the leads' activities back (through [`Fetcher`], paced and
 //! retried like every call) and [`match_rows`] (pure) pairs each row with a server activity that
 //! has the same content, or with nothing. Rows come back as `Some(activity id)` (created: report
-//! it, do not re-send) or `None` (not found: safe to send again).
+//! it, do not re-send) or `None` (not found: safe to send again). Activities read account-wide
+//! by code ([`EventActivity`], chosen by `certainty` when that read is cheaper) are matched by
+//! the same rules through [`match_event_rows`].
 //!
 //! What "the same content" means, and why:
 //! - lead id (compared lowercase, as GUIDs compare), activity code, and activity date-time;
@@ -29,6 +31,7 @@ use tracing::debug;
 
 use crate::lsq::activities::{ActivityQuery, FetchError, Fetcher};
 use crate::lsq::api::{ActivityItem, DATA_KEY_NOTE, DATE_TIME_FORMAT, ProspectActivity};
+use crate::lsq::by_event::EventActivity;
 
 /// Prefix of custom field names; other `ActivityFields` entries (`Status`, `Owner`) are the
 /// server's own and take no part in matching.
@@ -103,9 +106,25 @@ impl MatchKey {
             fields,
         }
     }
+
+    /// The key of an activity as Get Activities by Activity Event listed it; `None` when the
+    /// item carries no note field at all, since its note then cannot be compared (an empty
+    /// note listed as `""` is no note, as for rows). Its fields are already the non-empty
+    /// `mx_Custom_*` values, its date the activity's own.
+    fn of_event(activity: &EventActivity) -> Option<MatchKey> {
+        let note = activity.note.as_ref()?;
+        Some(MatchKey {
+            lead: normalise_lead(&activity.lead_id),
+            event: activity.event,
+            when: normalise_date(activity.date.as_deref().unwrap_or_default()),
+            note: Some(note.clone()).filter(|n| !n.is_empty()),
+            fields: activity.fields.clone(),
+        })
+    }
 }
 
-fn normalise_lead(id: &str) -> String {
+/// A lead or activity id as compared: GUIDs, so trimmed and lowercase.
+pub(crate) fn normalise_lead(id: &str) -> String {
     id.trim().to_ascii_lowercase()
 }
 
@@ -145,19 +164,43 @@ pub(crate) fn match_rows(
     found: &[ProspectActivity],
     known_ids: &HashSet<String>,
 ) -> Vec<Option<String>> {
+    let found = found
+        .iter()
+        .map(|activity| (activity.id.as_str(), MatchKey::of_activity(activity)));
+    match_keys(rows, found, known_ids)
+}
+
+/// [`match_rows`] for activities listed account-wide by code. An item without a note field
+/// matches nothing (its note cannot be compared); the caller reads such a code lead by lead
+/// instead, and this rule only keeps a stray item from being claimed on too little.
+pub(crate) fn match_event_rows(
+    rows: &[&ActivityItem],
+    found: &[EventActivity],
+    known_ids: &HashSet<String>,
+) -> Vec<Option<String>> {
+    let found = found
+        .iter()
+        .filter_map(|activity| MatchKey::of_event(activity).map(|key| (activity.id.as_str(), key)));
+    match_keys(rows, found, known_ids)
+}
+
+/// The matching itself, whatever read listed the activities: `(id, key)` of each.
+fn match_keys<'a>(
+    rows: &[&ActivityItem],
+    found: impl Iterator<Item = (&'a str, MatchKey)>,
+    known_ids: &HashSet<String>,
+) -> Vec<Option<String>> {
     // Ids are GUIDs: compare them without regard to case or stray whitespace.
     let known: HashSet<String> = known_ids.iter().map(|id| normalise_lead(id)).collect();
     let mut listed = HashSet::new();
     let mut pool: HashMap<MatchKey, VecDeque<&str>> = HashMap::new();
-    for activity in found {
-        let id = normalise_lead(&activity.id);
+    for (id, key) in found {
+        let normal = normalise_lead(id);
         // An id listed twice (overlapping reads) is still one activity.
-        if known.contains(&id) || !listed.insert(id) {
+        if known.contains(&normal) || !listed.insert(normal) {
             continue;
         }
-        pool.entry(MatchKey::of_activity(activity))
-            .or_default()
-            .push_back(&activity.id);
+        pool.entry(key).or_default().push_back(id);
     }
     // Equal keys are interchangeable, so taking the first free candidate per row is as good as
     // any assignment: the number of matches per key is min(rows, activities) either way.

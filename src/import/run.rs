@@ -440,7 +440,9 @@ pub(crate) async fn run_import(job: &ImportJob) -> Result<RunSummary, ImportErro
         ambiguous: RunStats::get(&stats.ambiguous),
         recovered: RunStats::get(&stats.recovered),
         isolation_calls: RunStats::get(&stats.isolation_calls),
-        lookup_calls: RunStats::get(&stats.lookup_calls),
+        // What certainty cost, both kinds of read together; the account-wide ones apart too.
+        lookup_calls: RunStats::get(&stats.lookup_calls) + RunStats::get(&stats.check_reads),
+        lookup_reads_by_code: RunStats::get(&stats.check_reads),
         probes: RunStats::get(&stats.probes),
         outages,
         outage_time,
@@ -741,6 +743,9 @@ async fn recover_in_flight(
     let _ = sender
         .check_server(
             None,
+            // When those calls left is not known here: an account-wide read of their codes
+            // would have to list every date, which its estimate weighs.
+            crate::import::certainty::CallInDoubt::default(),
             "a call was in flight when the previous run stopped",
             sendables,
         )

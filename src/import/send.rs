@@ -7,11 +7,13 @@
 //! What a response means is decided by `client::classify`; this module acts on the verdict:
 //! - success: map rows by `RowNumber`;
 //! - rate limited, or not sent at all: wait and retry;
-//! - outcome unknown (timeout, dropped connection, 5xx): ask Get Activities which rows exist
-//!   (`resolve`), record those, and re-send only the rest, because the bulk endpoint is not
-//!   idempotent. Such checks wait until the API answers again ([`crate::lsq::outage::Gate::healthy`])
-//!   and are pooled: one round reads back every lead of every batch in doubt at that moment,
-//!   once per lead ([`Sender::check_server`]);
+//! - outcome unknown (timeout, dropped connection, 5xx): ask the server which rows exist, record
+//!   those, and re-send only the rest, because the bulk endpoint is not idempotent. Such checks
+//!   wait until the API answers again ([`crate::lsq::outage::Gate::healthy`]) and are pooled: a
+//!   round waits a moment for more batches in doubt to join (at most [`POOL_WAIT`], less when
+//!   every batch being sent is already waiting), then checks them all at once, each activity
+//!   code by whichever read costs fewer calls, its leads one by one or its recent activities
+//!   account-wide (`certainty`; [`Sender::check_server`]);
 //! - the API failing across the board (an outage): the gate pauses every batch; failures in
 //!   an outage do not count against `--max-attempts`;
 //! - the batch refused as a whole for its data: split it in halves until the bad rows are alone
@@ -20,16 +22,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use chrono::Utc;
 use futures::future::BoxFuture;
 use tracing::{debug, info, warn};
 
 use crate::abort::{Abort, Interrupt};
 use crate::import::batch::{Batch, RowWork};
+use crate::import::certainty::{CallInDoubt, CheckMemory, Created, LAST_MARGIN, RowInDoubt};
 use crate::ledger::{Ledger, RowState, RowUpdate};
 use crate::lsq::activities::Fetcher;
 use crate::lsq::api::{ActivityItem, BulkResponse, UpdateItem};
+use crate::lsq::by_event::{CountedAs, EventReader};
 use crate::lsq::calls::Api;
 use crate::lsq::client::{RowResult, UpdateResult, Verdict, bulk_row_results, update_row_results};
 use crate::lsq::counters::RunStats;
@@ -71,17 +77,40 @@ pub(crate) struct Sender {
     pub run: i64,
     /// Get Activities through the same [`Api`], for checking calls whose outcome is unknown.
     pub fetcher: Fetcher,
+    /// Get Activities by Activity Event through the same [`Api`], for the same checks when an
+    /// activity code's account-wide read costs less than reading its leads.
+    pub reader: EventReader,
     /// Batches waiting for a check of their unknown outcome; the next round takes them all.
     pub doubts: std::sync::Mutex<Vec<Doubt>>,
     /// One check round at a time, held until its findings are in the ledger, so two checks
-    /// cannot claim the same server activity for two rows.
-    pub checking: tokio::sync::Mutex<()>,
+    /// cannot claim the same server activity for two rows; it guards what earlier rounds
+    /// learned about the account-wide read.
+    pub checking: tokio::sync::Mutex<CheckMemory>,
+    /// Batches being sent right now (inside [`Sender::send`]): when every one of them is waiting
+    /// for a check, no more can join the round, which then starts at once.
+    pub active: AtomicUsize,
+    /// Woken when a batch joins the doubts or a batch is done, for the round waiting to start.
+    pub pool_changed: tokio::sync::Notify,
+    /// What this run created: canaries ([`CallInDoubt::canaries`]) and counts per code.
+    pub created: std::sync::Mutex<Created>,
 }
+
+/// Longest a check round waits for more batches in doubt to join it, from the moment the first
+/// one queued. A round's account-wide reads cost about the same for one batch as for twenty,
+/// so rounds that each take a few batches cost several times what one round taking them all
+/// does (20,000 rows at 200 calls/s with 3% in doubt: three rounds and about 70 reads with a
+/// 1 s wait, two and about 45 with 2 s); the wait is cut short once every batch being sent is
+/// waiting for the check, and a batch in doubt holds no permit while it waits.
+pub(crate) const POOL_WAIT: Duration = Duration::from_secs(2);
 
 /// Rows of one call whose outcome is unknown, waiting for a check round.
 pub(crate) struct Doubt {
     /// The call that left them in doubt (`None` for rows a previous run left in flight).
     call: Option<i64>,
+    /// When that call left and its canaries, for an account-wide read.
+    sent: CallInDoubt,
+    /// When the rows joined the queue, which bounds how long a round waits for company.
+    queued: tokio::time::Instant,
     /// Why, for the ledger and the report.
     why: String,
     rows: Vec<Sendable>,
@@ -103,20 +132,53 @@ impl Sender {
     ) -> Sender {
         Sender {
             fetcher: Fetcher::new(api.clone()),
+            reader: EventReader {
+                counted_as: CountedAs::Checks,
+                freeze: true,
+                ..EventReader::new(api.clone())
+            },
             api,
             abort,
             interrupt,
             ledger,
             run,
             doubts: std::sync::Mutex::new(Vec::new()),
-            checking: tokio::sync::Mutex::new(()),
+            checking: tokio::sync::Mutex::new(CheckMemory::default()),
+            active: AtomicUsize::new(0),
+            pool_changed: tokio::sync::Notify::new(),
+            created: std::sync::Mutex::new(Created::default()),
         }
     }
+}
+
+/// Counts a batch in [`Sender::active`] while it is being sent.
+struct Active<'a>(&'a Sender);
+
+impl<'a> Active<'a> {
+    fn enter(sender: &'a Sender) -> Active<'a> {
+        sender.active.fetch_add(1, Ordering::SeqCst);
+        Active(sender)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        // A round may be waiting for every batch left to be in doubt.
+        self.0.pool_changed.notify_waiters();
+    }
+}
+
+/// Whether a check round should start: the `queued` batches in doubt are all the `active` ones
+/// being sent (nothing else can join), or the first has waited `waited`, as long as `bound`.
+fn round_ready(queued: usize, active: usize, waited: Duration, bound: Duration) -> bool {
+    queued >= active || waited >= bound
 }
 
 impl Sender {
     /// Sends one batch and returns the outcome of each of its rows, in row order.
     pub(crate) async fn send(&self, batch: Batch) -> BatchOutcome {
+        let _active = Active::enter(self);
         let mut adds = Vec::new();
         let mut updates = Vec::new();
         for row in &batch.rows {
@@ -283,6 +345,8 @@ impl Sender {
                 // queued leaves nothing to check. The write is a group commit, so the time
                 // between permit and request stays short; bench_outage.py measures that the
                 // server still never sees more than the quota in a window.
+                // Taken before the request leaves, for an account-wide check if it comes to that.
+                let sent_call = self.call_in_doubt(&pending);
                 let numbers = pending.iter().map(|r| r.number).collect();
                 let fills = pending
                     .iter()
@@ -339,6 +403,7 @@ impl Sender {
                         // Rows the answer leaves in doubt: added ones are checked on the server
                         // below, updates are sent again.
                         let mut unsure = Vec::new();
+                        let mut created = Vec::new();
                         for (row, result) in pending.drain(..).zip(results) {
                             let update = match result {
                                 RowResult::Unknown(why) => {
@@ -350,6 +415,10 @@ impl Sender {
                                     let state = if row.update.is_some() {
                                         RowState::Updated
                                     } else {
+                                        created.push((
+                                            row.item.activity_event,
+                                            canary(&row.item, &id),
+                                        ));
                                         RowState::Created
                                     };
                                     RowUpdate::new(row.number, state, Some(id), None)
@@ -363,6 +432,7 @@ impl Sender {
                             };
                             settled.push(update);
                         }
+                        self.note_created(created);
                         debug!(call, rows = settled.len(), attempt, "batch posted");
                         done.extend(settled.iter().map(outcome_of_update));
                         if unsure.first().is_some_and(|r| r.update.is_some()) {
@@ -372,8 +442,9 @@ impl Sender {
                         } else {
                             self.record(Some(call), "answered", settled).await;
                             if !unsure.is_empty() {
-                                let (found, missing) =
-                                    self.settle_in_doubt(call, &last_problem, unsure).await;
+                                let (found, missing) = self
+                                    .settle_in_doubt(call, sent_call, &last_problem, unsure)
+                                    .await;
                                 done.extend(found);
                                 pending = missing;
                             }
@@ -408,8 +479,9 @@ impl Sender {
                     }
                     Verdict::Unknown(message) => {
                         last_problem = message;
-                        let (found, missing) =
-                            self.settle_in_doubt(call, &last_problem, pending).await;
+                        let (found, missing) = self
+                            .settle_in_doubt(call, sent_call, &last_problem, pending)
+                            .await;
                         done.extend(found);
                         pending = missing;
                         if self.api.outage_began_since(epoch) {
@@ -509,6 +581,7 @@ impl Sender {
     async fn settle_in_doubt(
         &self,
         call: i64,
+        sent: CallInDoubt,
         why: &str,
         rows: Vec<Sendable>,
     ) -> (Vec<(u64, RowOutcome)>, Vec<Sendable>) {
@@ -518,7 +591,38 @@ impl Sender {
             rows = rows.len(),
             "outcome unknown ({why}); checking what the server created"
         );
-        self.check_server(Some(call), why, rows).await
+        self.check_server(Some(call), sent, why, rows).await
+    }
+
+    /// When a call leaves, and the canaries of its rows' codes: what a check needs of it should
+    /// its outcome be unknown. Updates are never checked, so they need neither.
+    fn call_in_doubt(&self, rows: &[Sendable]) -> CallInDoubt {
+        if rows.first().is_none_or(|r| r.update.is_some()) {
+            return CallInDoubt::default();
+        }
+        let canaries = self
+            .lock_created()
+            .canaries_of(rows.iter().map(|r| r.item.activity_event));
+        CallInDoubt {
+            started: Some(Utc::now()),
+            canaries,
+        }
+    }
+
+    /// Counts the activities a call created, `(code, canary)` in answer order (so the last
+    /// canary of a code is kept).
+    fn note_created(&self, created: Vec<(i64, Option<String>)>) {
+        if created.is_empty() {
+            return;
+        }
+        let mut so_far = self.lock_created();
+        for (code, canary) in created {
+            so_far.note(code, canary);
+        }
+    }
+
+    fn lock_created(&self) -> std::sync::MutexGuard<'_, Created> {
+        self.created.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Asks the server which of `rows` exist after a call with an unknown outcome (`call`), or
@@ -529,31 +633,64 @@ impl Sender {
     ///
     /// The rows join a queue; a round takes everything queued, once the API has answered since
     /// its last failure (during an outage every batch in doubt waits here, and they are then
-    /// checked together): one paged Get Activities per lead across all of them.
+    /// checked together) and once more batches in doubt had a moment to join ([`POOL_WAIT`]).
+    /// `sent` says when the call left, for an account-wide read (`CallInDoubt::default()` when
+    /// that is not known).
     pub(crate) async fn check_server(
         &self,
         call: Option<i64>,
+        sent: CallInDoubt,
         why: &str,
         rows: Vec<Sendable>,
     ) -> Checked {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.lock_doubts().push(Doubt {
             call,
+            sent,
+            queued: tokio::time::Instant::now(),
             why: why.to_string(),
             rows,
             reply,
         });
+        self.pool_changed.notify_waiters();
         {
-            let _one_round_at_a_time = self.checking.lock().await;
+            let mut memory = self.checking.lock().await;
             // Queued before the lock was taken: either an earlier round took these rows and has
             // answered, or they are still queued and this round takes them.
             self.wait_for_api(true).await;
+            self.gather().await;
             let doubts = std::mem::take(&mut *self.lock_doubts());
             if !doubts.is_empty() {
-                self.check_round(doubts).await;
+                self.check_round(doubts, &mut memory).await;
             }
         }
         answer.await.unwrap_or_else(|_| (Vec::new(), Vec::new()))
+    }
+
+    /// Waits, while batches are still being sent that could join the doubts, until the first
+    /// queued has waited [`POOL_WAIT`] ([`round_ready`]); at once when the run is stopping or
+    /// nothing is queued (an earlier round took it).
+    async fn gather(&self) {
+        loop {
+            // Made before looking, so that a change after the look still wakes this wait.
+            let changed = self.pool_changed.notified();
+            let (queued, first) = {
+                let doubts = self.lock_doubts();
+                (doubts.len(), doubts.iter().map(|d| d.queued).min())
+            };
+            let Some(first) = first else { return };
+            let active = self.active.load(Ordering::SeqCst);
+            if self.stopping().is_some() || round_ready(queued, active, first.elapsed(), POOL_WAIT)
+            {
+                return;
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(first + POOL_WAIT) => {}
+                () = self.abort.triggered() => {}
+                () = self.interrupt.flag().triggered() => {}
+            }
+        }
     }
 
     fn lock_doubts(&self) -> std::sync::MutexGuard<'_, Vec<Doubt>> {
@@ -561,7 +698,7 @@ impl Sender {
     }
 
     /// One check of every row in `doubts`, answered to each doubt's caller.
-    async fn check_round(&self, doubts: Vec<Doubt>) {
+    async fn check_round(&self, doubts: Vec<Doubt>, memory: &mut CheckMemory) {
         let problem = if let Some(reason) = self.stopping() {
             Some(format!("not checked, the run is stopping ({reason})"))
         } else {
@@ -585,19 +722,45 @@ impl Sender {
             .collect();
         leads.sort();
         leads.dedup();
-        let lookups_before = RunStats::get(&self.api.stats.lookup_calls);
-        let items: Vec<&ActivityItem> = all.iter().map(|r| &r.item).collect();
+        let reads_before = self.check_calls();
+        let calls: Vec<CallInDoubt> = doubts.iter().map(|d| d.sent.clone()).collect();
+        // How fast the import goes on writing while the round reads: the bulk calls made since
+        // the round began (none once the input is done), asked once its first pages are in.
+        let began = (tokio::time::Instant::now(), self.bulk_calls());
+        let arrivals = || {
+            let seconds = began.0.elapsed().as_secs_f64().max(0.05);
+            let rate = self.bulk_calls().saturating_sub(began.1) as f64 / seconds;
+            self.lock_created().arrivals(rate)
+        };
+        let in_doubt: Vec<RowInDoubt> = doubts
+            .iter()
+            .enumerate()
+            .flat_map(|(call, d)| {
+                d.rows.iter().map(move |r| RowInDoubt {
+                    item: &r.item,
+                    call,
+                })
+            })
+            .collect();
         let matches = match self.ledger.known_activity_ids(&leads) {
-            Ok(known) => crate::import::resolve::resolve(&self.fetcher, &items, &known)
-                .await
-                .map_err(|e| {
-                    if let crate::lsq::activities::FetchError::Unauthorized(m)
-                    | crate::lsq::activities::FetchError::Fatal(m) = &e
-                    {
-                        self.abort.trigger(m.clone());
-                    }
-                    e.to_string()
-                }),
+            Ok(known) => crate::import::certainty::settle(
+                &self.fetcher,
+                &self.reader,
+                &in_doubt,
+                &calls,
+                &known,
+                &arrivals,
+                memory,
+            )
+            .await
+            .map_err(|e| {
+                if let crate::lsq::activities::FetchError::Unauthorized(m)
+                | crate::lsq::activities::FetchError::Fatal(m) = &e
+                {
+                    self.abort.trigger(m.clone());
+                }
+                e.to_string()
+            }),
             Err(e) => Err(e.to_string()),
         };
         let matches = match matches {
@@ -609,7 +772,10 @@ impl Sender {
                 return;
             }
         };
-        let lookups = RunStats::get(&self.api.stats.lookup_calls) - lookups_before;
+        let (lookups, by_code) = {
+            let (lookups, by_code) = self.check_calls();
+            (lookups - reads_before.0, by_code - reads_before.1)
+        };
         let rows = all.len();
         let resend_calls = rows.div_ceil(crate::lsq::api::MAX_BATCH) as u64;
         let batches = doubts.len();
@@ -655,16 +821,36 @@ impl Sender {
             rows,
             leads = leads.len(),
             lookups,
+            by_code,
             found = found_in_all,
             "checked what the server created"
         );
-        if lookups > resend_calls {
+        let cost = lookups + by_code;
+        if cost > resend_calls {
             info!(
-                "checking {rows} rows cost {lookups} Get Activities calls, more than the \
-                 {resend_calls} calls sending them again would; they are checked all the same, \
-                 because sending again could duplicate whatever the server created"
+                "checking {rows} rows cost {cost} reads, more than the {resend_calls} calls \
+                 sending them again would; they are checked all the same, because sending again \
+                 could duplicate whatever the server created"
             );
         }
+    }
+
+    /// Bulk calls made so far: every call but the checks' reads and the outage probes.
+    fn bulk_calls(&self) -> u64 {
+        let stats = &self.api.stats;
+        RunStats::get(&stats.calls)
+            .saturating_sub(RunStats::get(&stats.lookup_calls))
+            .saturating_sub(RunStats::get(&stats.check_reads))
+            .saturating_sub(RunStats::get(&stats.probes))
+    }
+
+    /// The run's checking calls so far: Get Activities of a Lead, and account-wide reads.
+    fn check_calls(&self) -> (u64, u64) {
+        let stats = &self.api.stats;
+        (
+            RunStats::get(&stats.lookup_calls),
+            RunStats::get(&stats.check_reads),
+        )
     }
 
     fn unresolved(
@@ -717,6 +903,18 @@ fn updates(rows: &[Sendable], state: RowState, error: Option<&str>) -> Vec<RowUp
     rows.iter()
         .map(|r| RowUpdate::new(r.number, state, None, error.map(str::to_string)))
         .collect()
+}
+
+/// The id (lowercase) of a row just created, when it can serve as a canary of its code
+/// ([`CallInDoubt::canaries`]): its date is earlier than now less [`LAST_MARGIN`], so that no
+/// account-wide read that could need it would select it by its date (a row dated in the last
+/// hour, or stamped with the time it was sent, is not one).
+fn canary(item: &ActivityItem, id: &str) -> Option<String> {
+    let dated = item
+        .activity_date_time
+        .as_deref()
+        .and_then(crate::lsq::window::parse_api_second)?;
+    (dated < (Utc::now() - LAST_MARGIN).timestamp()).then(|| id.trim().to_ascii_lowercase())
 }
 
 /// What the report says of a row just settled (created or failed).

@@ -7,7 +7,9 @@
 //! GUIDs). [`EventWalk`] (pure, no I/O) decides which page to ask for next, reads each answer
 //! leniently ([`EventActivity::from_item`]), de-duplicates and says when the walk is over;
 //! [`EventReader`] (the I/O half) makes each call through the run's [`Api`] (paced, counted in
-//! `reads`, retried, watched by the outage gate, like every other call).
+//! `reads`, or in `check_reads` for a check's reads, retried, watched by the outage gate, like
+//! every other call). [`EventReader::open_walk`] lets the caller stop after the first page,
+//! whose `RecordCount` tells what the whole read would cost.
 //!
 //! What the vendor documents, and what is assumed (`shared/leadsquared-api/README.md`):
 //! `PageIndex` counts from 1; the largest `PageSize` is not documented, so the reader asks for
@@ -24,6 +26,9 @@
 //! comes back short, a page repeats the one before, or after `ceil(RecordCount / size) + 3`
 //! pages; if the ids then fall short of `RecordCount` it walks once more (handing out only ids
 //! not seen yet), and if they still fall short it is an error, never a silent partial result.
+//! A reader that needs nothing modified after its walk began (a check) can freeze the listing
+//! at its first page and walk the rest oldest first ([`EventReader::freeze`]), so that an
+//! import writing the same code at full speed does not keep the walk from catching up.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -36,6 +41,7 @@ use crate::lsq::api::{
     PATH_RETRIEVE_BY_EVENT, PageIndexPaging, Sorting,
 };
 use crate::lsq::calls::Api;
+use crate::lsq::window::{format_api_second, parse_api_second};
 
 /// `PageSize` asked for: public scripts use 1000 on a similar endpoint; a server that caps
 /// lower is handled by learning its size from the first page.
@@ -47,6 +53,11 @@ const EXTRA_PAGES: u64 = 3;
 
 /// Walks made before the reader gives up on pages that never add up to `RecordCount`.
 const MAX_WALKS: u32 = 2;
+
+/// How long after its first page a frozen listing stops taking in activities: its `ToDate`
+/// leaves open the second of the newest activity that page listed and the one after
+/// ([`freeze`]), and the server's clock had reached the first of them when it served the page.
+pub(crate) const FROZEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Spellings of the note an item may carry, the vendor's schema name first.
 const NOTE_KEYS: [&str; 4] = [
@@ -79,9 +90,10 @@ pub(crate) struct EventQuery {
 }
 
 impl EventQuery {
-    /// The request body for one page: newest-modified first (see the module comment), empty
-    /// values left out as the vendor documents `RemoveEmptyValue`.
-    fn request(&self, page_index: u64, page_size: u64) -> ByEventRequest {
+    /// The request body for one page: newest-modified first (see the module comment) unless
+    /// `newest_first` is false (a frozen walk, [`EventReader::freeze`]), empty values left out
+    /// as the vendor documents `RemoveEmptyValue`.
+    fn request(&self, page_index: u64, page_size: u64, newest_first: bool) -> ByEventRequest {
         ByEventRequest {
             parameter: ByEventParameter {
                 activity_event: self.event,
@@ -95,7 +107,7 @@ impl EventQuery {
             }),
             sorting: Some(Sorting {
                 column_name: "ModifiedOn".to_string(),
-                direction: 1,
+                direction: u64::from(newest_first),
             }),
         }
     }
@@ -405,10 +417,54 @@ impl EventWalk {
         WalkEnd::Again(why)
     }
 
+    /// Goes on from the other end of the listing: the next request is its first page again,
+    /// while what was seen stays seen (and counts towards `RecordCount`). Nothing changes when
+    /// the walk is already over.
+    pub(crate) fn turn(&mut self) {
+        if self.stop.is_none() {
+            self.rows = 0;
+            self.pages = 0;
+            self.previous.clear();
+        }
+    }
+
     /// The totals so far.
     pub(crate) fn stats(&self) -> &EventWalkStats {
         &self.stats
     }
+}
+
+/// `query` with `ToDate` a second after the latest `ModifiedOn` among `first` (its first page's
+/// activities), when it has no `ToDate` and one of them has a readable `ModifiedOn`. The listing
+/// is newest-modified first, so nothing visible when the first page was served was modified
+/// later than that: the frozen query lists everything the first one did, except activities
+/// modified after the walk began. The second added covers a server that keeps fractions of a
+/// second (and compares `ToDate` against them): leaving out an activity the first page listed
+/// would move every later one up a place, and the walk would skip one; taking in a few more
+/// only repeats some, which the walk sets aside.
+fn freeze(query: &EventQuery, first: &[EventActivity]) -> Option<EventQuery> {
+    if query.modified_to.is_some() {
+        return None;
+    }
+    let newest = first
+        .iter()
+        .filter_map(|a| a.modified_on.as_deref().and_then(parse_api_second))
+        .max()?;
+    Some(EventQuery {
+        modified_to: Some(format_api_second(newest + 1)),
+        ..query.clone()
+    })
+}
+
+/// Which of the run's counters an [`EventReader`]'s calls count in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum CountedAs {
+    /// `reads`: exports by code, the keyed sync's key map.
+    #[default]
+    Reads,
+    /// `check_reads`: checks of calls whose outcome is unknown, which the summary counts among
+    /// the run's lookups (what certainty cost), apart from the key map's reads.
+    Checks,
 }
 
 /// Reads activities account-wide by code; cheap to share behind a reference, every call paced.
@@ -417,6 +473,107 @@ pub(crate) struct EventReader {
     pub api: Api,
     /// `PageSize` asked for; [`DEFAULT_EVENT_PAGE_SIZE`] unless configured.
     pub page_size: u64,
+    /// The counter each call (retries included) adds to.
+    pub counted_as: CountedAs,
+    /// After the first page of a query without `ToDate`, ask only for activities modified no
+    /// later than the newest that page listed ([`freeze`]), and walk the rest oldest first. An
+    /// import creating activities of the code while the walk goes on would otherwise keep
+    /// pushing new ones in at the front of the newest-first listing: every page would repeat
+    /// part of the one before (each page of a check waits behind the bulk calls for its permit),
+    /// and the walk might never catch up with `RecordCount`. Oldest first, the few that still
+    /// come in (stamped in the frozen last seconds) land at the far end, and the walk is over
+    /// as soon as its pages meet the first page's. If some landed behind it (a server stamping
+    /// to the second sorts a second's activities among themselves), a second walk, newest first
+    /// and once the open seconds are over, lists them first. Only for readers that need nothing
+    /// modified after their first page (a check: what it looks for was created before it
+    /// began).
+    pub freeze: bool,
+}
+
+/// A walk whose first page is in ([`EventReader::open_walk`]); [`OpenWalk::finish`] reads the
+/// rest.
+pub(crate) struct OpenWalk<'r> {
+    /// The reader whose calls it makes.
+    reader: &'r EventReader,
+    /// Where the walk stands.
+    walk: EventWalk,
+    /// What is asked: the caller's query, or the same frozen at the first page.
+    query: EventQuery,
+    /// Which end of the listing the next page counts from.
+    newest_first: bool,
+    /// When a frozen listing's open seconds are over (on the server's clock too).
+    settled_at: Option<tokio::time::Instant>,
+    /// The first page's activities, not handed out yet.
+    first: Vec<EventActivity>,
+}
+
+impl OpenWalk<'_> {
+    /// The totals of the first page: `RecordCount`, the page size served, items without a
+    /// note.
+    pub(crate) fn stats(&self) -> &EventWalkStats {
+        self.walk.stats()
+    }
+
+    /// One page, fed to the walk; its new activities.
+    async fn next_page(&mut self, index: u64, size: u64) -> Result<Vec<EventActivity>, FetchError> {
+        let response = self
+            .reader
+            .page(&self.query, index, size, self.newest_first)
+            .await?;
+        debug!(
+            event = self.query.event,
+            index,
+            size,
+            rows = response.list.len(),
+            record_count = response.record_count,
+            "activities-by-event page"
+        );
+        Ok(self.walk.feed(response))
+    }
+
+    /// The rest of the walk: hands the first page's activities and then each further page's
+    /// to `each_page`, and returns the totals (errors as [`EventReader::walk_event`]).
+    pub(crate) async fn finish<E: From<FetchError>>(
+        mut self,
+        mut each_page: impl FnMut(Vec<EventActivity>) -> Result<(), E>,
+    ) -> Result<EventWalkStats, E> {
+        let first = std::mem::take(&mut self.first);
+        if !first.is_empty() {
+            each_page(first)?;
+        }
+        loop {
+            while let Some((index, size)) = self.walk.next_request() {
+                let fresh = self.next_page(index, size).await?;
+                if !fresh.is_empty() {
+                    each_page(fresh)?;
+                }
+            }
+            match self.walk.end_walk() {
+                WalkEnd::Complete => return Ok(self.walk.stats().clone()),
+                WalkEnd::Again(why) => {
+                    tracing::warn!(
+                        event = self.query.event,
+                        "listing incomplete, walking again: {why}"
+                    );
+                    if let Some(settled_at) = self.settled_at {
+                        // What a frozen walk misses came in during it, stamped in the seconds
+                        // it left open (a server that stamps to the second sorts them among
+                        // that second's, not after them). Once those seconds are over, nothing
+                        // more comes in; what came is among the newest, which a newest-first
+                        // walk lists first, and the walk ends once it has them all.
+                        tokio::time::sleep_until(settled_at).await;
+                        self.newest_first = true;
+                    }
+                }
+                WalkEnd::Short(why) => {
+                    return Err(E::from(FetchError::Failed(format!(
+                        "could not list every activity of code {} after {MAX_WALKS} walks: {why}",
+                        self.query.event
+                    ))));
+                }
+            }
+        }
+    }
 }
 
 impl EventReader {
@@ -425,6 +582,8 @@ impl EventReader {
         EventReader {
             api,
             page_size: DEFAULT_EVENT_PAGE_SIZE,
+            counted_as: CountedAs::Reads,
+            freeze: false,
         }
     }
 
@@ -435,41 +594,42 @@ impl EventReader {
     pub(crate) async fn walk_event<E: From<FetchError>>(
         &self,
         query: &EventQuery,
-        mut each_page: impl FnMut(Vec<EventActivity>) -> Result<(), E>,
+        each_page: impl FnMut(Vec<EventActivity>) -> Result<(), E>,
     ) -> Result<EventWalkStats, E> {
-        let mut walk = EventWalk::new(query.event, self.page_size);
-        loop {
-            while let Some((index, size)) = walk.next_request() {
-                let response = self.page(query, index, size).await?;
-                debug!(
-                    event = query.event,
-                    index,
-                    size,
-                    rows = response.list.len(),
-                    record_count = response.record_count,
-                    "activities-by-event page"
-                );
-                let fresh = walk.feed(response);
-                if !fresh.is_empty() {
-                    each_page(fresh)?;
-                }
-            }
-            match walk.end_walk() {
-                WalkEnd::Complete => return Ok(walk.stats().clone()),
-                WalkEnd::Again(why) => {
-                    tracing::warn!(
-                        event = query.event,
-                        "listing incomplete, walking again: {why}"
-                    );
-                }
-                WalkEnd::Short(why) => {
-                    return Err(E::from(FetchError::Failed(format!(
-                        "could not list every activity of code {} after {MAX_WALKS} walks: {why}",
-                        query.event
-                    ))));
-                }
-            }
+        self.open_walk(query).await?.finish(each_page).await
+    }
+
+    /// The first page of [`EventReader::walk_event`]: what it tells (`RecordCount`, the page
+    /// size the server serves, items without a note) costs what a bare count would, so the
+    /// caller can decide from it whether the rest is worth reading ([`OpenWalk::finish`]) or
+    /// not (the walk is simply dropped). A [`EventReader::freeze`] reader freezes the listing
+    /// here.
+    pub(crate) async fn open_walk(&self, query: &EventQuery) -> Result<OpenWalk<'_>, FetchError> {
+        let mut open = OpenWalk {
+            reader: self,
+            walk: EventWalk::new(query.event, self.page_size),
+            query: query.clone(),
+            newest_first: true,
+            settled_at: None,
+            first: Vec::new(),
+        };
+        if let Some((index, size)) = open.walk.next_request() {
+            open.first = open.next_page(index, size).await?;
         }
+        if self.freeze
+            && let Some(frozen) = freeze(&open.query, &open.first)
+        {
+            debug!(
+                event = query.event,
+                to = frozen.modified_to,
+                "listing frozen at its first page's newest activity; the rest oldest first"
+            );
+            open.query = frozen;
+            open.newest_first = false;
+            open.settled_at = Some(tokio::time::Instant::now() + FROZEN_SECONDS);
+            open.walk.turn();
+        }
+        Ok(open)
     }
 
     /// Just `RecordCount`: how many activities of the code match, from one call asking for a
@@ -477,7 +637,7 @@ impl EventReader {
     // Not called by this crate's commands yet: the keyed sync's checks are its first user.
     #[allow(dead_code)]
     pub(crate) async fn count_event(&self, query: &EventQuery) -> Result<u64, FetchError> {
-        Ok(self.page(query, 1, 1).await?.record_count)
+        Ok(self.page(query, 1, 1, true).await?.record_count)
     }
 
     /// One page, through the pacer, retried on rate limits and transient failures (a read is
@@ -487,12 +647,16 @@ impl EventReader {
         query: &EventQuery,
         index: u64,
         size: u64,
+        newest_first: bool,
     ) -> Result<ByEventResponse, FetchError> {
-        let body = query.request(index, size);
+        let body = query.request(index, size, newest_first);
         self.api
             .call(
                 "get activities by activity event",
-                Some(&self.api.stats.reads),
+                Some(match self.counted_as {
+                    CountedAs::Reads => &self.api.stats.reads,
+                    CountedAs::Checks => &self.api.stats.check_reads,
+                }),
                 || self.api.client.post(PATH_RETRIEVE_BY_EVENT, &[], &body),
                 judge_read,
                 |closed| FetchError::Failed(closed.to_string()),

@@ -25,8 +25,12 @@ pub(crate) struct RunStats {
     pub lookup_calls: AtomicU64,
     /// Account-wide reads (Get Activities by Activity Event), retries included: exports by
     /// code, the keyed sync's key map rebuilt from the account, and whatever else reads an
-    /// account without a list of leads.
+    /// account without a list of leads, except checks (`check_reads`).
     pub reads: AtomicU64,
+    /// Account-wide reads (Get Activities by Activity Event) made by checks of unknown
+    /// outcomes, retries included: the other half of what certainty cost, beside
+    /// `lookup_calls`.
+    pub check_reads: AtomicU64,
     /// Calls made only to learn whether the API is back during an outage.
     pub probes: AtomicU64,
     /// Bulk calls whose in-flight record took too long to commit after the permit, and which

@@ -78,7 +78,7 @@ pub(crate) fn render(
             ),
             (
                 "lsq_sync_last_run_lookup_calls",
-                "Get Activities calls the last run made to check calls with an unknown outcome.",
+                "Reads the last run made to check calls with an unknown outcome (of a lead's activities and account-wide by code).",
                 s.lookup_calls,
             ),
             (

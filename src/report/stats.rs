@@ -26,7 +26,10 @@ pub(crate) struct RunSummary {
     pub recovered: u64,
     /// Extra calls spent isolating bad rows in batches refused as a whole.
     pub isolation_calls: u64,
+    /// Reads that checked calls with an unknown outcome, of both kinds: Get Activities of a
+    /// Lead, and account-wide reads by activity code (`lookup_reads_by_code` of them).
     pub lookup_calls: u64,
+    pub lookup_reads_by_code: u64,
     /// Probes sent during outages, outages the run waited out, and the time spent waiting.
     pub probes: u64,
     pub outages: u64,
@@ -95,6 +98,7 @@ impl RunSummary {
             recovered: 0,
             isolation_calls: 0,
             lookup_calls: 0,
+            lookup_reads_by_code: 0,
             probes: 0,
             outages: 0,
             outage_time: Duration::ZERO,
@@ -225,8 +229,11 @@ impl fmt::Display for RunSummary {
         if self.lookup_calls > 0 {
             writeln!(
                 f,
-                "lookups {} (Get Activities calls checking what the server created)",
-                self.lookup_calls
+                "lookups {} (reads checking what the server created: {} of a lead's activities, \
+                 {} account-wide by activity code)",
+                self.lookup_calls,
+                self.lookup_calls.saturating_sub(self.lookup_reads_by_code),
+                self.lookup_reads_by_code
             )?;
         }
         if self.key_reads > 0 {
@@ -354,6 +361,7 @@ mod tests {
             recovered: 0,
             isolation_calls: 0,
             lookup_calls: 0,
+            lookup_reads_by_code: 0,
             probes: 0,
             outages: 0,
             outage_time: Duration::ZERO,

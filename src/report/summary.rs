@@ -84,9 +84,11 @@ pub(crate) struct SummaryJson {
     pub rows_found_created: u64,
     /// Extra calls spent isolating bad rows in batches refused as a whole.
     pub isolation_calls: u64,
-    /// Get Activities calls made by those checks (and by a resume checking what a killed run
-    /// left in flight): the run's lookups.
+    /// Reads made by those checks (and by a resume checking what a killed run left in
+    /// flight), of a lead's activities and account-wide by code: the run's lookups.
     pub lookup_calls: u64,
+    /// Of `lookup_calls`, the account-wide reads (Get Activities by Activity Event).
+    pub lookup_reads_by_code: u64,
     /// Keyed sync: reads of the account's keyed activities that rebuilt the key map.
     pub key_reads: u64,
     /// API outages the run paused for, the seconds spent waiting, and the probes sent.
@@ -165,6 +167,7 @@ impl SummaryJson {
             rows_found_created: summary.recovered,
             isolation_calls: summary.isolation_calls,
             lookup_calls: summary.lookup_calls,
+            lookup_reads_by_code: summary.lookup_reads_by_code,
             outages: summary.outages,
             outage_seconds: (summary.outage_time.as_secs_f64() * 1000.0).round() / 1000.0,
             probe_calls: summary.probes,

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod by_code;
+mod certainty;
 mod check;
 mod delete;
 mod export;

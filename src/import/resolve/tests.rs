@@ -280,6 +280,57 @@ fn rows_take_candidates_in_the_order_found() {
     );
 }
 
+// ---- activities listed account-wide by code ----
+
+fn event_activity(id: &str, lead: &str, date: &str, note: Option<&str>) -> EventActivity {
+    EventActivity {
+        id: id.to_string(),
+        lead_id: lead.to_string(),
+        event: 201,
+        date: Some(date.to_string()),
+        modified_on: Some("2026-12-06 10:04:12".into()),
+        note: note.map(str::to_string),
+        owner: None,
+        fields: [("mx_Custom_1".to_string(), "a".to_string())].into(),
+    }
+}
+
+#[test]
+fn account_wide_items_match_by_the_same_rules_and_never_on_a_missing_note() {
+    let r = row(
+        &LEAD.to_uppercase(),
+        201,
+        Some("2025-3-1 10:00:00"),
+        Some("hello"),
+        &[("mx_Custom_1", "a"), ("mx_Custom_2", "")],
+    );
+    let bare = row(LEAD, 201, Some(WHEN), None, &[("mx_Custom_1", "a")]);
+    let found = [
+        // Listed without a note field: its note cannot be compared, so it is claimed by nothing.
+        event_activity("no-note-field", LEAD, WHEN, None),
+        event_activity("known", LEAD, WHEN, Some("hello")),
+        event_activity("hello", LEAD, WHEN, Some("hello")),
+        // An empty note listed as "" is no note.
+        event_activity("empty", LEAD, WHEN, Some("")),
+        event_activity("other-date", LEAD, "2025-03-01 10:00:01", Some("hello")),
+    ];
+    let known: HashSet<String> = ["KNOWN".to_string()].into();
+    assert_eq!(
+        match_event_rows(&[&r, &bare, &r], &found, &known),
+        ids(&["hello", "empty", ""])
+    );
+    // The same activity as Get Activities of a Lead lists it matches the same row.
+    let same = activity(
+        "hello",
+        LEAD,
+        201,
+        WHEN,
+        "hello",
+        serde_json::json!({"mx_Custom_1": "a"}),
+    );
+    assert_eq!(match_rows(&[&r], &[same], &none()), ids(&["hello"]));
+}
+
 // ---- resolve against the simulator ----
 
 #[tokio::test]

@@ -302,3 +302,16 @@ async fn an_unknown_outcome_is_checked_on_the_server_not_sent_again() {
     assert!(stored.iter().all(|r| r.state == RowState::Created));
     assert_eq!(stored[0].activity_id, outcomes[0].activity_id);
 }
+
+#[test]
+fn a_round_starts_when_every_batch_being_sent_waits_for_it_or_the_first_waited_long_enough() {
+    let bound = Duration::from_secs(1);
+    let moment = Duration::from_millis(10);
+    // Others are still being sent and could join: wait.
+    assert!(!round_ready(2, 5, moment, bound));
+    // Every batch being sent is in the queue (or none is, a resume's check): nothing can join.
+    assert!(round_ready(5, 5, moment, bound));
+    assert!(round_ready(1, 0, moment, bound));
+    // The first has waited as long as allowed.
+    assert!(round_ready(1, 64, bound, bound));
+}

@@ -243,13 +243,103 @@ fn the_request_asks_newest_modified_first_without_empty_values() {
         ..Default::default()
     };
     assert_eq!(
-        serde_json::to_value(query.request(3, 100)).unwrap(),
+        serde_json::to_value(query.request(3, 100, true)).unwrap(),
         json!({
             "Parameter": {"ActivityEvent": 201, "FromDate": "2024-05-01 00:00:00", "RemoveEmptyValue": true},
             "Paging": {"PageIndex": 3, "PageSize": 100},
             "Sorting": {"ColumnName": "ModifiedOn", "Direction": 1}
         })
     );
+    // A frozen walk goes on oldest first.
+    assert_eq!(
+        serde_json::to_value(query.request(1, 100, false)).unwrap()["Sorting"],
+        json!({"ColumnName": "ModifiedOn", "Direction": 0})
+    );
+}
+
+#[test]
+fn a_turned_walk_ends_where_its_oldest_pages_meet_the_first_newest_page() {
+    // 2,500 activities, oldest first in `items` (index 0 oldest); pages of 1,000.
+    let mut items = listing(2500);
+    let newest_first = |items: &[Map<String, Value>], index: u64, size: u64| {
+        let reversed: Vec<_> = items.iter().rev().cloned().collect();
+        Fake::plain().serve(&reversed, index, size)
+    };
+    let mut walk = EventWalk::new(201, 1000);
+    let mut out = Vec::new();
+    let (index, size) = walk.next_request().unwrap();
+    out.extend(walk.feed(newest_first(&items, index, size)));
+    walk.turn();
+    // The rest oldest first; 30 activities arrive (at the newest end) after each page.
+    let mut calls = 1;
+    while let Some((index, size)) = walk.next_request() {
+        calls += 1;
+        out.extend(walk.feed(Fake::plain().serve(&items, index, size)));
+        let next = items.len() as u64;
+        items.extend((next..next + 30).map(|i| item(i, 201)));
+    }
+    assert_eq!(walk.end_walk(), WalkEnd::Complete);
+    let ids = distinct_ids(&out);
+    assert!(
+        (0..2500).all(|i| ids.contains(&guid(i))),
+        "every activity listed at the start"
+    );
+    // The first page, and two from the other end: the third meets the first page's rows
+    // (pushed up 60 by the arrivals) and reaches the end.
+    assert_eq!(calls, 4);
+
+    // Nothing arriving: exactly the pages the listing takes.
+    let items = listing(2500);
+    let mut walk = EventWalk::new(201, 1000);
+    let (index, size) = walk.next_request().unwrap();
+    walk.feed(newest_first(&items, index, size));
+    walk.turn();
+    let mut calls = 1;
+    while let Some((index, size)) = walk.next_request() {
+        calls += 1;
+        walk.feed(Fake::plain().serve(&items, index, size));
+    }
+    assert_eq!((walk.end_walk(), calls), (WalkEnd::Complete, 3));
+
+    // A listing the first page held whole: turning changes nothing.
+    let mut walk = EventWalk::new(201, 1000);
+    walk.feed(newest_first(&listing(10), 1, 1000));
+    walk.turn();
+    assert_eq!(walk.next_request(), None);
+}
+
+#[test]
+fn a_frozen_query_stops_at_the_first_pages_newest_modification() {
+    let query = EventQuery {
+        event: 201,
+        modified_from: Some("2024-05-01 00:00:00".into()),
+        ..Default::default()
+    };
+    let stamped = |n: u64, modified: Option<&str>| EventActivity {
+        id: guid(n),
+        modified_on: modified.map(str::to_string),
+        ..EventActivity::default()
+    };
+    let first = [
+        stamped(1, Some("2024-05-02 10:00:07")),
+        stamped(2, Some("2024-05-02T10:00:09.5")),
+        stamped(3, None),
+        stamped(4, Some("yesterday")),
+    ];
+    assert_eq!(
+        freeze(&query, &first),
+        Some(EventQuery {
+            modified_to: Some("2024-05-02 10:00:10".into()),
+            ..query.clone()
+        })
+    );
+    // Nothing readable to freeze at, or a ToDate already set: the query as it is.
+    assert_eq!(freeze(&query, &first[2..]), None);
+    let bounded = EventQuery {
+        modified_to: Some("2024-06-01 00:00:00".into()),
+        ..query.clone()
+    };
+    assert_eq!(freeze(&bounded, &first), None);
 }
 
 fn read(value: Value) -> Result<EventActivity, String> {
