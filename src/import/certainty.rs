@@ -74,11 +74,12 @@ pub(crate) const LAST_MARGIN: TimeDelta = TimeDelta::hours(1);
 const FEW_LEADS: usize = 2;
 
 /// Leads in doubt a round needs per estimate it pays for. Each estimate costs a read whatever
-/// it finds, and every account-wide read takes at least that one page, so estimates of k codes
-/// can save at most (leads - k) reads and may waste k: a round takes that risk only where the
-/// leads are at least four times the estimates (a single batch of 25 rows over five codes on 19
-/// leads does not, and is read lead by lead as before).
-const LEADS_PER_ESTIMATE: usize = 4;
+/// it finds, and an account-wide read chosen on it can still run over while the import goes on
+/// writing, so a round that reading its leads settles cheaply does not gamble: one batch holds
+/// at most 25 rows, so a round of one batch (at most 25 leads) never estimates and is read lead
+/// by lead as before, never costing more reads than it has leads in doubt. Rounds that pool
+/// several batches (an import in trouble at full speed) have the leads to pay for it.
+const LEADS_PER_ESTIMATE: usize = 26;
 
 /// A call whose rows are in doubt, as a round needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -153,9 +154,22 @@ pub(crate) struct CheckMemory {
     unavailable: Option<String>,
     /// The margin once a read missed its canary; [`FIRST_MARGIN`] until then.
     widened: Option<TimeDelta>,
+    /// Leads in doubt a round needs per estimate; [`LEADS_PER_ESTIMATE`] unless a test wants
+    /// small rounds to try the account-wide read.
+    leads_per_estimate: Option<usize>,
 }
 
 impl CheckMemory {
+    /// A memory whose rounds pay for an estimate per `leads` leads in doubt (tests of the
+    /// account-wide read on rounds of a few leads).
+    #[cfg(test)]
+    pub(crate) fn estimating_per(leads: usize) -> CheckMemory {
+        CheckMemory {
+            leads_per_estimate: Some(leads),
+            ..CheckMemory::default()
+        }
+    }
+
     /// How much earlier than the first call in doubt an account-wide read begins.
     fn margin(&self) -> TimeDelta {
         self.widened.unwrap_or(FIRST_MARGIN)
@@ -354,8 +368,8 @@ fn plan(
 /// Which of the codes planned for an estimate (`leads` of each) keep it, when the round has
 /// `total` distinct leads in doubt: as many as [`LEADS_PER_ESTIMATE`] allows, those with the
 /// most leads first.
-fn affordable(leads: &[usize], total: usize) -> Vec<bool> {
-    let allowed = total / LEADS_PER_ESTIMATE;
+fn affordable(leads: &[usize], total: usize, per_estimate: usize) -> Vec<bool> {
+    let allowed = total / per_estimate.max(1);
     let mut order: Vec<usize> = (0..leads.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(leads[i]));
     let mut keep = vec![false; leads.len()];
@@ -532,7 +546,11 @@ pub(crate) async fn settle(
         .filter(|&i| plans[i] == Some(Plan::Estimate))
         .collect();
     let sizes: Vec<usize> = estimated.iter().map(|&i| demands[i].leads.len()).collect();
-    for (&i, keep) in estimated.iter().zip(affordable(&sizes, total)) {
+    for (&i, keep) in estimated.iter().zip(affordable(
+        &sizes,
+        total,
+        memory.leads_per_estimate.unwrap_or(LEADS_PER_ESTIMATE),
+    )) {
         if !keep {
             plans[i] = Some(Plan::Leads(format!(
                 "the round's {total} leads in doubt are too few to pay for an estimate of \

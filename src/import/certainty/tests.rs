@@ -100,19 +100,28 @@ fn a_density_predicts_the_pages_of_a_window() {
 
 #[test]
 fn estimates_go_to_the_codes_with_the_most_leads_while_the_round_can_pay_for_them() {
-    // 19 leads for five codes: four estimates at most, and not even one with fewer than four.
+    // One batch's leads (at most 25) pay for no estimate: read lead by lead, as before.
+    let per = LEADS_PER_ESTIMATE;
+    assert_eq!(affordable(&[3, 6, 6, 4, 5], 19, per), vec![false; 5]);
+    assert_eq!(affordable(&[3, 6, 6, 4, 5], 25, per), vec![false; 5]);
+    // Two batches' worth: two estimates, for the codes with the most leads.
     assert_eq!(
-        affordable(&[3, 6, 6, 4, 5], 19),
+        affordable(&[3, 6, 7, 4, 5], 52, per),
+        vec![false, true, true, false, false]
+    );
+    assert_eq!(affordable(&[30, 40, 50, 20, 60], 200, per), vec![true; 5]);
+    // At four leads an estimate: 19 leads pay for four.
+    assert_eq!(
+        affordable(&[3, 6, 6, 4, 5], 19, 4),
         vec![false, true, true, true, true]
     );
-    assert_eq!(affordable(&[3, 6, 6, 4, 5], 20), vec![true; 5]);
-    assert_eq!(affordable(&[3], 3), vec![false]);
-    assert_eq!(affordable(&[], 0), Vec::<bool>::new());
+    assert_eq!(affordable(&[3], 3, per), vec![false]);
+    assert_eq!(affordable(&[], 0, per), Vec::<bool>::new());
 }
 
 #[test]
 fn a_missed_canary_doubles_the_margin_until_the_last_then_stops_account_wide_reads() {
-    let mut memory = CheckMemory::default();
+    let mut memory = CheckMemory::estimating_per(4);
     assert_eq!(memory.margin(), FIRST_MARGIN);
     let mut margins = Vec::new();
     while memory.unavailable.is_none() {
@@ -411,7 +420,7 @@ impl Rig {
 #[tokio::test]
 async fn many_leads_of_one_code_are_settled_by_one_account_wide_read() {
     let (rows, rig) = six_of_ten_applied(ByEventNote::Present).await;
-    let mut memory = CheckMemory::default();
+    let mut memory = CheckMemory::estimating_per(4);
     let found = rig.settle_all(&rows, &mut memory).await;
     let expected: Vec<Option<String>> = rig.ids[1..]
         .iter()
@@ -435,7 +444,7 @@ async fn a_read_costing_more_pages_than_leads_is_left_after_its_first_page() {
     stored.extend(&others);
     let rig = rig(ByEventNote::Present, 5, &stored).await;
     let items: Vec<&ActivityItem> = rows[..8].iter().collect();
-    let mut memory = CheckMemory::default();
+    let mut memory = CheckMemory::estimating_per(4);
     let found = rig
         .settle(&items, call_with(&rig.ids[0]), &mut memory)
         .await;
@@ -462,7 +471,7 @@ async fn a_read_that_misses_the_canary_is_not_believed() {
     // far behind ours (or that selects by another date): the read cannot be trusted to hold
     // what the calls in doubt created.
     assert!(rig.sim.sim.set_modified(&rig.ids[0], "2020-01-01 00:00:00"));
-    let mut memory = CheckMemory::default();
+    let mut memory = CheckMemory::estimating_per(4);
     let found = rig.settle_all(&rows, &mut memory).await;
     assert_eq!(found.iter().filter(|f| f.is_some()).count(), 6);
     // The read, then every lead; later reads begin twice as early.
@@ -483,7 +492,7 @@ async fn a_read_that_misses_the_canary_is_not_believed() {
 #[tokio::test]
 async fn a_server_that_lists_no_notes_sends_the_code_to_the_leads_for_the_rest_of_the_run() {
     let (rows, rig) = six_of_ten_applied(ByEventNote::Absent).await;
-    let mut memory = CheckMemory::default();
+    let mut memory = CheckMemory::estimating_per(4);
     let found = rig.settle_all(&rows, &mut memory).await;
     assert_eq!(found.iter().filter(|f| f.is_some()).count(), 6);
     assert_eq!(rig.cost(), (10, 1));
@@ -503,7 +512,7 @@ async fn rows_left_in_flight_by_an_earlier_run_are_read_without_a_date() {
         assert!(rig.sim.sim.set_modified(id, "2020-01-01 00:00:00"));
     }
     let items: Vec<&ActivityItem> = rows.iter().collect();
-    let mut memory = CheckMemory::default();
+    let mut memory = CheckMemory::estimating_per(4);
     let found = rig
         .settle(&items, CallInDoubt::default(), &mut memory)
         .await;
