@@ -59,6 +59,24 @@ fn csv_of(calls: &[Call]) -> String {
     text
 }
 
+/// `import input.csv --out REPORT --host URL --key CallId --ledger sync.ledger --rate RATE`.
+fn sync_args<'a>(report: &'a str, url: &'a str, rate: &'a str) -> [&'a str; 12] {
+    [
+        "import",
+        "input.csv",
+        "--out",
+        report,
+        "--host",
+        url,
+        "--key",
+        "CallId",
+        "--ledger",
+        "sync.ledger",
+        "--rate",
+        rate,
+    ]
+}
+
 /// A folder holding `sync.ledger` across nights, and the simulator it syncs into.
 struct Nightly {
     sim: RunningSimulator,
@@ -107,25 +125,7 @@ impl Nightly {
     /// it is, at `rate`.
     async fn sync(&self, report: &str, rate: &str) -> std::process::Output {
         let url = self.sim.base_url();
-        run_cli(
-            self.input.dir.path(),
-            &[
-                "import",
-                "input.csv",
-                "--out",
-                report,
-                "--host",
-                &url,
-                "--key",
-                "CallId",
-                "--ledger",
-                "sync.ledger",
-                "--rate",
-                rate,
-            ],
-            &[],
-        )
-        .await
+        run_cli(self.input.dir.path(), &sync_args(report, &url, rate), &[]).await
     }
 
     /// Requests to `path` since request `from`.
@@ -502,20 +502,7 @@ async fn sigkill_mid_update_then_resume_applies_every_update_once() {
     let before = n.sim.sim.stats().requests;
     let url = n.sim.base_url();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lsq-sync"))
-        .args([
-            "import",
-            "input.csv",
-            "--out",
-            "r.csv",
-            "--host",
-            &url,
-            "--key",
-            "CallId",
-            "--ledger",
-            "sync.ledger",
-            "--rate",
-            "50/1s",
-        ])
+        .args(sync_args("r.csv", &url, "50/1s"))
         .current_dir(n.input.dir.path())
         .env("LSQ_ACCESS_KEY", ACCESS_KEY)
         .env("LSQ_SECRET_KEY", SECRET_KEY)
